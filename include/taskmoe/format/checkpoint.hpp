@@ -1,0 +1,334 @@
+#pragma once
+// Reader for the full multi-task checkpoint directory (docs/checkpoint-format.md): config.json,
+// model.safetensors (or a sharded index) and sentencepiece.model. It validates the config, the
+// presence, dtype and shape of every tensor the config implies, and computes task gates exactly as
+// documented, which is what the converter needs to extract a per-task model.
+
+#include <algorithm>  // std::sort
+#include <cmath>      // std::exp, std::isfinite
+#include <cstdint>    // std::uint64_t
+#include <cstdio>     // std::snprintf
+#include <cstring>    // std::memcpy
+#include <string>     // std::string
+#include <sys/stat.h> // stat
+#include <utility>    // std::move
+#include <vector>     // std::vector
+
+#include <nlohmann/json.hpp>
+
+#include <taskmoe/detail/crc32c.hpp>
+#include <taskmoe/detail/mmap.hpp>
+#include <taskmoe/error.hpp>
+#include <taskmoe/format/model_config.hpp>
+#include <taskmoe/format/safetensors.hpp>
+#include <taskmoe/tensor/tensor_view.hpp>
+
+namespace taskmoe {
+
+// A tensor the config requires, with its exact shape.
+struct required_tensor {
+  std::string name;
+  tensor_shape shape;
+};
+
+// Every tensor a checkpoint with this config must hold (the table of docs/checkpoint-format.md).
+inline std::vector<required_tensor> required_checkpoint_tensors(const model_config& c) {
+  using u = std::uint64_t;
+  const u d = static_cast<u>(c.d_model), v = static_cast<u>(c.vocab_size);
+  std::vector<required_tensor> r;
+  const auto add = [&r](std::string n, tensor_shape s) { r.push_back({std::move(n), s}); };
+  if (c.shared_embeddings) {
+    add("embed_tokens.weight", {v, d});
+  } else {
+    add("encoder.embed_tokens.weight", {v, d});
+    add("decoder.embed_tokens.weight", {v, d});
+    add("decoder.output_projection.weight", {v, d});
+  }
+  for (stack s : {stack::encoder, stack::decoder}) {
+    const std::string sn(stack_name(s));
+    if (c.positions == positional_encoding::learned)
+      add(sn + ".embed_positions.weight", {static_cast<u>(c.max_positions), d});
+    const auto& m = c.moe(s);
+    const bool task_routed = c.has_moe && is_task_routed(m.route);
+    if (task_routed)
+      add(sn + ".task_embedding.weight",
+          {static_cast<u>(m.task_keys.size()), static_cast<u>(c.task_embedding_dim)});
+    if (c.norm == norm_placement::pre) {
+      add(sn + ".layer_norm.weight", {d});
+      add(sn + ".layer_norm.bias", {d});
+    }
+    for (int i = 0; i < c.num_layers(s); ++i) {
+      const std::string p = sn + ".layers." + std::to_string(i) + ".";
+      std::vector<std::string> attns = {"self_attn"};
+      if (s == stack::decoder) attns.push_back("encoder_attn");
+      for (const auto& a : attns) {
+        for (const char* proj : {"q_proj", "k_proj", "v_proj", "out_proj"}) {
+          add(p + a + "." + proj + ".weight", {d, d});
+          add(p + a + "." + proj + ".bias", {d});
+        }
+        add(p + a + "_layer_norm.weight", {d});
+        add(p + a + "_layer_norm.bias", {d});
+      }
+      add(p + "final_layer_norm.weight", {d});
+      add(p + "final_layer_norm.bias", {d});
+      if (c.has_moe && c.is_moe_layer(s, i)) {
+        const u e = static_cast<u>(c.num_experts), f = static_cast<u>(c.d_ff_expert);
+        add(p + "moe.experts.fc1.weight", {e, f, d});
+        add(p + "moe.experts.fc1.bias", {e, f});
+        add(p + "moe.experts.fc2.weight", {e, d, f});
+        add(p + "moe.experts.fc2.bias", {e, d});
+        add(p + "moe.router.weight", {e, task_routed ? static_cast<u>(c.task_embedding_dim) : d});
+      } else {
+        const u f = static_cast<u>(c.d_ff);
+        add(p + "ffn.fc1.weight", {f, d});
+        add(p + "ffn.fc1.bias", {f});
+        add(p + "ffn.fc2.weight", {d, f});
+        add(p + "ffn.fc2.bias", {d});
+      }
+    }
+  }
+  return r;
+}
+
+// The gate of one task at one MoE layer: which experts, with which weights.
+struct task_gate {
+  std::vector<int> experts;    // e_1 .. e_k, in descending probability (ties: lower index first)
+  std::vector<float> weights;  // g_1 .. g_k, sum to 1
+};
+
+// Gating as documented, all in float32: logits = router[E, d_in] * u; p = softmax(logits);
+// top_k largest p (ties: lower expert index first); renormalise over the chosen k.
+inline task_gate compute_gate(const float* router, const float* u, int num_experts, int d_in,
+                              int top_k) {
+  if (num_experts <= 0 || d_in <= 0 || top_k <= 0 || top_k > num_experts)
+    throw invalid_argument_error("compute_gate: need 0 < top_k <= num_experts and d_in > 0");
+  std::vector<float> p(static_cast<std::size_t>(num_experts));
+  for (int e = 0; e < num_experts; ++e) {
+    float acc = 0.0f;
+    for (int i = 0; i < d_in; ++i) acc += router[static_cast<std::size_t>(e) * d_in + i] * u[i];
+    p[e] = acc;
+  }
+  float mx = p[0];
+  for (float x : p) mx = x > mx ? x : mx;
+  float sum = 0.0f;
+  for (float& x : p) {
+    x = std::exp(x - mx);
+    sum += x;
+  }
+  for (float& x : p) x /= sum;
+  std::vector<int> order(static_cast<std::size_t>(num_experts));
+  for (int e = 0; e < num_experts; ++e) order[e] = e;
+  // Stable sort on descending p keeps the lower index first among equal probabilities.
+  std::stable_sort(order.begin(), order.end(), [&p](int a, int b) { return p[a] > p[b]; });
+  task_gate g;
+  float top_sum = 0.0f;
+  for (int j = 0; j < top_k; ++j) {
+    g.experts.push_back(order[j]);
+    top_sum += p[order[j]];
+  }
+  for (int j = 0; j < top_k; ++j) g.weights.push_back(p[order[j]] / top_sum);
+  return g;
+}
+
+struct checkpoint_options {
+  // Reject NaN/Inf in any float tensor (reads every weight once; a few hundred ms per GB).
+  bool check_finite = true;
+};
+
+class checkpoint {
+ public:
+  explicit checkpoint(std::string dir, checkpoint_options opts = {}) : dir_(std::move(dir)) {
+    while (dir_.size() > 1 && dir_.back() == '/') dir_.pop_back();
+    load_config();
+    load_tensors(opts);
+    load_sentencepiece();
+    compute_hash();
+  }
+
+  const std::string& directory() const noexcept { return dir_; }
+  const model_config& config() const noexcept { return config_; }
+  const std::vector<task_info>& tasks() const noexcept { return tasks_; }
+  // Throws invalid_argument_error listing the known tasks.
+  const task_info& task(const std::string& name) const {
+    for (const auto& t : tasks_)
+      if (t.name == name) return t;
+    std::string known;
+    for (const auto& t : tasks_) known += (known.empty() ? "" : ", ") + t.name;
+    throw invalid_argument_error("unknown task '" + name + "' (checkpoint has: " + known + ")");
+  }
+  // Index of the task in config.json's "tasks" (the .tmoe task id).
+  int task_id(const std::string& name) const {
+    const task_info& t = task(name);
+    return static_cast<int>(&t - tasks_.data());
+  }
+  const nlohmann::json& raw_config() const noexcept { return raw_; }
+  bool has_tensor(const std::string& name) const { return tensors_.contains(name); }
+  const tensor_view& tensor(const std::string& name) const { return tensors_.tensor(name); }
+  std::vector<std::string> tensor_names() const { return tensors_.names(); }
+  // Raw bytes of sentencepiece.model.
+  const std::string& sentencepiece_model() const noexcept { return spm_; }
+  // Names of tensors present but not required (ignored, reported so callers can warn).
+  const std::vector<std::string>& extra_tensors() const noexcept { return extra_; }
+
+  // 64-bit content hash (docs/format.md, "source_checkpoint.hash"), and as 16 hex digits.
+  std::uint64_t content_hash() const noexcept { return hash_; }
+  std::string content_hash_hex() const {
+    char buf[17];
+    std::snprintf(buf, sizeof buf, "%016llx", static_cast<unsigned long long>(hash_));
+    return buf;
+  }
+
+  // Gate of `task` at MoE layer `layer` of `s` (task-routed stacks only).
+  task_gate gate(const task_info& task, stack s, int layer) const {
+    const auto& m = config_.moe(s);
+    const std::string sn(stack_name(s));
+    if (!config_.has_moe || !is_task_routed(m.route))
+      throw invalid_argument_error("gate: the " + sn + " stack is not task-routed");
+    if (!config_.is_moe_layer(s, layer))
+      throw invalid_argument_error("gate: " + sn + " layer " + std::to_string(layer) +
+                                   " is not an MoE layer");
+    const int k = task_key_index(config_, s, task);
+    if (k < 0) throw invalid_argument_error("gate: task '" + task.name + "' has no task key");
+    const std::vector<float> table = to_f32(tensor(sn + ".task_embedding.weight"));
+    const std::vector<float> router =
+        to_f32(tensor(sn + ".layers." + std::to_string(layer) + ".moe.router.weight"));
+    const int dim = config_.task_embedding_dim;
+    return compute_gate(router.data(), table.data() + static_cast<std::size_t>(k) * dim,
+                        config_.num_experts, dim, config_.top_k);
+  }
+
+ private:
+  std::string file(const char* name) const { return dir_ + "/" + name; }
+
+  static bool exists(const std::string& p) {
+    struct stat st {};
+    return ::stat(p.c_str(), &st) == 0;
+  }
+
+  void load_config() {
+    const std::string path = file("config.json");
+    if (!exists(path)) throw format_error(dir_, "not a checkpoint: config.json is missing");
+    const detail::mapped_file f(path);
+    const char* p = reinterpret_cast<const char*>(f.data());
+    raw_ = nlohmann::json::parse(p, p + f.size(), nullptr, false);
+    if (raw_.is_discarded()) throw format_error(path, "not valid JSON");
+    try {
+      using namespace detail;
+      if (!raw_.is_object()) config_fail("(root)", "must be a JSON object");
+      if (json_string(raw_, "format", "") != "taskmoe-checkpoint")
+        config_fail("format", "must be \"taskmoe-checkpoint\"");
+      const int v = json_int(raw_, "format_version", "");
+      if (v != 1) config_fail("format_version", "unsupported version " + std::to_string(v));
+      config_ = raw_.get<model_config>();
+      const auto& tasks = json_array(raw_, "tasks", "");
+      const auto& tags = json_object(raw_, "target_tags", "");
+      for (std::size_t i = 0; i < tasks.size(); ++i) {
+        task_info t;
+        try {
+          t = tasks[i].get<task_info>();
+        } catch (const config_error& e) {
+          config_fail("tasks[" + std::to_string(i) + "]", e.what());
+        }
+        if (tags.contains(t.target))
+          t.target_tag = json_string(tags[t.target], "target_tags." + t.target);
+        tasks_.push_back(std::move(t));
+      }
+      validate_tasks(config_, tasks_);
+    } catch (const config_error& e) {
+      throw format_error(path, e.what());
+    }
+  }
+
+  void load_tensors(const checkpoint_options& opts) {
+    const std::string single = file("model.safetensors");
+    const std::string index = file("model.safetensors.index.json");
+    if (exists(single))
+      tensors_ = safetensors_archive::open_file(single);
+    else if (exists(index))
+      tensors_ = safetensors_archive::open_index(index);
+    else
+      throw format_error(dir_, "neither model.safetensors nor model.safetensors.index.json exists");
+    const auto required = required_checkpoint_tensors(config_);
+    std::vector<std::string> required_names;
+    for (const auto& r : required) {
+      if (!tensors_.contains(r.name))
+        throw format_error(dir_, "missing required tensor '" + r.name + "'");
+      const tensor_view& v = tensors_.tensor(r.name);
+      const std::string& f = tensors_.file_of(r.name);
+      if (v.type != dtype::f32 && v.type != dtype::f16 && v.type != dtype::bf16)
+        throw format_error(f, "tensor '" + r.name + "' has dtype " +
+                                  std::string(dtype_name(v.type)) + ", expected F32, F16 or BF16");
+      if (v.shape != r.shape)
+        throw format_error(f, "tensor '" + r.name + "' has shape " + v.shape.to_string() +
+                                  ", expected " + r.shape.to_string());
+      if (opts.check_finite) check_finite(r.name, v, f);
+      required_names.push_back(r.name);
+    }
+    std::sort(required_names.begin(), required_names.end());
+    for (const auto& n : tensors_.names())
+      if (!std::binary_search(required_names.begin(), required_names.end(), n)) extra_.push_back(n);
+  }
+
+  static void check_finite(const std::string& name, const tensor_view& v, const std::string& f) {
+    const std::uint64_t n = v.numel();
+    for (std::uint64_t i = 0; i < n; ++i) {
+      float x = 0;
+      if (v.type == dtype::f32) {
+        std::memcpy(&x, v.data + 4 * i, 4);
+      } else {
+        std::uint16_t h = 0;
+        std::memcpy(&h, v.data + 2 * i, 2);
+        x = v.type == dtype::f16 ? detail::f16_to_f32(h) : detail::bf16_to_f32(h);
+      }
+      if (!std::isfinite(x))
+        throw format_error(f, "tensor '" + name + "' has a non-finite value at element " +
+                                  std::to_string(i));
+    }
+  }
+
+  void load_sentencepiece() {
+    const std::string path = file("sentencepiece.model");
+    if (!exists(path)) throw format_error(dir_, "sentencepiece.model is missing");
+    const detail::mapped_file f(path);
+    if (f.size() == 0) throw format_error(path, "empty file");
+    spm_.assign(reinterpret_cast<const char*>(f.data()), f.size());
+  }
+
+  // FNV-1a 64 over a canonical stream: the config JSON re-serialised with sorted keys, then for
+  // each tensor in name order: name, NUL, dtype name, NUL, dims as u64 LE, CRC32C of the data as
+  // u32 LE; then the CRC32C of sentencepiece.model as u32 LE. Bulk bytes go through CRC32C (fast,
+  // hardware); FNV only sees the small stream. Any change of config, tensor or tokenizer changes it.
+  void compute_hash() {
+    std::uint64_t h = 0xcbf29ce484222325ull;
+    const auto mix = [&h](const void* data, std::size_t n) {
+      const auto* p = static_cast<const unsigned char*>(data);
+      for (std::size_t i = 0; i < n; ++i) h = (h ^ p[i]) * 0x100000001b3ull;
+    };
+    const std::string cfg = raw_.dump();
+    mix(cfg.data(), cfg.size());
+    for (const auto& name : tensors_.names()) {
+      const tensor_view& v = tensors_.tensor(name);
+      mix(name.c_str(), name.size() + 1);
+      const std::string_view dn = dtype_name(v.type);
+      mix(dn.data(), dn.size());
+      mix("", 1);
+      mix(v.shape.data(), v.shape.ndim() * sizeof(std::uint64_t));
+      const std::uint32_t crc = detail::crc32c(v.data, v.byte_size);
+      mix(&crc, 4);
+    }
+    const std::uint32_t crc = detail::crc32c(spm_.data(), spm_.size());
+    mix(&crc, 4);
+    hash_ = h;
+  }
+
+  std::string dir_;
+  nlohmann::json raw_;
+  model_config config_;
+  std::vector<task_info> tasks_;
+  safetensors_archive tensors_;
+  std::string spm_;
+  std::vector<std::string> extra_;
+  std::uint64_t hash_ = 0;
+};
+
+}  // namespace taskmoe

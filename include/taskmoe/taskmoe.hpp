@@ -1,0 +1,20 @@
+#pragma once
+// taskmoe: Task-level Mixture-of-Experts translation, header-only, CPU-first.
+// The umbrella header; it includes every public header. Read top to bottom, it is the map of the
+// library. (Add new public headers here; tools/amalgamate.py follows these includes.)
+
+// Version, build features, errors.
+#include <taskmoe/version.hpp>
+#include <taskmoe/config.hpp>
+#include <taskmoe/error.hpp>
+
+// Tensors: element types and non-owning views.
+#include <taskmoe/tensor/dtype.hpp>
+#include <taskmoe/tensor/tensor_view.hpp>
+
+// File formats: model config, safetensors, the multi-task checkpoint, the per-task .tmoe file.
+#include <taskmoe/format/model_config.hpp>
+#include <taskmoe/format/safetensors.hpp>
+#include <taskmoe/format/checkpoint.hpp>
+#include <taskmoe/format/tmoe_metadata.hpp>
+#include <taskmoe/format/tmoe.hpp>
