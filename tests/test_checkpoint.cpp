@@ -1,0 +1,170 @@
+#include "test_helpers.hpp"
+
+#include <cmath>
+
+using namespace taskmoe;
+using namespace taskmoe_test;
+
+TEST_CASE("checkpoints load for every routing setup, including hybrids and dense") {
+  const std::pair<routing, routing> setups[] = {
+      {routing::task_target, routing::task_target}, {routing::task_pair, routing::task_pair},
+      {routing::token, routing::token},             {routing::dense, routing::dense},
+      {routing::task_target, routing::token},       {routing::token, routing::task_pair},
+      {routing::dense, routing::task_target}};
+  for (const auto& s : setups) {
+    CAPTURE(routing_name(s.first));
+    CAPTURE(routing_name(s.second));
+    temp_dir dir;
+    model_config c = tiny_config(s.first, s.second);
+    write_checkpoint(dir.path(), c, tiny_tasks());
+    const checkpoint ck(dir.path());
+    CHECK(ck.config().encoder_moe.route == s.first);
+    CHECK(ck.tasks().size() == 3);
+    CHECK(ck.task("de-en").target_tag == "<2en>");
+    CHECK(ck.task_id("en-fr") == 2);
+    CHECK(ck.sentencepiece_model() == "fake sentencepiece model bytes");
+    CHECK(ck.extra_tensors().empty());
+    CHECK(ck.content_hash_hex().size() == 16);
+    CHECK(ck.has_tensor("decoder.layers.0.encoder_attn.q_proj.weight"));
+    if (s.second != routing::dense)
+      CHECK(ck.tensor("decoder.layers.1.moe.experts.fc1.weight").shape == tensor_shape{4, 12, 8});
+    else
+      CHECK(ck.tensor("decoder.layers.1.ffn.fc1.weight").shape == tensor_shape{16, 8});
+  }
+}
+
+TEST_CASE("a dense model without a moe object, post-norm, learned, unshared") {
+  temp_dir dir;
+  model_config c = tiny_config();
+  c.has_moe = false;
+  c.encoder_moe = c.decoder_moe = {};
+  c.norm = norm_placement::post;
+  c.positions = positional_encoding::learned;
+  c.shared_embeddings = false;
+  write_checkpoint(dir.path(), c, tiny_tasks());
+  const checkpoint ck(dir.path());
+  CHECK(!ck.config().has_moe);
+  CHECK(ck.has_tensor("decoder.output_projection.weight"));
+  CHECK(!ck.has_tensor("encoder.layer_norm.weight"));
+}
+
+TEST_CASE("f16 and bf16 checkpoints load; the hash follows the content") {
+  temp_dir a, b, c;
+  checkpoint_edit e16;
+  e16.type = dtype::f16;
+  write_checkpoint(a.path(), tiny_config(), tiny_tasks(), e16);
+  checkpoint_edit ebf;
+  ebf.type = dtype::bf16;
+  write_checkpoint(b.path(), tiny_config(), tiny_tasks(), ebf);
+  write_checkpoint(c.path(), tiny_config(), tiny_tasks(), e16);
+  const checkpoint ca(a.path()), cb(b.path()), cc(c.path());
+  CHECK(ca.tensor("embed_tokens.weight").type == dtype::f16);
+  CHECK(cb.tensor("embed_tokens.weight").type == dtype::bf16);
+  CHECK(ca.content_hash() == cc.content_hash());
+  CHECK(ca.content_hash() != cb.content_hash());
+}
+
+TEST_CASE("checkpoint validation: missing tensor, wrong shape, bad config, missing files") {
+  temp_dir dir;
+  checkpoint_edit drop;
+  drop.keep = [](const std::string& n) { return n != "encoder.layers.1.moe.router.weight"; };
+  write_checkpoint(dir.path(), tiny_config(), tiny_tasks(), drop);
+  CHECK_THROWS_WITH_AS(checkpoint(dir.path()),
+                       taskmoe_test::contains("missing required tensor 'encoder.layers.1.moe.router.weight'"),
+                       format_error);
+
+  checkpoint_edit reshape;
+  reshape.reshape = [](const std::string& n, tensor_shape& s) {
+    if (n == "decoder.task_embedding.weight") s = {3, 5};
+  };
+  write_checkpoint(dir.path(), tiny_config(), tiny_tasks(), reshape);
+  CHECK_THROWS_WITH_AS(checkpoint(dir.path()),
+                       taskmoe_test::contains("tensor 'decoder.task_embedding.weight' has shape [3, 5], "
+                                         "expected [3, 4]"),
+                       format_error);
+
+  write_checkpoint(dir.path(), tiny_config(), tiny_tasks());
+  auto j = checkpoint_json(tiny_config(), tiny_tasks());
+  j["moe"]["top_k"] = 9;
+  write_file(dir.file("config.json"), j.dump());
+  CHECK_THROWS_WITH_AS(checkpoint(dir.path()),
+                       taskmoe_test::contains(dir.file("config.json") + ": moe.top_k: must be <="),
+                       format_error);
+  j = checkpoint_json(tiny_config(), tiny_tasks());
+  j["format_version"] = 2;
+  write_file(dir.file("config.json"), j.dump());
+  CHECK_THROWS_WITH_AS(checkpoint(dir.path()), taskmoe_test::contains("format_version: unsupported"),
+                       format_error);
+  write_file(dir.file("config.json"), "{");
+  CHECK_THROWS_WITH_AS(checkpoint(dir.path()), taskmoe_test::contains("not valid JSON"), format_error);
+  write_file(dir.file("config.json"), checkpoint_json(tiny_config(), tiny_tasks()).dump());
+  std::remove(dir.file("sentencepiece.model").c_str());
+  CHECK_THROWS_WITH_AS(checkpoint(dir.path()), taskmoe_test::contains("sentencepiece.model is missing"),
+                       format_error);
+  temp_dir empty;
+  CHECK_THROWS_WITH_AS(checkpoint(empty.path()), taskmoe_test::contains("config.json is missing"),
+                       format_error);
+}
+
+TEST_CASE("non-finite weights are rejected; extra tensors are reported") {
+  temp_dir dir;
+  write_checkpoint(dir.path(), tiny_config(), tiny_tasks());
+  // Rewrite with one NaN and one extra tensor.
+  safetensors_writer w;
+  std::uint32_t seed = 1;
+  for (const auto& r : required_checkpoint_tensors(tiny_config())) {
+    auto v = random_floats(static_cast<std::size_t>(r.shape.numel()), seed++);
+    if (r.name == "encoder.layer_norm.bias") v[3] = std::nanf("");
+    w.add_f32(r.name, r.shape, v);
+  }
+  w.add_f32("training.step", {1}, {5.0f});
+  w.write(dir.file("model.safetensors"));
+  CHECK_THROWS_WITH_AS(checkpoint(dir.path()),
+                       taskmoe_test::contains("tensor 'encoder.layer_norm.bias' has a non-finite value at "
+                                         "element 3"),
+                       format_error);
+  checkpoint_options o;
+  o.check_finite = false;
+  const checkpoint ck(dir.path(), o);
+  CHECK(ck.extra_tensors() == std::vector<std::string>{"training.step"});
+}
+
+TEST_CASE("compute_gate: softmax, top-2 with a tie broken by the lower index, renormalised") {
+  // 4 experts, d_in 2, u = (1, 0): logits = first router column = (1, 3, 3, 2).
+  const float router[8] = {1, 9, 3, 9, 3, 9, 2, 9};
+  const float u[2] = {1, 0};
+  const task_gate g = compute_gate(router, u, 4, 2, 2);
+  REQUIRE(g.experts == std::vector<int>{1, 2});  // experts 1 and 2 tie; 1 comes first
+  CHECK(g.weights[0] == doctest::Approx(0.5));
+  CHECK(g.weights[1] == doctest::Approx(0.5));
+  // logits (0, ln 3, ln 1, ln 2) -> p ∝ (1, 3, 1, 2); top-2 = {1: 3/5, 3: 2/5}
+  const float r2[4] = {0.0f, std::log(3.0f), 0.0f, std::log(2.0f)};
+  const float one = 1.0f;
+  const task_gate g2 = compute_gate(r2, &one, 4, 1, 2);
+  REQUIRE(g2.experts == std::vector<int>{1, 3});
+  CHECK(g2.weights[0] == doctest::Approx(0.6));
+  CHECK(g2.weights[1] == doctest::Approx(0.4));
+  // top-3 includes the tie between experts 0 and 2 (both p = 1/7): 0 wins.
+  CHECK(compute_gate(r2, &one, 4, 1, 3).experts == std::vector<int>{1, 3, 0});
+  CHECK_THROWS_AS(compute_gate(r2, &one, 4, 1, 5), invalid_argument_error);
+}
+
+TEST_CASE("checkpoint::gate uses the task's embedding row and the layer's router") {
+  temp_dir dir;
+  const model_config c = tiny_config(routing::task_target, routing::task_pair);
+  write_checkpoint(dir.path(), c, tiny_tasks());
+  const checkpoint ck(dir.path());
+  const task_info& t = ck.task("de-en");
+  const auto table = to_f32(ck.tensor("encoder.task_embedding.weight"));
+  const auto router = to_f32(ck.tensor("encoder.layers.1.moe.router.weight"));
+  // task:target, target "en" is row 1 of task_keys {de, en, fr}
+  const task_gate expected = compute_gate(router.data(), table.data() + 1 * 4, 4, 4, 2);
+  const task_gate g = ck.gate(t, stack::encoder, 1);
+  CHECK(g.experts == expected.experts);
+  CHECK(g.weights == expected.weights);
+  CHECK(g.weights[0] + g.weights[1] == doctest::Approx(1.0));
+  CHECK(g.weights[0] >= g.weights[1]);
+  CHECK_THROWS_WITH_AS(ck.gate(t, stack::encoder, 0), taskmoe_test::contains("not an MoE layer"),
+                       invalid_argument_error);
+  CHECK_THROWS_AS(ck.task("xx-yy"), invalid_argument_error);
+}

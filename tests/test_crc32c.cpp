@@ -1,0 +1,25 @@
+#include "test_helpers.hpp"
+
+using namespace taskmoe::detail;
+
+TEST_CASE("crc32c matches the standard check value") {
+  CHECK(crc32c("123456789", 9) == 0xE3069283u);
+  CHECK(crc32c("", 0) == 0u);
+  // RFC 3720 B.4: 32 bytes of zeros
+  const std::string zeros(32, '\0');
+  CHECK(crc32c(zeros.data(), zeros.size()) == 0x8A9136AAu);
+}
+
+TEST_CASE("crc32c portable and hardware paths agree, and extend composes") {
+  const auto v = taskmoe_test::random_floats(1000, 7);
+  const auto* p = reinterpret_cast<const unsigned char*>(v.data());
+  for (std::size_t n : {0u, 1u, 7u, 8u, 9u, 63u, 64u, 4000u}) {
+    const std::uint32_t portable = ~crc32c_update_portable(~0u, p + 1, n);  // unaligned start
+    CHECK(crc32c(p + 1, n) == portable);
+#if TASKMOE_DETAIL_CRC32C_HW
+    if (__builtin_cpu_supports("sse4.2")) CHECK(~crc32c_update_sse42(~0u, p + 1, n) == portable);
+#endif
+    const std::size_t half = n / 3;
+    CHECK(crc32c_extend(crc32c(p + 1, half), p + 1 + half, n - half) == portable);
+  }
+}
