@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# THE test command (README, .ci/run). Runs every check CI runs, in order of cost:
+#   1. single header is current (tools/amalgamate.py --check)
+#   2. CMake + ninja, -Wall -Wextra -Werror, ctest
+#   3. CMake, ASan + UBSan (-fno-sanitize-recover=all), ctest
+#   4. CMake, tests compiled against single_include/, oneDNN and SentencePiece OFF (fallbacks), ctest
+#   5. meson build + meson test (-Werror)
+#   6. packaging: install to a temporary prefix, find_package(taskmoe CONFIG) from a consumer
+# Build directories live under build/ (gitignored). Uses ccache when installed. Stops at the first
+# failure.   usage: scripts/test.sh [-j N]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+jobs=2
+if [ "${1:-}" = "-j" ] && [ -n "${2:-}" ]; then jobs="$2"; fi
+
+launcher=()
+if command -v ccache >/dev/null; then launcher=(-DCMAKE_CXX_COMPILER_LAUNCHER=ccache); fi
+start_all=$SECONDS
+
+step() {  # step NAME COMMAND...
+  local name="$1"; shift
+  local t0=$SECONDS
+  echo "==> $name"
+  "$@"
+  echo "==> $name: ok ($((SECONDS - t0)) s)"
+}
+
+cmake_leg() {  # cmake_leg BUILD_DIR CMAKE_ARGS...
+  local dir="$1"; shift
+  cmake -S . -B "$dir" -G Ninja "${launcher[@]}" -DTASKMOE_BUILD_TOOLS=ON -DTASKMOE_BUILD_EXAMPLES=ON \
+    -DTASKMOE_BUILD_BENCHMARKS=ON "$@" >/dev/null
+  cmake --build "$dir" -j "$jobs"
+  ctest --test-dir "$dir" --output-on-failure -j "$jobs"
+}
+
+meson_leg() {
+  if [ -d build/meson ]; then
+    meson setup --reconfigure build/meson -Dwerror_tests=true >/dev/null
+  else
+    meson setup build/meson -Dwerror_tests=true >/dev/null
+  fi
+  ninja -C build/meson -j "$jobs"
+  meson test -C build/meson --print-errorlogs --num-processes "$jobs"
+}
+
+step "single header is current" /usr/bin/python3 tools/amalgamate.py --check
+step "cmake -Werror" cmake_leg build/werror -DTASKMOE_WARNINGS_AS_ERRORS=ON
+step "cmake asan+ubsan" env ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
+  UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+  bash -c "$(declare -f cmake_leg); launcher=(${launcher[*]}); jobs=$jobs; \
+    cmake_leg build/sanitize -DTASKMOE_SANITIZE=ON -DTASKMOE_WARNINGS_AS_ERRORS=ON -DCMAKE_BUILD_TYPE=Debug"
+step "cmake single header, no oneDNN, no SentencePiece" cmake_leg build/single-fallback \
+  -DTASKMOE_SINGLE_HEADER_TESTS=ON -DTASKMOE_WITH_ONEDNN=OFF -DTASKMOE_WITH_SENTENCEPIECE=OFF \
+  -DTASKMOE_WARNINGS_AS_ERRORS=ON
+step "meson" meson_leg
+step "packaging" tests/package/run.sh . build/package
+echo "scripts/test.sh: all checks passed in $((SECONDS - start_all)) s"
