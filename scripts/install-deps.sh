@@ -22,7 +22,8 @@ packages=(
 )
 if [ "$minimal" = 0 ]; then
   # The PyTorch reference model, its trainer and the golden-fixture generator (tools/train).
-  packages+=(python3-torch python3-numpy python3-sentencepiece python3-matplotlib)
+  # libopenblas0-pthread: without it Debian's torch falls back to the reference BLAS (~20x slower).
+  packages+=(python3-torch python3-numpy python3-sentencepiece python3-matplotlib libopenblas0-pthread)
 fi
 
 missing=()

@@ -1,0 +1,1 @@
+"""PyTorch reference implementation of TaskMoE translation models (see docs/checkpoint-format.md)."""

@@ -1,0 +1,302 @@
+#!/usr/bin/python3
+"""Train a TaskMoE translation model on ../shared/corpus and export it as a taskmoe checkpoint.
+
+Resumable: run the same command again after an interruption and it continues from the last
+checkpoint in --run-dir (model, optimizer, schedule and data position are all restored).
+
+    /usr/bin/python3 tools/train/train.py --run-dir runs/demo --export models/demo   # see models/demo/README.md
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import time
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from taskmoe_ref.checkpoint_io import export_checkpoint  # noqa: E402
+from taskmoe_ref.config import Config, ModelConfig, MoEConfig, StackMoE, Task  # noqa: E402
+from taskmoe_ref.data import (BatchSampler, EncodedSide, corpus_file, read_tsv, task_pairs,  # noqa: E402
+                              temperature_probs, train_sentencepiece)
+from taskmoe_ref.model import TaskMoEModel  # noqa: E402
+
+
+def parse_args(argv=None):
+    here = os.path.dirname(os.path.abspath(__file__))
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--corpus", default=os.path.normpath(os.path.join(here, "../../../shared/corpus")))
+    p.add_argument("--run-dir", required=True, help="checkpoints, logs, vocabulary and encoded data")
+    p.add_argument("--langs", default="de,fr,es,ru", help="XX of en-XX; tasks are en->XX and XX->en")
+    p.add_argument("--train-limit", type=int, default=0, help="rows per language (0: all)")
+    p.add_argument("--max-len", type=int, default=64, help="drop training pairs longer than this (tokens)")
+    p.add_argument("--vocab-size", type=int, default=8000)
+    p.add_argument("--d-model", type=int, default=256)
+    p.add_argument("--heads", type=int, default=4)
+    p.add_argument("--d-ff", type=int, default=1024)
+    p.add_argument("--d-ff-expert", type=int, default=0, help="0: same as --d-ff")
+    p.add_argument("--encoder-layers", type=int, default=4)
+    p.add_argument("--decoder-layers", type=int, default=4)
+    p.add_argument("--experts", type=int, default=8)
+    p.add_argument("--top-k", type=int, default=2)
+    p.add_argument("--task-dim", type=int, default=64)
+    p.add_argument("--encoder-routing", default="task:target")
+    p.add_argument("--decoder-routing", default="task:target")
+    p.add_argument("--moe-every", type=int, default=2, help="MoE in layers i with i %% n == n-1")
+    p.add_argument("--norm", default="pre")
+    p.add_argument("--activation", default="relu")
+    p.add_argument("--positions", default="sinusoidal")
+    p.add_argument("--max-positions", type=int, default=256)
+    p.add_argument("--max-tokens", type=int, default=4096, help="padded src+tgt tokens per batch")
+    p.add_argument("--lr", type=float, default=1.5e-3)
+    p.add_argument("--warmup", type=int, default=800)
+    p.add_argument("--max-steps", type=int, default=20000)
+    p.add_argument("--max-hours", type=float, default=0.0, help="stop (and save) after this much training time")
+    p.add_argument("--label-smoothing", type=float, default=0.1)
+    p.add_argument("--dropout", type=float, default=0.0)
+    p.add_argument("--aux-weight", type=float, default=0.01)
+    p.add_argument("--temperature", type=float, default=5.0, help="task sampling temperature")
+    p.add_argument("--amp", choices=["none", "bf16"], default="none")
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--save-minutes", type=float, default=10.0)
+    p.add_argument("--log-every", type=int, default=50)
+    p.add_argument("--eval-every", type=int, default=1000)
+    p.add_argument("--export", default="", help="export the final model to this checkpoint directory")
+    p.add_argument("--export-dtype", default="float16")
+    p.add_argument("--benchmark-steps", type=int, default=0, help="time this many steps and exit")
+    return p.parse_args(argv)
+
+
+def log(run_dir: str, msg: str) -> None:
+    line = time.strftime("%Y-%m-%d %H:%M:%S ") + msg
+    print(line, flush=True)
+    with open(os.path.join(run_dir, "train.log"), "a", encoding="utf-8") as f:
+        f.write(line + "\n")
+
+
+def build_config(a, tasks, langs) -> Config:
+    all_langs = sorted(set(["en"] + langs))
+    tags = {l: f"<2{l}>" for l in all_langs}
+
+    def stack(routing, n):
+        if routing == "dense":
+            return StackMoE("dense", [], [])
+        layers = [i for i in range(n) if i % a.moe_every == a.moe_every - 1]
+        keys = []
+        if routing == "task:target":
+            keys = sorted(set(t.target for t in tasks))
+        elif routing == "task:pair":
+            keys = [t.name for t in tasks]
+        return StackMoE(routing, layers, keys)
+
+    model = ModelConfig(d_model=a.d_model, n_heads=a.heads, d_ff=a.d_ff, encoder_layers=a.encoder_layers,
+                        decoder_layers=a.decoder_layers, vocab_size=a.vocab_size, max_positions=a.max_positions,
+                        norm=a.norm, activation=a.activation, positional_encoding=a.positions)
+    moe = MoEConfig(num_experts=a.experts, top_k=a.top_k, d_ff_expert=a.d_ff_expert or a.d_ff,
+                    task_embedding_dim=a.task_dim, encoder=stack(a.encoder_routing, a.encoder_layers),
+                    decoder=stack(a.decoder_routing, a.decoder_layers))
+    return Config(model=model, moe=moe, tasks=tasks, target_tags=tags)
+
+
+def prepare(a, run_dir, langs, tasks):
+    """Vocabulary and encoded training/dev data, cached in run_dir (deterministic)."""
+    spm_path = os.path.join(run_dir, "sentencepiece.model")
+    data_path = os.path.join(run_dir, "data.npz")
+    import sentencepiece as spm
+    rows = None
+    if not os.path.exists(spm_path):
+        rows = {l: read_tsv(corpus_file(a.corpus, l, "train"), a.train_limit) for l in langs}
+        texts = {"en": [en for l in langs for en, _ in rows[l][: 40000]]}
+        for l in langs:
+            texts[l] = [xx for _, xx in rows[l]]
+        tags = [f"<2{l}>" for l in sorted(set(["en"] + langs))]
+        log(run_dir, f"training SentencePiece ({a.vocab_size} pieces) on {sum(map(len, texts.values()))} lines")
+        train_sentencepiece(texts, os.path.join(run_dir, "sentencepiece"), a.vocab_size, tags)
+    sp = spm.SentencePieceProcessor(model_file=spm_path)
+    if not os.path.exists(data_path):
+        if rows is None:
+            rows = {l: read_tsv(corpus_file(a.corpus, l, "train"), a.train_limit) for l in langs}
+        arrays = {}
+        for l in langs:
+            en = sp.encode([r[0] for r in rows[l]])
+            xx = sp.encode([r[1] for r in rows[l]])
+            keep = [i for i in range(len(en)) if 0 < len(en[i]) <= a.max_len and 0 < len(xx[i]) <= a.max_len]
+            for side, seqs in (("en", en), (l, xx)):
+                e = EncodedSide.build([seqs[i] for i in keep])
+                arrays[f"{l}.{side}.flat"], arrays[f"{l}.{side}.offsets"] = e.flat, e.offsets
+            log(run_dir, f"encoded en-{l}: kept {len(keep)} of {len(en)} pairs (<= {a.max_len} tokens)")
+        np.savez(data_path + ".tmp.npz", **arrays)
+        os.replace(data_path + ".tmp.npz", data_path)
+    z = np.load(data_path)
+    data = []
+    for t in tasks:
+        xx = t.target if t.source == "en" else t.source
+        en = EncodedSide(z[f"{xx}.en.flat"], z[f"{xx}.en.offsets"])
+        other = EncodedSide(z[f"{xx}.{xx}.flat"], z[f"{xx}.{xx}.offsets"])
+        data.append((en, other) if t.source == "en" else (other, en))
+    return sp, spm_path, data
+
+
+def make_batch(cfg: Config, sp, data, items, tasks):
+    m = cfg.model
+    srcs, tgts, tids = [], [], []
+    for t, i in items:
+        src, tgt = data[t]
+        tag = sp.piece_to_id(cfg.target_tags[tasks[t].target])
+        srcs.append([tag] + src.get(i).tolist() + [m.eos_id])
+        tgts.append(tgt.get(i).tolist() + [m.eos_id])
+        tids.append(t)
+    ls, lt = max(map(len, srcs)), max(map(len, tgts))
+    src = torch.full((len(items), ls), m.pad_id, dtype=torch.long)
+    tin = torch.full((len(items), lt), m.pad_id, dtype=torch.long)
+    tout = torch.full((len(items), lt), m.pad_id, dtype=torch.long)
+    for r, (s, y) in enumerate(zip(srcs, tgts)):
+        src[r, :len(s)] = torch.tensor(s)
+        tin[r, 0] = m.bos_id
+        tin[r, 1:len(y)] = torch.tensor(y[:-1])
+        tout[r, :len(y)] = torch.tensor(y)
+    return src, tin, tout, torch.tensor(tids)
+
+
+def lr_at(a, step: int) -> float:
+    """Linear warmup, then cosine decay to 5% of the peak at max_steps."""
+    if step < a.warmup:
+        return a.lr * (step + 1) / a.warmup
+    frac = min(1.0, (step - a.warmup) / max(1, a.max_steps - a.warmup))
+    return a.lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * frac)))
+
+
+def loss_fn(a, cfg, model, src, tin, tout, tids):
+    logits, auxes = model(src, tin, tids)
+    ce = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), tout.reshape(-1),
+                         ignore_index=cfg.model.pad_id, label_smoothing=a.label_smoothing)
+    bal = TaskMoEModel.balance_loss(auxes)
+    return ce, bal
+
+
+@torch.no_grad()
+def dev_loss(a, cfg, model, sp, dev, tasks):
+    model.eval()
+    out = {}
+    for t, (src_side, tgt_side) in enumerate(dev):
+        items = [(0, i) for i in range(len(src_side))]
+        tot, n = 0.0, 0
+        for j in range(0, len(items), 64):
+            src, tin, tout, _ = make_batch(cfg, sp, [(src_side, tgt_side)], items[j:j + 64], [tasks[t]])
+            tids = torch.full((src.shape[0],), t, dtype=torch.long)
+            logits, _ = model(src, tin, tids)
+            tot += float(F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), tout.reshape(-1),
+                                         ignore_index=cfg.model.pad_id, reduction="sum"))
+            n += int(tout.ne(cfg.model.pad_id).sum())
+        out[tasks[t].name] = tot / n
+    model.train()
+    return out
+
+
+def main(argv=None):
+    a = parse_args(argv)
+    torch.set_num_threads(a.threads)
+    torch.manual_seed(a.seed)
+    os.makedirs(a.run_dir, exist_ok=True)
+    langs = a.langs.split(",")
+    tasks = [Task(f"en-{l}", "en", l) for l in langs] + [Task(f"{l}-en", l, "en") for l in langs]
+    cfg = build_config(a, tasks, langs)
+    sp, spm_path, data = prepare(a, a.run_dir, langs, tasks)
+    if sp.get_piece_size() != cfg.model.vocab_size:
+        cfg.model.vocab_size = sp.get_piece_size()
+    # Dev: 200 pairs per task for a cheap held-out loss.
+    dev = []
+    for t in tasks:
+        xx = t.target if t.source == "en" else t.source
+        rows = read_tsv(corpus_file(a.corpus, xx, "dev"), 200)
+        s, y = task_pairs(rows, t)
+        dev.append((EncodedSide.build([sp.encode(x)[: a.max_len] for x in s]),
+                    EncodedSide.build([sp.encode(x)[: a.max_len] for x in y])))
+
+    model = TaskMoEModel(cfg)
+    if a.dropout:
+        raise SystemExit("dropout is not implemented in the reference model (use 0)")
+    opt = torch.optim.AdamW(model.parameters(), lr=a.lr, betas=(0.9, 0.98), eps=1e-8, weight_decay=0.0)
+    ckpt_path = os.path.join(a.run_dir, "checkpoint.pt")
+    step, pool, batch_i, train_seconds = 0, 0, 0, 0.0
+    if os.path.exists(ckpt_path):
+        st = torch.load(ckpt_path)
+        model.load_state_dict(st["model"])
+        opt.load_state_dict(st["optimizer"])
+        step, pool, batch_i, train_seconds = st["step"], st["pool"], st["batch"], st["train_seconds"]
+        log(a.run_dir, f"resumed from step {step} ({train_seconds / 3600:.2f} h trained)")
+    else:
+        n_params = sum(p.numel() for p in model.parameters())
+        log(a.run_dir, f"new model: {n_params / 1e6:.2f}M parameters; config {json.dumps(cfg.to_dict()['moe'])}")
+        with open(os.path.join(a.run_dir, "args.json"), "w") as f:
+            json.dump(vars(a), f, indent=2)
+
+    def save():
+        tmp = ckpt_path + ".tmp"
+        torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "step": step, "pool": pool,
+                    "batch": batch_i, "train_seconds": train_seconds, "args": vars(a)}, tmp)
+        os.replace(tmp, ckpt_path)
+
+    probs = temperature_probs([len(s) for s, _ in data], a.temperature)
+    sampler = BatchSampler(data, probs, a.max_tokens, a.seed)
+    model.train()
+    t_last_save = time.time()
+    t0, ntok, acc_ce, acc_bal, acc_n = time.time(), 0, 0.0, 0.0, 0
+    bench_start = None
+    for pool, batch_i, items in sampler.iterate(pool, batch_i):
+        if step >= a.max_steps or (a.max_hours and train_seconds >= a.max_hours * 3600):
+            break
+        t_step = time.time()
+        src, tin, tout, tids = make_batch(cfg, sp, data, items, tasks)
+        for g in opt.param_groups:
+            g["lr"] = lr_at(a, step)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=a.amp == "bf16"):
+            ce, bal = loss_fn(a, cfg, model, src, tin, tout, tids)
+        loss = ce + a.aux_weight * bal
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        step += 1
+        batch_i += 1  # the batch after this one is where a resume continues
+        train_seconds += time.time() - t_step
+        ntok += int(tout.ne(cfg.model.pad_id).sum()) + int(src.ne(cfg.model.pad_id).sum())
+        acc_ce, acc_bal, acc_n = acc_ce + float(ce), acc_bal + float(bal), acc_n + 1
+        if a.benchmark_steps:
+            if step == 5:
+                bench_start, ntok = time.time(), 0
+            if step == 5 + a.benchmark_steps:
+                dt = time.time() - bench_start
+                print(f"benchmark: {a.benchmark_steps / dt:.2f} steps/s, {ntok / dt:.0f} tokens/s")
+                return
+            continue
+        if step % a.log_every == 0:
+            dt = time.time() - t0
+            log(a.run_dir, f"step {step} lr {lr_at(a, step):.2e} ce {acc_ce / acc_n:.3f} bal {acc_bal / acc_n:.3f} "
+                           f"tok/s {ntok / dt:.0f} trained {train_seconds / 3600:.2f} h")
+            t0, ntok, acc_ce, acc_bal, acc_n = time.time(), 0, 0.0, 0.0, 0
+        if step % a.eval_every == 0:
+            dl = dev_loss(a, cfg, model, sp, dev, tasks)
+            log(a.run_dir, "dev ce " + " ".join(f"{k} {v:.3f}" for k, v in dl.items()) +
+                f" mean {sum(dl.values()) / len(dl):.3f}")
+        if time.time() - t_last_save > a.save_minutes * 60:
+            save()
+            t_last_save = time.time()
+    save()
+    log(a.run_dir, f"training stopped at step {step} after {train_seconds / 3600:.2f} h")
+    if a.export:
+        training = {"command": " ".join(["/usr/bin/python3", "tools/train/train.py"] + (argv or sys.argv[1:])),
+                    "steps": step, "train_hours": round(train_seconds / 3600, 3), "threads": a.threads,
+                    "corpus": "../shared/corpus (see models/demo/README.md)"}
+        export_checkpoint(model, spm_path, a.export, a.export_dtype, training)
+        log(a.run_dir, f"exported {a.export} ({a.export_dtype})")
+
+
+if __name__ == "__main__":
+    main()
