@@ -164,11 +164,15 @@ def make_batch(cfg: Config, sp, data, items, tasks):
     return src, tin, tout, torch.tensor(tids)
 
 
-def lr_at(a, step: int) -> float:
-    """Linear warmup, then cosine decay to 5% of the peak at max_steps."""
+def lr_at(a, step: int, train_seconds: float = 0.0) -> float:
+    """Linear warmup, then cosine decay to 5% of the peak at the end of the budget: max_steps, or
+    max_hours of training time when that comes first (so a time-boxed run still anneals)."""
     if step < a.warmup:
         return a.lr * (step + 1) / a.warmup
-    frac = min(1.0, (step - a.warmup) / max(1, a.max_steps - a.warmup))
+    frac = (step - a.warmup) / max(1, a.max_steps - a.warmup)
+    if a.max_hours:
+        frac = max(frac, train_seconds / (a.max_hours * 3600))
+    frac = min(1.0, frac)
     return a.lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * frac)))
 
 
@@ -230,6 +234,12 @@ def main(argv=None):
         model.load_state_dict(st["model"])
         opt.load_state_dict(st["optimizer"])
         step, pool, batch_i, train_seconds = st["step"], st["pool"], st["batch"], st["train_seconds"]
+        shape_keys = [k for k in vars(a) if k not in ("max_steps", "max_hours", "export", "save_minutes",
+                                                       "log_every", "eval_every", "threads", "benchmark_steps")]
+        changed = [k for k in shape_keys if st["args"].get(k) != getattr(a, k)]
+        if changed:
+            raise SystemExit(f"{ckpt_path} was trained with different settings ({', '.join(changed)}); "
+                             "use the original arguments or a new --run-dir")
         log(a.run_dir, f"resumed from step {step} ({train_seconds / 3600:.2f} h trained)")
     else:
         n_params = sum(p.numel() for p in model.parameters())
@@ -255,7 +265,7 @@ def main(argv=None):
         t_step = time.time()
         src, tin, tout, tids = make_batch(cfg, sp, data, items, tasks)
         for g in opt.param_groups:
-            g["lr"] = lr_at(a, step)
+            g["lr"] = lr_at(a, step, train_seconds)
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=a.amp == "bf16"):
             ce, bal = loss_fn(a, cfg, model, src, tin, tout, tids)
         loss = ce + a.aux_weight * bal
@@ -278,7 +288,7 @@ def main(argv=None):
             continue
         if step % a.log_every == 0:
             dt = time.time() - t0
-            log(a.run_dir, f"step {step} lr {lr_at(a, step):.2e} ce {acc_ce / acc_n:.3f} bal {acc_bal / acc_n:.3f} "
+            log(a.run_dir, f"step {step} lr {lr_at(a, step, train_seconds):.2e} ce {acc_ce / acc_n:.3f} bal {acc_bal / acc_n:.3f} "
                            f"tok/s {ntok / dt:.0f} trained {train_seconds / 3600:.2f} h")
             t0, ntok, acc_ce, acc_bal, acc_n = time.time(), 0, 0.0, 0.0, 0
         if step % a.eval_every == 0:
