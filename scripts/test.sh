@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # THE test command (README, .ci/run). Runs every check CI runs, in order of cost:
 #   1. single header is current (tools/amalgamate.py --check)
-#   2. CMake + ninja, -Wall -Wextra -Werror, ctest
+#   2. CMake + ninja, -Wall -Wextra -Werror, ctest; every header compiled on its own
 #   3. CMake, ASan + UBSan (-fno-sanitize-recover=all), ctest
 #   4. CMake, tests compiled against single_include/, oneDNN and SentencePiece OFF (fallbacks), ctest
 #   5. meson build + meson test (-Werror)
@@ -44,11 +44,13 @@ meson_leg() {
 }
 
 step "single header is current" /usr/bin/python3 tools/amalgamate.py --check
-step "cmake -Werror" cmake_leg build/werror -DTASKMOE_WARNINGS_AS_ERRORS=ON
-step "cmake asan+ubsan" env ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
-  UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
-  bash -c "$(declare -f cmake_leg); launcher=(${launcher[*]}); jobs=$jobs; \
-    cmake_leg build/sanitize -DTASKMOE_SANITIZE=ON -DTASKMOE_WARNINGS_AS_ERRORS=ON -DCMAKE_BUILD_TYPE=Debug"
+step "cmake -Werror, each header alone" cmake_leg build/werror -DTASKMOE_WARNINGS_AS_ERRORS=ON \
+  -DTASKMOE_HEADER_CHECK=ON
+sanitize_leg() {
+  ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+    cmake_leg build/sanitize -DTASKMOE_SANITIZE=ON -DTASKMOE_WARNINGS_AS_ERRORS=ON -DCMAKE_BUILD_TYPE=Debug
+}
+step "cmake asan+ubsan" sanitize_leg
 step "cmake single header, no oneDNN, no SentencePiece" cmake_leg build/single-fallback \
   -DTASKMOE_SINGLE_HEADER_TESTS=ON -DTASKMOE_WITH_ONEDNN=OFF -DTASKMOE_WITH_SENTENCEPIECE=OFF \
   -DTASKMOE_WARNINGS_AS_ERRORS=ON

@@ -205,7 +205,7 @@ inline stack_moe_config stack_moe_from_json(const nlohmann::json& obj, const std
 
 inline nlohmann::json stack_moe_to_json(const stack_moe_config& s) {
   nlohmann::json j = {{"routing", std::string(routing_name(s.route))}, {"layers", s.layers}};
-  if (is_task_routed(s.route)) j["task_keys"] = s.task_keys;
+  if (is_task_routed(s.route) || !s.task_keys.empty()) j["task_keys"] = s.task_keys;
   return j;
 }
 
@@ -255,9 +255,7 @@ inline void model_config::validate() const {
         for (std::size_t j = i + 1; j < m.task_keys.size(); ++j)
           if (m.task_keys[i] == m.task_keys[j])
             config_fail(prefix + "task_keys", "duplicate key '" + m.task_keys[i] + "'");
-    } else if (!m.task_keys.empty()) {
-      config_fail(prefix + "task_keys", "only allowed for task routing");
-    }
+    }  // task_keys of a token/dense stack are allowed and unused ("required iff task-routed")
   }
   if (any_task_routed()) positive(task_embedding_dim, "moe.task_embedding_dim");
 }
