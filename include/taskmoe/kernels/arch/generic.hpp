@@ -1,0 +1,192 @@
+#pragma once
+// Generic kernels: portable C++, vectorised with xsimd at the compile-time baseline (SSE2 on
+// x86-64, NEON on arm64). Every kernel has a version here; arch/avx2.hpp and arch/avx512.hpp
+// override only the ones where a wider ISA pays off, and the dispatchers in gemm.hpp and
+// elementwise.hpp fall back to these for everything else (xsimd's "generic fallback" idea).
+//
+// These functions do no argument checking: the public wrappers validated everything already.
+
+#include <algorithm>  // std::max, std::min
+#include <cmath>      // std::sqrt, std::nearbyint, std::isfinite, std::fabs
+#include <cstddef>    // std::size_t
+#include <cstdint>    // int8_t, int32_t
+#include <limits>     // std::numeric_limits
+
+#include <xsimd/xsimd.hpp>  // batch<float> at the default architecture
+
+#include <taskmoe/error.hpp>  // invalid_argument_error
+
+namespace taskmoe {
+namespace kernels {
+namespace detail {
+namespace generic {
+
+using fbatch = xsimd::batch<float>;
+constexpr int lanes = static_cast<int>(fbatch::size);
+
+// ---- int8 -------------------------------------------------------------------------------------
+
+// Symmetric per-row quantization: scale = max|x| / 127, q = round(x / scale) in [-127, 127].
+// -128 is never produced, which keeps the AVX2 sign trick (arch/avx2.hpp) free of overflow. An
+// all-zero row gets scale 0 and q = 0. Non-finite values cannot be quantized: they throw.
+inline void quantize_row_int8(const float* x, int n, std::int8_t* q, float* scale) {
+  float amax = 0.0f;
+  for (int i = 0; i < n; ++i) {
+    if (!std::isfinite(x[i])) {
+      throw invalid_argument_error("taskmoe::kernels::quantize_rows_int8: non-finite value");
+    }
+    amax = std::max(amax, std::fabs(x[i]));
+  }
+  if (amax == 0.0f) {
+    for (int i = 0; i < n; ++i) q[i] = 0;
+    *scale = 0.0f;
+    return;
+  }
+  const float inv = 127.0f / amax;
+  for (int i = 0; i < n; ++i) {
+    const float r = std::nearbyint(x[i] * inv);
+    q[i] = static_cast<std::int8_t>(std::min(127.0f, std::max(-127.0f, r)));
+  }
+  *scale = amax / 127.0f;
+}
+
+// C_int[i, j] = sum_k a[i, k] * w[j, k] for i < m, j < n, handed to ep(i, j, value) exactly once
+// each. The integer result is exact (|sum| <= K * 127 * 127 fits int32 for K < 133,000).
+template <class Epilogue>
+void gemm_s8s8(int m, int n, int k, const std::int8_t* a, int lda, const std::int8_t* w, int ldw,
+               const Epilogue& ep) {
+  for (int j = 0; j < n; ++j) {
+    const std::int8_t* wr = w + static_cast<std::size_t>(j) * ldw;
+    for (int i = 0; i < m; ++i) {
+      const std::int8_t* ar = a + static_cast<std::size_t>(i) * lda;
+      std::int32_t acc = 0;
+      for (int p = 0; p < k; ++p) acc += static_cast<std::int32_t>(ar[p]) * wr[p];
+      ep(i, j, acc);
+    }
+  }
+}
+
+// ---- elementwise ------------------------------------------------------------------------------
+
+inline float row_sum(const float* x, int n) {
+  fbatch acc(0.0f);
+  int i = 0;
+  for (; i + lanes <= n; i += lanes) acc += fbatch::load_unaligned(x + i);
+  float s = xsimd::hadd(acc);
+  for (; i < n; ++i) s += x[i];
+  return s;
+}
+
+inline float row_max(const float* x, int n) {
+  float m = -std::numeric_limits<float>::infinity();
+  int i = 0;
+  if (n >= lanes) {
+    fbatch acc(m);
+    for (; i + lanes <= n; i += lanes) acc = xsimd::max(acc, fbatch::load_unaligned(x + i));
+    alignas(64) float tmp[lanes];
+    acc.store_aligned(tmp);
+    for (int l = 0; l < lanes; ++l) m = std::max(m, tmp[l]);
+  }
+  for (; i < n; ++i) m = std::max(m, x[i]);
+  return m;
+}
+
+// y = (x - mean) / sqrt(var + eps) * gamma + beta, two passes over x so that rows with a large
+// mean do not lose the variance to cancellation. y may alias x. gamma/beta may be null (1 / 0).
+inline void layer_norm_row(const float* x, int d, const float* gamma, const float* beta, float eps,
+                           float* y) {
+  const float mean = row_sum(x, d) / static_cast<float>(d);
+  const fbatch vmean(mean);
+  fbatch acc(0.0f);
+  int i = 0;
+  for (; i + lanes <= d; i += lanes) {
+    const fbatch c = fbatch::load_unaligned(x + i) - vmean;
+    acc = xsimd::fma(c, c, acc);
+  }
+  float var = xsimd::hadd(acc);
+  for (; i < d; ++i) var += (x[i] - mean) * (x[i] - mean);
+  var /= static_cast<float>(d);
+  const float rstd = 1.0f / std::sqrt(var + eps);
+  for (i = 0; i < d; ++i) {
+    float v = (x[i] - mean) * rstd;
+    if (gamma != nullptr) v *= gamma[i];
+    if (beta != nullptr) v += beta[i];
+    y[i] = v;
+  }
+}
+
+// Numerically stable softmax. A fully masked row (every value -inf) has no defined distribution;
+// it becomes all zeros so that attention over it contributes nothing instead of NaN.
+inline void softmax_row(const float* x, int n, float* y) {
+  const float mx = row_max(x, n);
+  if (mx == -std::numeric_limits<float>::infinity()) {
+    for (int i = 0; i < n; ++i) y[i] = 0.0f;
+    return;
+  }
+  const fbatch vmx(mx);
+  fbatch acc(0.0f);
+  int i = 0;
+  for (; i + lanes <= n; i += lanes) {
+    const fbatch e = xsimd::exp(fbatch::load_unaligned(x + i) - vmx);
+    e.store_unaligned(y + i);
+    acc += e;
+  }
+  float sum = xsimd::hadd(acc);
+  for (; i < n; ++i) {
+    y[i] = std::exp(x[i] - mx);
+    sum += y[i];
+  }
+  const float inv = 1.0f / sum;  // sum >= 1: the maximum contributes exp(0)
+  for (i = 0; i < n; ++i) y[i] *= inv;
+}
+
+// log_softmax(x) = x - max - log(sum exp(x - max)). A fully masked row stays all -inf (every
+// token impossible), which beam search treats as a dead hypothesis.
+inline void log_softmax_row(const float* x, int n, float* y) {
+  const float mx = row_max(x, n);
+  if (mx == -std::numeric_limits<float>::infinity()) {
+    for (int i = 0; i < n; ++i) y[i] = mx;
+    return;
+  }
+  const fbatch vmx(mx);
+  fbatch acc(0.0f);
+  int i = 0;
+  for (; i + lanes <= n; i += lanes) acc += xsimd::exp(fbatch::load_unaligned(x + i) - vmx);
+  float sum = xsimd::hadd(acc);
+  for (; i < n; ++i) sum += std::exp(x[i] - mx);
+  const float shift = mx + std::log(sum);
+  for (i = 0; i < n; ++i) y[i] = x[i] - shift;
+}
+
+inline void relu(float* x, std::size_t n) {
+  const fbatch zero(0.0f);
+  std::size_t i = 0;
+  for (; i + lanes <= n; i += lanes) xsimd::max(fbatch::load_unaligned(x + i), zero).store_unaligned(x + i);
+  for (; i < n; ++i) x[i] = x[i] > 0.0f ? x[i] : 0.0f;
+}
+
+// Exact GELU, 0.5 x (1 + erf(x / sqrt 2)), as torch.nn.GELU() (not the tanh approximation).
+inline void gelu(float* x, std::size_t n) {
+  const float inv_sqrt2 = 0.70710678118654752f;
+  const fbatch half(0.5f), one(1.0f), c(inv_sqrt2);
+  std::size_t i = 0;
+  for (; i + lanes <= n; i += lanes) {
+    const fbatch v = fbatch::load_unaligned(x + i);
+    (half * v * (one + xsimd::erf(v * c))).store_unaligned(x + i);
+  }
+  for (; i < n; ++i) x[i] = 0.5f * x[i] * (1.0f + std::erf(x[i] * inv_sqrt2));
+}
+
+// y[i] += b[i] (bias add on a row, residual add).
+inline void add_inplace(float* y, const float* b, int n) {
+  int i = 0;
+  for (; i + lanes <= n; i += lanes) {
+    (fbatch::load_unaligned(y + i) + fbatch::load_unaligned(b + i)).store_unaligned(y + i);
+  }
+  for (; i < n; ++i) y[i] += b[i];
+}
+
+}  // namespace generic
+}  // namespace detail
+}  // namespace kernels
+}  // namespace taskmoe

@@ -1,0 +1,150 @@
+#pragma once
+// Row-wise and elementwise kernels for the Transformer: layer_norm, softmax, log_softmax, relu,
+// gelu, bias and residual adds, top-k and argmax. Row-major matrices with leading dimensions;
+// output may alias input (in-place) wherever the signature takes both.
+//
+// Defined behaviour at the edges (the decoder relies on it):
+//   softmax     a fully masked row (all -inf) -> all zeros, never NaN
+//   log_softmax a fully masked row -> all -inf
+//   layer_norm  a constant row -> beta (the centered values are exactly 0)
+//   top_k       sorted by value descending; ties -> lower index first; NaN never beats a number
+//   argmax      ties -> lowest index; NaN never beats a number (all-NaN row -> 0)
+// Vectorised with xsimd at the baseline ISA (arch/generic.hpp); adds use AVX2 / AVX-512 via
+// runtime dispatch (arch/avx2.hpp, arch/avx512.hpp).
+
+#include <cstddef>  // std::size_t
+#include <string>   // std::to_string
+
+#include <taskmoe/kernels/arch/avx2.hpp>     // detail::avx2::add_inplace
+#include <taskmoe/kernels/arch/avx512.hpp>   // detail::avx512::add_inplace
+#include <taskmoe/kernels/arch/generic.hpp>  // detail::generic::*
+#include <taskmoe/kernels/detail/args.hpp>   // argument checks
+#include <taskmoe/kernels/isa.hpp>           // active_isa
+
+namespace taskmoe {
+namespace kernels {
+
+namespace detail {
+
+inline void add_row(float* y, const float* b, int n) {
+  switch (active_isa()) {
+#if TASKMOE_KERNELS_X86
+    case isa::avx512: avx512::add_inplace(y, b, n); return;
+    case isa::avx2: avx2::add_inplace(y, b, n); return;
+#endif
+    default: generic::add_inplace(y, b, n); return;
+  }
+}
+
+inline void check_rows(const char* kernel, const float* x, int rows, int cols, int ldx, const float* y,
+                       int ldy) {
+  check_matrix(kernel, "x", x, rows, cols, ldx);
+  check_matrix(kernel, "y", y, rows, cols, ldy);
+}
+
+// True when a ranks before b (value descending, then index ascending); NaN ranks last.
+inline bool ranks_before(float va, int ia, float vb, int ib) {
+  if (va != va) return false;
+  if (vb != vb) return true;
+  return va > vb || (va == vb && ia < ib);
+}
+
+}  // namespace detail
+
+// y[r] = (x[r] - mean) / sqrt(var + eps) * gamma + beta for each of `rows` rows of length d.
+// gamma / beta may be null (1 / 0). eps must be >= 0.
+inline void layer_norm(const float* x, int rows, int d, int ldx, const float* gamma,
+                       const float* beta, float eps, float* y, int ldy) {
+  detail::check_rows("layer_norm", x, rows, d, ldx, y, ldy);
+  if (!(eps >= 0.0f)) detail::fail("layer_norm", "eps must be >= 0");
+  if (rows > 0 && d == 0) detail::fail("layer_norm", "d must be > 0");
+  for (int r = 0; r < rows; ++r) {
+    detail::generic::layer_norm_row(x + static_cast<std::size_t>(r) * ldx, d, gamma, beta, eps,
+                                    y + static_cast<std::size_t>(r) * ldy);
+  }
+}
+
+// Softmax over each row of x [rows, cols] into y (may be x).
+inline void softmax(const float* x, int rows, int cols, int ldx, float* y, int ldy) {
+  detail::check_rows("softmax", x, rows, cols, ldx, y, ldy);
+  for (int r = 0; r < rows; ++r) {
+    detail::generic::softmax_row(x + static_cast<std::size_t>(r) * ldx, cols,
+                                 y + static_cast<std::size_t>(r) * ldy);
+  }
+}
+
+// log_softmax over each row of x [rows, cols] into y (may be x).
+inline void log_softmax(const float* x, int rows, int cols, int ldx, float* y, int ldy) {
+  detail::check_rows("log_softmax", x, rows, cols, ldx, y, ldy);
+  for (int r = 0; r < rows; ++r) {
+    detail::generic::log_softmax_row(x + static_cast<std::size_t>(r) * ldx, cols,
+                                     y + static_cast<std::size_t>(r) * ldy);
+  }
+}
+
+// In place over n contiguous values.
+inline void relu(float* x, std::size_t n) {
+  detail::check_vector("relu", "x", x, static_cast<long long>(n));
+  detail::generic::relu(x, n);
+}
+
+// Exact (erf) GELU in place over n contiguous values.
+inline void gelu(float* x, std::size_t n) {
+  detail::check_vector("gelu", "x", x, static_cast<long long>(n));
+  detail::generic::gelu(x, n);
+}
+
+// y[r, :] += bias for each of `rows` rows of y [rows, cols] (ldy).
+inline void add_bias(float* y, int rows, int cols, int ldy, const float* bias) {
+  detail::check_matrix("add_bias", "y", y, rows, cols, ldy);
+  detail::check_vector("add_bias", "bias", bias, rows > 0 ? cols : 0);
+  for (int r = 0; r < rows; ++r) detail::add_row(y + static_cast<std::size_t>(r) * ldy, bias, cols);
+}
+
+// Residual connection: y[r, :] += x[r, :] for y [rows, cols] (ldy), x [rows, cols] (ldx).
+inline void residual_add(float* y, int rows, int cols, int ldy, const float* x, int ldx) {
+  detail::check_matrix("residual_add", "y", y, rows, cols, ldy);
+  detail::check_matrix("residual_add", "x", x, rows, cols, ldx);
+  for (int r = 0; r < rows; ++r) {
+    detail::add_row(y + static_cast<std::size_t>(r) * ldy, x + static_cast<std::size_t>(r) * ldx, cols);
+  }
+}
+
+// The k largest of x[0, n): indices[0..k) and values[0..k) (values may be null), best first,
+// ties to the lower index. 0 <= k <= n. O(n k) worst case but O(n) in practice: a candidate is
+// compared with the current k-th best first (k is small: experts per token, beam size).
+inline void top_k(const float* x, int n, int k, int* indices, float* values) {
+  detail::check_vector("top_k", "x", x, n);
+  detail::check_size("top_k", "k", k);
+  if (k > n) detail::fail("top_k", "k = " + std::to_string(k) + " > n = " + std::to_string(n));
+  detail::check_vector("top_k", "indices", indices, k);
+  if (k == 0) return;
+  int filled = 0;
+  for (int i = 0; i < n; ++i) {
+    const float v = x[i];
+    if (filled == k && !detail::ranks_before(v, i, x[indices[k - 1]], indices[k - 1])) continue;
+    int pos = filled < k ? filled++ : k - 1;
+    while (pos > 0 && detail::ranks_before(v, i, x[indices[pos - 1]], indices[pos - 1])) {
+      indices[pos] = indices[pos - 1];
+      --pos;
+    }
+    indices[pos] = i;
+  }
+  if (values != nullptr) {
+    for (int j = 0; j < k; ++j) values[j] = x[indices[j]];
+  }
+}
+
+// Index of the largest of x[0, n), n >= 1; ties -> lowest index.
+inline int argmax(const float* x, int n) {
+  detail::check_vector("argmax", "x", x, n);
+  if (n == 0) detail::fail("argmax", "n must be >= 1");
+  int best = 0;
+  for (int i = 1; i < n; ++i) {
+    if (detail::ranks_before(x[i], i, x[best], best)) best = i;
+  }
+  return best;
+}
+
+}  // namespace kernels
+}  // namespace taskmoe
