@@ -105,3 +105,11 @@ TEST_CASE("validate_tasks requires task keys and tags for every task") {
   CHECK(task_key_index(c, stack::encoder, tasks[2]) == 2);
   CHECK(task_key_index(c, stack::decoder, tasks[2]) == -1);  // token-routed: no key
 }
+
+TEST_CASE("task_keys on a token-routed stack are accepted and kept (required only for task routing)") {
+  nlohmann::json j = tiny_config(routing::token, routing::task_target);
+  j["moe"]["encoder"]["task_keys"] = {"de", "en"};
+  const auto c = j.get<model_config>();
+  CHECK(c.encoder_moe.task_keys.size() == 2);
+  CHECK(nlohmann::json(c) == j);
+}
