@@ -29,6 +29,17 @@ TASKMOE_TARGET_AVX512_VNNI inline __m512i dot_step(__m512i acc, __m512i ua, __mm
   return _mm512_dpbusd_epi32(acc, ua, _mm512_mask_sub_epi8(b, neg, _mm512_setzero_si512(), b));
 }
 
+// Horizontal int32 sum. Not _mm512_reduce_add_epi32: in GCC 12 it goes through
+// _mm512_extracti64x4_epi64 and _mm512_castsi512_si256, whose _mm256_undefined_si256() trips -Wmaybe-uninitialized; the
+// zero-masked extracts below are the same instruction without the warning (so is the cast).
+TASKMOE_TARGET_AVX512_VNNI inline std::int32_t hsum(__m512i v) {
+  const __m256i h = _mm256_add_epi32(_mm512_maskz_extracti64x4_epi64(0xff, v, 0),
+                                     _mm512_maskz_extracti64x4_epi64(0xff, v, 1));
+  const __m128i s = _mm_add_epi32(_mm256_castsi256_si128(h), _mm256_extracti128_si256(h, 1));
+  const __m128i t = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0x4e));
+  return _mm_cvtsi128_si32(_mm_add_epi32(t, _mm_shuffle_epi32(t, 0xb1)));
+}
+
 // Same contract and blocking as avx2::gemm_s8s8, 64 bytes of K per step. Needs AVX512-VNNI; on
 // AVX-512 CPUs without it (Skylake-SP) the dispatcher uses the AVX2 kernel instead, which keeps
 // every instruction of this function inside one target (a vnni helper could not be inlined into a
@@ -56,10 +67,10 @@ TASKMOE_TARGET_AVX512_VNNI void gemm_s8s8(int m, int n, int k, const std::int8_t
         c2 = dot_step(c2, ua, neg, _mm512_maskz_loadu_epi8(mask, wr[2] + p));
         c3 = dot_step(c3, ua, neg, _mm512_maskz_loadu_epi8(mask, wr[3] + p));
       }
-      ep(i, j + 0, _mm512_reduce_add_epi32(c0));
-      ep(i, j + 1, _mm512_reduce_add_epi32(c1));
-      ep(i, j + 2, _mm512_reduce_add_epi32(c2));
-      ep(i, j + 3, _mm512_reduce_add_epi32(c3));
+      ep(i, j + 0, hsum(c0));
+      ep(i, j + 1, hsum(c1));
+      ep(i, j + 2, hsum(c2));
+      ep(i, j + 3, hsum(c3));
     }
   }
   for (; j < n; ++j) {
@@ -73,7 +84,7 @@ TASKMOE_TARGET_AVX512_VNNI void gemm_s8s8(int m, int n, int k, const std::int8_t
         const __m512i av = _mm512_maskz_loadu_epi8(mask, ar + p);
         c = dot_step(c, _mm512_abs_epi8(av), _mm512_movepi8_mask(av), _mm512_maskz_loadu_epi8(mask, wr + p));
       }
-      ep(i, j, _mm512_reduce_add_epi32(c));
+      ep(i, j, hsum(c));
     }
   }
 }

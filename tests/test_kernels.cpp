@@ -1,0 +1,341 @@
+// Kernels against plain references, on awkward sizes, for every ISA this CPU runs and every
+// GEMM backend compiled in.
+
+#include <doctest/doctest.h>
+
+#include <algorithm>  // std::max, std::min, std::stable_sort
+#include <cmath>      // std::fabs, std::exp, std::erf, std::sqrt
+#include <cstdint>    // int8_t, int32_t
+#include <limits>     // std::numeric_limits
+#include <random>     // std::mt19937
+#include <vector>     // std::vector
+
+#include <taskmoe/kernels/kernels.hpp>
+
+namespace tk = taskmoe::kernels;
+
+namespace {
+
+std::vector<tk::isa> runnable_isas() {
+  std::vector<tk::isa> out;
+  for (tk::isa i : {tk::isa::generic, tk::isa::avx2, tk::isa::avx512}) {
+    if (tk::cpu_supports(i)) out.push_back(i);
+  }
+  return out;
+}
+
+std::vector<float> random_floats(std::size_t n, unsigned seed, float lo = -1.0f, float hi = 1.0f) {
+  std::mt19937 rng(seed);
+  std::uniform_real_distribution<float> dist(lo, hi);
+  std::vector<float> v(n);
+  for (float& x : v) x = dist(rng);
+  return v;
+}
+
+std::vector<std::int8_t> random_int8(std::size_t n, unsigned seed) {
+  std::mt19937 rng(seed);
+  std::uniform_int_distribution<int> dist(-127, 127);
+  std::vector<std::int8_t> v(n);
+  for (auto& x : v) x = static_cast<std::int8_t>(dist(rng));
+  return v;
+}
+
+const int sizes[][3] = {{1, 1, 1},   {1, 7, 63},   {7, 65, 33},  {63, 7, 65}, {65, 63, 129},
+                        {1, 1000, 64}, {16, 31, 512}, {3, 5, 1000}, {2, 9, 2049}};
+
+}  // namespace
+
+TEST_CASE("isa names parse and unsupported instruction sets are refused") {
+  CHECK(tk::parse_isa("avx2") == tk::isa::avx2);
+  CHECK_THROWS_AS(tk::parse_isa("sse9"), taskmoe::invalid_argument_error);
+  CHECK(tk::cpu_supports(tk::isa::generic));
+  for (tk::isa i : {tk::isa::avx2, tk::isa::avx512}) {
+    if (!tk::cpu_supports(i)) {
+      CHECK_THROWS_AS(tk::scoped_isa_override{i}, taskmoe::invalid_argument_error);
+    }
+  }
+  {
+    tk::scoped_isa_override outer(tk::isa::generic);
+    CHECK(tk::active_isa() == tk::isa::generic);
+  }
+  CHECK(tk::cpu_supports(tk::active_isa()));
+}
+
+TEST_CASE("gemm_f32 matches the reference on every backend, with alpha, beta and bias") {
+  std::vector<tk::gemm_backend> backends{tk::gemm_backend::eigen};
+  if (tk::gemm_backend_available(tk::gemm_backend::onednn, false)) backends.push_back(tk::gemm_backend::onednn);
+  for (tk::gemm_backend backend : backends) {
+    for (const auto& s : sizes) {
+      const int m = s[0], n = s[1], k = s[2];
+      const int lda = k + 3, ldw = k + 1, ldc = n + 2;
+      for (int variant = 0; variant < 3; ++variant) {
+        const float alpha = variant == 1 ? 0.5f : 1.0f;
+        const float beta = variant == 2 ? -1.5f : 0.0f;
+        const bool with_bias = variant != 1;
+        CAPTURE(tk::to_string(backend)); CAPTURE(m); CAPTURE(n); CAPTURE(k); CAPTURE(variant);
+        auto a = random_floats(static_cast<std::size_t>(m) * lda, 1);
+        auto w = random_floats(static_cast<std::size_t>(n) * ldw, 2);
+        auto bias = random_floats(n, 3);
+        auto c = random_floats(static_cast<std::size_t>(m) * ldc, 4);
+        if (beta == 0.0f) {
+          for (float& x : c) x = std::numeric_limits<float>::quiet_NaN();  // must not be read
+        }
+        std::vector<float> expect = c;
+        for (int i = 0; i < m; ++i) {
+          for (int j = 0; j < n; ++j) {
+            double acc = 0;
+            for (int p = 0; p < k; ++p) acc += double(a[i * lda + p]) * w[j * ldw + p];
+            double r = alpha * acc + (beta != 0.0f ? beta * double(c[i * ldc + j]) : 0.0);
+            if (with_bias) r += bias[j];
+            expect[i * ldc + j] = static_cast<float>(r);
+          }
+        }
+        tk::gemm_f32(m, n, k, alpha, a.data(), lda, w.data(), ldw, beta, c.data(), ldc,
+                     with_bias ? bias.data() : nullptr, {backend, 1});
+        for (int i = 0; i < m; ++i) {
+          for (int j = 0; j < n; ++j) {
+            REQUIRE(c[i * ldc + j] == doctest::Approx(expect[i * ldc + j]).epsilon(1e-4).scale(k));
+          }
+          for (int j = n; j < ldc; ++j) {  // padding untouched
+            REQUIRE(std::isnan(c[i * ldc + j]) == (beta == 0.0f));
+          }
+        }
+      }
+    }
+  }
+}
+
+TEST_CASE("gemm_s8s8_s32 is exact on every ISA path") {
+  for (tk::isa isa : runnable_isas()) {
+    tk::scoped_isa_override force(isa);
+    for (const auto& s : sizes) {
+      const int m = s[0], n = s[1], k = s[2];
+      const int lda = k + 5, ldw = k + 2, ldc = n + 1;
+      CAPTURE(tk::to_string(isa)); CAPTURE(m); CAPTURE(n); CAPTURE(k);
+      auto a = random_int8(static_cast<std::size_t>(m) * lda, 5);
+      auto w = random_int8(static_cast<std::size_t>(n) * ldw, 6);
+      // Extremes: the largest products, where vpmaddubsw would saturate without the sign trick.
+      for (int p = 0; p < k && p < 8; ++p) { a[p] = (p & 1) ? -127 : 127; w[p] = (p & 2) ? -127 : 127; }
+      std::vector<std::int32_t> c(static_cast<std::size_t>(m) * ldc, 12345);
+      tk::gemm_s8s8_s32(m, n, k, a.data(), lda, w.data(), ldw, c.data(), ldc);
+      for (int i = 0; i < m; ++i) {
+        for (int j = 0; j < n; ++j) {
+          std::int32_t acc = 0;
+          for (int p = 0; p < k; ++p) acc += std::int32_t(a[i * lda + p]) * w[j * ldw + p];
+          REQUIRE(c[i * ldc + j] == acc);
+        }
+        for (int j = n; j < ldc; ++j) REQUIRE(c[i * ldc + j] == 12345);
+      }
+    }
+  }
+}
+
+TEST_CASE("quantize_rows_int8 is symmetric, bounded and safe on zero rows") {
+  const int rows = 4, cols = 37;
+  auto w = random_floats(rows * cols, 7, -3.0f, 3.0f);
+  for (int j = 0; j < cols; ++j) w[2 * cols + j] = 0.0f;
+  std::vector<std::int8_t> q(rows * cols);
+  std::vector<float> scales(rows);
+  tk::quantize_rows_int8(w.data(), rows, cols, q.data(), scales.data());
+  CHECK(scales[2] == 0.0f);
+  for (int r = 0; r < rows; ++r) {
+    int qmax = 0;
+    for (int j = 0; j < cols; ++j) {
+      const int v = q[r * cols + j];
+      CHECK(v >= -127);
+      qmax = std::max(qmax, std::abs(v));
+      CHECK(std::fabs(v * scales[r] - w[r * cols + j]) <= 0.5f * scales[r] + 1e-6f);
+    }
+    if (r != 2) CHECK(qmax == 127);
+  }
+  w[5] = std::numeric_limits<float>::infinity();
+  CHECK_THROWS_AS(tk::quantize_rows_int8(w.data(), rows, cols, q.data(), scales.data()),
+                  taskmoe::invalid_argument_error);
+}
+
+TEST_CASE("gemm_int8 equals the exact integer product times the scales, on every backend and ISA") {
+  std::vector<tk::gemm_backend> backends{tk::gemm_backend::native, tk::gemm_backend::automatic};
+  if (tk::gemm_backend_available(tk::gemm_backend::onednn, true)) backends.push_back(tk::gemm_backend::onednn);
+  for (tk::isa isa : runnable_isas()) {
+    tk::scoped_isa_override force(isa);
+    for (tk::gemm_backend backend : backends) {
+      for (const auto& s : sizes) {
+        const int m = s[0], n = s[1], k = s[2];
+        const int lda = k + 1, ldc = n + 3;
+        CAPTURE(tk::to_string(isa)); CAPTURE(tk::to_string(backend)); CAPTURE(m); CAPTURE(n); CAPTURE(k);
+        auto a = random_floats(static_cast<std::size_t>(m) * lda, 8, -2.0f, 2.0f);
+        if (m > 1) for (int p = 0; p < k; ++p) a[lda + p] = 0.0f;  // an all-zero activation row
+        auto wf = random_floats(static_cast<std::size_t>(n) * k, 9);
+        auto bias = random_floats(n, 10);
+        std::vector<std::int8_t> qw(wf.size());
+        std::vector<float> sw(n);
+        tk::quantize_rows_int8(wf.data(), n, k, qw.data(), sw.data());
+        std::vector<std::int8_t> qa(static_cast<std::size_t>(m) * k);
+        std::vector<float> sa(m);
+        tk::quantize_rows_int8(a.data(), m, k, lda, qa.data(), k, sa.data());
+        std::vector<float> c(static_cast<std::size_t>(m) * ldc, -7.0f);
+        tk::gemm_int8(m, n, k, a.data(), lda, qw.data(), k, sw.data(), c.data(), ldc, bias.data(),
+                      {backend, 1});
+        for (int i = 0; i < m; ++i) {
+          for (int j = 0; j < n; ++j) {
+            std::int32_t iacc = 0;
+            double facc = 0;
+            for (int p = 0; p < k; ++p) {
+              iacc += std::int32_t(qa[i * k + p]) * qw[j * k + p];
+              facc += double(a[i * lda + p]) * wf[j * k + p];
+            }
+            const double exact = double(iacc) * sa[i] * sw[j] + bias[j];
+            // Only float rounding of the scaling separates the result from the integer product.
+            REQUIRE(c[i * ldc + j] == doctest::Approx(exact).epsilon(1e-5).scale(1.0));
+            // And the quantized product stays within the quantization error of the f32 one:
+            // |a.w - qa.qw sa sw| <= sum |a| |dw| + |dw| ... bounded by half a step on each side.
+            double bound = 0;
+            for (int p = 0; p < k; ++p) {
+              bound += 0.5 * sa[i] * std::fabs(wf[j * k + p]) + 0.5 * sw[j] * std::fabs(a[i * lda + p]) +
+                       0.25 * sa[i] * sw[j];
+            }
+            REQUIRE(std::fabs(c[i * ldc + j] - (facc + bias[j])) <= bound + 1e-4);
+          }
+          for (int j = n; j < ldc; ++j) REQUIRE(c[i * ldc + j] == -7.0f);
+        }
+      }
+    }
+  }
+}
+
+TEST_CASE("gemm functions reject bad arguments with an exception") {
+  std::vector<float> a(16), w(16), c(16), s(4);
+  std::vector<std::int8_t> q(16);
+  using err = taskmoe::invalid_argument_error;
+  CHECK_THROWS_AS(tk::gemm_f32(-1, 4, 4, 1, a.data(), 4, w.data(), 4, 0, c.data(), 4), err);
+  CHECK_THROWS_AS(tk::gemm_f32(2, 4, 4, 1, nullptr, 4, w.data(), 4, 0, c.data(), 4), err);
+  CHECK_THROWS_AS(tk::gemm_f32(2, 4, 4, 1, a.data(), 3, w.data(), 4, 0, c.data(), 4), err);
+  CHECK_THROWS_AS(tk::gemm_f32(2, 4, 4, 1, a.data(), 4, w.data(), 4, 0, c.data(), 4, nullptr,
+                               {tk::gemm_backend::native, 1}), err);
+  CHECK_THROWS_AS(tk::gemm_f32(2, 4, 4, 1, a.data(), 4, w.data(), 4, 0, c.data(), 4, nullptr,
+                               {tk::gemm_backend::automatic, 0}), err);
+  CHECK_THROWS_AS(tk::gemm_int8(2, 4, 4, a.data(), 4, q.data(), 4, nullptr, c.data(), 4), err);
+  CHECK_THROWS_AS(tk::gemm_int8(2, 4, 4, a.data(), 4, q.data(), 4, s.data(), c.data(), 4, nullptr,
+                                {tk::gemm_backend::eigen, 1}), err);
+  CHECK_THROWS_AS(tk::quantize_rows_int8(a.data(), 2, -1, q.data(), s.data()), err);
+  tk::gemm_f32(0, 0, 0, 1, nullptr, 1, nullptr, 1, 0, nullptr, 1);  // empty: fine
+  tk::gemm_f32(2, 3, 0, 1, a.data(), 1, w.data(), 1, 0, c.data(), 3);  // k == 0: C = 0
+  for (int i = 0; i < 6; ++i) CHECK(c[i] == 0.0f);
+}
+
+TEST_CASE("layer_norm matches the reference, and a constant row gives beta") {
+  for (tk::isa isa : runnable_isas()) {
+    tk::scoped_isa_override force(isa);
+    for (int d : {1, 7, 63, 65, 512}) {
+      const int rows = 5, ld = d + 3;
+      auto x = random_floats(static_cast<std::size_t>(rows) * ld, 11, -4.0f, 6.0f);
+      for (int j = 0; j < d; ++j) x[3 * ld + j] = 2.5f;  // constant row
+      auto gamma = random_floats(d, 12), beta = random_floats(d, 13);
+      std::vector<float> y(x.size());
+      tk::layer_norm(x.data(), rows, d, ld, gamma.data(), beta.data(), 1e-5f, y.data(), ld);
+      for (int r = 0; r < rows; ++r) {
+        double mean = 0, var = 0;
+        for (int j = 0; j < d; ++j) mean += x[r * ld + j];
+        mean /= d;
+        for (int j = 0; j < d; ++j) var += (x[r * ld + j] - mean) * (x[r * ld + j] - mean);
+        var /= d;
+        for (int j = 0; j < d; ++j) {
+          const double e = (x[r * ld + j] - mean) / std::sqrt(var + 1e-5) * gamma[j] + beta[j];
+          REQUIRE(y[r * ld + j] == doctest::Approx(e).epsilon(1e-4).scale(1.0));
+        }
+      }
+      for (int j = 0; j < d; ++j) CHECK(y[3 * ld + j] == beta[j]);
+      tk::layer_norm(x.data(), rows, d, ld, nullptr, nullptr, 1e-5f, x.data(), ld);  // in place
+      CHECK(x[3 * ld] == 0.0f);
+    }
+  }
+  float v = 1.0f;
+  CHECK_THROWS_AS(tk::layer_norm(&v, 1, 1, 1, nullptr, nullptr, -1.0f, &v, 1), taskmoe::invalid_argument_error);
+}
+
+TEST_CASE("softmax and log_softmax are stable and define fully masked rows") {
+  const float ninf = -std::numeric_limits<float>::infinity();
+  for (int n : {1, 7, 63, 65, 1000}) {
+    const int rows = 3;
+    auto x = random_floats(static_cast<std::size_t>(rows) * n, 14, -30.0f, 30.0f);
+    x[0] = 1e30f;                                       // huge value: no overflow
+    for (int j = 0; j < n; j += 2) x[n + j] = ninf;     // partially masked row
+    for (int j = 0; j < n; ++j) x[2 * n + j] = ninf;    // fully masked row
+    std::vector<float> y(x.size()), ly(x.size());
+    tk::softmax(x.data(), rows, n, n, y.data(), n);
+    tk::log_softmax(x.data(), rows, n, n, ly.data(), n);
+    for (int r = 0; r < 2; ++r) {
+      double mx = ninf, sum = 0;
+      for (int j = 0; j < n; ++j) mx = std::max<double>(mx, x[r * n + j]);
+      for (int j = 0; j < n; ++j) sum += std::exp(double(x[r * n + j]) - mx);
+      double total = 0;
+      for (int j = 0; j < n; ++j) {
+        const double e = std::exp(double(x[r * n + j]) - mx) / sum;
+        REQUIRE(y[r * n + j] == doctest::Approx(e).epsilon(1e-5).scale(1e-6));
+        const double le = double(x[r * n + j]) - mx - std::log(sum);
+        if (std::isinf(le)) REQUIRE(ly[r * n + j] == ninf);
+        else REQUIRE(ly[r * n + j] == doctest::Approx(le).epsilon(1e-5).scale(1.0));
+        total += y[r * n + j];
+      }
+      CHECK(total == doctest::Approx(1.0).epsilon(1e-5));
+    }
+    for (int j = 0; j < n; ++j) {
+      CHECK(y[2 * n + j] == 0.0f);
+      CHECK(ly[2 * n + j] == ninf);
+    }
+  }
+}
+
+TEST_CASE("relu, gelu, add_bias and residual_add match the reference on every ISA") {
+  for (tk::isa isa : runnable_isas()) {
+    tk::scoped_isa_override force(isa);
+    for (int n : {1, 7, 63, 65, 1000}) {
+      auto x = random_floats(n, 15, -5.0f, 5.0f);
+      auto r = x, g = x;
+      tk::relu(r.data(), r.size());
+      tk::gelu(g.data(), g.size());
+      for (int i = 0; i < n; ++i) {
+        CHECK(r[i] == (x[i] > 0 ? x[i] : 0.0f));
+        const double e = 0.5 * x[i] * (1.0 + std::erf(x[i] / std::sqrt(2.0)));
+        REQUIRE(g[i] == doctest::Approx(e).epsilon(1e-5).scale(1e-6));
+      }
+      const int rows = 3, ld = n + 1;
+      auto y = random_floats(static_cast<std::size_t>(rows) * ld, 16);
+      auto b = random_floats(n, 17);
+      auto z = random_floats(static_cast<std::size_t>(rows) * ld, 18);
+      auto y0 = y;
+      tk::add_bias(y.data(), rows, n, ld, b.data());
+      tk::residual_add(y.data(), rows, n, ld, z.data(), ld);
+      for (int i = 0; i < rows; ++i) {
+        for (int j = 0; j < n; ++j) REQUIRE(y[i * ld + j] == (y0[i * ld + j] + b[j]) + z[i * ld + j]);
+        CHECK(y[i * ld + n] == y0[i * ld + n]);
+      }
+    }
+  }
+}
+
+TEST_CASE("top_k and argmax break ties towards the lower index") {
+  const float x[] = {1.0f, 3.0f, 2.0f, 3.0f, std::numeric_limits<float>::quiet_NaN(), 3.0f, -1.0f};
+  int idx[7];
+  float val[4];
+  tk::top_k(x, 7, 4, idx, val);
+  CHECK(idx[0] == 1); CHECK(idx[1] == 3); CHECK(idx[2] == 5); CHECK(idx[3] == 2);
+  CHECK(val[3] == 2.0f);
+  CHECK(tk::argmax(x, 7) == 1);
+  tk::top_k(x, 7, 7, idx, nullptr);
+  CHECK(idx[6] == 4);  // NaN ranks last
+  CHECK_THROWS_AS(tk::top_k(x, 7, 8, idx, val), taskmoe::invalid_argument_error);
+  CHECK_THROWS_AS(tk::argmax(x, 0), taskmoe::invalid_argument_error);
+  // Random rows against a sort-based reference.
+  for (int n : {1, 7, 65, 1000}) {
+    std::vector<float> v = random_floats(n, 19);
+    for (int i = 0; i < n; i += 3) v[i] = 0.25f;  // many ties
+    const int k = std::min(n, 5);
+    std::vector<int> got(k), ref(n);
+    tk::top_k(v.data(), n, k, got.data(), nullptr);
+    for (int i = 0; i < n; ++i) ref[i] = i;
+    std::stable_sort(ref.begin(), ref.end(), [&](int a, int b) { return v[a] > v[b]; });
+    for (int j = 0; j < k; ++j) CHECK(got[j] == ref[j]);
+    CHECK(tk::argmax(v.data(), n) == ref[0]);
+  }
+}
