@@ -8,6 +8,7 @@
 #include <cstdint>    // int8_t, int32_t
 #include <limits>     // std::numeric_limits
 #include <random>     // std::mt19937
+#include <string>     // std::string
 #include <vector>     // std::vector
 
 #include <taskmoe/kernels/kernels.hpp>
@@ -72,7 +73,7 @@ TEST_CASE("gemm_f32 matches the reference on every backend, with alpha, beta and
         const float alpha = variant == 1 ? 0.5f : 1.0f;
         const float beta = variant == 2 ? -1.5f : 0.0f;
         const bool with_bias = variant != 1;
-        CAPTURE(tk::to_string(backend)); CAPTURE(m); CAPTURE(n); CAPTURE(k); CAPTURE(variant);
+        CAPTURE(std::string(tk::to_string(backend))); CAPTURE(m); CAPTURE(n); CAPTURE(k); CAPTURE(variant);
         auto a = random_floats(static_cast<std::size_t>(m) * lda, 1);
         auto w = random_floats(static_cast<std::size_t>(n) * ldw, 2);
         auto bias = random_floats(n, 3);
@@ -111,7 +112,7 @@ TEST_CASE("gemm_s8s8_s32 is exact on every ISA path") {
     for (const auto& s : sizes) {
       const int m = s[0], n = s[1], k = s[2];
       const int lda = k + 5, ldw = k + 2, ldc = n + 1;
-      CAPTURE(tk::to_string(isa)); CAPTURE(m); CAPTURE(n); CAPTURE(k);
+      CAPTURE(std::string(tk::to_string(isa))); CAPTURE(m); CAPTURE(n); CAPTURE(k);
       auto a = random_int8(static_cast<std::size_t>(m) * lda, 5);
       auto w = random_int8(static_cast<std::size_t>(n) * ldw, 6);
       // Extremes: the largest products, where vpmaddubsw would saturate without the sign trick.
@@ -162,7 +163,7 @@ TEST_CASE("gemm_int8 equals the exact integer product times the scales, on every
       for (const auto& s : sizes) {
         const int m = s[0], n = s[1], k = s[2];
         const int lda = k + 1, ldc = n + 3;
-        CAPTURE(tk::to_string(isa)); CAPTURE(tk::to_string(backend)); CAPTURE(m); CAPTURE(n); CAPTURE(k);
+        CAPTURE(std::string(tk::to_string(isa))); CAPTURE(std::string(tk::to_string(backend))); CAPTURE(m); CAPTURE(n); CAPTURE(k);
         auto a = random_floats(static_cast<std::size_t>(m) * lda, 8, -2.0f, 2.0f);
         if (m > 1) for (int p = 0; p < k; ++p) a[lda + p] = 0.0f;  // an all-zero activation row
         auto wf = random_floats(static_cast<std::size_t>(n) * k, 9);
@@ -170,6 +171,12 @@ TEST_CASE("gemm_int8 equals the exact integer product times the scales, on every
         std::vector<std::int8_t> qw(wf.size());
         std::vector<float> sw(n);
         tk::quantize_rows_int8(wf.data(), n, k, qw.data(), sw.data());
+        if (backend == tk::gemm_backend::onednn) {
+          // oneDNN on CPUs without VNNI computes u8 x s8 with vpmaddubsw, whose int16 pair sums
+          // saturate for 8-bit weights (docs/kernels.md); 7-bit weights keep it exact.
+          for (auto& q : qw) q = static_cast<std::int8_t>(q / 2);
+          for (std::size_t r = 0; r < wf.size(); ++r) wf[r] = qw[r] * sw[r / k];
+        }
         std::vector<std::int8_t> qa(static_cast<std::size_t>(m) * k);
         std::vector<float> sa(m);
         tk::quantize_rows_int8(a.data(), m, k, lda, qa.data(), k, sa.data());
@@ -259,7 +266,7 @@ TEST_CASE("softmax and log_softmax are stable and define fully masked rows") {
     const int rows = 3;
     auto x = random_floats(static_cast<std::size_t>(rows) * n, 14, -30.0f, 30.0f);
     x[0] = 1e30f;                                       // huge value: no overflow
-    for (int j = 0; j < n; j += 2) x[n + j] = ninf;     // partially masked row
+    for (int j = 1; j < n; j += 2) x[n + j] = ninf;     // partially masked row
     for (int j = 0; j < n; ++j) x[2 * n + j] = ninf;    // fully masked row
     std::vector<float> y(x.size()), ly(x.size());
     tk::softmax(x.data(), rows, n, n, y.data(), n);
@@ -297,7 +304,7 @@ TEST_CASE("relu, gelu, add_bias and residual_add match the reference on every IS
       for (int i = 0; i < n; ++i) {
         CHECK(r[i] == (x[i] > 0 ? x[i] : 0.0f));
         const double e = 0.5 * x[i] * (1.0 + std::erf(x[i] / std::sqrt(2.0)));
-        REQUIRE(g[i] == doctest::Approx(e).epsilon(1e-5).scale(1e-6));
+        REQUIRE(std::fabs(g[i] - e) <= 1e-6 + 1e-5 * std::fabs(e));
       }
       const int rows = 3, ld = n + 1;
       auto y = random_floats(static_cast<std::size_t>(rows) * ld, 16);
