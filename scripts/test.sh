@@ -6,6 +6,7 @@
 #   4. CMake, tests compiled against single_include/, oneDNN and SentencePiece OFF (fallbacks), ctest
 #   5. meson build + meson test (-Werror)
 #   6. packaging: install to a temporary prefix, find_package(taskmoe CONFIG) from a consumer
+#   7. the PyTorch reference and BLEU scorer tests (tools/train/tests; torch tests skip without it)
 # Build directories live under build/ (gitignored). Uses ccache when installed. Stops at the first
 # failure.   usage: scripts/test.sh [-j N]
 set -euo pipefail
@@ -56,4 +57,12 @@ step "cmake single header, no oneDNN, no SentencePiece" cmake_leg build/single-f
   -DTASKMOE_WARNINGS_AS_ERRORS=ON
 step "meson" meson_leg
 step "packaging" tests/package/run.sh . build/package
+python_leg() {
+  if ! /usr/bin/python3 -c "import torch" 2>/dev/null; then
+    echo "python3-torch is not installed: the reference-model tests will be skipped" \
+         "(scripts/install-deps.sh installs it; --minimal does not)"
+  fi
+  /usr/bin/python3 -m unittest discover -s tools/train/tests -t tools/train/tests
+}
+step "python reference tests" python_leg
 echo "scripts/test.sh: all checks passed in $((SECONDS - start_all)) s"

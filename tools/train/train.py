@@ -15,6 +15,11 @@ import os
 import sys
 import time
 
+# OpenBLAS (Debian's torch BLAS) starts its own thread pool, which torch.set_num_threads does not
+# bound: pin it before torch loads, or a "1 thread" run spins a second core.
+if "--threads" in sys.argv:
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", sys.argv[sys.argv.index("--threads") + 1])
+
 import numpy as np
 import torch
 import torch.nn.functional as F
