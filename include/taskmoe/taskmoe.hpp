@@ -18,3 +18,6 @@
 #include <taskmoe/format/checkpoint.hpp>
 #include <taskmoe/format/tmoe_metadata.hpp>
 #include <taskmoe/format/tmoe.hpp>
+
+// Kernels: ISA dispatch, f32/int8 GEMM (oneDNN, own AVX2/AVX-512, fallbacks), elementwise ops.
+#include <taskmoe/kernels/kernels.hpp>

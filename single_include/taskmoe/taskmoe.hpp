@@ -2392,4 +2392,1281 @@ class tmoe_writer {
 
 }  // namespace taskmoe
 // ---- end taskmoe/format/tmoe.hpp ----
+
+// Kernels: ISA dispatch, f32/int8 GEMM (oneDNN, own AVX2/AVX-512, fallbacks), elementwise ops.
+// ---- begin taskmoe/kernels/kernels.hpp ----
+// The kernels, in one include: ISA dispatch, GEMMs (f32 / int8), elementwise and row kernels.
+
+// ---- begin taskmoe/kernels/isa.hpp ----
+// Runtime instruction-set detection and dispatch for the kernels.
+//
+// The library is compiled for the x86-64 baseline (SSE2), so code for wider instruction sets lives
+// in functions marked __attribute__((target(...))) (kernels/arch/avx2.hpp, arch/avx512.hpp) and
+// is only ever called after active_isa() said the CPU runs it. That is what keeps a binary built
+// on a new machine from dying with SIGILL on an older one.
+//
+// Which path runs, highest priority first:
+//   1. a scoped_isa_override alive in the process (tests force every path with it);
+//   2. the environment variable TASKMOE_ISA=generic|avx2|avx512, read once;
+//   3. the best instruction set the CPU (and OS) supports.
+// Asking for an instruction set the CPU lacks throws taskmoe::invalid_argument_error: a clear
+// message instead of an illegal instruction.
+
+#include <atomic>       // std::atomic
+#include <cstdlib>      // std::getenv
+#include <string>       // std::string
+#include <string_view>  // std::string_view
+
+
+#if (defined(__GNUC__) || defined(__clang__)) && (defined(__x86_64__) || defined(__i386__))
+// Per-function target attributes and __builtin_cpu_supports exist: the AVX2/AVX-512 kernels are
+// compiled in. Elsewhere only the generic kernels exist and active_isa() is always generic.
+#define TASKMOE_KERNELS_X86 1
+#else
+#define TASKMOE_KERNELS_X86 0
+#endif
+
+namespace taskmoe {
+namespace kernels {
+
+// Ordered: a higher value is a superset of the lower ones on every CPU we dispatch to.
+enum class isa : int {
+  generic = 0,  // portable C++ plus xsimd at the compile-time baseline (SSE2 on x86-64)
+  avx2 = 1,     // AVX2 + FMA (Haswell, Zen 1 and later)
+  avx512 = 2,   // AVX-512 F + BW + VL (Skylake-SP, Ice Lake, Zen 4); VNNI used when present
+};
+
+inline const char* to_string(isa value) noexcept {
+  switch (value) {
+    case isa::generic: return "generic";
+    case isa::avx2: return "avx2";
+    case isa::avx512: return "avx512";
+  }
+  return "unknown";
+}
+
+// "generic" / "avx2" / "avx512" -> isa; anything else throws.
+inline isa parse_isa(std::string_view name) {
+  if (name == "generic") return isa::generic;
+  if (name == "avx2") return isa::avx2;
+  if (name == "avx512") return isa::avx512;
+  throw invalid_argument_error("unknown instruction set '" + std::string(name) +
+                               "' (expected generic, avx2 or avx512)");
+}
+
+// Individual CPU features the kernels care about (the OS must also save the wide registers;
+// __builtin_cpu_supports checks XGETBV for that).
+struct cpu_features {
+  bool avx2 = false;
+  bool fma = false;
+  bool f16c = false;
+  bool avx512f = false;
+  bool avx512bw = false;
+  bool avx512vl = false;
+  bool avx512vnni = false;
+};
+
+inline const cpu_features& detect_cpu_features() noexcept {
+  static const cpu_features features = [] {
+    cpu_features f;
+#if TASKMOE_KERNELS_X86
+    __builtin_cpu_init();  // harmless when already done; needed if called from a constructor
+    f.avx2 = __builtin_cpu_supports("avx2");
+    f.fma = __builtin_cpu_supports("fma");
+    f.f16c = false;
+#if defined(__clang__) || __GNUC__ >= 11
+    f.f16c = __builtin_cpu_supports("f16c");
+#endif
+    f.avx512f = __builtin_cpu_supports("avx512f");
+    f.avx512bw = __builtin_cpu_supports("avx512bw");
+    f.avx512vl = __builtin_cpu_supports("avx512vl");
+    f.avx512vnni = __builtin_cpu_supports("avx512vnni");
+#endif
+    return f;
+  }();
+  return features;
+}
+
+// Can this CPU run kernels compiled for `value`?
+inline bool cpu_supports(isa value) noexcept {
+  const cpu_features& f = detect_cpu_features();
+  switch (value) {
+    case isa::generic: return true;
+    case isa::avx2: return TASKMOE_KERNELS_X86 && f.avx2 && f.fma;
+    case isa::avx512: return TASKMOE_KERNELS_X86 && f.avx2 && f.fma && f.avx512f && f.avx512bw && f.avx512vl;
+  }
+  return false;
+}
+
+// The best instruction set this CPU supports, ignoring overrides.
+inline isa best_supported_isa() noexcept {
+  if (cpu_supports(isa::avx512)) return isa::avx512;
+  if (cpu_supports(isa::avx2)) return isa::avx2;
+  return isa::generic;
+}
+
+namespace detail {
+
+inline isa checked_isa(isa requested, const char* origin) {
+  if (!cpu_supports(requested)) {
+    throw invalid_argument_error(std::string(origin) + " requests instruction set '" +
+                                 to_string(requested) + "', which this CPU does not support (best: " +
+                                 to_string(best_supported_isa()) + ")");
+  }
+  return requested;
+}
+
+// -1: no override; otherwise an isa value. Process-wide so that an override set by a test also
+// covers kernels run on worker threads.
+inline std::atomic<int>& isa_override_slot() noexcept {
+  static std::atomic<int> slot{-1};
+  return slot;
+}
+
+// TASKMOE_ISA, parsed once. Unset or empty means "no request". An invalid value is remembered as
+// an error message and thrown from every active_isa() call, so the misconfiguration cannot go
+// unnoticed.
+struct env_isa_request {
+  bool present = false;
+  isa value = isa::generic;
+  std::string error;
+};
+
+inline const env_isa_request& env_request() {
+  static const env_isa_request request = [] {
+    env_isa_request r;
+    const char* text = std::getenv("TASKMOE_ISA");
+    if (text == nullptr || *text == '\0') return r;
+    try {
+      r.value = parse_isa(text);
+      r.present = true;
+      checked_isa(r.value, "TASKMOE_ISA");
+    } catch (const invalid_argument_error& e) {
+      r.error = std::string("TASKMOE_ISA: ") + e.what();
+    }
+    return r;
+  }();
+  return request;
+}
+
+}  // namespace detail
+
+// The instruction set kernels dispatch to now (see the priority list at the top of this file).
+inline isa active_isa() {
+  const int forced = detail::isa_override_slot().load(std::memory_order_relaxed);
+  if (forced >= 0) return static_cast<isa>(forced);
+  const detail::env_isa_request& env = detail::env_request();
+  if (!env.error.empty()) throw invalid_argument_error(env.error);
+  if (env.present) return env.value;
+  return best_supported_isa();
+}
+
+// Forces an instruction set for its lifetime (process-wide; nestable, restores the previous
+// override on destruction). Throws if the CPU cannot run it. Meant for tests and benchmarks;
+// do not race two overrides from different threads.
+class scoped_isa_override {
+ public:
+  explicit scoped_isa_override(isa value)
+      : previous_(detail::isa_override_slot().exchange(
+            static_cast<int>(detail::checked_isa(value, "scoped_isa_override")))) {}
+  ~scoped_isa_override() { detail::isa_override_slot().store(previous_); }
+  scoped_isa_override(const scoped_isa_override&) = delete;
+  scoped_isa_override& operator=(const scoped_isa_override&) = delete;
+
+ private:
+  int previous_;
+};
+
+}  // namespace kernels
+}  // namespace taskmoe
+// ---- end taskmoe/kernels/isa.hpp ----
+// ---- begin taskmoe/kernels/gemm.hpp ----
+// Matrix products for Linear layers: C = alpha * A W^T + beta * C (+ bias), where W is a weight
+// matrix stored [N, K] row-major exactly as in the model files (PyTorch Linear: weight [out, in]),
+// A is [M, K] (M = tokens in flight, 1 ... ~2000) and C is [M, N]. All matrices row-major with a
+// leading dimension (ld >= columns), so callers can work on slices (one head, one expert's rows).
+//
+//   gemm_f32           f32 weights. oneDNN matmul when TASKMOE_HAS_ONEDNN, else Eigen.
+//   quantize_rows_int8 symmetric per-row int8 quantization (weights at conversion time,
+//                      activations per token at run time).
+//   gemm_int8          f32 activations x int8 weights with per-row scales: quantizes A per row,
+//                      then gemm_s8 below.
+//   gemm_s8            pre-quantized activations (quantize once, reuse for Q, K and V).
+//   gemm_s8s8_s32      the exact integer product, for tests and custom epilogues.
+//
+// int8 math: C[i, j] = (sum_p qa[i, p] qw[j, p]) * sa[i] * sw[j] + bias[j]. The integer sum is
+// exact on every backend; only the final float scaling rounds.
+//
+// Every call runs on the calling thread with options.threads threads (default 1; see
+// detail/onednn.hpp) and throws invalid_argument_error on bad sizes, strides or null pointers.
+
+#include <cstddef>  // std::size_t
+#include <cstdint>  // int8_t, int32_t
+#include <vector>   // std::vector (per-thread activation workspace)
+
+#include <Eigen/Core>  // the fallback f32 GEMM
+
+// ---- begin taskmoe/kernels/arch/avx2.hpp ----
+// AVX2 (+FMA) kernels. Every function here carries __attribute__((target("avx2,fma"))), so this
+// header compiles and links in a baseline x86-64 build; the dispatchers call these only when
+// active_isa() >= isa::avx2. Kernels not defined here fall back to arch/generic.hpp.
+//
+// int8 scheme (the "sign trick"). AVX2 has no signed x signed byte multiply; vpmaddubsw multiplies
+// unsigned bytes by signed bytes and adds adjacent pairs into int16 *with saturation*. We feed it
+//     u = |a|            (vpabsb; a in [-127, 127] so u in [0, 127])
+//     s = sign(b, a)     (vpsignb: b, -b or 0 as a is >0, <0 or 0; b in [-127, 127])
+// so that u * s == a * b exactly, and each int16 pair sum is at most 2 * 127 * 127 = 32258 <
+// 32767: it never saturates. vpmaddwd with ones then widens pairs to int32 and vpaddd accumulates.
+// This relies on both operands being in [-127, 127]; quantize_rows_int8 never produces -128
+// (and the public GEMM rejects nothing: -128 in *weights* is still exact since |a| <= 127 bounds
+// each product by 127 * 128, pair sum 32512; -128 in *activations* could saturate, so activations
+// always come from our quantizer).
+
+#include <cstddef>  // std::size_t
+#include <cstdint>  // int8_t, int32_t
+
+
+#if TASKMOE_KERNELS_X86
+#include <immintrin.h>  // AVX2 intrinsics (usable inside target("avx2") functions)
+
+namespace taskmoe {
+namespace kernels {
+namespace detail {
+namespace avx2 {
+
+#define TASKMOE_TARGET_AVX2 __attribute__((target("avx2,fma")))
+
+// acc += a * b for 32 signed bytes (sign trick, see above); ua = |a| is hoisted by the caller.
+TASKMOE_TARGET_AVX2 inline __m256i dot_step(__m256i acc, __m256i ua, __m256i a, __m256i b) {
+  const __m256i ones = _mm256_set1_epi16(1);
+  return _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_maddubs_epi16(ua, _mm256_sign_epi8(b, a)), ones));
+}
+
+TASKMOE_TARGET_AVX2 inline std::int32_t hsum(__m256i v) {
+  const __m128i s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+  const __m128i t = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0x4e));
+  return _mm_cvtsi128_si32(_mm_add_epi32(t, _mm_shuffle_epi32(t, 0xb1)));
+}
+
+inline std::int32_t dot_tail(const std::int8_t* a, const std::int8_t* b, int from, int k) {
+  std::int32_t s = 0;
+  for (int p = from; p < k; ++p) s += static_cast<std::int32_t>(a[p]) * b[p];
+  return s;
+}
+
+// Same contract as generic::gemm_s8s8. Blocking: 4 weight rows (4 * K bytes, in L1 for K <= 4096)
+// against every activation row, so each weight byte is loaded from memory once per call — at
+// decoding sizes (M small) the weights dominate the traffic.
+template <class Epilogue>
+TASKMOE_TARGET_AVX2 void gemm_s8s8(int m, int n, int k, const std::int8_t* a, int lda,
+                                   const std::int8_t* w, int ldw, const Epilogue& ep) {
+  const int kv = k & ~31;
+  int j = 0;
+  for (; j + 4 <= n; j += 4) {
+    const std::int8_t* w0 = w + static_cast<std::size_t>(j) * ldw;
+    const std::int8_t* w1 = w0 + ldw;
+    const std::int8_t* w2 = w1 + ldw;
+    const std::int8_t* w3 = w2 + ldw;
+    for (int i = 0; i < m; ++i) {
+      const std::int8_t* ar = a + static_cast<std::size_t>(i) * lda;
+      __m256i c0 = _mm256_setzero_si256(), c1 = c0, c2 = c0, c3 = c0;
+      for (int p = 0; p < kv; p += 32) {
+        const __m256i av = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(ar + p));
+        const __m256i ua = _mm256_abs_epi8(av);
+        c0 = dot_step(c0, ua, av, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w0 + p)));
+        c1 = dot_step(c1, ua, av, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w1 + p)));
+        c2 = dot_step(c2, ua, av, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w2 + p)));
+        c3 = dot_step(c3, ua, av, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w3 + p)));
+      }
+      // Horizontal sums of the four accumulators in one go: lane q of the result is row j + q.
+      const __m256i h = _mm256_hadd_epi32(_mm256_hadd_epi32(c0, c1), _mm256_hadd_epi32(c2, c3));
+      alignas(16) std::int32_t r[4];
+      _mm_store_si128(reinterpret_cast<__m128i*>(r),
+                      _mm_add_epi32(_mm256_castsi256_si128(h), _mm256_extracti128_si256(h, 1)));
+      ep(i, j + 0, r[0] + dot_tail(ar, w0, kv, k));
+      ep(i, j + 1, r[1] + dot_tail(ar, w1, kv, k));
+      ep(i, j + 2, r[2] + dot_tail(ar, w2, kv, k));
+      ep(i, j + 3, r[3] + dot_tail(ar, w3, kv, k));
+    }
+  }
+  for (; j < n; ++j) {
+    const std::int8_t* wr = w + static_cast<std::size_t>(j) * ldw;
+    for (int i = 0; i < m; ++i) {
+      const std::int8_t* ar = a + static_cast<std::size_t>(i) * lda;
+      __m256i c = _mm256_setzero_si256();
+      for (int p = 0; p < kv; p += 32) {
+        const __m256i av = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(ar + p));
+        c = dot_step(c, _mm256_abs_epi8(av), av, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(wr + p)));
+      }
+      ep(i, j, hsum(c) + dot_tail(ar, wr, kv, k));
+    }
+  }
+}
+
+// y[i] += b[i]; 8 floats per step.
+TASKMOE_TARGET_AVX2 inline void add_inplace(float* y, const float* b, int n) {
+  int i = 0;
+  for (; i + 8 <= n; i += 8) {
+    _mm256_storeu_ps(y + i, _mm256_add_ps(_mm256_loadu_ps(y + i), _mm256_loadu_ps(b + i)));
+  }
+  for (; i < n; ++i) y[i] += b[i];
+}
+
+#undef TASKMOE_TARGET_AVX2
+
+}  // namespace avx2
+}  // namespace detail
+}  // namespace kernels
+}  // namespace taskmoe
+
+#endif  // TASKMOE_KERNELS_X86
+// ---- end taskmoe/kernels/arch/avx2.hpp ----
+// ---- begin taskmoe/kernels/arch/avx512.hpp ----
+// AVX-512 kernels (F + BW + VL; VNNI when the CPU has it). Same rules as arch/avx2.hpp: every
+// function carries a target attribute and runs only when active_isa() == isa::avx512.
+//
+// int8: AVX-512BW has no vpsignb, so the sign of a moves onto b with a mask instead:
+//     u = |a| (vpabsb),  neg = a < 0 (vpmovb2m),  s = neg ? -b : b (masked vpsubb)
+// and vpdpbusd(acc, u, s) (VNNI) adds the four u8*s8 products of each dword straight into int32
+// without intermediate saturation. K tails use masked loads, no scalar loop.
+
+#include <cstddef>  // std::size_t
+#include <cstdint>  // int8_t, int32_t, uint64_t
+
+
+#if TASKMOE_KERNELS_X86
+#include <immintrin.h>  // AVX-512 intrinsics (usable inside target(...) functions)
+
+namespace taskmoe {
+namespace kernels {
+namespace detail {
+namespace avx512 {
+
+#define TASKMOE_TARGET_AVX512 __attribute__((target("avx2,fma,avx512f,avx512bw,avx512vl")))
+#define TASKMOE_TARGET_AVX512_VNNI \
+  __attribute__((target("avx2,fma,avx512f,avx512bw,avx512vl,avx512vnni")))
+
+// acc += a * b for 64 signed bytes; ua = |a| and neg = (a < 0) are hoisted by the caller.
+TASKMOE_TARGET_AVX512_VNNI inline __m512i dot_step(__m512i acc, __m512i ua, __mmask64 neg, __m512i b) {
+  return _mm512_dpbusd_epi32(acc, ua, _mm512_mask_sub_epi8(b, neg, _mm512_setzero_si512(), b));
+}
+
+// Horizontal int32 sum. Not _mm512_reduce_add_epi32: in GCC 12 it goes through
+// _mm512_extracti64x4_epi64 and _mm512_castsi512_si256, whose _mm256_undefined_si256() trips -Wmaybe-uninitialized; the
+// zero-masked extracts below are the same instruction without the warning (so is the cast).
+TASKMOE_TARGET_AVX512_VNNI inline std::int32_t hsum(__m512i v) {
+  const __m256i h = _mm256_add_epi32(_mm512_maskz_extracti64x4_epi64(0xff, v, 0),
+                                     _mm512_maskz_extracti64x4_epi64(0xff, v, 1));
+  const __m128i s = _mm_add_epi32(_mm256_castsi256_si128(h), _mm256_extracti128_si256(h, 1));
+  const __m128i t = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0x4e));
+  return _mm_cvtsi128_si32(_mm_add_epi32(t, _mm_shuffle_epi32(t, 0xb1)));
+}
+
+// Same contract and blocking as avx2::gemm_s8s8, 64 bytes of K per step. Needs AVX512-VNNI; on
+// AVX-512 CPUs without it (Skylake-SP) the dispatcher uses the AVX2 kernel instead, which keeps
+// every instruction of this function inside one target (a vnni helper could not be inlined into a
+// non-vnni caller).
+template <class Epilogue>
+TASKMOE_TARGET_AVX512_VNNI void gemm_s8s8(int m, int n, int k, const std::int8_t* a, int lda,
+                                     const std::int8_t* w, int ldw, const Epilogue& ep) {
+  const int kv = k & ~63;
+  const __mmask64 tail = (k - kv) == 0 ? 0 : (~std::uint64_t{0} >> (64 - (k - kv)));
+  int j = 0;
+  for (; j + 4 <= n; j += 4) {
+    const std::int8_t* wr[4];
+    for (int q = 0; q < 4; ++q) wr[q] = w + static_cast<std::size_t>(j + q) * ldw;
+    for (int i = 0; i < m; ++i) {
+      const std::int8_t* ar = a + static_cast<std::size_t>(i) * lda;
+      __m512i c0 = _mm512_setzero_si512(), c1 = c0, c2 = c0, c3 = c0;
+      for (int p = 0; p <= kv; p += 64) {
+        if (p == kv && tail == 0) break;
+        const __mmask64 mask = p < kv ? ~__mmask64{0} : tail;
+        const __m512i av = _mm512_maskz_loadu_epi8(mask, ar + p);
+        const __m512i ua = _mm512_abs_epi8(av);
+        const __mmask64 neg = _mm512_movepi8_mask(av);
+        c0 = dot_step(c0, ua, neg, _mm512_maskz_loadu_epi8(mask, wr[0] + p));
+        c1 = dot_step(c1, ua, neg, _mm512_maskz_loadu_epi8(mask, wr[1] + p));
+        c2 = dot_step(c2, ua, neg, _mm512_maskz_loadu_epi8(mask, wr[2] + p));
+        c3 = dot_step(c3, ua, neg, _mm512_maskz_loadu_epi8(mask, wr[3] + p));
+      }
+      ep(i, j + 0, hsum(c0));
+      ep(i, j + 1, hsum(c1));
+      ep(i, j + 2, hsum(c2));
+      ep(i, j + 3, hsum(c3));
+    }
+  }
+  for (; j < n; ++j) {
+    const std::int8_t* wr = w + static_cast<std::size_t>(j) * ldw;
+    for (int i = 0; i < m; ++i) {
+      const std::int8_t* ar = a + static_cast<std::size_t>(i) * lda;
+      __m512i c = _mm512_setzero_si512();
+      for (int p = 0; p <= kv; p += 64) {
+        if (p == kv && tail == 0) break;
+        const __mmask64 mask = p < kv ? ~__mmask64{0} : tail;
+        const __m512i av = _mm512_maskz_loadu_epi8(mask, ar + p);
+        c = dot_step(c, _mm512_abs_epi8(av), _mm512_movepi8_mask(av), _mm512_maskz_loadu_epi8(mask, wr + p));
+      }
+      ep(i, j, hsum(c));
+    }
+  }
+}
+
+// y[i] += b[i]; 16 floats per step, masked tail.
+TASKMOE_TARGET_AVX512 inline void add_inplace(float* y, const float* b, int n) {
+  int i = 0;
+  for (; i + 16 <= n; i += 16) {
+    _mm512_storeu_ps(y + i, _mm512_add_ps(_mm512_loadu_ps(y + i), _mm512_loadu_ps(b + i)));
+  }
+  if (i < n) {
+    const __mmask16 mask = static_cast<__mmask16>((1u << (n - i)) - 1u);
+    _mm512_mask_storeu_ps(y + i, mask, _mm512_add_ps(_mm512_maskz_loadu_ps(mask, y + i), _mm512_maskz_loadu_ps(mask, b + i)));
+  }
+}
+
+#undef TASKMOE_TARGET_AVX512
+#undef TASKMOE_TARGET_AVX512_VNNI
+
+}  // namespace avx512
+}  // namespace detail
+}  // namespace kernels
+}  // namespace taskmoe
+
+#endif  // TASKMOE_KERNELS_X86
+// ---- end taskmoe/kernels/arch/avx512.hpp ----
+// ---- begin taskmoe/kernels/arch/generic.hpp ----
+// Generic kernels: portable C++, vectorised with xsimd at the compile-time baseline (SSE2 on
+// x86-64, NEON on arm64). Every kernel has a version here; arch/avx2.hpp and arch/avx512.hpp
+// override only the ones where a wider ISA pays off, and the dispatchers in gemm.hpp and
+// elementwise.hpp fall back to these for everything else (xsimd's "generic fallback" idea).
+//
+// These functions do no argument checking: the public wrappers validated everything already.
+
+#include <algorithm>  // std::max, std::min
+#include <cmath>      // std::sqrt, std::nearbyint, std::isfinite, std::fabs
+#include <cstddef>    // std::size_t
+#include <cstdint>    // int8_t, int32_t
+#include <limits>     // std::numeric_limits
+
+#include <xsimd/xsimd.hpp>  // batch<float> at the default architecture
+
+
+namespace taskmoe {
+namespace kernels {
+namespace detail {
+namespace generic {
+
+using fbatch = xsimd::batch<float>;
+constexpr int lanes = static_cast<int>(fbatch::size);
+
+// ---- int8 -------------------------------------------------------------------------------------
+
+// Symmetric per-row quantization: scale = max|x| / 127, q = round(x / scale) in [-127, 127].
+// -128 is never produced, which keeps the AVX2 sign trick (arch/avx2.hpp) free of overflow. An
+// all-zero row gets scale 0 and q = 0. Non-finite values cannot be quantized: they throw.
+inline void quantize_row_int8(const float* x, int n, std::int8_t* q, float* scale) {
+  float amax = 0.0f;
+  for (int i = 0; i < n; ++i) {
+    if (!std::isfinite(x[i])) {
+      throw invalid_argument_error("taskmoe::kernels::quantize_rows_int8: non-finite value");
+    }
+    amax = std::max(amax, std::fabs(x[i]));
+  }
+  if (amax == 0.0f) {
+    for (int i = 0; i < n; ++i) q[i] = 0;
+    *scale = 0.0f;
+    return;
+  }
+  const float inv = 127.0f / amax;
+  for (int i = 0; i < n; ++i) {
+    const float r = std::nearbyint(x[i] * inv);
+    q[i] = static_cast<std::int8_t>(std::min(127.0f, std::max(-127.0f, r)));
+  }
+  *scale = amax / 127.0f;
+}
+
+// C_int[i, j] = sum_k a[i, k] * w[j, k] for i < m, j < n, handed to ep(i, j, value) exactly once
+// each. The integer result is exact (|sum| <= K * 127 * 127 fits int32 for K < 133,000).
+template <class Epilogue>
+void gemm_s8s8(int m, int n, int k, const std::int8_t* a, int lda, const std::int8_t* w, int ldw,
+               const Epilogue& ep) {
+  for (int j = 0; j < n; ++j) {
+    const std::int8_t* wr = w + static_cast<std::size_t>(j) * ldw;
+    for (int i = 0; i < m; ++i) {
+      const std::int8_t* ar = a + static_cast<std::size_t>(i) * lda;
+      std::int32_t acc = 0;
+      for (int p = 0; p < k; ++p) acc += static_cast<std::int32_t>(ar[p]) * wr[p];
+      ep(i, j, acc);
+    }
+  }
+}
+
+// ---- elementwise ------------------------------------------------------------------------------
+
+inline float row_sum(const float* x, int n) {
+  fbatch acc(0.0f);
+  int i = 0;
+  for (; i + lanes <= n; i += lanes) acc += fbatch::load_unaligned(x + i);
+  float s = xsimd::hadd(acc);
+  for (; i < n; ++i) s += x[i];
+  return s;
+}
+
+inline float row_max(const float* x, int n) {
+  float m = -std::numeric_limits<float>::infinity();
+  int i = 0;
+  if (n >= lanes) {
+    fbatch acc(m);
+    for (; i + lanes <= n; i += lanes) acc = xsimd::max(acc, fbatch::load_unaligned(x + i));
+    alignas(64) float tmp[lanes];
+    acc.store_aligned(tmp);
+    for (int l = 0; l < lanes; ++l) m = std::max(m, tmp[l]);
+  }
+  for (; i < n; ++i) m = std::max(m, x[i]);
+  return m;
+}
+
+// y = (x - mean) / sqrt(var + eps) * gamma + beta, two passes over x so that rows with a large
+// mean do not lose the variance to cancellation. y may alias x. gamma/beta may be null (1 / 0).
+inline void layer_norm_row(const float* x, int d, const float* gamma, const float* beta, float eps,
+                           float* y) {
+  const float mean = row_sum(x, d) / static_cast<float>(d);
+  const fbatch vmean(mean);
+  fbatch acc(0.0f);
+  int i = 0;
+  for (; i + lanes <= d; i += lanes) {
+    const fbatch c = fbatch::load_unaligned(x + i) - vmean;
+    acc = xsimd::fma(c, c, acc);
+  }
+  float var = xsimd::hadd(acc);
+  for (; i < d; ++i) var += (x[i] - mean) * (x[i] - mean);
+  var /= static_cast<float>(d);
+  const float rstd = 1.0f / std::sqrt(var + eps);
+  for (i = 0; i < d; ++i) {
+    float v = (x[i] - mean) * rstd;
+    if (gamma != nullptr) v *= gamma[i];
+    if (beta != nullptr) v += beta[i];
+    y[i] = v;
+  }
+}
+
+// Numerically stable softmax. A fully masked row (every value -inf) has no defined distribution;
+// it becomes all zeros so that attention over it contributes nothing instead of NaN.
+inline void softmax_row(const float* x, int n, float* y) {
+  const float mx = row_max(x, n);
+  if (mx == -std::numeric_limits<float>::infinity()) {
+    for (int i = 0; i < n; ++i) y[i] = 0.0f;
+    return;
+  }
+  const fbatch vmx(mx);
+  fbatch acc(0.0f);
+  int i = 0;
+  for (; i + lanes <= n; i += lanes) {
+    const fbatch e = xsimd::exp(fbatch::load_unaligned(x + i) - vmx);
+    e.store_unaligned(y + i);
+    acc += e;
+  }
+  float sum = xsimd::hadd(acc);
+  for (; i < n; ++i) {
+    y[i] = std::exp(x[i] - mx);
+    sum += y[i];
+  }
+  const float inv = 1.0f / sum;  // sum >= 1: the maximum contributes exp(0)
+  for (i = 0; i < n; ++i) y[i] *= inv;
+}
+
+// log_softmax(x) = x - max - log(sum exp(x - max)). A fully masked row stays all -inf (every
+// token impossible), which beam search treats as a dead hypothesis.
+inline void log_softmax_row(const float* x, int n, float* y) {
+  const float mx = row_max(x, n);
+  if (mx == -std::numeric_limits<float>::infinity()) {
+    for (int i = 0; i < n; ++i) y[i] = mx;
+    return;
+  }
+  const fbatch vmx(mx);
+  fbatch acc(0.0f);
+  int i = 0;
+  for (; i + lanes <= n; i += lanes) acc += xsimd::exp(fbatch::load_unaligned(x + i) - vmx);
+  float sum = xsimd::hadd(acc);
+  for (; i < n; ++i) sum += std::exp(x[i] - mx);
+  const float shift = mx + std::log(sum);
+  for (i = 0; i < n; ++i) y[i] = x[i] - shift;
+}
+
+inline void relu(float* x, std::size_t n) {
+  const fbatch zero(0.0f);
+  std::size_t i = 0;
+  for (; i + lanes <= n; i += lanes) xsimd::max(fbatch::load_unaligned(x + i), zero).store_unaligned(x + i);
+  for (; i < n; ++i) x[i] = x[i] > 0.0f ? x[i] : 0.0f;
+}
+
+// Exact GELU, 0.5 x (1 + erf(x / sqrt 2)), as torch.nn.GELU() (not the tanh approximation).
+inline void gelu(float* x, std::size_t n) {
+  const float inv_sqrt2 = 0.70710678118654752f;
+  const fbatch half(0.5f), one(1.0f), c(inv_sqrt2);
+  std::size_t i = 0;
+  for (; i + lanes <= n; i += lanes) {
+    const fbatch v = fbatch::load_unaligned(x + i);
+    (half * v * (one + xsimd::erf(v * c))).store_unaligned(x + i);
+  }
+  for (; i < n; ++i) x[i] = 0.5f * x[i] * (1.0f + std::erf(x[i] * inv_sqrt2));
+}
+
+// y[i] += b[i] (bias add on a row, residual add).
+inline void add_inplace(float* y, const float* b, int n) {
+  int i = 0;
+  for (; i + lanes <= n; i += lanes) {
+    (fbatch::load_unaligned(y + i) + fbatch::load_unaligned(b + i)).store_unaligned(y + i);
+  }
+  for (; i < n; ++i) y[i] += b[i];
+}
+
+}  // namespace generic
+}  // namespace detail
+}  // namespace kernels
+}  // namespace taskmoe
+// ---- end taskmoe/kernels/arch/generic.hpp ----
+// ---- begin taskmoe/kernels/detail/args.hpp ----
+// Argument checks shared by the kernels. Every public kernel validates sizes, leading dimensions
+// and pointers before touching memory: a bad call throws invalid_argument_error instead of
+// reading out of bounds. The checks are O(1), negligible next to any kernel.
+
+#include <string>  // std::string, std::to_string
+
+
+namespace taskmoe {
+namespace kernels {
+namespace detail {
+
+[[noreturn]] inline void fail(const char* kernel, const std::string& problem) {
+  throw invalid_argument_error(std::string("taskmoe::kernels::") + kernel + ": " + problem);
+}
+
+inline void check_size(const char* kernel, const char* name, long long value) {
+  if (value < 0) fail(kernel, std::string(name) + " = " + std::to_string(value) + " is negative");
+}
+
+// A row-major [rows, cols] matrix with leading dimension ld: ld >= cols, and a non-null pointer
+// unless the matrix is empty.
+inline void check_matrix(const char* kernel, const char* name, const void* ptr, long long rows,
+                         long long cols, long long ld) {
+  if (rows < 0 || cols < 0) {
+    fail(kernel, std::string(name) + " has negative size " + std::to_string(rows) + " x " +
+                     std::to_string(cols));
+  }
+  if (ld < cols || ld < 1) {
+    fail(kernel, std::string("leading dimension of ") + name + " (" + std::to_string(ld) +
+                     ") is smaller than its " + std::to_string(cols) + " columns");
+  }
+  if (ptr == nullptr && rows > 0 && cols > 0) fail(kernel, std::string(name) + " is null");
+}
+
+// A vector of n elements: non-null unless n == 0.
+inline void check_vector(const char* kernel, const char* name, const void* ptr, long long n) {
+  check_size(kernel, name, n);
+  if (ptr == nullptr && n > 0) fail(kernel, std::string(name) + " is null");
+}
+
+}  // namespace detail
+}  // namespace kernels
+}  // namespace taskmoe
+// ---- end taskmoe/kernels/detail/args.hpp ----
+// ---- begin taskmoe/kernels/detail/onednn.hpp ----
+// oneDNN plumbing for kernels/gemm.hpp: one CPU engine, a stream per thread, primitive caches,
+// and thread-count control. Only meaningful when TASKMOE_HAS_ONEDNN is 1 (the build links
+// libdnnl); otherwise this header is empty.
+//
+// Why cache: creating a matmul primitive costs tens of microseconds to milliseconds (JIT code
+// generation), more than a whole decoding-step GEMM. The caches key on everything that is fixed
+// per weight matrix (N, K, weight stride, bias/beta/alpha flags, thread count); M and the
+// activation/output strides are runtime dimensions (DNNL_RUNTIME_DIM_VAL), so one primitive serves
+// every batch size and the cache stays as small as the number of distinct layer shapes.
+//
+// Why threads: Debian's libdnnl uses OpenMP, which by default spreads every call over all cores.
+// The runtime parallelises across sentences instead, so each call here runs with exactly
+// gemm_options::threads OpenMP threads (default 1) by setting the calling thread's OpenMP
+// nthreads ICV around the call and restoring it afterwards. omp_* are looked up with dlsym so
+// that neither we nor our users have to link libgomp explicitly; when oneDNN is built with
+// another runtime they are absent and the thread count is left to that runtime.
+
+
+#if TASKMOE_HAS_ONEDNN
+
+#include <dlfcn.h>  // dlsym, RTLD_DEFAULT
+
+#include <cstdint>        // int64_t, uint32_t
+#include <cstring>        // std::memcpy
+#include <functional>     // std::hash
+#include <memory>         // std::shared_ptr
+#include <mutex>          // std::mutex, std::lock_guard
+#include <unordered_map>  // std::unordered_map
+
+#include <oneapi/dnnl/dnnl.hpp>  // dnnl::matmul, dnnl::memory, dnnl::engine, dnnl::stream
+
+namespace taskmoe {
+namespace kernels {
+namespace detail {
+namespace onednn {
+
+inline dnnl::engine& engine() {
+  static dnnl::engine e(dnnl::engine::kind::cpu, 0);
+  return e;
+}
+
+inline dnnl::stream& stream() {
+  thread_local dnnl::stream s(engine());
+  return s;
+}
+
+struct omp_api {
+  int (*get_max_threads)() = nullptr;
+  void (*set_num_threads)(int) = nullptr;
+};
+
+inline const omp_api& omp() {
+  static const omp_api api = [] {
+    omp_api a;
+    a.get_max_threads = reinterpret_cast<int (*)()>(dlsym(RTLD_DEFAULT, "omp_get_max_threads"));
+    a.set_num_threads = reinterpret_cast<void (*)(int)>(dlsym(RTLD_DEFAULT, "omp_set_num_threads"));
+    if (a.get_max_threads == nullptr || a.set_num_threads == nullptr) a = omp_api{};
+    return a;
+  }();
+  return api;
+}
+
+// Sets the calling thread's OpenMP thread count for its lifetime (see the top of the file).
+class thread_scope {
+ public:
+  explicit thread_scope(int threads) {
+    const omp_api& api = omp();
+    if (api.set_num_threads == nullptr) return;
+    previous_ = api.get_max_threads();
+    if (previous_ != threads) api.set_num_threads(threads);
+  }
+  ~thread_scope() {
+    const omp_api& api = omp();
+    if (api.set_num_threads != nullptr && previous_ > 0) api.set_num_threads(previous_);
+  }
+  thread_scope(const thread_scope&) = delete;
+  thread_scope& operator=(const thread_scope&) = delete;
+
+ private:
+  int previous_ = 0;
+};
+
+struct key {
+  int kind;  // 0: f32, 1: s8s8 -> f32 with per-column output scales
+  int n, k, ldw;
+  int has_bias, has_alpha;
+  std::uint32_t beta_bits;  // the sum post-op's scale is fixed at creation
+  int threads;
+  bool operator==(const key& o) const {
+    return kind == o.kind && n == o.n && k == o.k && ldw == o.ldw && has_bias == o.has_bias &&
+           has_alpha == o.has_alpha && beta_bits == o.beta_bits && threads == o.threads;
+  }
+};
+
+struct key_hash {
+  std::size_t operator()(const key& x) const noexcept {
+    std::size_t h = 0;
+    for (long long v : {static_cast<long long>(x.kind), static_cast<long long>(x.n),
+                        static_cast<long long>(x.k), static_cast<long long>(x.ldw),
+                        static_cast<long long>(x.has_bias), static_cast<long long>(x.has_alpha),
+                        static_cast<long long>(x.beta_bits), static_cast<long long>(x.threads)}) {
+      h = h * 1000003u ^ std::hash<long long>()(v);
+    }
+    return h;
+  }
+};
+
+using dims = dnnl::memory::dims;
+using dt = dnnl::memory::data_type;
+constexpr dnnl::memory::dim runtime = DNNL_RUNTIME_DIM_VAL;
+
+// Weights [N, K] row-major with stride ldw are, for oneDNN, a K x N matrix with strides {1, ldw}:
+// no copy, no reorder of the caller's (possibly memory-mapped) weights.
+inline dnnl::memory::desc weights_desc(dt type, int n, int k, int ldw) {
+  return dnnl::memory::desc(dims{k, n}, type, dims{1, ldw});
+}
+
+inline std::shared_ptr<dnnl::matmul> create(const key& kk) {
+  const dt src_type = kk.kind == 0 ? dt::f32 : dt::s8;
+  const dnnl::memory::desc src(dims{runtime, kk.k}, src_type, dims{runtime, 1});
+  const dnnl::memory::desc wei = weights_desc(src_type, kk.n, kk.k, kk.ldw);
+  const dnnl::memory::desc dst(dims{runtime, kk.n}, dt::f32, dims{runtime, 1});
+  dnnl::primitive_attr attr;
+  if (kk.kind == 1) {
+    attr.set_output_scales(1 << 1, {DNNL_RUNTIME_F32_VAL});  // per output column (weight row)
+  } else if (kk.has_alpha) {
+    attr.set_output_scales(0, {DNNL_RUNTIME_F32_VAL});
+  }
+  float beta = 0.0f;
+  std::memcpy(&beta, &kk.beta_bits, sizeof beta);
+  if (beta != 0.0f) {
+    dnnl::post_ops ops;
+    ops.append_sum(beta);
+    attr.set_post_ops(ops);
+  }
+  dnnl::matmul::desc desc = kk.has_bias
+      ? dnnl::matmul::desc(src, wei, dnnl::memory::desc(dims{1, kk.n}, dt::f32, dims{kk.n, 1}), dst)
+      : dnnl::matmul::desc(src, wei, dst);
+  return std::make_shared<dnnl::matmul>(dnnl::matmul::primitive_desc(desc, attr, engine()));
+}
+
+// The cached primitive for kk, created on first use. Thread-safe; primitives themselves may be
+// executed from several threads at once.
+inline std::shared_ptr<dnnl::matmul> primitive(const key& kk) {
+  static std::mutex mutex;
+  static std::unordered_map<key, std::shared_ptr<dnnl::matmul>, key_hash> cache;
+  {
+    std::lock_guard<std::mutex> lock(mutex);
+    auto it = cache.find(kk);
+    if (it != cache.end()) return it->second;
+  }
+  std::shared_ptr<dnnl::matmul> created = create(kk);  // slow; outside the lock
+  std::lock_guard<std::mutex> lock(mutex);
+  return cache.emplace(kk, std::move(created)).first->second;
+}
+
+inline dnnl::memory wrap(dt type, int rows, int cols, int ld, const void* ptr) {
+  return dnnl::memory(dnnl::memory::desc(dims{rows, cols}, type, dims{ld, 1}), engine(),
+                      const_cast<void*>(ptr));
+}
+
+// C = alpha * A W^T (+ bias) + beta * C, f32.
+inline void gemm_f32(int m, int n, int k, float alpha, const float* a, int lda, const float* w,
+                     int ldw, float beta, float* c, int ldc, const float* bias, int threads) {
+  thread_scope scope(threads);
+  key kk{0, n, k, ldw, bias != nullptr, alpha != 1.0f, 0, threads};
+  std::memcpy(&kk.beta_bits, &beta, sizeof beta);
+  if (beta == 0.0f) kk.beta_bits = 0;  // -0.0f and 0.0f: same primitive
+  const std::shared_ptr<dnnl::matmul> prim = primitive(kk);
+  std::unordered_map<int, dnnl::memory> args{
+      {DNNL_ARG_SRC, wrap(dt::f32, m, k, lda, a)},
+      {DNNL_ARG_WEIGHTS, dnnl::memory(weights_desc(dt::f32, n, k, ldw), engine(), const_cast<float*>(w))},
+      {DNNL_ARG_DST, wrap(dt::f32, m, n, ldc, c)}};
+  if (bias != nullptr) args.emplace(DNNL_ARG_BIAS, wrap(dt::f32, 1, n, n, bias));
+  if (alpha != 1.0f) {
+    args.emplace(DNNL_ARG_ATTR_OUTPUT_SCALES,
+                 dnnl::memory(dnnl::memory::desc(dims{1}, dt::f32, dims{1}), engine(), &alpha));
+  }
+  prim->execute(stream(), args);
+  stream().wait();
+}
+
+// C[i, j] = (sum_p a[i, p] w[j, p]) * w_scales[j], int8 inputs, f32 output. The per-row activation
+// scale and the bias are applied by the caller (oneDNN 2.x output scales cannot vary along M).
+inline void gemm_s8s8_f32(int m, int n, int k, const std::int8_t* a, int lda, const std::int8_t* w,
+                          int ldw, const float* w_scales, float* c, int ldc, int threads) {
+  thread_scope scope(threads);
+  const key kk{1, n, k, ldw, 0, 0, 0, threads};
+  const std::shared_ptr<dnnl::matmul> prim = primitive(kk);
+  prim->execute(stream(),
+                {{DNNL_ARG_SRC, wrap(dt::s8, m, k, lda, a)},
+                 {DNNL_ARG_WEIGHTS, dnnl::memory(weights_desc(dt::s8, n, k, ldw), engine(),
+                                                 const_cast<std::int8_t*>(w))},
+                 {DNNL_ARG_DST, wrap(dt::f32, m, n, ldc, c)},
+                 {DNNL_ARG_ATTR_OUTPUT_SCALES,
+                  dnnl::memory(dnnl::memory::desc(dims{n}, dt::f32, dims{1}), engine(),
+                               const_cast<float*>(w_scales))}});
+  stream().wait();
+}
+
+}  // namespace onednn
+}  // namespace detail
+}  // namespace kernels
+}  // namespace taskmoe
+
+#endif  // TASKMOE_HAS_ONEDNN
+// ---- end taskmoe/kernels/detail/onednn.hpp ----
+
+namespace taskmoe {
+namespace kernels {
+
+enum class gemm_backend {
+  automatic,  // the measured-fastest available backend for the shape (docs/kernels.md)
+  onednn,     // oneDNN matmul (f32 and int8); throws if built without oneDNN
+  eigen,      // Eigen (f32 only): the portable fallback
+  native,     // taskmoe's own ISA-dispatched kernels (int8 only): generic / AVX2 / AVX-512 VNNI
+};
+
+inline const char* to_string(gemm_backend b) noexcept {
+  switch (b) {
+    case gemm_backend::automatic: return "automatic";
+    case gemm_backend::onednn: return "onednn";
+    case gemm_backend::eigen: return "eigen";
+    case gemm_backend::native: return "native";
+  }
+  return "unknown";
+}
+
+// Is `b` compiled in and usable for this element type?
+inline bool gemm_backend_available(gemm_backend b, bool int8) noexcept {
+  switch (b) {
+    case gemm_backend::automatic: return true;
+    case gemm_backend::onednn: return TASKMOE_HAS_ONEDNN != 0;
+    case gemm_backend::eigen: return !int8;
+    case gemm_backend::native: return int8;
+  }
+  return false;
+}
+
+struct gemm_options {
+  gemm_backend backend = gemm_backend::automatic;
+  int threads = 1;  // threads one call may use (oneDNN only; the other backends use 1)
+};
+
+namespace detail {
+
+inline void check_options(const char* kernel, const gemm_options& o, bool int8) {
+  if (o.threads < 1) fail(kernel, "options.threads must be >= 1");
+  if (!gemm_backend_available(o.backend, int8)) {
+    fail(kernel, std::string("backend '") + to_string(o.backend) + "' is not available for " +
+                     (int8 ? "int8" : "f32") +
+                     (o.backend == gemm_backend::onednn ? " (built without oneDNN)" : ""));
+  }
+}
+
+inline void check_gemm(const char* kernel, int m, int n, int k, const void* a, int lda,
+                       const void* w, int ldw, const void* c, int ldc) {
+  check_size(kernel, "m", m);
+  check_size(kernel, "n", n);
+  check_size(kernel, "k", k);
+  check_matrix(kernel, "a", a, m, k, lda);
+  check_matrix(kernel, "w", w, n, k, ldw);
+  check_matrix(kernel, "c", c, m, n, ldc);
+}
+
+template <class M>
+using strided_map = Eigen::Map<M, Eigen::Unaligned, Eigen::OuterStride<>>;
+using row_major = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+
+inline void eigen_gemm_f32(int m, int n, int k, float alpha, const float* a, int lda, const float* w,
+                           int ldw, float beta, float* c, int ldc, const float* bias) {
+  const strided_map<const row_major> A(a, m, k, Eigen::OuterStride<>(lda));
+  const strided_map<const row_major> W(w, n, k, Eigen::OuterStride<>(ldw));
+  strided_map<row_major> C(c, m, n, Eigen::OuterStride<>(ldc));
+  if (beta == 0.0f) {
+    C.noalias() = alpha * (A * W.transpose());  // C is not read: it may hold garbage or NaN
+  } else {
+    if (beta != 1.0f) C *= beta;
+    C.noalias() += alpha * (A * W.transpose());
+  }
+  if (bias != nullptr) {
+    C.rowwise() += Eigen::Map<const Eigen::RowVectorXf>(bias, n);
+  }
+}
+
+// ep(i, j, int32) with the ISA chosen at run time. The AVX-512 kernel needs VNNI; without it the
+// AVX2 kernel runs (every AVX-512 CPU has AVX2).
+template <class Epilogue>
+void native_gemm_s8s8(int m, int n, int k, const std::int8_t* a, int lda, const std::int8_t* w,
+                      int ldw, const Epilogue& ep) {
+  switch (active_isa()) {
+#if TASKMOE_KERNELS_X86
+    case isa::avx512:
+      if (detect_cpu_features().avx512vnni) {
+        avx512::gemm_s8s8(m, n, k, a, lda, w, ldw, ep);
+        return;
+      }
+      avx2::gemm_s8s8(m, n, k, a, lda, w, ldw, ep);
+      return;
+    case isa::avx2:
+      avx2::gemm_s8s8(m, n, k, a, lda, w, ldw, ep);
+      return;
+#endif
+    default:
+      generic::gemm_s8s8(m, n, k, a, lda, w, ldw, ep);
+      return;
+  }
+}
+
+struct scale_epilogue {
+  float* c;
+  int ldc;
+  const float* a_scales;
+  const float* w_scales;
+  const float* bias;
+  void operator()(int i, int j, std::int32_t v) const {
+    float r = static_cast<float>(v) * (a_scales[i] * w_scales[j]);
+    if (bias != nullptr) r += bias[j];
+    c[static_cast<std::size_t>(i) * ldc + j] = r;
+  }
+};
+
+struct s32_epilogue {
+  std::int32_t* c;
+  int ldc;
+  void operator()(int i, int j, std::int32_t v) const { c[static_cast<std::size_t>(i) * ldc + j] = v; }
+};
+
+// The int8 backend `automatic` picks: always the native kernel (measurements in docs/kernels.md).
+// On this AVX2 machine it is 2-30x faster than oneDNN 2.6's int8 matmul at M <= 16 (oneDNN repacks
+// the plain-layout weights on every call), and oneDNN's AVX2 int8 path is not exact: it computes
+// u8 x s8 with vpmaddubsw, whose int16 pair sums saturate for full 8-bit weights (the tests show
+// errors of several percent; with 7-bit weights it is exact). oneDNN stays available on request.
+inline bool int8_prefers_onednn(int m, int n, int k) {
+  (void)m;
+  (void)n;
+  (void)k;
+  return false;
+}
+
+// Per-thread activation buffers for gemm_int8: grown, never shrunk, so steady-state decoding
+// allocates nothing.
+struct int8_workspace {
+  std::vector<std::int8_t> q;
+  std::vector<float> scales;
+};
+inline int8_workspace& thread_workspace() {
+  thread_local int8_workspace ws;
+  return ws;
+}
+
+}  // namespace detail
+
+// C = alpha * A W^T + beta * C, then C[i, :] += bias when bias != nullptr.
+// a [m, k] (lda), w [n, k] (ldw), c [m, n] (ldc), bias [n] or null. beta == 0: C is write-only.
+inline void gemm_f32(int m, int n, int k, float alpha, const float* a, int lda, const float* w,
+                     int ldw, float beta, float* c, int ldc, const float* bias = nullptr,
+                     const gemm_options& options = {}) {
+  const char* kernel = "gemm_f32";
+  detail::check_options(kernel, options, false);
+  detail::check_gemm(kernel, m, n, k, a, lda, w, ldw, c, ldc);
+  if (m == 0 || n == 0) return;
+#if TASKMOE_HAS_ONEDNN
+  if (options.backend != gemm_backend::eigen && k > 0) {
+    detail::onednn::gemm_f32(m, n, k, alpha, a, lda, w, ldw, beta, c, ldc, bias, options.threads);
+    return;
+  }
+#endif
+  detail::eigen_gemm_f32(m, n, k, alpha, a, lda, w, ldw, beta, c, ldc, bias);
+}
+
+// Quantizes each row of x [rows, cols] (ldx) to q [rows, cols] (ldq) with scale[r] = max|x_r|/127
+// (0 for an all-zero row). Throws on non-finite values.
+inline void quantize_rows_int8(const float* x, int rows, int cols, int ldx, std::int8_t* q, int ldq,
+                               float* scales) {
+  const char* kernel = "quantize_rows_int8";
+  detail::check_matrix(kernel, "x", x, rows, cols, ldx);
+  detail::check_matrix(kernel, "q", q, rows, cols, ldq);
+  detail::check_vector(kernel, "scales", scales, rows);
+  for (int r = 0; r < rows; ++r) {
+    detail::generic::quantize_row_int8(x + static_cast<std::size_t>(r) * ldx, cols,
+                                       q + static_cast<std::size_t>(r) * ldq, scales + r);
+  }
+}
+
+// Contiguous form, as used by the model converter: w [rows, cols] -> q [rows, cols], scales [rows].
+inline void quantize_rows_int8(const float* w, int rows, int cols, std::int8_t* q, float* scales) {
+  const int ld = cols > 0 ? cols : 1;
+  quantize_rows_int8(w, rows, cols, ld, q, ld, scales);
+}
+
+// C[i, j] = sum_p a[i, p] w[j, p], exact, with the native kernels of the active ISA.
+inline void gemm_s8s8_s32(int m, int n, int k, const std::int8_t* a, int lda, const std::int8_t* w,
+                          int ldw, std::int32_t* c, int ldc) {
+  detail::check_gemm("gemm_s8s8_s32", m, n, k, a, lda, w, ldw, c, ldc);
+  detail::native_gemm_s8s8(m, n, k, a, lda, w, ldw, detail::s32_epilogue{c, ldc});
+}
+
+// Pre-quantized activations: C[i, j] = (qa_i . qw_j) * a_scales[i] * w_scales[j] + bias[j].
+// qa [m, k] (lda) must come from quantize_rows_int8 (values in [-127, 127]).
+inline void gemm_s8(int m, int n, int k, const std::int8_t* qa, int lda, const float* a_scales,
+                    const std::int8_t* qw, int ldw, const float* w_scales, float* c, int ldc,
+                    const float* bias = nullptr, const gemm_options& options = {}) {
+  const char* kernel = "gemm_s8";
+  detail::check_options(kernel, options, true);
+  detail::check_gemm(kernel, m, n, k, qa, lda, qw, ldw, c, ldc);
+  detail::check_vector(kernel, "a_scales", a_scales, m);
+  detail::check_vector(kernel, "w_scales", w_scales, n);
+  if (m == 0 || n == 0) return;
+  bool use_onednn = options.backend == gemm_backend::onednn ||
+                    (options.backend == gemm_backend::automatic && detail::int8_prefers_onednn(m, n, k));
+  if (k == 0) use_onednn = false;
+#if TASKMOE_HAS_ONEDNN
+  if (use_onednn) {
+    detail::onednn::gemm_s8s8_f32(m, n, k, qa, lda, qw, ldw, w_scales, c, ldc, options.threads);
+    for (int i = 0; i < m; ++i) {
+      float* row = c + static_cast<std::size_t>(i) * ldc;
+      const float s = a_scales[i];
+      for (int j = 0; j < n; ++j) row[j] *= s;
+      if (bias != nullptr) detail::generic::add_inplace(row, bias, n);
+    }
+    return;
+  }
+#else
+  (void)use_onednn;
+#endif
+  detail::native_gemm_s8s8(m, n, k, qa, lda, qw, ldw,
+                           detail::scale_epilogue{c, ldc, a_scales, w_scales, bias});
+}
+
+// f32 activations a [m, k] (lda) x int8 weights w [n, k] (ldw) with per-row scales w_scales [n]:
+// quantizes a per row into a per-thread workspace, then gemm_s8.
+inline void gemm_int8(int m, int n, int k, const float* a, int lda, const std::int8_t* w, int ldw,
+                      const float* w_scales, float* c, int ldc, const float* bias = nullptr,
+                      const gemm_options& options = {}) {
+  const char* kernel = "gemm_int8";
+  detail::check_options(kernel, options, true);
+  detail::check_gemm(kernel, m, n, k, a, lda, w, ldw, c, ldc);
+  detail::check_vector(kernel, "w_scales", w_scales, n);
+  if (m == 0 || n == 0) return;
+  detail::int8_workspace& ws = detail::thread_workspace();
+  const int ldq = k > 0 ? k : 1;
+  ws.q.resize(static_cast<std::size_t>(m) * ldq);
+  ws.scales.resize(static_cast<std::size_t>(m));
+  quantize_rows_int8(a, m, k, lda, ws.q.data(), ldq, ws.scales.data());
+  gemm_s8(m, n, k, ws.q.data(), ldq, ws.scales.data(), w, ldw, w_scales, c, ldc, bias, options);
+}
+
+}  // namespace kernels
+}  // namespace taskmoe
+// ---- end taskmoe/kernels/gemm.hpp ----
+// ---- begin taskmoe/kernels/elementwise.hpp ----
+// Row-wise and elementwise kernels for the Transformer: layer_norm, softmax, log_softmax, relu,
+// gelu, bias and residual adds, top-k and argmax. Row-major matrices with leading dimensions;
+// output may alias input (in-place) wherever the signature takes both.
+//
+// Defined behaviour at the edges (the decoder relies on it):
+//   softmax     a fully masked row (all -inf) -> all zeros, never NaN
+//   log_softmax a fully masked row -> all -inf
+//   layer_norm  a constant row -> beta (the centered values are exactly 0)
+//   top_k       sorted by value descending; ties -> lower index first; NaN never beats a number
+//   argmax      ties -> lowest index; NaN never beats a number (all-NaN row -> 0)
+// Vectorised with xsimd at the baseline ISA (arch/generic.hpp); adds use AVX2 / AVX-512 via
+// runtime dispatch (arch/avx2.hpp, arch/avx512.hpp).
+
+#include <cstddef>  // std::size_t
+#include <string>   // std::to_string
+
+
+namespace taskmoe {
+namespace kernels {
+
+namespace detail {
+
+inline void add_row(float* y, const float* b, int n) {
+  switch (active_isa()) {
+#if TASKMOE_KERNELS_X86
+    case isa::avx512: avx512::add_inplace(y, b, n); return;
+    case isa::avx2: avx2::add_inplace(y, b, n); return;
+#endif
+    default: generic::add_inplace(y, b, n); return;
+  }
+}
+
+inline void check_rows(const char* kernel, const float* x, int rows, int cols, int ldx, const float* y,
+                       int ldy) {
+  check_matrix(kernel, "x", x, rows, cols, ldx);
+  check_matrix(kernel, "y", y, rows, cols, ldy);
+}
+
+// True when a ranks before b (value descending, then index ascending); NaN ranks last.
+inline bool ranks_before(float va, int ia, float vb, int ib) {
+  if (va != va) return false;
+  if (vb != vb) return true;
+  return va > vb || (va == vb && ia < ib);
+}
+
+}  // namespace detail
+
+// y[r] = (x[r] - mean) / sqrt(var + eps) * gamma + beta for each of `rows` rows of length d.
+// gamma / beta may be null (1 / 0). eps must be >= 0.
+inline void layer_norm(const float* x, int rows, int d, int ldx, const float* gamma,
+                       const float* beta, float eps, float* y, int ldy) {
+  detail::check_rows("layer_norm", x, rows, d, ldx, y, ldy);
+  if (!(eps >= 0.0f)) detail::fail("layer_norm", "eps must be >= 0");
+  if (rows > 0 && d == 0) detail::fail("layer_norm", "d must be > 0");
+  for (int r = 0; r < rows; ++r) {
+    detail::generic::layer_norm_row(x + static_cast<std::size_t>(r) * ldx, d, gamma, beta, eps,
+                                    y + static_cast<std::size_t>(r) * ldy);
+  }
+}
+
+// Softmax over each row of x [rows, cols] into y (may be x).
+inline void softmax(const float* x, int rows, int cols, int ldx, float* y, int ldy) {
+  detail::check_rows("softmax", x, rows, cols, ldx, y, ldy);
+  for (int r = 0; r < rows; ++r) {
+    detail::generic::softmax_row(x + static_cast<std::size_t>(r) * ldx, cols,
+                                 y + static_cast<std::size_t>(r) * ldy);
+  }
+}
+
+// log_softmax over each row of x [rows, cols] into y (may be x).
+inline void log_softmax(const float* x, int rows, int cols, int ldx, float* y, int ldy) {
+  detail::check_rows("log_softmax", x, rows, cols, ldx, y, ldy);
+  for (int r = 0; r < rows; ++r) {
+    detail::generic::log_softmax_row(x + static_cast<std::size_t>(r) * ldx, cols,
+                                     y + static_cast<std::size_t>(r) * ldy);
+  }
+}
+
+// In place over n contiguous values.
+inline void relu(float* x, std::size_t n) {
+  detail::check_vector("relu", "x", x, static_cast<long long>(n));
+  detail::generic::relu(x, n);
+}
+
+// Exact (erf) GELU in place over n contiguous values.
+inline void gelu(float* x, std::size_t n) {
+  detail::check_vector("gelu", "x", x, static_cast<long long>(n));
+  detail::generic::gelu(x, n);
+}
+
+// y[r, :] += bias for each of `rows` rows of y [rows, cols] (ldy).
+inline void add_bias(float* y, int rows, int cols, int ldy, const float* bias) {
+  detail::check_matrix("add_bias", "y", y, rows, cols, ldy);
+  detail::check_vector("add_bias", "bias", bias, rows > 0 ? cols : 0);
+  for (int r = 0; r < rows; ++r) detail::add_row(y + static_cast<std::size_t>(r) * ldy, bias, cols);
+}
+
+// Residual connection: y[r, :] += x[r, :] for y [rows, cols] (ldy), x [rows, cols] (ldx).
+inline void residual_add(float* y, int rows, int cols, int ldy, const float* x, int ldx) {
+  detail::check_matrix("residual_add", "y", y, rows, cols, ldy);
+  detail::check_matrix("residual_add", "x", x, rows, cols, ldx);
+  for (int r = 0; r < rows; ++r) {
+    detail::add_row(y + static_cast<std::size_t>(r) * ldy, x + static_cast<std::size_t>(r) * ldx, cols);
+  }
+}
+
+// The k largest of x[0, n): indices[0..k) and values[0..k) (values may be null), best first,
+// ties to the lower index. 0 <= k <= n. O(n k) worst case but O(n) in practice: a candidate is
+// compared with the current k-th best first (k is small: experts per token, beam size).
+inline void top_k(const float* x, int n, int k, int* indices, float* values) {
+  detail::check_vector("top_k", "x", x, n);
+  detail::check_size("top_k", "k", k);
+  if (k > n) detail::fail("top_k", "k = " + std::to_string(k) + " > n = " + std::to_string(n));
+  detail::check_vector("top_k", "indices", indices, k);
+  if (k == 0) return;
+  int filled = 0;
+  for (int i = 0; i < n; ++i) {
+    const float v = x[i];
+    if (filled == k && !detail::ranks_before(v, i, x[indices[k - 1]], indices[k - 1])) continue;
+    int pos = filled < k ? filled++ : k - 1;
+    while (pos > 0 && detail::ranks_before(v, i, x[indices[pos - 1]], indices[pos - 1])) {
+      indices[pos] = indices[pos - 1];
+      --pos;
+    }
+    indices[pos] = i;
+  }
+  if (values != nullptr) {
+    for (int j = 0; j < k; ++j) values[j] = x[indices[j]];
+  }
+}
+
+// Index of the largest of x[0, n), n >= 1; ties -> lowest index.
+inline int argmax(const float* x, int n) {
+  detail::check_vector("argmax", "x", x, n);
+  if (n == 0) detail::fail("argmax", "n must be >= 1");
+  int best = 0;
+  for (int i = 1; i < n; ++i) {
+    if (detail::ranks_before(x[i], i, x[best], best)) best = i;
+  }
+  return best;
+}
+
+}  // namespace kernels
+}  // namespace taskmoe
+// ---- end taskmoe/kernels/elementwise.hpp ----
+// ---- end taskmoe/kernels/kernels.hpp ----
 // ---- end taskmoe/taskmoe.hpp ----
