@@ -1,0 +1,440 @@
+#pragma once
+// Extraction of per-task models from a multi-task checkpoint (docs/converter.md): the library
+// behind taskmoe-convert, usable from tests and benchmarks.
+//
+//   plan_task      what a task's .tmoe file will hold: kept experts and gates per MoE layer, every
+//                  tensor with its source, output dtype and bytes, and the exact file size.
+//   convert_task   writes that file: streams tensor by tensor from the memory-mapped checkpoint
+//                  through tmoe_writer (temporary file beside the output, fsync, rename).
+//
+// Task-routed MoE layers keep the task's top-k experts (checkpoint::gate), sliced from the stacked
+// [E, ...] expert tensors in gate order; the router and the task embedding table are dropped and
+// the gates go into the metadata. Gates are *not* folded into the expert weights: the runtime
+// multiplies each expert's output by its gate, exactly as the full model does, so a float32
+// extraction is bit-exact (folding g into fc2 would round every weight and bias once more).
+// Token-routed stacks keep all experts and the router; dense layers pass through.
+
+#include <algorithm>   // std::min
+#include <chrono>      // std::chrono::system_clock, steady_clock
+#include <cmath>       // std::isfinite
+#include <cstddef>     // std::size_t, std::byte
+#include <cstdint>     // std::uint64_t, std::int8_t
+#include <cstring>     // std::memcpy
+#include <ctime>       // std::gmtime_r, std::strftime
+#include <filesystem>  // std::filesystem::path
+#include <functional>  // std::function
+#include <string>      // std::string
+#include <string_view> // std::string_view
+#include <vector>      // std::vector
+
+#include <sys/mman.h>  // madvise
+#include <unistd.h>    // sysconf
+
+#include <nlohmann/json.hpp>
+
+#include <taskmoe/detail/half.hpp>         // f32_to_f16, f32_to_bf16
+#include <taskmoe/error.hpp>               // format_error, io_error, invalid_argument_error
+#include <taskmoe/format/checkpoint.hpp>   // checkpoint, task_gate
+#include <taskmoe/format/tmoe.hpp>         // tmoe_writer, tmoe_alignment
+#include <taskmoe/format/tmoe_metadata.hpp>
+#include <taskmoe/kernels/gemm.hpp>        // kernels::quantize_rows_int8 (the runtime's own)
+#include <taskmoe/tensor/tensor_view.hpp>
+
+namespace taskmoe {
+
+// What a tensor is, which decides its output dtype under each quantization scheme.
+enum class tensor_role {
+  embedding,       // embed_tokens / output_projection [vocab, d]
+  positions,       // learned embed_positions
+  attention,       // {self,encoder}_attn.{q,k,v,out}_proj.weight
+  ffn,             // dense ffn.fc{1,2}.weight
+  expert,          // moe.experts.fc{1,2}.weight
+  router,          // moe.router.weight (token routing only; task routing drops it)
+  small,           // biases, layer norms: always float32
+};
+
+struct convert_progress {
+  std::size_t tensor_index = 0;  // tensors written so far (1-based after the first)
+  std::size_t tensor_count = 0;
+  std::uint64_t bytes_done = 0;  // output bytes written so far
+  std::uint64_t bytes_total = 0;
+  std::string_view tensor;       // name of the tensor just written
+};
+
+struct convert_options {
+  quantization_scheme quantization = quantization_scheme::int8;
+  // int8 only: also quantize the attention projections (default) / the embeddings and output
+  // projection (default off: docs/converter.md, "What int8 quantizes").
+  bool int8_attention = true;
+  bool int8_embeddings = false;
+  bool overwrite = false;  // replace an existing output file (atomically)
+  // ISO 8601 UTC time stored as "created"; empty = the current time. Set it for reproducible files.
+  std::string created;
+  // Name stored as source_checkpoint.name; empty = the checkpoint folder's name.
+  std::string source_name;
+  // Called after every tensor; it may throw to abandon the conversion (nothing is left behind).
+  std::function<void(const convert_progress&)> progress;
+};
+
+// One tensor of the output file.
+struct planned_tensor {
+  std::string name;              // name in the .tmoe (= the checkpoint name)
+  tensor_role role = tensor_role::small;
+  tensor_shape shape;            // output shape (first axis = kept experts for sliced experts)
+  dtype type = dtype::f32;       // output dtype
+  std::vector<int> experts;      // sliced from the stacked source along axis 0; empty = whole
+  std::uint64_t data_bytes = 0;  // product(shape) * sizeof(type)
+  std::uint64_t scale_bytes = 0; // i8: 4 * rows
+};
+
+struct conversion_plan {
+  tmoe_metadata metadata;              // complete, as it will be written
+  std::vector<planned_tensor> tensors; // in file order (tokenizer.sentencepiece last)
+  std::uint64_t file_size = 0;         // exact size of the .tmoe file
+  std::uint64_t parameters = 0;        // number of weights kept (excluding the tokenizer)
+};
+
+struct convert_result {
+  std::filesystem::path path;
+  std::uint64_t file_size = 0;
+  std::size_t tensor_count = 0;
+  double seconds = 0;
+};
+
+inline std::string_view quantization_name(quantization_scheme q) noexcept {
+  return quantization_scheme_names[static_cast<int>(q)];
+}
+
+// "float32" | "float16" | "bfloat16" | "int8" (also "f32", "f16", "fp16", "bf16", "i8").
+inline quantization_scheme parse_quantization(std::string_view s) {
+  if (s == "float32" || s == "f32" || s == "fp32") return quantization_scheme::float32;
+  if (s == "float16" || s == "f16" || s == "fp16") return quantization_scheme::float16;
+  if (s == "bfloat16" || s == "bf16") return quantization_scheme::bfloat16;
+  if (s == "int8" || s == "i8") return quantization_scheme::int8;
+  throw invalid_argument_error("unknown quantization '" + std::string(s) +
+                               "' (expected float32, float16, bfloat16 or int8)");
+}
+
+namespace detail {
+
+inline bool ends_with(std::string_view s, std::string_view suffix) noexcept {
+  return s.size() >= suffix.size() && s.substr(s.size() - suffix.size()) == suffix;
+}
+
+inline tensor_role role_of(std::string_view name) noexcept {
+  if (!ends_with(name, ".weight")) return tensor_role::small;
+  if (name == "embed_tokens.weight" || ends_with(name, ".embed_tokens.weight") ||
+      name == "decoder.output_projection.weight")
+    return tensor_role::embedding;
+  if (ends_with(name, ".embed_positions.weight")) return tensor_role::positions;
+  if (ends_with(name, "_proj.weight")) return tensor_role::attention;
+  if (ends_with(name, ".moe.experts.fc1.weight") || ends_with(name, ".moe.experts.fc2.weight"))
+    return tensor_role::expert;
+  if (ends_with(name, ".ffn.fc1.weight") || ends_with(name, ".ffn.fc2.weight"))
+    return tensor_role::ffn;
+  if (ends_with(name, ".moe.router.weight")) return tensor_role::router;
+  return tensor_role::small;  // layer norms, task embeddings
+}
+
+inline dtype output_dtype(tensor_role role, const convert_options& o) noexcept {
+  switch (o.quantization) {
+    case quantization_scheme::float32:
+      return dtype::f32;
+    case quantization_scheme::float16:
+    case quantization_scheme::bfloat16: {
+      const bool big = role == tensor_role::embedding || role == tensor_role::attention ||
+                       role == tensor_role::ffn || role == tensor_role::expert;
+      if (!big) return dtype::f32;
+      return o.quantization == quantization_scheme::float16 ? dtype::f16 : dtype::bf16;
+    }
+    case quantization_scheme::int8:
+      if (role == tensor_role::ffn || role == tensor_role::expert) return dtype::i8;
+      if (role == tensor_role::attention && o.int8_attention) return dtype::i8;
+      if (role == tensor_role::embedding && o.int8_embeddings) return dtype::i8;
+      return dtype::f32;
+  }
+  return dtype::f32;
+}
+
+inline std::string utc_now_iso8601() {
+  const std::time_t t = std::chrono::system_clock::to_time_t(std::chrono::system_clock::now());
+  std::tm tm{};
+  ::gmtime_r(&t, &tm);
+  char buf[32];
+  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
+  return buf;
+}
+
+inline std::string folder_name(const std::string& dir) {
+  std::string d = dir;
+  while (d.size() > 1 && d.back() == '/') d.pop_back();
+  const auto slash = d.rfind('/');
+  std::string n = slash == std::string::npos ? d : d.substr(slash + 1);
+  if (n.empty() || n == "." || n == "..") n = "checkpoint";
+  return n;
+}
+
+inline std::uint64_t align_up(std::uint64_t x, std::uint64_t a) noexcept { return (x + a - 1) / a * a; }
+
+// Reads element i of a float view as f32.
+inline float element_f32(const tensor_view& v, std::uint64_t i) noexcept {
+  if (v.type == dtype::f32) {
+    float x = 0;
+    std::memcpy(&x, v.data + 4 * i, 4);
+    return x;
+  }
+  std::uint16_t h = 0;
+  std::memcpy(&h, v.data + 2 * i, 2);
+  return v.type == dtype::f16 ? f16_to_f32(h) : bf16_to_f32(h);
+}
+
+// Converts `n` elements starting at element `first` of `v` to f32 into `out`, rejecting NaN/Inf.
+inline void read_f32_checked(const tensor_view& v, std::uint64_t first, std::uint64_t n, float* out,
+                             const std::string& name, const std::string& file) {
+  if (v.type == dtype::f32) {
+    std::memcpy(out, v.data + 4 * first, static_cast<std::size_t>(4 * n));
+  } else {
+    for (std::uint64_t i = 0; i < n; ++i) out[i] = element_f32(v, first + i);
+  }
+  for (std::uint64_t i = 0; i < n; ++i)
+    if (!std::isfinite(out[i]))
+      throw format_error(file, "tensor '" + name + "' has a non-finite value at element " +
+                                   std::to_string(first + i));
+}
+
+// Tells the kernel we are done with these mapped input pages: they leave our resident set (the
+// page cache keeps them). The mapping is read-only and file-backed, so this never loses data.
+inline void release_pages(const void* p, std::uint64_t bytes) noexcept {
+  if (p == nullptr || bytes == 0) return;
+  const long page = ::sysconf(_SC_PAGESIZE);
+  if (page <= 0) return;
+  const auto begin = reinterpret_cast<std::uintptr_t>(p) / static_cast<std::uintptr_t>(page) *
+                     static_cast<std::uintptr_t>(page);
+  const auto end = reinterpret_cast<std::uintptr_t>(p) + static_cast<std::uintptr_t>(bytes);
+  ::madvise(reinterpret_cast<void*>(begin), end - begin, MADV_DONTNEED);
+}
+
+inline void check_finite_view(const tensor_view& v, const std::string& name, const std::string& file) {
+  const std::uint64_t n = v.numel();
+  for (std::uint64_t i = 0; i < n; ++i)
+    if (!std::isfinite(element_f32(v, i)))
+      throw format_error(file, "tensor '" + name + "' has a non-finite value at element " +
+                                   std::to_string(i));
+}
+
+}  // namespace detail
+
+// Releases the resident input pages of every checkpoint tensor (after the checkpoint constructor
+// has hashed them), so a conversion's resident set stays near one tensor.
+inline void release_checkpoint_pages(const checkpoint& ck) {
+  for (const auto& n : ck.tensor_names()) {
+    const tensor_view& v = ck.tensor(n);
+    detail::release_pages(v.data, v.byte_size);
+  }
+}
+
+// The gates of every MoE layer of `task` (all experts, no gates for token-routed stacks).
+inline std::vector<moe_layer_info> task_moe_layers(const checkpoint& ck, const task_info& task,
+                                                   stack s) {
+  const model_config& c = ck.config();
+  std::vector<moe_layer_info> out;
+  if (!c.has_moe) return out;
+  const auto& m = c.moe(s);
+  const std::string sn(stack_name(s));
+  if (is_task_routed(m.route)) {
+    // The gate reads the task table and the router: reject non-finite values there by name.
+    const std::string table = sn + ".task_embedding.weight";
+    if (ck.has_tensor(table))
+      detail::check_finite_view(ck.tensor(table), table, ck.directory());
+  }
+  for (int layer : m.layers) {
+    moe_layer_info l;
+    l.layer = layer;
+    l.route = m.route;
+    if (is_task_routed(m.route)) {
+      const std::string router = sn + ".layers." + std::to_string(layer) + ".moe.router.weight";
+      detail::check_finite_view(ck.tensor(router), router, ck.directory());
+      task_gate g = ck.gate(task, s, layer);
+      l.experts = std::move(g.experts);
+      l.gates = std::move(g.weights);
+    } else {
+      for (int e = 0; e < c.num_experts; ++e) l.experts.push_back(e);
+    }
+    out.push_back(std::move(l));
+  }
+  return out;
+}
+
+// Everything about `task`'s file except the bytes: throws invalid_argument_error for an unknown
+// task (listing the known ones).
+inline conversion_plan plan_task(const checkpoint& ck, std::string_view task_name,
+                                 const convert_options& opts = {}) {
+  const model_config& c = ck.config();
+  const task_info& task = ck.task(std::string(task_name));
+  conversion_plan p;
+  tmoe_metadata& m = p.metadata;
+  m.model = c;
+  m.task = task;
+  m.task_id = ck.task_id(task.name);
+  for (stack s : {stack::encoder, stack::decoder}) m.moe_layers(s) = task_moe_layers(ck, task, s);
+  m.quantization.scheme = opts.quantization;
+  m.source_hash = ck.content_hash_hex();
+  m.source_name = opts.source_name.empty() ? detail::folder_name(ck.directory()) : opts.source_name;
+  if (m.source_name.find('/') != std::string::npos)
+    throw invalid_argument_error("source_name must not contain '/'");
+  m.created = opts.created.empty() ? detail::utc_now_iso8601() : opts.created;
+
+  for (const auto& r : required_checkpoint_tensors(c)) {
+    const std::string& n = r.name;
+    if (detail::ends_with(n, ".task_embedding.weight")) continue;  // task data: in the gates
+    planned_tensor t;
+    t.name = n;
+    t.role = detail::role_of(n);
+    t.shape = r.shape;
+    const auto moe_pos = n.find(".moe.");
+    if (moe_pos != std::string::npos) {
+      const stack s = n.rfind("encoder.", 0) == 0 ? stack::encoder : stack::decoder;
+      if (is_task_routed(c.moe(s).route)) {
+        if (t.role == tensor_role::router) continue;  // dropped: the gates replace it
+        const std::string prefix = std::string(stack_name(s)) + ".layers.";
+        const int layer = std::stoi(n.substr(prefix.size()));
+        for (const auto& l : m.moe_layers(s))
+          if (l.layer == layer) t.experts = l.experts;
+        std::uint64_t dims[tensor_shape::max_dims];
+        for (std::size_t i = 0; i < r.shape.ndim(); ++i) dims[i] = r.shape[i];
+        dims[0] = t.experts.size();
+        t.shape = tensor_shape::from(dims, r.shape.ndim());
+      }
+    }
+    t.type = detail::output_dtype(t.role, opts);
+    t.data_bytes = t.shape.numel() * dtype_size(t.type);
+    if (t.type == dtype::i8) {
+      t.scale_bytes = 4 * (t.shape.numel() / t.shape[t.shape.ndim() - 1]);
+      m.quantization.tensors.push_back(n);
+    }
+    p.parameters += t.shape.numel();
+    p.tensors.push_back(std::move(t));
+  }
+  planned_tensor spm;
+  spm.name = tmoe_tokenizer_tensor;
+  spm.type = dtype::u8;
+  spm.shape = tensor_shape{static_cast<std::uint64_t>(ck.sentencepiece_model().size())};
+  spm.data_bytes = ck.sentencepiece_model().size();
+  p.tensors.push_back(std::move(spm));
+
+  // The file layout of tmoe_writer: header, 64-aligned blobs, metadata JSON, tensor table.
+  std::uint64_t pos = 64;
+  std::uint64_t table = 0;
+  for (const auto& t : p.tensors) {
+    pos = detail::align_up(pos, tmoe_alignment) + t.data_bytes;
+    if (t.scale_bytes) pos = detail::align_up(pos, tmoe_alignment) + t.scale_bytes;
+    table += 2 + t.name.size() + 1 + 1 + 8 * t.shape.ndim() + 8 * 4 + 4;
+  }
+  try {
+    m.validate();
+  } catch (const config_error& e) {
+    throw invalid_argument_error(std::string("plan_task: invalid metadata: ") + e.what());
+  }
+  p.file_size = pos + nlohmann::json(m).dump().size() + table;
+  return p;
+}
+
+// Writes `task`'s .tmoe file to `out`. Throws invalid_argument_error (unknown task), format_error
+// (non-finite weight, naming the tensor), io_error (output folder missing, file exists without
+// overwrite, disk full). On any failure nothing is left at `out`, and no temporary file either.
+inline convert_result convert_task(const checkpoint& ck, std::string_view task_name,
+                                   const convert_options& opts, const std::filesystem::path& out) {
+  const auto start = std::chrono::steady_clock::now();
+  const conversion_plan plan = plan_task(ck, task_name, opts);
+  const std::filesystem::path parent = out.has_parent_path() ? out.parent_path() : ".";
+  std::error_code ec;
+  if (!std::filesystem::is_directory(parent, ec))
+    throw io_error(out.string() + ": output folder '" + parent.string() + "' does not exist");
+  if (!opts.overwrite && std::filesystem::exists(out, ec))
+    throw io_error(out.string() + ": file exists (set overwrite to replace it)");
+
+  tmoe_writer w(out.string(), tmoe_write_options{opts.overwrite});
+  w.set_metadata(plan.metadata);
+  convert_progress prog;
+  prog.tensor_count = plan.tensors.size();
+  for (const auto& t : plan.tensors) prog.bytes_total += t.data_bytes + t.scale_bytes;
+
+  std::vector<std::byte> buf;       // output tensor (reused)
+  std::vector<float> scales;        // i8 scales
+  std::vector<float> row;           // one source row as f32
+  for (const auto& t : plan.tensors) {
+    if (t.name == tmoe_tokenizer_tensor) {
+      w.add_sentencepiece(ck.sentencepiece_model());
+    } else {
+      const tensor_view& src = ck.tensor(t.name);
+      const std::string& file = ck.directory();
+      const std::uint64_t row_len = src.row_length();
+      const std::uint64_t numel = t.shape.numel();
+      const std::uint64_t rows = row_len ? numel / row_len : 0;
+      // Source row of output row r: experts are stacked on axis 0, each `per_slice` rows.
+      const std::uint64_t per_slice = t.experts.empty() ? rows : rows / t.experts.size();
+      const auto source_row = [&](std::uint64_t r) -> std::uint64_t {
+        if (t.experts.empty()) return r;
+        return static_cast<std::uint64_t>(t.experts[r / per_slice]) * per_slice + r % per_slice;
+      };
+      if (t.type == dtype::f32 && src.type == dtype::f32 && t.experts.empty()) {
+        // Pass through in place: no copy, only the finiteness check.
+        row.resize(static_cast<std::size_t>(row_len));
+        for (std::uint64_t r = 0; r < rows; ++r)
+          detail::read_f32_checked(src, r * row_len, row_len, row.data(), t.name, file);
+        w.add_tensor(t.name, dtype::f32, t.shape, src.data, static_cast<std::size_t>(t.data_bytes));
+      } else {
+        buf.resize(static_cast<std::size_t>(t.data_bytes));
+        row.resize(static_cast<std::size_t>(row_len));
+        if (t.type == dtype::i8) scales.resize(static_cast<std::size_t>(rows));
+        for (std::uint64_t r = 0; r < rows; ++r) {
+          detail::read_f32_checked(src, source_row(r) * row_len, row_len, row.data(), t.name, file);
+          std::byte* o = buf.data() + r * row_len * dtype_size(t.type);
+          switch (t.type) {
+            case dtype::f32:
+              std::memcpy(o, row.data(), static_cast<std::size_t>(4 * row_len));
+              break;
+            case dtype::f16:
+            case dtype::bf16:
+              for (std::uint64_t i = 0; i < row_len; ++i) {
+                const std::uint16_t h = t.type == dtype::f16 ? detail::f32_to_f16(row[i])
+                                                             : detail::f32_to_bf16(row[i]);
+                const float back = t.type == dtype::f16 ? detail::f16_to_f32(h) : detail::bf16_to_f32(h);
+                if (!std::isfinite(back))
+                  throw format_error(file, "tensor '" + t.name + "': value " +
+                                               std::to_string(row[i]) + " at element " +
+                                               std::to_string(source_row(r) * row_len + i) +
+                                               " overflows " + std::string(dtype_name(t.type)) +
+                                               " (use bfloat16 or float32)");
+                std::memcpy(o + 2 * i, &h, 2);
+              }
+              break;
+            case dtype::i8:
+              kernels::quantize_rows_int8(row.data(), 1, static_cast<int>(row_len),
+                                          reinterpret_cast<std::int8_t*>(o), scales.data() + r);
+              break;
+            case dtype::u8:
+              throw invalid_argument_error("convert_task: u8 output for '" + t.name + "'");
+          }
+        }
+        w.add_tensor(t.name, t.type, t.shape, buf.data(), buf.size(),
+                     t.type == dtype::i8 ? scales.data() : nullptr,
+                     t.type == dtype::i8 ? scales.size() : 0);
+      }
+      detail::release_pages(src.data, src.byte_size);
+    }
+    ++prog.tensor_index;
+    prog.bytes_done += t.data_bytes + t.scale_bytes;
+    prog.tensor = t.name;
+    if (opts.progress) opts.progress(prog);
+  }
+  w.finish();
+  convert_result res;
+  res.path = out;
+  res.file_size = std::filesystem::file_size(out, ec);
+  res.tensor_count = plan.tensors.size();
+  res.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  return res;
+}
+
+}  // namespace taskmoe

@@ -1,0 +1,94 @@
+#!/bin/bash
+# CLI test of taskmoe-convert (registered in tools/CMakeLists.txt as ctest "convert_cli"):
+# exit codes, one-line messages on stderr, atomicity. Usage: convert_cli.sh BINARY FIXTURES_DIR
+set -u
+BIN=$1
+FIX=$2
+T=$(mktemp -d "${TMPDIR:-/tmp}/taskmoe-cli-XXXXXX")
+trap 'rm -rf "$T"' EXIT
+fails=0
+
+# expect CODE PATTERN -- ARGS...: run, check exit code, that stderr is one line matching PATTERN.
+expect() {
+  local code=$1 pattern=$2
+  shift 3
+  "$BIN" "$@" >"$T/stdout" 2>"$T/err"
+  local rc=$?
+  local lines
+  lines=$(wc -l <"$T/err")
+  if [ "$rc" != "$code" ] || ! grep -q -- "$pattern" "$T/err" || [ "$lines" != 1 ]; then
+    echo "FAIL: $* -> rc $rc (want $code), stderr ($lines lines):"; cat "$T/err"
+    echo "      want /$pattern/"
+    fails=$((fails + 1))
+  fi
+}
+
+# Usage errors: exit 2.
+expect 2 "checkpoint DIR is required" -- --list-tasks
+expect 2 "nothing to do" -- --checkpoint "$FIX/task_target"
+expect 2 "unknown argument '--bogus'" -- --checkpoint "$FIX/task_target" --bogus
+expect 2 "unknown quantization 'int4'" -- --checkpoint "$FIX/task_target" --task de-en --output "$T/x.tmoe" --quantization int4
+expect 2 "several --task need --output-dir" -- --checkpoint "$FIX/task_target" --task de-en --task en-de --output "$T/x.tmoe"
+expect 2 "--all-tasks needs --output-dir" -- --checkpoint "$FIX/task_target" --all-tasks --output "$T/x.tmoe"
+expect 2 "give --output FILE or --output-dir DIR" -- --checkpoint "$FIX/task_target" --task de-en
+expect 2 "mutually exclusive" -- --checkpoint "$FIX/task_target" --task de-en --all-tasks --output-dir "$T"
+expect 2 "needs a value" -- --checkpoint
+
+# Bad input: exit 1, one line naming the problem.
+expect 1 "config.json is missing" -- --checkpoint "$T/nowhere" --list-tasks
+mkdir "$T/badjson"; cp "$FIX/task_target/"* "$T/badjson/"; echo '{"format": ' >"$T/badjson/config.json"
+expect 1 "config.json: not valid JSON" -- --checkpoint "$T/badjson" --list-tasks
+mkdir "$T/badst"; cp "$FIX/task_target/"* "$T/badst/"
+# Header length larger than the file: a bad offset.
+printf '\xff\xff\xff\x00\x00\x00\x00\x00' | dd of="$T/badst/model.safetensors" bs=1 count=8 conv=notrunc status=none
+expect 1 "model.safetensors: header size" -- --checkpoint "$T/badst" --list-tasks
+mkdir "$T/nospm"; cp "$FIX/task_target/"* "$T/nospm/"; rm "$T/nospm/sentencepiece.model"
+expect 1 "sentencepiece.model is missing" -- --checkpoint "$T/nospm" --list-tasks
+mkdir "$T/shape"; cp "$FIX/task_target/"* "$T/shape/"
+sed -i 's/"d_ff": 48/"d_ff": 40/' "$T/shape/config.json"
+expect 1 "has shape \[48, 32\], expected \[40, 32\]" -- --checkpoint "$T/shape" --list-tasks
+expect 1 "unknown task 'xx-yy' (checkpoint has: en-de, de-en, en-fr, fr-en)" -- --checkpoint "$FIX/task_target" --task xx-yy --output "$T/x.tmoe"
+expect 1 "output folder '$T/missing' does not exist" -- --checkpoint "$FIX/task_target" --task de-en --output "$T/missing/x.tmoe"
+expect 1 "output folder does not exist" -- --checkpoint "$FIX/task_target" --all-tasks --output-dir "$T/missing"
+
+# Success, then refusal to overwrite without --force, then --force.
+mkdir "$T/out"
+"$BIN" --checkpoint "$FIX/task_target" --task de-en --output "$T/out/de-en.tmoe" --quiet 2>"$T/err" || { echo "FAIL: convert"; cat "$T/err"; fails=$((fails + 1)); }
+[ -s "$T/err" ] && { echo "FAIL: --quiet printed:"; cat "$T/err"; fails=$((fails + 1)); }
+before=$(md5sum <"$T/out/de-en.tmoe")
+expect 1 "file exists (use --force to replace it)" -- --checkpoint "$FIX/task_target" --task de-en --output "$T/out/de-en.tmoe" --quantization float32
+[ "$(md5sum <"$T/out/de-en.tmoe")" == "$before" ] || { echo "FAIL: file changed without --force"; fails=$((fails + 1)); }
+"$BIN" --checkpoint "$FIX/task_target" --task de-en --output "$T/out/de-en.tmoe" --quantization float32 --force 2>/dev/null || { echo "FAIL: --force"; fails=$((fails + 1)); }
+[ "$(md5sum <"$T/out/de-en.tmoe")" != "$before" ] || { echo "FAIL: --force did not replace"; fails=$((fails + 1)); }
+mkdir "$T/all"
+"$BIN" --checkpoint "$FIX/token_task" --all-tasks --output-dir "$T/all" 2>"$T/err" || { echo "FAIL: --all-tasks"; cat "$T/err"; fails=$((fails + 1)); }
+[ "$(ls "$T/all" | wc -l)" == 4 ] || { echo "FAIL: --all-tasks wrote: $(ls "$T/all")"; fails=$((fails + 1)); }
+grep -q "tmp-" <(ls "$T/all" "$T/out") && { echo "FAIL: temporary file left"; fails=$((fails + 1)); }
+# No progress bar when stderr is not a terminal.
+grep -q "\[#" "$T/err" && { echo "FAIL: progress bar on a non-terminal"; fails=$((fails + 1)); }
+
+# NaN in a weight (deep in the decoder): error naming the tensor, nothing left behind.
+mkdir "$T/nan" "$T/nanout"; cp "$FIX/task_target/"* "$T/nan/"
+/usr/bin/python3 - "$T/nan/model.safetensors" <<'PY'
+import json, struct, sys
+p = sys.argv[1]
+b = bytearray(open(p, "rb").read())
+n = struct.unpack("<Q", b[:8])[0]
+h = json.loads(b[8:8 + n])
+off = h["decoder.layers.2.ffn.fc2.weight"]["data_offsets"][0]
+b[8 + n + off + 40:8 + n + off + 44] = struct.pack("<f", float("nan"))
+open(p, "wb").write(b)
+PY
+expect 1 "tensor 'decoder.layers.2.ffn.fc2.weight' has a non-finite value at element 10" -- --checkpoint "$T/nan" --task de-en --output "$T/nanout/de-en.tmoe"
+[ -z "$(ls -A "$T/nanout")" ] || { echo "FAIL: failed conversion left: $(ls -A "$T/nanout")"; fails=$((fails + 1)); }
+
+# --list-tasks, --help, --version on stdout.
+"$BIN" --checkpoint "$FIX/token_task" --list-tasks >"$T/stdout" 2>&1 || { echo "FAIL: --list-tasks"; fails=$((fails + 1)); }
+grep -q "decoder.1: experts 4 (gate 0.5177), 5 (gate 0.4823)" "$T/stdout" || { echo "FAIL: --list-tasks gates"; cat "$T/stdout"; fails=$((fails + 1)); }
+grep -q "encoder.1: token-routed: all 6 experts" "$T/stdout" || { echo "FAIL: --list-tasks token"; fails=$((fails + 1)); }
+grep -q "file size: float32 .* int8" "$T/stdout" || { echo "FAIL: --list-tasks sizes"; fails=$((fails + 1)); }
+"$BIN" --help | grep -q -- "--quantization" || { echo "FAIL: --help"; fails=$((fails + 1)); }
+"$BIN" --version | grep -q "^taskmoe-convert [0-9]" || { echo "FAIL: --version"; fails=$((fails + 1)); }
+
+if [ "$fails" != 0 ]; then echo "$fails failure(s)"; exit 1; fi
+echo "convert_cli: all passed"
