@@ -21,3 +21,6 @@
 
 // Kernels: ISA dispatch, f32/int8 GEMM (oneDNN, own AVX2/AVX-512, fallbacks), elementwise ops.
 #include <taskmoe/kernels/kernels.hpp>
+
+// Conversion: extract a per-task .tmoe from a multi-task checkpoint (taskmoe-convert's library).
+#include <taskmoe/convert/convert.hpp>

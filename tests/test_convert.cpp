@@ -1,0 +1,367 @@
+// taskmoe::plan_task / convert_task (include/taskmoe/convert/convert.hpp): extraction on every
+// golden fixture, each quantization, f16/bf16 input, atomicity and error reporting.
+#include "test_helpers.hpp"
+
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <filesystem>
+#include <map>
+
+using namespace taskmoe;
+using namespace taskmoe_test;
+
+namespace {
+
+const char* const fixture_setups[] = {"task_target", "task_pair", "token_task", "token_token", "dense"};
+
+std::string fixture(const std::string& setup) {
+  return std::string(TASKMOE_TEST_DATA_DIR) + "/fixtures/" + setup;
+}
+
+// reference.json's task_routes, per task: "encoder.1" -> (experts, gates).
+std::map<std::string, nlohmann::json> reference_routes(const std::string& setup) {
+  const nlohmann::json ref = nlohmann::json::parse(read_file(fixture(setup) + "/reference.json"));
+  std::map<std::string, nlohmann::json> r;
+  for (const auto& c : ref.at("cases"))
+    r[c.at("task").get<std::string>()] = c.value("task_routes", nlohmann::json::object());
+  return r;
+}
+
+convert_options options(quantization_scheme q) {
+  convert_options o;
+  o.quantization = q;
+  o.created = "2025-01-31T12:00:00Z";
+  return o;
+}
+
+std::size_t files_in(const std::string& dir) {
+  std::size_t n = 0;
+  for (const auto& e : std::filesystem::directory_iterator(dir)) {
+    (void)e;
+    ++n;
+  }
+  return n;
+}
+
+// The checkpoint rows that output row r of `name` comes from (experts sliced on axis 0).
+std::vector<float> expected_f32(const checkpoint& ck, const tmoe_file& f, const std::string& name) {
+  const tensor_view& src = ck.tensor(name);
+  const std::vector<float> all = to_f32(src);
+  const auto dot = name.find(".layers.");
+  const bool sliced = name.find(".moe.experts.") != std::string::npos &&
+                      f.require(name).shape[0] != src.shape[0];
+  if (!sliced) return all;
+  const stack s = name.rfind("encoder", 0) == 0 ? stack::encoder : stack::decoder;
+  const int layer = std::stoi(name.substr(dot + 8));
+  std::vector<int> experts;
+  for (const auto& l : f.metadata().moe_layers(s))
+    if (l.layer == layer) experts = l.experts;
+  const std::size_t per = static_cast<std::size_t>(src.numel() / src.shape[0]);
+  std::vector<float> out;
+  for (int e : experts)
+    out.insert(out.end(), all.begin() + static_cast<std::ptrdiff_t>(e * per),
+               all.begin() + static_cast<std::ptrdiff_t>((e + 1) * per));
+  return out;
+}
+
+}  // namespace
+
+TEST_CASE("float32 extraction on every fixture: gates equal the reference, weights bit-exact") {
+  for (const char* setup : fixture_setups) {
+    CAPTURE(setup);
+    const checkpoint ck(fixture(setup));
+    const auto routes = reference_routes(setup);
+    const model_config& c = ck.config();
+    temp_dir out;
+    for (const auto& task : ck.tasks()) {
+      CAPTURE(task.name);
+      const conversion_plan plan = plan_task(ck, task.name, options(quantization_scheme::float32));
+      const std::string path = out.file(task.name + ".tmoe");
+      const convert_result r = convert_task(ck, task.name, options(quantization_scheme::float32), path);
+      CHECK(r.file_size == plan.file_size);
+      CHECK(std::filesystem::file_size(path) == plan.file_size);
+      const tmoe_file f(path);
+      const tmoe_metadata& m = f.metadata();
+      CHECK(m.task.name == task.name);
+      CHECK(m.task.target_tag == task.target_tag);
+      CHECK(m.task_id == ck.task_id(task.name));
+      CHECK(m.source_hash == ck.content_hash_hex());
+      CHECK(m.source_name == setup);
+      CHECK(m.created == "2025-01-31T12:00:00Z");
+      CHECK(m.quantization.scheme == quantization_scheme::float32);
+      CHECK(m.quantization.tensors.empty());
+      CHECK(f.require(tmoe_tokenizer_tensor).byte_size == ck.sentencepiece_model().size());
+
+      // Kept experts and gates: the PyTorch reference's task routes.
+      for (stack s : {stack::encoder, stack::decoder}) {
+        const std::string sn(stack_name(s));
+        const auto& layers = m.moe_layers(s);
+        REQUIRE(layers.size() == (c.has_moe ? c.moe(s).layers.size() : 0u));
+        for (const auto& l : layers) {
+          const std::string key = sn + "." + std::to_string(l.layer);
+          CAPTURE(key);
+          if (is_task_routed(l.route)) {
+            REQUIRE(routes.count(task.name));
+            const auto& ref = routes.at(task.name).at(key);
+            CHECK(l.experts == ref.at("experts").get<std::vector<int>>());
+            const auto g = ref.at("gates").get<std::vector<float>>();
+            REQUIRE(l.gates.size() == g.size());
+            for (std::size_t j = 0; j < g.size(); ++j) CHECK(l.gates[j] == doctest::Approx(g[j]).epsilon(1e-5));
+            CHECK_FALSE(f.contains(sn + ".layers." + std::to_string(l.layer) + ".moe.router.weight"));
+          } else {
+            CHECK(l.experts.size() == static_cast<std::size_t>(c.num_experts));
+            CHECK(l.gates.empty());
+            CHECK(f.contains(sn + ".layers." + std::to_string(l.layer) + ".moe.router.weight"));
+          }
+        }
+        CHECK_FALSE(f.contains(sn + ".task_embedding.weight"));
+      }
+
+      // Every tensor: shape and bytes equal the checkpoint (slice) exactly.
+      std::size_t compared = 0;
+      for (const auto& name : f.tensor_names()) {
+        if (name == tmoe_tokenizer_tensor) continue;
+        CAPTURE(name);
+        const tensor_view& v = f.require(name);
+        REQUIRE(v.type == dtype::f32);
+        const std::vector<float> want = expected_f32(ck, f, name);
+        REQUIRE(v.numel() == want.size());
+        CHECK(std::memcmp(v.data, want.data(), want.size() * 4) == 0);
+        const tensor_shape& src = ck.tensor(name).shape;
+        for (std::size_t d = 1; d < src.ndim(); ++d) CHECK(v.shape[d] == src[d]);
+        ++compared;
+      }
+      CHECK(compared + 1 == plan.tensors.size());
+    }
+    CHECK(files_in(out.path()) == ck.tasks().size());  // no temporary files left
+  }
+}
+
+TEST_CASE("float16 and bfloat16: matrices converted within half-precision rounding, the rest f32") {
+  const checkpoint ck(fixture("task_pair"));  // unshared embeddings, learned positions
+  for (quantization_scheme q : {quantization_scheme::float16, quantization_scheme::bfloat16}) {
+    CAPTURE(quantization_name(q));
+    temp_dir out;
+    const std::string path = out.file("x.tmoe");
+    const conversion_plan plan = plan_task(ck, "de-en", options(q));
+    convert_task(ck, "de-en", options(q), path);
+    const tmoe_file f(path);
+    CHECK(std::filesystem::file_size(path) == plan.file_size);
+    CHECK(f.metadata().quantization.scheme == q);
+    const dtype half = q == quantization_scheme::float16 ? dtype::f16 : dtype::bf16;
+    const float rel = q == quantization_scheme::float16 ? 1.0f / 2048 : 1.0f / 256;  // half an ulp
+    CHECK(f.require("decoder.output_projection.weight").type == half);
+    CHECK(f.require("encoder.layers.0.self_attn.q_proj.weight").type == half);
+    CHECK(f.require("encoder.layers.1.moe.experts.fc1.weight").type == half);
+    CHECK(f.require("encoder.layers.0.ffn.fc2.weight").type == half);
+    CHECK(f.require("encoder.layers.0.ffn.fc2.bias").type == dtype::f32);
+    CHECK(f.require("encoder.embed_positions.weight").type == dtype::f32);
+    CHECK(f.require("decoder.layers.0.final_layer_norm.weight").type == dtype::f32);
+    for (const auto& name : f.tensor_names()) {
+      if (name == tmoe_tokenizer_tensor) continue;
+      CAPTURE(name);
+      const std::vector<float> want = expected_f32(ck, f, name);
+      const std::vector<float> got = to_f32(f.require(name));
+      REQUIRE(got.size() == want.size());
+      for (std::size_t i = 0; i < got.size(); ++i)
+        // Relative bound for normal numbers; f16 subnormals round to a multiple of 2^-24.
+        CHECK(std::fabs(got[i] - want[i]) <= std::fabs(want[i]) * rel + 3e-8f);
+    }
+  }
+}
+
+TEST_CASE("int8: FFN, expert and attention matrices per-row quantized, error <= scale / 2") {
+  for (const char* setup : {"task_target", "token_token"}) {
+    CAPTURE(setup);
+    const checkpoint ck(fixture(setup));
+    temp_dir out;
+    const std::string path = out.file("x.tmoe");
+    const conversion_plan plan = plan_task(ck, "en-de", options(quantization_scheme::int8));
+    convert_task(ck, "en-de", options(quantization_scheme::int8), path);
+    const tmoe_file f(path);
+    CHECK(std::filesystem::file_size(path) == plan.file_size);
+    const auto& q = f.metadata().quantization;
+    CHECK(q.scheme == quantization_scheme::int8);
+    std::size_t i8_count = 0;
+    for (const auto& name : f.tensor_names()) {
+      if (name == tmoe_tokenizer_tensor) continue;
+      CAPTURE(name);
+      const tensor_view& v = f.require(name);
+      const bool listed = std::find(q.tensors.begin(), q.tensors.end(), name) != q.tensors.end();
+      const bool matrix = name.find("_proj.weight") != std::string::npos ||
+                          name.find(".fc1.weight") != std::string::npos ||
+                          name.find(".fc2.weight") != std::string::npos;
+      CHECK(listed == matrix);
+      CHECK((v.type == dtype::i8) == matrix);
+      const std::vector<float> want = expected_f32(ck, f, name);
+      if (v.type != dtype::i8) {
+        CHECK(std::memcmp(v.data, want.data(), want.size() * 4) == 0);  // stays exact
+        continue;
+      }
+      ++i8_count;
+      const std::uint64_t row = v.row_length();
+      REQUIRE(v.scale_count * row == want.size());
+      const std::vector<float> got = to_f32(v);
+      for (std::size_t i = 0; i < got.size(); ++i) {
+        const float scale = v.scales[i / row];
+        CHECK(std::fabs(got[i] - want[i]) <= scale * 0.5f * (1 + 1e-5f) + 1e-12f);
+      }
+      // The largest |w| of each row maps to +-127.
+      for (std::uint64_t r = 0; r < v.scale_count; ++r) {
+        int amax = 0;
+        for (std::uint64_t i = 0; i < row; ++i)
+          amax = std::max(amax, std::abs(static_cast<int>(static_cast<signed char>(v.data[r * row + i]))));
+        CHECK(amax == 127);
+      }
+    }
+    CHECK(i8_count == q.tensors.size());
+    CHECK(f.require("embed_tokens.weight").type == dtype::f32);
+  }
+  // Options: no attention, int8 embeddings.
+  const checkpoint ck(fixture("dense"));
+  convert_options o = options(quantization_scheme::int8);
+  o.int8_attention = false;
+  o.int8_embeddings = true;
+  temp_dir out;
+  convert_task(ck, "en-de", o, out.file("x.tmoe"));
+  const tmoe_file f(out.file("x.tmoe"));
+  CHECK(f.require("decoder.layers.0.self_attn.q_proj.weight").type == dtype::f32);
+  CHECK(f.require("decoder.output_projection.weight").type == dtype::i8);
+  CHECK(f.require("encoder.embed_tokens.weight").type == dtype::i8);
+}
+
+TEST_CASE("f16 and bf16 checkpoints: float32 output is their exact widening") {
+  for (dtype t : {dtype::f16, dtype::bf16}) {
+    CAPTURE(dtype_name(t));
+    temp_dir dir;
+    checkpoint_edit e;
+    e.type = t;
+    write_checkpoint(dir.path(), tiny_config(routing::task_target, routing::token), tiny_tasks(), e);
+    const checkpoint ck(dir.path());
+    temp_dir out;
+    convert_task(ck, "en-fr", options(quantization_scheme::float32), out.file("a.tmoe"));
+    const tmoe_file f(out.file("a.tmoe"));
+    for (const auto& name : f.tensor_names()) {
+      if (name == tmoe_tokenizer_tensor) continue;
+      CAPTURE(name);
+      const std::vector<float> want = expected_f32(ck, f, name);
+      CHECK(std::memcmp(f.require(name).data, want.data(), want.size() * 4) == 0);
+    }
+    CHECK(f.require("encoder.layers.1.moe.experts.fc1.weight").shape == tensor_shape{2, 12, 8});
+    CHECK(f.require("decoder.layers.1.moe.experts.fc1.weight").shape == tensor_shape{4, 12, 8});
+    // The same input to float16 is a no-op round trip for f16 data.
+    if (t == dtype::f16) {
+      convert_task(ck, "en-fr", options(quantization_scheme::float16), out.file("h.tmoe"));
+      const tmoe_file h(out.file("h.tmoe"));
+      const tensor_view& a = h.require("decoder.layers.0.ffn.fc1.weight");
+      const tensor_view& b = ck.tensor("decoder.layers.0.ffn.fc1.weight");
+      CHECK(std::memcmp(a.data, b.data, b.byte_size) == 0);
+    }
+  }
+}
+
+TEST_CASE("atomicity: a conversion failing midway leaves neither the file nor a temporary") {
+  temp_dir dir;
+  const model_config c = tiny_config();
+  write_checkpoint(dir.path(), c, tiny_tasks());
+  // Poison the last layer's feed-forward (written late in the file) with a NaN.
+  {
+    std::string bytes = read_file(dir.file("model.safetensors"));
+    // Locate the tensor by offset relative to the data section start.
+    std::uint64_t n = 0;
+    std::memcpy(&n, bytes.data(), 8);
+    const nlohmann::json h = nlohmann::json::parse(bytes.substr(8, static_cast<std::size_t>(n)));
+    const std::size_t begin = 8 + static_cast<std::size_t>(n) +
+                              h.at("decoder.layers.0.ffn.fc2.weight").at("data_offsets")[0].get<std::size_t>();
+    poke(bytes, begin + 4 * 7, std::nanf(""));
+    write_file(dir.file("model.safetensors"), bytes);
+  }
+  checkpoint_options co;
+  co.check_finite = false;  // let the converter find it, after it has written other tensors
+  const checkpoint ck(dir.path(), co);
+  temp_dir out;
+  const std::string path = out.file("en-de.tmoe");
+  expect_format_error([&] { convert_task(ck, "en-de", options(quantization_scheme::float32), path); },
+                      dir.path(), "tensor 'decoder.layers.0.ffn.fc2.weight' has a non-finite value at element 7");
+  CHECK(files_in(out.path()) == 0);
+  for (quantization_scheme q : {quantization_scheme::int8, quantization_scheme::float16}) {
+    CHECK_THROWS_AS(convert_task(ck, "en-de", options(q), path), format_error);
+    CHECK(files_in(out.path()) == 0);
+  }
+
+  // A progress callback that throws (an interrupted conversion): nothing left either.
+  const checkpoint good(fixture("task_target"));
+  convert_options o = options(quantization_scheme::int8);
+  std::size_t calls = 0;
+  o.progress = [&calls](const convert_progress& p) {
+    CHECK(p.tensor_index == calls + 1);
+    CHECK(p.bytes_done <= p.bytes_total);
+    if (++calls == 10) throw std::runtime_error("interrupted");
+  };
+  CHECK_THROWS_WITH(convert_task(good, "de-en", o, path), "interrupted");
+  CHECK(calls == 10);
+  CHECK(files_in(out.path()) == 0);
+
+  // An existing file is kept unless overwrite is set; then it is replaced.
+  write_file(path, "precious");
+  CHECK_THROWS_AS(convert_task(good, "de-en", options(quantization_scheme::int8), path), io_error);
+  CHECK(read_file(path) == "precious");
+  convert_options force = options(quantization_scheme::int8);
+  force.overwrite = true;
+  convert_task(good, "de-en", force, path);
+  CHECK(tmoe_file(path).metadata().task.name == "de-en");
+  CHECK(files_in(out.path()) == 1);
+}
+
+TEST_CASE("errors: unknown task lists the valid ones, missing folder, non-finite router, f16 overflow") {
+  const checkpoint ck(fixture("task_target"));
+  temp_dir out;
+  CHECK_THROWS_WITH_AS(plan_task(ck, "xx-yy"),
+                       "unknown task 'xx-yy' (checkpoint has: en-de, de-en, en-fr, fr-en)",
+                       invalid_argument_error);
+  CHECK_THROWS_WITH_AS(convert_task(ck, "de-en", {}, out.file("nope/x.tmoe")),
+                       (out.file("nope/x.tmoe") + ": output folder '" + out.file("nope") + "' does not exist").c_str(),
+                       io_error);
+  CHECK(parse_quantization("bf16") == quantization_scheme::bfloat16);
+  CHECK_THROWS_AS(parse_quantization("int4"), invalid_argument_error);
+
+  // NaN in the router of a task-routed layer: the gate cannot be computed; named error.
+  {
+    temp_dir dir;
+    checkpoint_edit e;
+    write_checkpoint(dir.path(), tiny_config(), tiny_tasks(), e);
+    std::string bytes = read_file(dir.file("model.safetensors"));
+    std::uint64_t n = 0;
+    std::memcpy(&n, bytes.data(), 8);
+    const nlohmann::json h = nlohmann::json::parse(bytes.substr(8, static_cast<std::size_t>(n)));
+    const std::size_t begin = 8 + static_cast<std::size_t>(n) +
+                              h.at("encoder.layers.1.moe.router.weight").at("data_offsets")[0].get<std::size_t>();
+    poke(bytes, begin, std::numeric_limits<float>::infinity());
+    write_file(dir.file("model.safetensors"), bytes);
+    checkpoint_options co;
+    co.check_finite = false;
+    const checkpoint bad(dir.path(), co);
+    expect_format_error([&] { plan_task(bad, "de-en"); }, dir.path(),
+                        "tensor 'encoder.layers.1.moe.router.weight' has a non-finite value at element 0");
+  }
+  // A weight too large for float16.
+  {
+    temp_dir dir;
+    write_checkpoint(dir.path(), tiny_config(), tiny_tasks());
+    std::string bytes = read_file(dir.file("model.safetensors"));
+    std::uint64_t n = 0;
+    std::memcpy(&n, bytes.data(), 8);
+    const nlohmann::json h = nlohmann::json::parse(bytes.substr(8, static_cast<std::size_t>(n)));
+    const std::size_t begin = 8 + static_cast<std::size_t>(n) +
+                              h.at("decoder.layers.0.ffn.fc1.weight").at("data_offsets")[0].get<std::size_t>();
+    poke(bytes, begin + 4, 1e6f);
+    write_file(dir.file("model.safetensors"), bytes);
+    const checkpoint big(dir.path());
+    temp_dir o2;
+    CHECK_THROWS_WITH_AS(convert_task(big, "de-en", options(quantization_scheme::float16), o2.file("x.tmoe")),
+                         doctest::Contains("overflows f16 (use bfloat16 or float32)"), format_error);
+    CHECK(files_in(o2.path()) == 0);
+    convert_task(big, "de-en", options(quantization_scheme::bfloat16), o2.file("x.tmoe"));  // fine
+  }
+}
