@@ -22,5 +22,19 @@
 // Kernels: ISA dispatch, f32/int8 GEMM (oneDNN, own AVX2/AVX-512, fallbacks), elementwise ops.
 #include <taskmoe/kernels/kernels.hpp>
 
+// Runtime: weights, layers, MoE, the model with incremental decoding, search, tokenizer, facade.
+#include <taskmoe/model/weights.hpp>
+#include <taskmoe/layers/linear.hpp>
+#include <taskmoe/layers/attention.hpp>
+#include <taskmoe/layers/feed_forward.hpp>
+#include <taskmoe/moe/moe_layer.hpp>
+#include <taskmoe/model/transformer.hpp>
+#include <taskmoe/decoding/options.hpp>
+#include <taskmoe/decoding/search.hpp>
+#include <taskmoe/tokenizer/utf8.hpp>
+#include <taskmoe/tokenizer/vocabulary.hpp>
+#include <taskmoe/tokenizer/sentencepiece.hpp>
+#include <taskmoe/translator.hpp>
+
 // Conversion: extract a per-task .tmoe from a multi-task checkpoint (taskmoe-convert's library).
 #include <taskmoe/convert/convert.hpp>

@@ -3669,4 +3669,2331 @@ inline int argmax(const float* x, int n) {
 }  // namespace taskmoe
 // ---- end taskmoe/kernels/elementwise.hpp ----
 // ---- end taskmoe/kernels/kernels.hpp ----
+
+// Runtime: weights, layers, MoE, the model with incremental decoding, search, tokenizer, facade.
+// ---- begin taskmoe/model/weights.hpp ----
+// Weights as the runtime uses them, and where they come from.
+//
+// A `weight_source` answers "give me tensor <name>" for one task: either a memory-mapped .tmoe
+// file (experts already extracted, gates in the metadata) or a full checkpoint directory plus a
+// task name (gates computed at load from the router and the task embedding, as the converter
+// does). The loaders turn a tensor_view into a `weight_matrix`:
+//   f32 (4-byte aligned)  used in place, no copy;
+//   i8 + per-row scales   used in place (int8 GEMM);
+//   f16 / bf16 / unaligned f32  widened to f32 once at load into buffers the model owns.
+// Everything the model points at lives either in the source (kept alive by the model) or in its
+// `weight_store`, so a loaded model is immutable and can be shared by any number of threads.
+
+#include <cstdint>     // std::int8_t, std::uintptr_t
+#include <cstring>     // std::memcpy
+#include <deque>       // std::deque (stable addresses)
+#include <memory>      // std::shared_ptr
+#include <string>      // std::string
+#include <vector>      // std::vector
+
+
+namespace taskmoe {
+namespace model {
+
+// A row-major [rows, cols] matrix of f32, or of i8 with one f32 scale per row.
+struct weight_matrix {
+  int rows = 0;
+  int cols = 0;
+  const float* f32 = nullptr;         // set for float weights
+  const std::int8_t* i8 = nullptr;    // set for int8 weights
+  const float* scales = nullptr;      // int8: [rows]
+  bool is_int8() const noexcept { return i8 != nullptr; }
+  bool empty() const noexcept { return f32 == nullptr && i8 == nullptr; }
+  // Row r widened to f32 (embedding lookups).
+  void row_to_f32(int r, float* out) const {
+    const std::size_t off = static_cast<std::size_t>(r) * static_cast<std::size_t>(cols);
+    if (f32 != nullptr) {
+      std::memcpy(out, f32 + off, sizeof(float) * static_cast<std::size_t>(cols));
+    } else {
+      const float s = scales[r];
+      for (int c = 0; c < cols; ++c) out[c] = static_cast<float>(i8[off + c]) * s;
+    }
+  }
+};
+
+// Owned buffers of converted or fused weights. A deque never moves its elements, so pointers into
+// the vectors stay valid while the store grows during loading.
+class weight_store {
+ public:
+  std::vector<float>& new_f32(std::size_t n) {
+    f32_.emplace_back(n);
+    return f32_.back();
+  }
+  std::vector<std::int8_t>& new_i8(std::size_t n) {
+    i8_.emplace_back(n);
+    return i8_.back();
+  }
+  std::size_t bytes() const noexcept {
+    std::size_t b = 0;
+    for (const auto& v : f32_) b += v.size() * sizeof(float);
+    for (const auto& v : i8_) b += v.size();
+    return b;
+  }
+
+ private:
+  std::deque<std::vector<float>> f32_;
+  std::deque<std::vector<std::int8_t>> i8_;
+};
+
+// The routing of one MoE layer once the weight source has been resolved.
+struct moe_layer_spec {
+  routing route = routing::token;
+  // Indices into the first axis of the layer's stacked expert tensors, one per expert to run.
+  std::vector<int> slots;
+  // Original checkpoint expert id of each slot (task routing: accumulation order; token routing:
+  // the router's column for this slot).
+  std::vector<int> expert_ids;
+  // Task routing: the constant gate of each slot. Token routing: empty.
+  std::vector<float> gates;
+};
+
+// Where tensors come from: a .tmoe file or a checkpoint directory + task.
+class weight_source {
+ public:
+  // A .tmoe file (weights used in place from the mapping).
+  static weight_source from_tmoe(std::shared_ptr<const tmoe_file> file) {
+    weight_source s;
+    s.tmoe_ = std::move(file);
+    const tmoe_metadata& m = s.tmoe_->metadata();
+    s.config_ = m.model;
+    s.task_ = m.task;
+    s.name_ = s.tmoe_->path();
+    return s;
+  }
+  // A full checkpoint and one of its tasks (experts sliced from the stacked tensors).
+  static weight_source from_checkpoint(std::shared_ptr<const checkpoint> ckpt,
+                                       const std::string& task) {
+    weight_source s;
+    s.task_ = ckpt->task(task);  // throws invalid_argument_error listing the known tasks
+    s.ckpt_ = std::move(ckpt);
+    s.config_ = s.ckpt_->config();
+    s.name_ = s.ckpt_->directory();
+    return s;
+  }
+
+  const model_config& config() const noexcept { return config_; }
+  const task_info& task() const noexcept { return task_; }
+  const std::string& name() const noexcept { return name_; }
+  bool is_tmoe() const noexcept { return tmoe_ != nullptr; }
+  const tmoe_file* tmoe() const noexcept { return tmoe_.get(); }
+  const checkpoint* ckpt() const noexcept { return ckpt_.get(); }
+
+  std::string sentencepiece_model() const {
+    if (tmoe_) return std::string(tmoe_->sentencepiece_model());
+    return ckpt_->sentencepiece_model();
+  }
+
+  const tensor_view& tensor(const std::string& name) const {
+    if (tmoe_) return tmoe_->require(name);
+    if (!ckpt_->has_tensor(name))
+      throw format_error(name_, "missing required tensor '" + name + "'");
+    return ckpt_->tensor(name);
+  }
+  bool has_tensor(const std::string& name) const {
+    return tmoe_ ? tmoe_->contains(name) : ckpt_->has_tensor(name);
+  }
+
+  // The routing of MoE layer `layer` of stack `s`.
+  moe_layer_spec moe_layer(stack s, int layer) const {
+    moe_layer_spec spec;
+    spec.route = config_.moe(s).route;
+    if (tmoe_) {
+      const auto& layers = tmoe_->metadata().moe_layers(s);
+      for (const auto& l : layers) {
+        if (l.layer != layer) continue;
+        for (std::size_t j = 0; j < l.experts.size(); ++j) spec.slots.push_back(static_cast<int>(j));
+        spec.expert_ids = l.experts;
+        spec.gates = l.gates;
+        return spec;
+      }
+      throw format_error(name_, "metadata: moe_layers." + std::string(stack_name(s)) +
+                                    " has no entry for layer " + std::to_string(layer));
+    }
+    if (is_task_routed(spec.route)) {
+      const task_gate g = ckpt_->gate(task_, s, layer);
+      spec.slots = g.experts;
+      spec.expert_ids = g.experts;
+      spec.gates = g.weights;
+    } else {
+      for (int e = 0; e < config_.num_experts; ++e) {
+        spec.slots.push_back(e);
+        spec.expert_ids.push_back(e);
+      }
+    }
+    return spec;
+  }
+
+ private:
+  std::shared_ptr<const tmoe_file> tmoe_;
+  std::shared_ptr<const checkpoint> ckpt_;
+  model_config config_;
+  task_info task_;
+  std::string name_;
+};
+
+// Turns tensor views into weight matrices and vectors, converting only when needed.
+class weight_loader {
+ public:
+  weight_loader(const weight_source& src, weight_store& store) : src_(src), store_(store) {}
+
+  const weight_source& source() const noexcept { return src_; }
+
+  // A 2-D [rows, cols] matrix, or the `slot`-th [rows, cols] matrix of a 3-D stack.
+  weight_matrix matrix(const std::string& name, int rows, int cols, int slot = -1) const {
+    const tensor_view& v = src_.tensor(name);
+    check_shape(name, v, rows, cols, slot);
+    const std::size_t n = static_cast<std::size_t>(rows) * static_cast<std::size_t>(cols);
+    const std::size_t first = slot < 0 ? 0 : static_cast<std::size_t>(slot) * n;
+    weight_matrix w;
+    w.rows = rows;
+    w.cols = cols;
+    if (v.type == dtype::i8) {
+      if (v.scales == nullptr) throw format_error(src_.name(), "i8 tensor '" + name + "' has no scales");
+      w.i8 = reinterpret_cast<const std::int8_t*>(v.data) + first;
+      w.scales = v.scales + (slot < 0 ? 0 : static_cast<std::size_t>(slot) * rows);
+      return w;
+    }
+    w.f32 = floats(name, v, first, n);
+    return w;
+  }
+
+  // A vector of `n` floats (bias, layer-norm parameter), or row `slot` of a [E, n] stack.
+  const float* vector(const std::string& name, int n, int slot = -1) const {
+    const tensor_view& v = src_.tensor(name);
+    check_shape(name, v, 1, n, slot, true);
+    const std::size_t first = slot < 0 ? 0 : static_cast<std::size_t>(slot) * n;
+    return floats(name, v, first, static_cast<std::size_t>(n));
+  }
+
+  // A [rows, cols] matrix as f32 whatever its dtype (int8 dequantized into the store).
+  const float* matrix_f32(const std::string& name, int rows, int cols) const {
+    const weight_matrix m = matrix(name, rows, cols);
+    if (!m.is_int8()) return m.f32;
+    auto& out = store_.new_f32(static_cast<std::size_t>(rows) * static_cast<std::size_t>(cols));
+    for (int r = 0; r < rows; ++r) m.row_to_f32(r, out.data() + static_cast<std::size_t>(r) * cols);
+    return out.data();
+  }
+
+  // Row-wise concatenation of matrices with the same cols and dtype (fused QKV): owned copy.
+  weight_matrix concat_rows(const std::vector<weight_matrix>& parts) const {
+    weight_matrix w;
+    w.cols = parts.front().cols;
+    const bool q = parts.front().is_int8();
+    for (const auto& p : parts) {
+      if (p.cols != w.cols || p.is_int8() != q)
+        throw invalid_argument_error("concat_rows: parts differ in width or dtype");
+      w.rows += p.rows;
+    }
+    const std::size_t cols = static_cast<std::size_t>(w.cols);
+    if (q) {
+      auto& data = store_.new_i8(static_cast<std::size_t>(w.rows) * cols);
+      auto& sc = store_.new_f32(static_cast<std::size_t>(w.rows));
+      std::size_t r = 0;
+      for (const auto& p : parts) {
+        std::memcpy(data.data() + r * cols, p.i8, static_cast<std::size_t>(p.rows) * cols);
+        std::memcpy(sc.data() + r, p.scales, sizeof(float) * static_cast<std::size_t>(p.rows));
+        r += static_cast<std::size_t>(p.rows);
+      }
+      w.i8 = data.data();
+      w.scales = sc.data();
+    } else {
+      auto& data = store_.new_f32(static_cast<std::size_t>(w.rows) * cols);
+      std::size_t r = 0;
+      for (const auto& p : parts) {
+        std::memcpy(data.data() + r * cols, p.f32, sizeof(float) * static_cast<std::size_t>(p.rows) * cols);
+        r += static_cast<std::size_t>(p.rows);
+      }
+      w.f32 = data.data();
+    }
+    return w;
+  }
+
+  // Concatenation of float vectors (fused biases): owned copy.
+  const float* concat(const std::vector<const float*>& parts, int n_each) const {
+    auto& data = store_.new_f32(parts.size() * static_cast<std::size_t>(n_each));
+    for (std::size_t i = 0; i < parts.size(); ++i)
+      std::memcpy(data.data() + i * n_each, parts[i], sizeof(float) * static_cast<std::size_t>(n_each));
+    return data.data();
+  }
+
+  std::vector<float>& owned(std::size_t n) const { return store_.new_f32(n); }
+
+ private:
+  void check_shape(const std::string& name, const tensor_view& v, int rows, int cols, int slot,
+                   bool vec = false) const {
+    const auto u = [](int x) { return static_cast<std::uint64_t>(x); };
+    tensor_shape expected;
+    if (slot < 0)
+      expected = vec ? tensor_shape{u(cols)} : tensor_shape{u(rows), u(cols)};
+    if (slot >= 0) {
+      const bool ok = v.shape.ndim() == (vec ? 2u : 3u) && v.shape[0] > u(slot) &&
+                      v.shape[1] == (vec ? u(cols) : u(rows)) && (vec || v.shape[2] == u(cols));
+      if (!ok)
+        throw format_error(src_.name(), "tensor '" + name + "' has shape " + v.shape.to_string() +
+                                            ", expected [E > " + std::to_string(slot) + ", " +
+                                            (vec ? std::to_string(cols) : std::to_string(rows) + ", " + std::to_string(cols)) + "]");
+    } else if (v.shape != expected) {
+      throw format_error(src_.name(), "tensor '" + name + "' has shape " + v.shape.to_string() +
+                                          ", expected " + expected.to_string());
+    }
+    if (v.type == dtype::u8)
+      throw format_error(src_.name(), "tensor '" + name + "' has dtype u8, expected a number type");
+  }
+
+  // n floats starting at element `first`: in place for aligned f32, else widened into the store.
+  const float* floats(const std::string& name, const tensor_view& v, std::size_t first,
+                      std::size_t n) const {
+    if (v.type == dtype::f32 && reinterpret_cast<std::uintptr_t>(v.data) % alignof(float) == 0)
+      return v.data_as<float>() + first;
+    auto& out = store_.new_f32(n);
+    tensor_view part = v;
+    const std::size_t es = dtype_size(v.type);
+    part.data = v.data + first * es;
+    part.shape = tensor_shape{static_cast<std::uint64_t>(n)};
+    part.byte_size = n * es;
+    if (v.type == dtype::i8) {
+      // A quantized vector: dequantize row by row with the view's own scales.
+      const std::uint64_t row = v.row_length();
+      for (std::size_t i = 0; i < n; ++i)
+        out[i] = static_cast<float>(static_cast<std::int8_t>(v.data[first + i])) *
+                 (v.scales ? v.scales[(first + i) / row] : 1.0f);
+      (void)name;
+      return out.data();
+    }
+    to_f32(part, out.data());
+    return out.data();
+  }
+
+  const weight_source& src_;
+  weight_store& store_;
+};
+
+}  // namespace model
+}  // namespace taskmoe
+// ---- end taskmoe/model/weights.hpp ----
+// ---- begin taskmoe/layers/linear.hpp ----
+// A Linear layer y = x Wᵀ + b over row-major activations, on f32 or int8 (per-row scaled) weights.
+
+
+namespace taskmoe {
+namespace layers {
+
+struct linear {
+  model::weight_matrix weight;   // [out, in]
+  const float* bias = nullptr;   // [out] or null
+
+  int out_features() const noexcept { return weight.rows; }
+  int in_features() const noexcept { return weight.cols; }
+
+  // y [m, out] (ldy) = x [m, in] (ldx) Wᵀ + b. Single-threaded; safe to call concurrently.
+  void forward(const float* x, int m, int ldx, float* y, int ldy) const {
+    if (m == 0) return;
+    if (weight.is_int8()) {
+      kernels::gemm_int8(m, weight.rows, weight.cols, x, ldx, weight.i8, weight.cols, weight.scales,
+                         y, ldy, bias);
+    } else {
+      kernels::gemm_f32(m, weight.rows, weight.cols, 1.0f, x, ldx, weight.f32, weight.cols, 0.0f, y,
+                        ldy, bias);
+    }
+  }
+};
+
+// Layer norm parameters; `apply` normalises rows of x into y (may alias).
+struct layer_norm {
+  const float* gamma = nullptr;
+  const float* beta = nullptr;
+  float eps = 1e-5f;
+  bool present() const noexcept { return gamma != nullptr; }
+  void apply(const float* x, int rows, int d, float* y) const {
+    if (rows > 0) kernels::layer_norm(x, rows, d, d, gamma, beta, eps, y, d);
+  }
+};
+
+}  // namespace layers
+}  // namespace taskmoe
+// ---- end taskmoe/layers/linear.hpp ----
+// ---- begin taskmoe/layers/attention.hpp ----
+// Multi-head scaled dot-product attention on already-projected queries, keys and values.
+// Heads are contiguous column blocks of width d_head in each row (PyTorch's view(B, T, h, dh)).
+// Loops, not GEMMs: attention is a few percent of the work at translation lengths, and the
+// decoder's one-query-per-row shape does not suit a GEMM anyway.
+
+#include <cmath>    // std::sqrt
+#include <cstddef>  // std::size_t
+#include <vector>   // std::vector
+
+
+namespace taskmoe {
+namespace layers {
+
+// For each query row i < lq and head h:
+//   out[i, h] = softmax_j( q[i, h] · k[j, h] / sqrt(dh) ) v[j, h],  j < visible(i)
+// where visible(i) = lk, or min(lk, i + 1 + causal_offset) when causal_offset >= 0 (query i sits
+// at key position i + causal_offset). `scores` is scratch (resized as needed).
+inline void multi_head_attention(const float* q, int ldq, int lq, const float* k, int ldk,
+                                 const float* v, int ldv, int lk, int heads, int dh,
+                                 int causal_offset, float* out, int ldo,
+                                 std::vector<float>& scores) {
+  if (scores.size() < static_cast<std::size_t>(lk)) scores.resize(static_cast<std::size_t>(lk));
+  const float scale = static_cast<float>(std::sqrt(static_cast<double>(dh)));
+  float* s = scores.data();
+  for (int i = 0; i < lq; ++i) {
+    const int n = causal_offset < 0 ? lk : (i + 1 + causal_offset < lk ? i + 1 + causal_offset : lk);
+    const float* qi = q + static_cast<std::size_t>(i) * ldq;
+    float* oi = out + static_cast<std::size_t>(i) * ldo;
+    for (int h = 0; h < heads; ++h) {
+      const float* qh = qi + h * dh;
+      for (int j = 0; j < n; ++j) {
+        const float* kj = k + static_cast<std::size_t>(j) * ldk + h * dh;
+        float acc = 0.0f;
+        for (int c = 0; c < dh; ++c) acc += qh[c] * kj[c];
+        s[j] = acc / scale;
+      }
+      kernels::softmax(s, 1, n, n, s, n);
+      float* oh = oi + h * dh;
+      for (int c = 0; c < dh; ++c) oh[c] = 0.0f;
+      for (int j = 0; j < n; ++j) {
+        const float p = s[j];
+        const float* vj = v + static_cast<std::size_t>(j) * ldv + h * dh;
+        for (int c = 0; c < dh; ++c) oh[c] += p * vj[c];
+      }
+    }
+  }
+}
+
+}  // namespace layers
+}  // namespace taskmoe
+// ---- end taskmoe/layers/attention.hpp ----
+// ---- begin taskmoe/layers/feed_forward.hpp ----
+// Position-wise feed-forward y = fc2(act(fc1(x))), the dense FFN and one MoE expert.
+
+#include <cstddef>  // std::size_t
+#include <vector>   // std::vector
+
+
+namespace taskmoe {
+namespace layers {
+
+inline void apply_activation(activation act, float* x, std::size_t n) {
+  if (n == 0) return;
+  if (act == activation::relu)
+    kernels::relu(x, n);
+  else
+    kernels::gelu(x, n);
+}
+
+struct feed_forward {
+  linear fc1;  // [d_ff, d]
+  linear fc2;  // [d, d_ff]
+  activation act = activation::relu;
+
+  // y [m, d] = fc2(act(fc1(x [m, d]))); `hidden` is scratch.
+  void forward(const float* x, int m, int ldx, float* y, int ldy, std::vector<float>& hidden) const {
+    const int ff = fc1.out_features();
+    const std::size_t n = static_cast<std::size_t>(m) * static_cast<std::size_t>(ff);
+    if (hidden.size() < n) hidden.resize(n);
+    fc1.forward(x, m, ldx, hidden.data(), ff);
+    apply_activation(act, hidden.data(), n);
+    fc2.forward(hidden.data(), m, ff, y, ldy);
+  }
+};
+
+}  // namespace layers
+}  // namespace taskmoe
+// ---- end taskmoe/layers/feed_forward.hpp ----
+// ---- begin taskmoe/moe/moe_layer.hpp ----
+// MoE feed-forward layers (docs/checkpoint-format.md, "MoE layers and routing").
+//
+//   task-routed  the experts and gates are constants of the task (stored in a .tmoe file, or
+//                computed from the checkpoint's router and task embedding at load): every token
+//                runs through the k kept experts, y = Σ_j g_j E_j(x). No router at run time.
+//   token-routed each token: p = softmax(W_r x), top-k (ties: lower expert id), renormalised
+//                gates; tokens are grouped by expert and each expert runs one GEMM over its
+//                tokens, the results scattered back with the token's gate.
+// Contributions are accumulated in ascending original expert id, the reference's order.
+
+#include <algorithm>  // std::sort
+#include <cstddef>    // std::size_t
+#include <cstring>    // std::memcpy
+#include <numeric>    // std::iota
+#include <vector>     // std::vector
+
+
+namespace taskmoe {
+namespace moe {
+
+// Scratch for one forward call (owned by the caller's workspace, reused across layers).
+struct moe_workspace {
+  std::vector<float> hidden;      // expert hidden activations
+  std::vector<float> expert_out;  // one expert's output
+  std::vector<float> gathered;    // token rows routed to one expert
+  std::vector<float> probs;       // token routing: [m, E]
+  std::vector<int> chosen;        // token routing: [m, k] expert ids
+  std::vector<float> chosen_gate; // token routing: [m, k] gates
+  std::vector<int> rows;          // tokens of one expert
+  std::vector<float> row_gate;
+};
+
+class moe_layer {
+ public:
+  routing route = routing::token;
+  std::vector<layers::feed_forward> experts;  // one per slot
+  std::vector<int> expert_ids;                // original id of each slot
+  std::vector<float> gates;                   // task routing: gate of each slot
+  std::vector<float> router;                  // token routing: [num_experts, d] (f32)
+  int num_experts = 0;                        // token routing: router rows
+  int top_k = 0;
+
+  bool task_routed() const noexcept { return is_task_routed(route); }
+
+  // y [m, d] = MoE(x [m, d]); y must not alias x.
+  void forward(const float* x, int m, int d, float* y, moe_workspace& ws) const {
+    const std::size_t md = static_cast<std::size_t>(m) * static_cast<std::size_t>(d);
+    for (std::size_t i = 0; i < md; ++i) y[i] = 0.0f;
+    if (m == 0) return;
+    if (ws.expert_out.size() < md) ws.expert_out.resize(md);
+    if (task_routed()) {
+      for (int slot : order_by_id()) {
+        experts[slot].forward(x, m, d, ws.expert_out.data(), d, ws.hidden);
+        const float g = gates[slot];
+        for (std::size_t i = 0; i < md; ++i) y[i] += ws.expert_out[i] * g;
+      }
+      return;
+    }
+    route_tokens(x, m, d, ws);
+    // slot of each original expert id (every expert is kept for token routing: checked at load)
+    for (int slot : order_by_id()) {
+      const int e = expert_ids[slot];
+      ws.rows.clear();
+      ws.row_gate.clear();
+      for (int t = 0; t < m; ++t)
+        for (int j = 0; j < top_k; ++j)
+          if (ws.chosen[static_cast<std::size_t>(t) * top_k + j] == e) {
+            ws.rows.push_back(t);
+            ws.row_gate.push_back(ws.chosen_gate[static_cast<std::size_t>(t) * top_k + j]);
+          }
+      const int n = static_cast<int>(ws.rows.size());
+      if (n == 0) continue;
+      const std::size_t nd = static_cast<std::size_t>(n) * static_cast<std::size_t>(d);
+      if (ws.gathered.size() < nd) ws.gathered.resize(nd);
+      for (int r = 0; r < n; ++r)
+        std::memcpy(ws.gathered.data() + static_cast<std::size_t>(r) * d,
+                    x + static_cast<std::size_t>(ws.rows[r]) * d, sizeof(float) * d);
+      experts[slot].forward(ws.gathered.data(), n, d, ws.expert_out.data(), d, ws.hidden);
+      for (int r = 0; r < n; ++r) {
+        float* yr = y + static_cast<std::size_t>(ws.rows[r]) * d;
+        const float* er = ws.expert_out.data() + static_cast<std::size_t>(r) * d;
+        const float g = ws.row_gate[r];
+        for (int c = 0; c < d; ++c) yr[c] += er[c] * g;
+      }
+    }
+  }
+
+  // Per-token routing into ws.chosen / ws.chosen_gate ([m, top_k], best first).
+  void route_tokens(const float* x, int m, int d, moe_workspace& ws) const {
+    const std::size_t me = static_cast<std::size_t>(m) * static_cast<std::size_t>(num_experts);
+    ws.probs.resize(me);
+    ws.chosen.resize(static_cast<std::size_t>(m) * top_k);
+    ws.chosen_gate.resize(static_cast<std::size_t>(m) * top_k);
+    kernels::gemm_f32(m, num_experts, d, 1.0f, x, d, router.data(), d, 0.0f, ws.probs.data(),
+                      num_experts);
+    kernels::softmax(ws.probs.data(), m, num_experts, num_experts, ws.probs.data(), num_experts);
+    for (int t = 0; t < m; ++t) {
+      const float* p = ws.probs.data() + static_cast<std::size_t>(t) * num_experts;
+      int* idx = ws.chosen.data() + static_cast<std::size_t>(t) * top_k;
+      float* g = ws.chosen_gate.data() + static_cast<std::size_t>(t) * top_k;
+      kernels::top_k(p, num_experts, top_k, idx, g);
+      float sum = 0.0f;
+      for (int j = 0; j < top_k; ++j) sum += g[j];
+      for (int j = 0; j < top_k; ++j) g[j] /= sum;
+    }
+  }
+
+ private:
+  std::vector<int> order_by_id() const {
+    std::vector<int> order(experts.size());
+    std::iota(order.begin(), order.end(), 0);
+    std::sort(order.begin(), order.end(),
+              [this](int a, int b) { return expert_ids[a] < expert_ids[b]; });
+    return order;
+  }
+};
+
+}  // namespace moe
+}  // namespace taskmoe
+// ---- end taskmoe/moe/moe_layer.hpp ----
+// ---- begin taskmoe/model/transformer.hpp ----
+// The encoder-decoder Transformer of docs/checkpoint-format.md, built from a weight_source, with
+// incremental decoding:
+//   encode()          runs the encoder on packed (unpadded) source tokens;
+//   start_decoding()  computes every layer's cross-attention keys/values once per sentence;
+//   step()            one decoder position for every live row (self-attention K/V cached per row);
+//   reorder()         keeps / duplicates rows (beam reordering, finished rows dropped).
+// A transformer is immutable after construction: all mutable state lives in encoder_output /
+// decoder_state, which belong to the caller, so one model serves any number of threads.
+
+#include <cmath>      // std::sin, std::cos, std::pow, std::sqrt
+#include <cstddef>    // std::size_t
+#include <cstring>    // std::memcpy
+#include <memory>     // std::shared_ptr
+#include <string>     // std::string
+#include <vector>     // std::vector
+
+
+namespace taskmoe {
+namespace model {
+
+// Sinusoidal table P[pos, 2i] = sin(pos / 10000^(2i/d)), P[pos, 2i+1] = cos(...), computed in
+// double and rounded to float like the reference.
+inline std::vector<float> sinusoidal_positions(int n, int d) {
+  std::vector<float> p(static_cast<std::size_t>(n) * static_cast<std::size_t>(d));
+  for (int pos = 0; pos < n; ++pos)
+    for (int i2 = 0; i2 < d; i2 += 2) {
+      const double angle = pos / std::pow(10000.0, static_cast<double>(i2) / d);
+      p[static_cast<std::size_t>(pos) * d + i2] = static_cast<float>(std::sin(angle));
+      if (i2 + 1 < d) p[static_cast<std::size_t>(pos) * d + i2 + 1] = static_cast<float>(std::cos(angle));
+    }
+  return p;
+}
+
+struct model_options {
+  // Fuse the q/k/v projections (and cross-attention k/v) into one GEMM at load (copies them).
+  bool fuse_qkv = true;
+};
+
+// Encoder output for a batch of sentences, packed without padding.
+struct encoder_output {
+  int d_model = 0;
+  std::vector<float> memory;   // [total tokens, d]
+  std::vector<int> offsets;    // first token row of each sentence
+  std::vector<int> lengths;    // tokens of each sentence
+  int batch() const noexcept { return static_cast<int>(lengths.size()); }
+  const float* sentence(int b) const { return memory.data() + static_cast<std::size_t>(offsets[b]) * d_model; }
+};
+
+// Scratch shared by the encoder and decoder steps.
+struct workspace {
+  std::vector<float> x, h, y, qkv, attn, scores;
+  std::vector<float> ffn_hidden;
+  moe::moe_workspace moe;
+};
+
+// Incremental decoding state for `rows` decoder rows.
+struct decoder_state {
+  const encoder_output* encoded = nullptr;
+  int rows = 0;
+  int length = 0;              // positions already in the self-attention cache
+  int capacity = 0;            // positions allocated per row
+  std::vector<int> row_source; // sentence (in encoded) of each row
+  std::vector<std::vector<float>> self_k, self_v;  // per layer [rows, capacity, d]
+  std::vector<std::vector<float>> cross_kv;        // per layer [total source tokens, 2d]
+  workspace ws;
+};
+
+class transformer {
+ public:
+  explicit transformer(weight_source source, model_options opts = {})
+      : src_(std::move(source)), cfg_(src_.config()) {
+    load(opts);
+  }
+  // Layers point into store_ and into the source's mapping: never copy or move a model (share it
+  // through a pointer instead).
+  transformer(const transformer&) = delete;
+  transformer& operator=(const transformer&) = delete;
+
+  const model_config& config() const noexcept { return cfg_; }
+  const task_info& task() const noexcept { return src_.task(); }
+  const weight_source& source() const noexcept { return src_; }
+  std::size_t owned_bytes() const noexcept { return store_.bytes(); }
+
+  // Encoder over `sources` (token ids, each 1..max_positions long).
+  encoder_output encode(const std::vector<std::vector<int>>& sources, workspace& ws) const {
+    const int d = cfg_.d_model;
+    encoder_output out;
+    out.d_model = d;
+    int total = 0;
+    for (const auto& s : sources) {
+      if (s.empty() || static_cast<int>(s.size()) > cfg_.max_positions)
+        throw invalid_argument_error("encode: a source must have 1.." +
+                                     std::to_string(cfg_.max_positions) + " tokens, got " +
+                                     std::to_string(s.size()));
+      out.offsets.push_back(total);
+      out.lengths.push_back(static_cast<int>(s.size()));
+      total += static_cast<int>(s.size());
+    }
+    out.memory.resize(static_cast<std::size_t>(total) * d);
+    float* x = out.memory.data();
+    for (std::size_t b = 0; b < sources.size(); ++b)
+      for (std::size_t t = 0; t < sources[b].size(); ++t)
+        embed(encoder_, sources[b][t], static_cast<int>(t),
+              x + (static_cast<std::size_t>(out.offsets[b]) + t) * d);
+    for (const auto& l : encoder_.layers) {
+      sublayer(l.self_ln, x, total, ws, [&](const float* h, float* y) {
+        self_attention_encoder(l, h, out, y, ws);
+      });
+      feed_forward_sublayer(l, x, total, ws);
+    }
+    if (encoder_.final_ln.present()) encoder_.final_ln.apply(x, total, d, x);
+    return out;
+  }
+
+  // Decoding state for rows reading sentences `row_source` of `encoded` (which must outlive it).
+  decoder_state start_decoding(const encoder_output& encoded, std::vector<int> row_source) const {
+    const int d = cfg_.d_model;
+    decoder_state st;
+    st.encoded = &encoded;
+    st.rows = static_cast<int>(row_source.size());
+    st.row_source = std::move(row_source);
+    st.self_k.resize(decoder_.layers.size());
+    st.self_v.resize(decoder_.layers.size());
+    st.cross_kv.resize(decoder_.layers.size());
+    const int total = static_cast<int>(encoded.memory.size() / static_cast<std::size_t>(d));
+    for (std::size_t i = 0; i < decoder_.layers.size(); ++i) {
+      const auto& l = decoder_.layers[i];
+      auto& kv = st.cross_kv[i];
+      kv.resize(static_cast<std::size_t>(total) * 2 * d);
+      if (l.cross.fused) {
+        l.cross.kv.forward(encoded.memory.data(), total, d, kv.data(), 2 * d);
+      } else {
+        l.cross.k.forward(encoded.memory.data(), total, d, kv.data(), 2 * d);
+        l.cross.v.forward(encoded.memory.data(), total, d, kv.data() + d, 2 * d);
+      }
+    }
+    return st;
+  }
+
+  // One decoder position for every row: tokens[rows] in, logits [rows, vocab] out.
+  void step(decoder_state& st, const int* tokens, float* logits) const {
+    const int d = cfg_.d_model, rows = st.rows, pos = st.length;
+    if (pos >= cfg_.max_positions)
+      throw invalid_argument_error("decoder step: position " + std::to_string(pos) +
+                                   " >= max_positions");
+    grow_cache(st, pos + 1);
+    workspace& ws = st.ws;
+    ws.x.resize(static_cast<std::size_t>(rows) * d);
+    float* x = ws.x.data();
+    for (int r = 0; r < rows; ++r) embed(decoder_, tokens[r], pos, x + static_cast<std::size_t>(r) * d);
+    for (std::size_t i = 0; i < decoder_.layers.size(); ++i) {
+      const auto& l = decoder_.layers[i];
+      sublayer(l.self_ln, x, rows, ws, [&](const float* h, float* y) {
+        self_attention_step(l, i, h, st, y);
+      });
+      sublayer(l.cross_ln, x, rows, ws, [&](const float* h, float* y) {
+        cross_attention_step(l, i, h, st, y);
+      });
+      feed_forward_sublayer(l, x, rows, ws);
+    }
+    if (decoder_.final_ln.present()) decoder_.final_ln.apply(x, rows, d, x);
+    output_.forward(x, rows, d, logits, cfg_.vocab_size);
+    st.length = pos + 1;
+  }
+
+  // Row i of the new state is row rows[i] of the old one (rows may repeat or be dropped).
+  void reorder(decoder_state& st, const std::vector<int>& rows) const {
+    const std::size_t d = static_cast<std::size_t>(cfg_.d_model);
+    const std::size_t per_row = static_cast<std::size_t>(st.capacity) * d;
+    const std::size_t used = static_cast<std::size_t>(st.length) * d;
+    for (auto* caches : {&st.self_k, &st.self_v})
+      for (auto& c : *caches) {
+        std::vector<float> next(rows.size() * per_row);
+        for (std::size_t i = 0; i < rows.size(); ++i)
+          std::memcpy(next.data() + i * per_row, c.data() + static_cast<std::size_t>(rows[i]) * per_row,
+                      sizeof(float) * used);
+        c.swap(next);
+      }
+    std::vector<int> src(rows.size());
+    for (std::size_t i = 0; i < rows.size(); ++i) src[i] = st.row_source[static_cast<std::size_t>(rows[i])];
+    st.row_source.swap(src);
+    st.rows = static_cast<int>(rows.size());
+  }
+
+ private:
+  struct attention_block {
+    bool fused = false;
+    layers::linear qkv;  // self-attention, fused [3d, d]
+    layers::linear kv;   // cross-attention, fused [2d, d]
+    layers::linear q, k, v, out;
+  };
+  struct layer {
+    layers::layer_norm self_ln, cross_ln, ffn_ln;
+    attention_block self, cross;
+    bool is_moe = false;
+    layers::feed_forward ffn;
+    moe::moe_layer moe;
+  };
+  struct stack_weights {
+    std::vector<layer> layers;
+    weight_matrix embed;
+    const float* positions = nullptr;  // [max_positions, d]
+    layers::layer_norm final_ln;
+  };
+
+  // x = E[token] * scale + P[pos]
+  void embed(const stack_weights& s, int token, int pos, float* out) const {
+    if (token < 0 || token >= cfg_.vocab_size)
+      throw invalid_argument_error("token id " + std::to_string(token) + " is outside the vocabulary [0, " +
+                                   std::to_string(cfg_.vocab_size) + ")");
+    const int d = cfg_.d_model;
+    s.embed.row_to_f32(token, out);
+    const float* p = s.positions + static_cast<std::size_t>(pos) * d;
+    for (int c = 0; c < d; ++c) out[c] = out[c] * embed_scale_ + p[c];
+  }
+
+  // Pre-norm: x += f(LN(x)). Post-norm: x = LN(x + f(x)). f writes [rows, d] into its second arg.
+  template <class F>
+  void sublayer(const layers::layer_norm& ln, float* x, int rows, workspace& ws, F&& f) const {
+    const std::size_t n = static_cast<std::size_t>(rows) * cfg_.d_model;
+    ws.h.resize(n);
+    ws.y.resize(n);
+    const int d = cfg_.d_model;
+    if (pre_) {
+      ln.apply(x, rows, d, ws.h.data());
+      f(ws.h.data(), ws.y.data());
+      kernels::residual_add(x, rows, d, d, ws.y.data(), d);
+    } else {
+      std::memcpy(ws.h.data(), x, n * sizeof(float));
+      f(ws.h.data(), ws.y.data());
+      kernels::residual_add(x, rows, d, d, ws.y.data(), d);
+      ln.apply(x, rows, d, x);
+    }
+  }
+
+  void feed_forward_sublayer(const layer& l, float* x, int rows, workspace& ws) const {
+    sublayer(l.ffn_ln, x, rows, ws, [&](const float* h, float* y) {
+      if (l.is_moe)
+        l.moe.forward(h, rows, cfg_.d_model, y, ws.moe);
+      else
+        l.ffn.forward(h, rows, cfg_.d_model, y, cfg_.d_model, ws.ffn_hidden);
+    });
+  }
+
+  void project_qkv(const attention_block& a, const float* h, int rows, std::vector<float>& qkv) const {
+    const int d = cfg_.d_model;
+    qkv.resize(static_cast<std::size_t>(rows) * 3 * d);
+    if (a.fused) {
+      a.qkv.forward(h, rows, d, qkv.data(), 3 * d);
+    } else {
+      a.q.forward(h, rows, d, qkv.data(), 3 * d);
+      a.k.forward(h, rows, d, qkv.data() + d, 3 * d);
+      a.v.forward(h, rows, d, qkv.data() + 2 * d, 3 * d);
+    }
+  }
+
+  void self_attention_encoder(const layer& l, const float* h, const encoder_output& enc, float* y,
+                              workspace& ws) const {
+    const int d = cfg_.d_model, total = static_cast<int>(enc.memory.size() / static_cast<std::size_t>(d));
+    project_qkv(l.self, h, total, ws.qkv);
+    ws.attn.resize(static_cast<std::size_t>(total) * d);
+    for (int b = 0; b < enc.batch(); ++b) {
+      const float* base = ws.qkv.data() + static_cast<std::size_t>(enc.offsets[b]) * 3 * d;
+      layers::multi_head_attention(base, 3 * d, enc.lengths[b], base + d, 3 * d, base + 2 * d, 3 * d,
+                                   enc.lengths[b], cfg_.n_heads, cfg_.d_head(), -1,
+                                   ws.attn.data() + static_cast<std::size_t>(enc.offsets[b]) * d, d,
+                                   ws.scores);
+    }
+    l.self.out.forward(ws.attn.data(), total, d, y, d);
+  }
+
+  void self_attention_step(const layer& l, std::size_t li, const float* h, decoder_state& st,
+                           float* y) const {
+    const int d = cfg_.d_model, rows = st.rows, pos = st.length;
+    workspace& ws = st.ws;
+    project_qkv(l.self, h, rows, ws.qkv);
+    const std::size_t per_row = static_cast<std::size_t>(st.capacity) * d;
+    float* kc = st.self_k[li].data();
+    float* vc = st.self_v[li].data();
+    for (int r = 0; r < rows; ++r) {
+      const float* src = ws.qkv.data() + static_cast<std::size_t>(r) * 3 * d;
+      std::memcpy(kc + r * per_row + static_cast<std::size_t>(pos) * d, src + d, sizeof(float) * d);
+      std::memcpy(vc + r * per_row + static_cast<std::size_t>(pos) * d, src + 2 * d, sizeof(float) * d);
+    }
+    ws.attn.resize(static_cast<std::size_t>(rows) * d);
+    for (int r = 0; r < rows; ++r)
+      layers::multi_head_attention(ws.qkv.data() + static_cast<std::size_t>(r) * 3 * d, 3 * d, 1,
+                                   kc + r * per_row, d, vc + r * per_row, d, pos + 1, cfg_.n_heads,
+                                   cfg_.d_head(), -1, ws.attn.data() + static_cast<std::size_t>(r) * d,
+                                   d, ws.scores);
+    l.self.out.forward(ws.attn.data(), rows, d, y, d);
+  }
+
+  void cross_attention_step(const layer& l, std::size_t li, const float* h, decoder_state& st,
+                            float* y) const {
+    const int d = cfg_.d_model, rows = st.rows;
+    workspace& ws = st.ws;
+    ws.qkv.resize(static_cast<std::size_t>(rows) * d);
+    l.cross.q.forward(h, rows, d, ws.qkv.data(), d);
+    ws.attn.resize(static_cast<std::size_t>(rows) * d);
+    const float* kv = st.cross_kv[li].data();
+    for (int r = 0; r < rows; ++r) {
+      const int s = st.row_source[static_cast<std::size_t>(r)];
+      const float* base = kv + static_cast<std::size_t>(st.encoded->offsets[s]) * 2 * d;
+      layers::multi_head_attention(ws.qkv.data() + static_cast<std::size_t>(r) * d, d, 1, base, 2 * d,
+                                   base + d, 2 * d, st.encoded->lengths[s], cfg_.n_heads, cfg_.d_head(),
+                                   -1, ws.attn.data() + static_cast<std::size_t>(r) * d, d, ws.scores);
+    }
+    l.cross.out.forward(ws.attn.data(), rows, d, y, d);
+  }
+
+  void grow_cache(decoder_state& st, int needed) const {
+    if (needed <= st.capacity) return;
+    int cap = st.capacity < 16 ? 16 : st.capacity * 2;
+    while (cap < needed) cap *= 2;
+    if (cap > cfg_.max_positions) cap = cfg_.max_positions;
+    const std::size_t d = static_cast<std::size_t>(cfg_.d_model);
+    const std::size_t old_row = static_cast<std::size_t>(st.capacity) * d, new_row = static_cast<std::size_t>(cap) * d;
+    for (auto* caches : {&st.self_k, &st.self_v})
+      for (auto& c : *caches) {
+        std::vector<float> next(static_cast<std::size_t>(st.rows) * new_row);
+        for (int r = 0; r < st.rows; ++r)
+          if (old_row)
+            std::memcpy(next.data() + r * new_row, c.data() + r * old_row,
+                        sizeof(float) * static_cast<std::size_t>(st.length) * d);
+        c.swap(next);
+      }
+    st.capacity = cap;
+  }
+
+  // ---- loading -----------------------------------------------------------------------------
+  void load(const model_options& opts) {
+    cfg_.validate();
+    pre_ = cfg_.norm == norm_placement::pre;
+    embed_scale_ = cfg_.scale_embeddings ? static_cast<float>(std::sqrt(static_cast<double>(cfg_.d_model))) : 1.0f;
+    const weight_loader w(src_, store_);
+    const int d = cfg_.d_model, v = cfg_.vocab_size;
+    for (stack s : {stack::encoder, stack::decoder}) {
+      stack_weights& sw = s == stack::encoder ? encoder_ : decoder_;
+      const std::string sn(stack_name(s));
+      sw.embed = w.matrix(cfg_.shared_embeddings ? "embed_tokens.weight" : sn + ".embed_tokens.weight", v, d);
+      if (cfg_.positions == positional_encoding::learned) {
+        sw.positions = w.matrix_f32(sn + ".embed_positions.weight", cfg_.max_positions, d);
+      } else {
+        auto& p = w.owned(0);
+        p = sinusoidal_positions(cfg_.max_positions, d);
+        sw.positions = p.data();
+      }
+      if (pre_) sw.final_ln = norm(w, sn + ".layer_norm");
+      for (int i = 0; i < cfg_.num_layers(s); ++i)
+        sw.layers.push_back(load_layer(w, s, i, opts));
+    }
+    output_.weight = cfg_.shared_embeddings ? encoder_.embed
+                                            : w.matrix("decoder.output_projection.weight", v, d);
+  }
+
+  layers::layer_norm norm(const weight_loader& w, const std::string& prefix) const {
+    layers::layer_norm ln;
+    ln.gamma = w.vector(prefix + ".weight", cfg_.d_model);
+    ln.beta = w.vector(prefix + ".bias", cfg_.d_model);
+    ln.eps = static_cast<float>(cfg_.layer_norm_eps);
+    return ln;
+  }
+
+  layers::linear lin(const weight_loader& w, const std::string& prefix, int out, int in, bool bias = true,
+                     int slot = -1) const {
+    layers::linear l;
+    l.weight = w.matrix(prefix + ".weight", out, in, slot);
+    if (bias) l.bias = w.vector(prefix + ".bias", out, slot);
+    return l;
+  }
+
+  attention_block attention(const weight_loader& w, const std::string& p, bool self,
+                            const model_options& opts) const {
+    const int d = cfg_.d_model;
+    attention_block a;
+    a.q = lin(w, p + ".q_proj", d, d);
+    a.k = lin(w, p + ".k_proj", d, d);
+    a.v = lin(w, p + ".v_proj", d, d);
+    a.out = lin(w, p + ".out_proj", d, d);
+    const bool same = a.q.weight.is_int8() == a.k.weight.is_int8() && a.k.weight.is_int8() == a.v.weight.is_int8();
+    if (opts.fuse_qkv && same) {
+      a.fused = true;
+      if (self) {
+        a.qkv.weight = w.concat_rows({a.q.weight, a.k.weight, a.v.weight});
+        a.qkv.bias = w.concat({a.q.bias, a.k.bias, a.v.bias}, d);
+      } else {
+        a.kv.weight = w.concat_rows({a.k.weight, a.v.weight});
+        a.kv.bias = w.concat({a.k.bias, a.v.bias}, d);
+      }
+    }
+    return a;
+  }
+
+  layer load_layer(const weight_loader& w, stack s, int i, const model_options& opts) const {
+    const int d = cfg_.d_model;
+    const std::string p = std::string(stack_name(s)) + ".layers." + std::to_string(i) + ".";
+    layer l;
+    l.self_ln = norm(w, p + "self_attn_layer_norm");
+    l.self = attention(w, p + "self_attn", true, opts);
+    if (s == stack::decoder) {
+      l.cross_ln = norm(w, p + "encoder_attn_layer_norm");
+      l.cross = attention(w, p + "encoder_attn", false, opts);
+    }
+    l.ffn_ln = norm(w, p + "final_layer_norm");
+    l.is_moe = cfg_.has_moe && cfg_.is_moe_layer(s, i);
+    if (!l.is_moe) {
+      l.ffn.fc1 = lin(w, p + "ffn.fc1", cfg_.d_ff, d);
+      l.ffn.fc2 = lin(w, p + "ffn.fc2", d, cfg_.d_ff);
+      l.ffn.act = cfg_.act;
+      return l;
+    }
+    const moe_layer_spec spec = src_.moe_layer(s, i);
+    moe::moe_layer& m = l.moe;
+    m.route = spec.route;
+    m.expert_ids = spec.expert_ids;
+    m.gates = spec.gates;
+    m.top_k = cfg_.top_k;
+    const int f = cfg_.d_ff_expert;
+    for (int slot : spec.slots) {
+      layers::feed_forward e;
+      e.fc1 = lin(w, p + "moe.experts.fc1", f, d, true, slot);
+      e.fc2 = lin(w, p + "moe.experts.fc2", d, f, true, slot);
+      e.act = cfg_.act;
+      m.experts.push_back(e);
+    }
+    if (!m.task_routed()) {
+      m.num_experts = cfg_.num_experts;
+      if (static_cast<int>(spec.expert_ids.size()) != cfg_.num_experts)
+        throw format_error(src_.name(), p + "moe: a token-routed layer must keep all " +
+                                            std::to_string(cfg_.num_experts) + " experts");
+      const weight_matrix r = w.matrix(p + "moe.router.weight", cfg_.num_experts, d);
+      m.router.resize(static_cast<std::size_t>(cfg_.num_experts) * d);
+      for (int e = 0; e < cfg_.num_experts; ++e) r.row_to_f32(e, m.router.data() + static_cast<std::size_t>(e) * d);
+    } else if (m.gates.size() != m.experts.size()) {
+      throw format_error(src_.name(), p + "moe: needs one gate per kept expert");
+    }
+    return l;
+  }
+
+  weight_source src_;
+  model_config cfg_;
+  weight_store store_;
+  bool pre_ = true;
+  float embed_scale_ = 1.0f;
+  stack_weights encoder_, decoder_;
+  layers::linear output_;
+};
+
+}  // namespace model
+}  // namespace taskmoe
+// ---- end taskmoe/model/transformer.hpp ----
+// ---- begin taskmoe/decoding/options.hpp ----
+// Options and results of the search algorithms (docs/decoding.md).
+
+#include <cstdint>  // std::uint64_t
+#include <vector>   // std::vector
+
+namespace taskmoe {
+namespace decoding {
+
+struct search_options {
+  int beam_size = 1;             // 1: greedy or sampling; > 1: beam search
+  int num_hypotheses = 1;        // n-best returned per input, <= beam_size
+  float length_penalty = 1.0f;   // normalized = score / length^length_penalty
+  int min_length = 0;            // EOS is forbidden while fewer tokens were generated
+  int sampling_topk = 1;         // 1: argmax; 0: whole vocabulary; k: the k most likely
+  float sampling_topp = 1.0f;    // nucleus: smallest set with cumulative probability >= p
+  float sampling_temperature = 1.0f;
+  std::uint64_t seed = 0;        // sampling seed; 0 draws one from std::random_device
+  float repetition_penalty = 1.0f;  // CTRL penalty on already generated tokens (1: off)
+  int no_repeat_ngram_size = 0;     // forbid repeating any n-gram of this size (0: off)
+};
+
+struct hypothesis {
+  std::vector<int> tokens;  // generated ids, ending with EOS unless cut at the length limit
+  double score = 0;         // sum of the tokens' log-probabilities
+  double normalized = 0;    // score / tokens.size()^length_penalty
+};
+
+}  // namespace decoding
+}  // namespace taskmoe
+// ---- end taskmoe/decoding/options.hpp ----
+// ---- begin taskmoe/decoding/search.hpp ----
+// Greedy search, beam search and random sampling, step by step exactly as the PyTorch reference
+// (tools/train/taskmoe_ref/decode.py; algorithm in docs/decoding.md), over any `Session`:
+//
+//   int  vocab() const;
+//   void step(const std::vector<int>& tokens, std::vector<float>& logits);  // [rows, vocab]
+//   void reorder(const std::vector<int>& rows);  // new row i = old row rows[i]
+//
+// The session starts with one row per sentence (row b = sentence b). Finished rows are dropped
+// from the batch as soon as they finish.
+
+#include <algorithm>  // std::stable_sort, std::min, std::max
+#include <cmath>      // std::pow, std::exp, std::log, INFINITY
+#include <cstdint>    // std::uint64_t
+#include <limits>     // std::numeric_limits
+#include <random>     // std::mt19937_64, std::random_device
+#include <string>     // std::to_string
+#include <vector>     // std::vector
+
+
+namespace taskmoe {
+namespace decoding {
+
+// Per-sentence constraints.
+struct sentence_constraints {
+  int max_length = 128;        // generated tokens at most (EOS included)
+  std::vector<int> prefix;     // forced first tokens (target prefix)
+};
+
+inline void check_options(const search_options& o) {
+  if (o.beam_size < 1) throw invalid_argument_error("beam_size must be >= 1, got " + std::to_string(o.beam_size));
+  if (o.num_hypotheses < 1 || o.num_hypotheses > o.beam_size)
+    throw invalid_argument_error("num_hypotheses must be in [1, beam_size = " + std::to_string(o.beam_size) +
+                                 "], got " + std::to_string(o.num_hypotheses));
+  if (o.sampling_topk < 0) throw invalid_argument_error("sampling_topk must be >= 0");
+  if (!(o.sampling_topp > 0.0f && o.sampling_topp <= 1.0f))
+    throw invalid_argument_error("sampling_topp must be in (0, 1]");
+  if (!(o.sampling_temperature > 0.0f)) throw invalid_argument_error("sampling_temperature must be > 0");
+  if (!(o.repetition_penalty > 0.0f)) throw invalid_argument_error("repetition_penalty must be > 0");
+  if (o.no_repeat_ngram_size < 0) throw invalid_argument_error("no_repeat_ngram_size must be >= 0");
+  if (o.min_length < 0) throw invalid_argument_error("min_length must be >= 0");
+  if (o.beam_size > 1 && o.sampling_topk != 1)
+    throw invalid_argument_error("random sampling (sampling_topk != 1) needs beam_size = 1");
+}
+
+namespace detail {
+
+constexpr float neg_inf = -std::numeric_limits<float>::infinity();
+
+// Turns one row of logits into log-probabilities with the options' penalties and constraints:
+// repetition penalty on the logits, log_softmax, then -inf for forbidden tokens (EOS before
+// min_length, n-gram repeats, anything but the forced prefix token).
+inline void process_row(float* row, int vocab, const std::vector<int>& history,
+                        const sentence_constraints& c, const search_options& o, int eos) {
+  if (o.repetition_penalty != 1.0f)
+    for (std::size_t i = 0; i < history.size(); ++i) {
+      const int t = history[i];
+      if (std::find(history.begin(), history.begin() + static_cast<std::ptrdiff_t>(i), t) !=
+          history.begin() + static_cast<std::ptrdiff_t>(i))
+        continue;  // once per distinct token
+      row[t] = row[t] < 0 ? row[t] * o.repetition_penalty : row[t] / o.repetition_penalty;
+    }
+  kernels::log_softmax(row, 1, vocab, vocab, row, vocab);
+  const int step = static_cast<int>(history.size());
+  if (step < o.min_length) row[eos] = neg_inf;
+  const int n = o.no_repeat_ngram_size;
+  if (n > 0) {
+    // Each earlier n-gram whose first n-1 tokens equal the last n-1 generated bans its last token.
+    for (int start = 0; start + n - 1 < step; ++start) {
+      bool same = true;
+      for (int j = 0; j < n - 1 && same; ++j) same = history[start + j] == history[step - (n - 1) + j];
+      if (same) row[history[start + n - 1]] = neg_inf;
+    }
+  }
+  if (step < static_cast<int>(c.prefix.size())) {
+    const int forced = c.prefix[static_cast<std::size_t>(step)];
+    const float keep = row[forced];
+    for (int t = 0; t < vocab; ++t) row[t] = neg_inf;
+    row[forced] = keep;
+  }
+}
+
+inline double normalize(double score, std::size_t length, float penalty) {
+  return score / std::pow(static_cast<double>(length), static_cast<double>(penalty));
+}
+
+// Uniform double in [0, 1) from 53 random bits (portable, unlike std::uniform_real_distribution).
+inline double uniform(std::mt19937_64& rng) { return static_cast<double>(rng() >> 11) * 0x1.0p-53; }
+
+// Samples from a row of log-probabilities with temperature, top-k and top-p.
+inline int sample(const float* logp, int vocab, const search_options& o, std::mt19937_64& rng,
+                  std::vector<int>& idx, std::vector<float>& val) {
+  int k = o.sampling_topk == 0 ? vocab : std::min(o.sampling_topk, vocab);
+  idx.resize(static_cast<std::size_t>(k));
+  val.resize(static_cast<std::size_t>(k));
+  kernels::top_k(logp, vocab, k, idx.data(), val.data());
+  while (k > 1 && val[static_cast<std::size_t>(k) - 1] == neg_inf) --k;  // never sample forbidden
+  const double t = o.sampling_temperature;
+  std::vector<double> p(static_cast<std::size_t>(k));
+  double sum = 0;
+  for (int i = 0; i < k; ++i) sum += p[i] = std::exp((val[i] - val[0]) / t);
+  if (o.sampling_topp < 1.0f) {
+    double cum = 0;
+    int keep = 0;
+    while (keep < k) {
+      cum += p[keep++] / sum;
+      if (cum >= o.sampling_topp) break;
+    }
+    k = keep;
+    sum = 0;
+    for (int i = 0; i < k; ++i) sum += p[i];
+  }
+  double u = uniform(rng) * sum;
+  for (int i = 0; i < k; ++i) {
+    u -= p[i];
+    if (u < 0) return idx[i];
+  }
+  return idx[static_cast<std::size_t>(k) - 1];
+}
+
+inline std::uint64_t resolve_seed(std::uint64_t seed) {
+  if (seed != 0) return seed;
+  std::random_device rd;
+  return (static_cast<std::uint64_t>(rd()) << 32) ^ rd();
+}
+
+}  // namespace detail
+
+// Greedy search (sampling_topk == 1) or random sampling (beam_size == 1). One hypothesis each.
+template <class Session>
+std::vector<std::vector<hypothesis>> greedy_search(Session& session,
+                                                   const std::vector<sentence_constraints>& sentences,
+                                                   const search_options& o, int bos, int eos) {
+  check_options(o);
+  const int b = static_cast<int>(sentences.size());
+  const int vocab = session.vocab();
+  std::vector<hypothesis> out(static_cast<std::size_t>(b));
+  std::vector<int> alive(static_cast<std::size_t>(b));
+  for (int i = 0; i < b; ++i) alive[i] = i;
+  std::vector<int> tokens(static_cast<std::size_t>(b), bos);
+  const bool sampling = o.sampling_topk != 1;
+  std::vector<std::mt19937_64> rngs;
+  if (sampling) {
+    const std::uint64_t seed = detail::resolve_seed(o.seed);
+    for (int i = 0; i < b; ++i) rngs.emplace_back(seed);  // each sentence its own stream
+  }
+  std::vector<float> logits;
+  std::vector<int> idx;
+  std::vector<float> val;
+  for (int i = 0; i < b; ++i)
+    if (sentences[i].max_length <= 0) alive.erase(std::find(alive.begin(), alive.end(), i));
+  if (alive.size() != static_cast<std::size_t>(b)) {
+    session.reorder(alive);
+    std::vector<int> t(alive.size(), bos);
+    tokens.swap(t);
+  }
+  while (!alive.empty()) {
+    session.step(tokens, logits);
+    std::vector<int> keep;
+    std::vector<int> next;
+    for (std::size_t r = 0; r < alive.size(); ++r) {
+      const int s = alive[r];
+      hypothesis& h = out[static_cast<std::size_t>(s)];
+      float* row = logits.data() + r * static_cast<std::size_t>(vocab);
+      detail::process_row(row, vocab, h.tokens, sentences[s], o, eos);
+      const int t = sampling ? detail::sample(row, vocab, o, rngs[static_cast<std::size_t>(s)], idx, val)
+                             : kernels::argmax(row, vocab);
+      h.tokens.push_back(t);
+      h.score += static_cast<double>(row[t]);
+      if (t != eos && static_cast<int>(h.tokens.size()) < sentences[s].max_length) {
+        keep.push_back(static_cast<int>(r));
+        next.push_back(t);
+      }
+    }
+    if (keep.size() != alive.size()) {
+      if (!keep.empty()) session.reorder(keep);
+      std::vector<int> a;
+      for (int r : keep) a.push_back(alive[static_cast<std::size_t>(r)]);
+      alive.swap(a);
+    }
+    tokens.swap(next);
+  }
+  std::vector<std::vector<hypothesis>> result(static_cast<std::size_t>(b));
+  for (int i = 0; i < b; ++i) {
+    hypothesis& h = out[static_cast<std::size_t>(i)];
+    h.normalized = h.tokens.empty() ? 0.0 : detail::normalize(h.score, h.tokens.size(), o.length_penalty);
+    result[static_cast<std::size_t>(i)].push_back(std::move(h));
+  }
+  return result;
+}
+
+// Beam search, fairseq style (docs/decoding.md). n-best per sentence, best first.
+template <class Session>
+std::vector<std::vector<hypothesis>> beam_search(Session& session,
+                                                 const std::vector<sentence_constraints>& sentences,
+                                                 const search_options& o, int bos, int eos) {
+  check_options(o);
+  const int b = static_cast<int>(sentences.size());
+  const int k = o.beam_size;
+  const int vocab = session.vocab();
+  struct beam {
+    std::vector<int> tokens;
+    float score;
+  };
+  std::vector<std::vector<hypothesis>> finished(static_cast<std::size_t>(b));
+  std::vector<std::vector<beam>> beams(static_cast<std::size_t>(b), std::vector<beam>{beam{{}, 0.0f}});
+  std::vector<int> alive;
+  for (int i = 0; i < b; ++i)
+    if (sentences[i].max_length > 0) alive.push_back(i);
+  if (alive.size() != static_cast<std::size_t>(b) && !alive.empty()) session.reorder(alive);
+  std::vector<int> tokens(alive.size(), bos);
+  std::vector<float> logits, cand;
+  std::vector<int> top_i;
+  std::vector<float> top_v;
+  for (int step = 0; !alive.empty(); ++step) {
+    session.step(tokens, logits);
+    std::vector<int> next_rows, next_tok, next_alive;
+    std::size_t row = 0;
+    for (int s : alive) {
+      auto& live = beams[static_cast<std::size_t>(s)];
+      auto& fin = finished[static_cast<std::size_t>(s)];
+      const std::size_t n = live.size();
+      cand.resize(n * static_cast<std::size_t>(vocab));
+      for (std::size_t j = 0; j < n; ++j) {
+        float* lp = logits.data() + (row + j) * static_cast<std::size_t>(vocab);
+        detail::process_row(lp, vocab, live[j].tokens, sentences[s], o, eos);
+        for (int t = 0; t < vocab; ++t) cand[j * vocab + t] = live[j].score + lp[t];
+      }
+      const int want = std::min(2 * k, static_cast<int>(cand.size()));
+      top_i.resize(static_cast<std::size_t>(want));
+      top_v.resize(static_cast<std::size_t>(want));
+      kernels::top_k(cand.data(), static_cast<int>(cand.size()), want, top_i.data(), top_v.data());
+      struct next_beam {
+        std::vector<int> tokens;
+        float score;
+        std::size_t row;
+      };
+      std::vector<next_beam> new_live;
+      for (int rank = 0; rank < want; ++rank) {
+        const float sc = top_v[static_cast<std::size_t>(rank)];
+        if (sc == detail::neg_inf) break;  // forbidden by a constraint (never without options)
+        const int flat = top_i[static_cast<std::size_t>(rank)];
+        const int bi = flat / vocab, t = flat % vocab;
+        std::vector<int> toks = live[static_cast<std::size_t>(bi)].tokens;
+        toks.push_back(t);
+        if (t == eos) {
+          if (rank < k) {
+            const double nsc = detail::normalize(sc, toks.size(), o.length_penalty);
+            fin.push_back(hypothesis{std::move(toks), sc, nsc});
+          }
+          continue;
+        }
+        new_live.push_back(next_beam{std::move(toks), sc, row + static_cast<std::size_t>(bi)});
+        if (static_cast<int>(new_live.size()) == k) break;
+      }
+      const bool last = step == sentences[s].max_length - 1;
+      if (static_cast<int>(fin.size()) >= k || last || new_live.empty()) {
+        if (last)
+          for (std::size_t j = 0; j < new_live.size() && static_cast<int>(fin.size()) < k; ++j) {
+            const double nsc = detail::normalize(new_live[j].score, new_live[j].tokens.size(), o.length_penalty);
+            fin.push_back(hypothesis{std::move(new_live[j].tokens), new_live[j].score, nsc});
+          }
+      } else {
+        live.clear();
+        next_alive.push_back(s);
+        for (auto& nb : new_live) {
+          next_rows.push_back(static_cast<int>(nb.row));
+          next_tok.push_back(nb.tokens.back());
+          live.push_back(beam{std::move(nb.tokens), nb.score});
+        }
+      }
+      row += n;
+    }
+    if (next_alive.empty()) break;
+    session.reorder(next_rows);
+    alive.swap(next_alive);
+    tokens.swap(next_tok);
+  }
+  for (auto& fin : finished) {
+    std::stable_sort(fin.begin(), fin.end(),
+                     [](const hypothesis& a, const hypothesis& c) { return a.normalized > c.normalized; });
+    if (static_cast<int>(fin.size()) > o.num_hypotheses) fin.resize(static_cast<std::size_t>(o.num_hypotheses));
+  }
+  return finished;
+}
+
+// Greedy / sampling when beam_size == 1, beam search otherwise.
+template <class Session>
+std::vector<std::vector<hypothesis>> search(Session& session, const std::vector<sentence_constraints>& sentences,
+                                            const search_options& o, int bos, int eos) {
+  return o.beam_size <= 1 ? greedy_search(session, sentences, o, bos, eos)
+                          : beam_search(session, sentences, o, bos, eos);
+}
+
+// Session over a transformer's incremental decoder for an encoded batch.
+class model_session {
+ public:
+  model_session(const model::transformer& m, const model::encoder_output& enc)
+      : model_(m), state_(m.start_decoding(enc, iota(enc.batch()))) {}
+  int vocab() const noexcept { return model_.config().vocab_size; }
+  void step(const std::vector<int>& tokens, std::vector<float>& logits) {
+    if (static_cast<int>(tokens.size()) != state_.rows)
+      throw invalid_argument_error("model_session::step: token count differs from the row count");
+    logits.resize(tokens.size() * static_cast<std::size_t>(vocab()));
+    model_.step(state_, tokens.data(), logits.data());
+  }
+  void reorder(const std::vector<int>& rows) { model_.reorder(state_, rows); }
+  model::decoder_state& state() noexcept { return state_; }
+
+ private:
+  static std::vector<int> iota(int n) {
+    std::vector<int> v(static_cast<std::size_t>(n));
+    for (int i = 0; i < n; ++i) v[static_cast<std::size_t>(i)] = i;
+    return v;
+  }
+  const model::transformer& model_;
+  model::decoder_state state_;
+};
+
+}  // namespace decoding
+}  // namespace taskmoe
+// ---- end taskmoe/decoding/search.hpp ----
+// ---- begin taskmoe/tokenizer/utf8.hpp ----
+// UTF-8 validation (RFC 3629: no overlongs, no surrogates, nothing above U+10FFFF).
+
+#include <cstddef>      // std::size_t
+#include <string>       // std::string
+#include <string_view>  // std::string_view
+
+
+namespace taskmoe {
+namespace tokenizer {
+
+// Byte offset of the first invalid sequence, or npos when `s` is valid UTF-8.
+inline std::size_t find_invalid_utf8(std::string_view s) noexcept {
+  const auto* p = reinterpret_cast<const unsigned char*>(s.data());
+  const std::size_t n = s.size();
+  std::size_t i = 0;
+  while (i < n) {
+    const unsigned c = p[i];
+    if (c < 0x80) { ++i; continue; }
+    std::size_t len = 0;
+    unsigned lo = 0x80, hi = 0xBF;  // allowed range of the second byte
+    if (c >= 0xC2 && c <= 0xDF) len = 2;
+    else if (c == 0xE0) { len = 3; lo = 0xA0; }
+    else if ((c >= 0xE1 && c <= 0xEC) || c == 0xEE || c == 0xEF) len = 3;
+    else if (c == 0xED) { len = 3; hi = 0x9F; }
+    else if (c == 0xF0) { len = 4; lo = 0x90; }
+    else if (c >= 0xF1 && c <= 0xF3) len = 4;
+    else if (c == 0xF4) { len = 4; hi = 0x8F; }
+    else return i;
+    if (i + len > n) return i;
+    if (p[i + 1] < lo || p[i + 1] > hi) return i;
+    for (std::size_t j = 2; j < len; ++j)
+      if (p[i + j] < 0x80 || p[i + j] > 0xBF) return i;
+    i += len;
+  }
+  return std::string_view::npos;
+}
+
+// Throws invalid_argument_error "invalid UTF-8 at byte N" naming `what`.
+inline void check_utf8(std::string_view s, const std::string& what = "input") {
+  const std::size_t bad = find_invalid_utf8(s);
+  if (bad != std::string_view::npos)
+    throw invalid_argument_error(what + ": invalid UTF-8 at byte " + std::to_string(bad));
+}
+
+// True when `s` holds only ASCII whitespace (or nothing).
+inline bool is_blank(std::string_view s) noexcept {
+  for (char c : s)
+    if (c != ' ' && c != '\t' && c != '\n' && c != '\r' && c != '\f' && c != '\v') return false;
+  return true;
+}
+
+}  // namespace tokenizer
+}  // namespace taskmoe
+// ---- end taskmoe/tokenizer/utf8.hpp ----
+// ---- begin taskmoe/tokenizer/vocabulary.hpp ----
+// Piece lookup straight from a serialized SentencePiece ModelProto, without libsentencepiece:
+// the proto's field 1 is the repeated SentencePiece message whose field 1 is the piece string,
+// and a piece's id is its position. Lets the token-level API find the target tag's id in builds
+// without SentencePiece.
+
+#include <cstdint>      // std::uint64_t
+#include <string>       // std::string
+#include <string_view>  // std::string_view
+
+
+namespace taskmoe {
+namespace tokenizer {
+
+namespace detail {
+
+inline bool read_varint(std::string_view s, std::size_t& i, std::uint64_t& v) {
+  v = 0;
+  for (int shift = 0; shift < 64; shift += 7) {
+    if (i >= s.size()) return false;
+    const auto b = static_cast<unsigned char>(s[i++]);
+    v |= static_cast<std::uint64_t>(b & 0x7F) << shift;
+    if (!(b & 0x80)) return true;
+  }
+  return false;
+}
+
+// Skips a field of wire type `wt` at i; false on malformed input.
+inline bool skip_field(std::string_view s, std::size_t& i, std::uint64_t wt) {
+  std::uint64_t v = 0;
+  switch (wt) {
+    case 0: return read_varint(s, i, v);
+    case 1: i += 8; return i <= s.size();
+    case 2:
+      if (!read_varint(s, i, v) || v > s.size() - i) return false;
+      i += static_cast<std::size_t>(v);
+      return true;
+    case 5: i += 4; return i <= s.size();
+    default: return false;
+  }
+}
+
+}  // namespace detail
+
+// Id of `piece` in the serialized model, or -1 if absent. Throws format_error on a malformed proto.
+inline int find_piece_id(std::string_view model, const std::string& piece) {
+  std::size_t i = 0;
+  int id = 0;
+  const auto bad = [] { throw format_error("sentencepiece model", "malformed ModelProto"); };
+  while (i < model.size()) {
+    std::uint64_t key = 0, len = 0;
+    if (!detail::read_varint(model, i, key)) bad();
+    if (key != ((1u << 3) | 2u)) {
+      if (!detail::skip_field(model, i, key & 7)) bad();
+      continue;
+    }
+    if (!detail::read_varint(model, i, len) || len > model.size() - i) bad();
+    const std::string_view msg = model.substr(i, static_cast<std::size_t>(len));
+    i += static_cast<std::size_t>(len);
+    std::size_t j = 0;
+    while (j < msg.size()) {
+      std::uint64_t k2 = 0, l2 = 0;
+      if (!detail::read_varint(msg, j, k2)) bad();
+      if (k2 == ((1u << 3) | 2u)) {
+        if (!detail::read_varint(msg, j, l2) || l2 > msg.size() - j) bad();
+        if (msg.substr(j, static_cast<std::size_t>(l2)) == piece) return id;
+        j += static_cast<std::size_t>(l2);
+      } else if (!detail::skip_field(msg, j, k2 & 7)) {
+        bad();
+      }
+    }
+    ++id;
+  }
+  return -1;
+}
+
+}  // namespace tokenizer
+}  // namespace taskmoe
+// ---- end taskmoe/tokenizer/vocabulary.hpp ----
+// ---- begin taskmoe/tokenizer/sentencepiece.hpp ----
+// SentencePiece tokenizer loaded from the model bytes embedded in a .tmoe file (or a checkpoint's
+// sentencepiece.model). Needs TASKMOE_HAS_SENTENCEPIECE (the build links libsentencepiece);
+// without it, constructing one succeeds but every text method throws invalid_argument_error, so
+// the token-level API of the translator keeps working.
+
+#include <memory>       // std::unique_ptr
+#include <string>       // std::string
+#include <string_view>  // std::string_view
+#include <vector>       // std::vector
+
+
+#if TASKMOE_HAS_SENTENCEPIECE
+#include <sentencepiece_processor.h>
+#endif
+
+namespace taskmoe {
+namespace tokenizer {
+
+class sentencepiece {
+ public:
+  static constexpr bool available = TASKMOE_HAS_SENTENCEPIECE != 0;
+
+  explicit sentencepiece(const std::string& model_bytes) {
+#if TASKMOE_HAS_SENTENCEPIECE
+    sp_ = std::make_unique<::sentencepiece::SentencePieceProcessor>();
+    const auto status = sp_->LoadFromSerializedProto(model_bytes);
+    if (!status.ok())
+      throw format_error("sentencepiece model", "cannot load: " + status.ToString());
+#else
+    (void)model_bytes;
+#endif
+  }
+
+  // Pieces of `text` (the caller validated UTF-8). Thread-safe (SentencePiece encode is const).
+  std::vector<int> encode(std::string_view text) const {
+#if TASKMOE_HAS_SENTENCEPIECE
+    std::vector<int> ids;
+    const auto status = sp_->Encode(text, &ids);
+    if (!status.ok()) throw invalid_argument_error("sentencepiece encode failed: " + status.ToString());
+    return ids;
+#else
+    (void)text;
+    unavailable();
+#endif
+  }
+
+  std::string decode(const std::vector<int>& ids) const {
+#if TASKMOE_HAS_SENTENCEPIECE
+    std::string text;
+    const auto status = sp_->Decode(ids, &text);
+    if (!status.ok()) throw invalid_argument_error("sentencepiece decode failed: " + status.ToString());
+    return text;
+#else
+    (void)ids;
+    unavailable();
+#endif
+  }
+
+  // Id of a piece, or -1 when it is not in the vocabulary (or SentencePiece is unavailable).
+  int piece_to_id(const std::string& piece) const {
+#if TASKMOE_HAS_SENTENCEPIECE
+    const int id = sp_->PieceToId(piece);
+    return sp_->IdToPiece(id) == piece ? id : -1;
+#else
+    (void)piece;
+    return -1;
+#endif
+  }
+
+ private:
+#if TASKMOE_HAS_SENTENCEPIECE
+  std::unique_ptr<::sentencepiece::SentencePieceProcessor> sp_;
+#else
+  [[noreturn]] static void unavailable() {
+    throw invalid_argument_error(
+        "text input needs SentencePiece: this build has TASKMOE_HAS_SENTENCEPIECE=0; use the "
+        "token-level API (translate_tokens) or rebuild with libsentencepiece");
+  }
+#endif
+};
+
+}  // namespace tokenizer
+}  // namespace taskmoe
+// ---- end taskmoe/tokenizer/sentencepiece.hpp ----
+// ---- begin taskmoe/translator.hpp ----
+// The public facade: open a .tmoe file, translate text (or token ids) for its task.
+//
+//   taskmoe::translator t("en-de.tmoe", {/*threads*/ 2});
+//   taskmoe::translation_result r = t.translate("Open the file.");
+//   std::string text = r.hypotheses[0].text;
+//
+// Thread safety: a translator is immutable after construction. Every call allocates its own
+// workspaces (encoder output, KV caches, scratch), so any number of threads may call translate*
+// on one translator at the same time; the weights are shared, never copied. Within a call,
+// `translator_options::threads` worker threads translate sub-batches in parallel.
+// Behaviour on edge cases is documented in docs/runtime.md.
+
+#include <algorithm>    // std::stable_sort, std::min
+#include <atomic>       // std::atomic
+#include <cmath>        // std::ceil
+#include <cstdint>      // std::uint64_t
+#include <exception>    // std::exception_ptr
+#include <memory>       // std::shared_ptr
+#include <mutex>        // std::mutex
+#include <string>       // std::string
+#include <string_view>  // std::string_view
+#include <thread>       // std::thread
+#include <vector>       // std::vector
+
+
+namespace taskmoe {
+
+struct translator_options {
+  int threads = 1;               // worker threads per call (sub-batches in parallel)
+  bool verify_checksums = true;  // check every tensor's CRC when opening a .tmoe file
+  std::string expected_task;     // non-empty: throw unless the file's task has this name
+  bool fuse_qkv = true;          // fuse q/k/v projections at load (a copy of those weights)
+};
+
+enum class batch_unit { examples, tokens };  // what max_batch_size counts
+
+// Defaults follow CTranslate2's translate_batch.
+struct translation_options {
+  int beam_size = 2;
+  int num_hypotheses = 1;          // <= beam_size
+  float length_penalty = 1.0f;     // beam ranking: score / length^length_penalty
+  int max_decoding_length = 256;   // generated tokens, EOS included (also capped by max_positions)
+  float max_length_ratio = 0.0f;   // > 0: also cap at ceil(ratio * source tokens) + max_length_offset
+  int max_length_offset = 0;
+  int min_decoding_length = 0;     // tokens before EOS may be generated
+  int sampling_topk = 1;           // 1: no sampling; 0: full distribution (beam_size must be 1)
+  float sampling_topp = 1.0f;
+  float sampling_temperature = 1.0f;
+  std::uint64_t seed = 0;          // 0: random seed
+  float repetition_penalty = 1.0f;
+  int no_repeat_ngram_size = 0;
+  bool return_scores = true;
+  std::string target_prefix;               // text API: forced start of every translation
+  std::vector<int> target_prefix_tokens;   // token API (and text API when non-empty)
+  std::size_t max_batch_size = 0;          // 0: no limit
+  batch_unit batch_type = batch_unit::examples;
+};
+
+struct translation_hypothesis {
+  std::string text;          // empty without SentencePiece (token API)
+  std::vector<int> tokens;   // target piece ids, EOS removed
+  float score = 0;           // sum of log-probabilities (0 unless return_scores)
+  float normalized_score = 0;  // score / (tokens + EOS)^length_penalty
+};
+
+struct translation_result {
+  std::vector<translation_hypothesis> hypotheses;  // best first
+};
+
+class translator {
+ public:
+  // Opens a .tmoe file (memory-mapped; weights used in place).
+  explicit translator(const std::string& path, const translator_options& options = {})
+      : options_(options) {
+    tmoe_load_options lo;
+    lo.verify_checksums = options.verify_checksums;
+    auto file = std::make_shared<const tmoe_file>(path, lo);
+    init(model::weight_source::from_tmoe(std::move(file)));
+  }
+
+  // The full checkpoint directory and one of its tasks (benchmarks, converter --verify).
+  static translator from_checkpoint(const std::string& dir, const std::string& task,
+                                    const translator_options& options = {}) {
+    auto ck = std::make_shared<const checkpoint>(dir);
+    return translator(model::weight_source::from_checkpoint(std::move(ck), task), options);
+  }
+
+  const task_info& task() const noexcept { return model_->task(); }
+  const model_config& config() const noexcept { return model_->config(); }
+  const model::transformer& model() const noexcept { return *model_; }
+  int target_tag_id() const noexcept { return tag_id_; }
+
+  translation_result translate(std::string_view text, const translation_options& o = {}) const {
+    return translate_batch({std::string(text)}, o).front();
+  }
+
+  std::vector<translation_result> translate_batch(const std::vector<std::string>& texts,
+                                                  const translation_options& o = {}) const {
+    std::vector<std::vector<int>> pieces(texts.size());
+    std::vector<bool> blank(texts.size(), false);
+    for (std::size_t i = 0; i < texts.size(); ++i) {
+      tokenizer::check_utf8(texts[i], "input " + std::to_string(i));
+      blank[i] = tokenizer::is_blank(texts[i]);
+      if (!blank[i]) pieces[i] = spm_->encode(texts[i]);
+    }
+    translation_options opts = o;
+    if (opts.target_prefix_tokens.empty() && !opts.target_prefix.empty()) {
+      tokenizer::check_utf8(opts.target_prefix, "target_prefix");
+      opts.target_prefix_tokens = spm_->encode(opts.target_prefix);
+    }
+    return run(pieces, opts, true);
+  }
+
+  // Token API: `pieces` are SentencePiece ids of the source text (without tag and </s>; they are
+  // added here). Results carry tokens, and text when SentencePiece is available.
+  std::vector<translation_result> translate_tokens(const std::vector<std::vector<int>>& pieces,
+                                                   const translation_options& o = {}) const {
+    return run(pieces, o, tokenizer::sentencepiece::available);
+  }
+
+  // [target tag] + pieces + [</s>], pieces cut so the whole fits max_positions.
+  std::vector<int> source_ids(const std::vector<int>& pieces) const {
+    const model_config& c = config();
+    const std::size_t keep = std::min(pieces.size(), static_cast<std::size_t>(std::max(0, c.max_positions - 2)));
+    std::vector<int> ids;
+    ids.reserve(keep + 2);
+    ids.push_back(tag_id_);
+    ids.insert(ids.end(), pieces.begin(), pieces.begin() + static_cast<std::ptrdiff_t>(keep));
+    ids.push_back(c.eos_id);
+    return ids;
+  }
+  std::vector<int> source_ids(std::string_view text) const {
+    tokenizer::check_utf8(text);
+    return source_ids(spm_->encode(text));
+  }
+
+ private:
+  translator(model::weight_source src, const translator_options& options) : options_(options) {
+    init(std::move(src));
+  }
+
+  void init(model::weight_source src) {
+    if (options_.threads < 1) throw invalid_argument_error("translator_options.threads must be >= 1");
+    if (!options_.expected_task.empty() && src.task().name != options_.expected_task)
+      throw invalid_argument_error(src.name() + " holds task '" + src.task().name +
+                                   "', but task '" + options_.expected_task + "' was requested");
+    const std::string spm = src.sentencepiece_model();
+    tag_id_ = tokenizer::find_piece_id(spm, src.task().target_tag);
+    if (tag_id_ < 0 || tag_id_ >= src.config().vocab_size)
+      throw format_error(src.name(), "target tag '" + src.task().target_tag +
+                                         "' is not a piece of the SentencePiece model");
+    spm_ = std::make_shared<const tokenizer::sentencepiece>(spm);
+    model::model_options mo;
+    mo.fuse_qkv = options_.fuse_qkv;
+    model_ = std::make_shared<const model::transformer>(std::move(src), mo);
+  }
+
+  decoding::search_options search_options(const translation_options& o) const {
+    decoding::search_options s;
+    s.beam_size = o.beam_size;
+    s.num_hypotheses = o.num_hypotheses;
+    s.length_penalty = o.length_penalty;
+    s.min_length = o.min_decoding_length;
+    s.sampling_topk = o.sampling_topk;
+    s.sampling_topp = o.sampling_topp;
+    s.sampling_temperature = o.sampling_temperature;
+    s.seed = o.seed;
+    s.repetition_penalty = o.repetition_penalty;
+    s.no_repeat_ngram_size = o.no_repeat_ngram_size;
+    decoding::check_options(s);
+    if (o.max_decoding_length < 1) throw invalid_argument_error("max_decoding_length must be >= 1");
+    if (o.max_length_ratio < 0) throw invalid_argument_error("max_length_ratio must be >= 0");
+    for (int t : o.target_prefix_tokens) check_token(t, "target_prefix_tokens");
+    return s;
+  }
+
+  void check_token(int t, const char* what) const {
+    if (t < 0 || t >= config().vocab_size)
+      throw invalid_argument_error(std::string(what) + ": token id " + std::to_string(t) +
+                                   " is outside the vocabulary [0, " + std::to_string(config().vocab_size) + ")");
+  }
+
+  int max_length(std::size_t source_len, const translation_options& o) const {
+    int m = std::min(o.max_decoding_length, config().max_positions);
+    if (o.max_length_ratio > 0) {
+      const double cap = std::ceil(o.max_length_ratio * static_cast<double>(source_len)) + o.max_length_offset;
+      if (cap < m) m = static_cast<int>(cap);
+    }
+    return std::max(m, 1);
+  }
+
+  std::vector<translation_result> run(const std::vector<std::vector<int>>& pieces,
+                                      const translation_options& o, bool with_text) const {
+    const decoding::search_options so = search_options(o);
+    std::vector<translation_result> results(pieces.size());
+    std::vector<std::vector<int>> sources(pieces.size());
+    std::vector<std::size_t> order;
+    for (std::size_t i = 0; i < pieces.size(); ++i) {
+      for (int t : pieces[i]) check_token(t, "source");
+      if (pieces[i].empty()) {  // empty or blank input: an empty translation
+        results[i].hypotheses.push_back(translation_hypothesis{});
+        continue;
+      }
+      sources[i] = source_ids(pieces[i]);
+      order.push_back(i);
+    }
+    std::stable_sort(order.begin(), order.end(), [&](std::size_t a, std::size_t b) {
+      return sources[a].size() < sources[b].size();
+    });
+    std::vector<std::vector<std::size_t>> batches = split(order, sources, o);
+    std::atomic<std::size_t> next{0};
+    std::exception_ptr failure;
+    std::mutex failure_mutex;
+    const auto worker = [&] {
+      for (;;) {
+        const std::size_t bi = next.fetch_add(1);
+        if (bi >= batches.size()) return;
+        try {
+          run_batch(batches[bi], sources, o, so, with_text, results);
+        } catch (...) {
+          std::lock_guard<std::mutex> lock(failure_mutex);
+          if (!failure) failure = std::current_exception();
+          next.store(batches.size());
+        }
+      }
+    };
+    const std::size_t n_threads = std::min<std::size_t>(static_cast<std::size_t>(options_.threads), batches.size());
+    if (n_threads <= 1) {
+      worker();
+    } else {
+      std::vector<std::thread> pool;
+      for (std::size_t t = 0; t < n_threads; ++t) pool.emplace_back(worker);
+      for (auto& th : pool) th.join();
+    }
+    if (failure) std::rethrow_exception(failure);
+    return results;
+  }
+
+  // Consecutive runs of the length-sorted order, bounded by max_batch_size (examples or source
+  // tokens). Without a bound, one batch per worker thread.
+  std::vector<std::vector<std::size_t>> split(const std::vector<std::size_t>& order,
+                                              const std::vector<std::vector<int>>& sources,
+                                              const translation_options& o) const {
+    std::vector<std::vector<std::size_t>> batches;
+    if (order.empty()) return batches;
+    if (o.max_batch_size == 0) {
+      const std::size_t parts = std::min<std::size_t>(static_cast<std::size_t>(options_.threads), order.size());
+      const std::size_t per = (order.size() + parts - 1) / parts;
+      for (std::size_t i = 0; i < order.size(); i += per)
+        batches.emplace_back(order.begin() + static_cast<std::ptrdiff_t>(i),
+                             order.begin() + static_cast<std::ptrdiff_t>(std::min(order.size(), i + per)));
+      return batches;
+    }
+    std::size_t used = 0;
+    for (std::size_t i : order) {
+      const std::size_t cost = o.batch_type == batch_unit::tokens ? sources[i].size() : 1;
+      if (!batches.empty() && used + cost <= o.max_batch_size) {
+        batches.back().push_back(i);
+        used += cost;
+      } else {
+        batches.push_back({i});
+        used = cost;
+      }
+    }
+    return batches;
+  }
+
+  void run_batch(const std::vector<std::size_t>& batch, const std::vector<std::vector<int>>& sources,
+                 const translation_options& o, const decoding::search_options& so, bool with_text,
+                 std::vector<translation_result>& results) const {
+    std::vector<std::vector<int>> srcs;
+    std::vector<decoding::sentence_constraints> cons;
+    for (std::size_t i : batch) {
+      srcs.push_back(sources[i]);
+      decoding::sentence_constraints c;
+      c.max_length = max_length(sources[i].size(), o);
+      c.prefix = o.target_prefix_tokens;
+      cons.push_back(std::move(c));
+    }
+    model::workspace ws;
+    const model::encoder_output enc = model_->encode(srcs, ws);
+    decoding::model_session session(*model_, enc);
+    const auto hyps = decoding::search(session, cons, so, config().bos_id, config().eos_id);
+    for (std::size_t j = 0; j < batch.size(); ++j) {
+      translation_result& r = results[batch[j]];
+      for (const auto& h : hyps[j]) {
+        translation_hypothesis th;
+        th.tokens = h.tokens;
+        if (!th.tokens.empty() && th.tokens.back() == config().eos_id) th.tokens.pop_back();
+        if (with_text) th.text = spm_->decode(th.tokens);
+        if (o.return_scores) {
+          th.score = static_cast<float>(h.score);
+          th.normalized_score = static_cast<float>(h.normalized);
+        }
+        r.hypotheses.push_back(std::move(th));
+      }
+    }
+  }
+
+  translator_options options_;
+  std::shared_ptr<const model::transformer> model_;
+  std::shared_ptr<const tokenizer::sentencepiece> spm_;
+  int tag_id_ = -1;
+};
+
+}  // namespace taskmoe
+// ---- end taskmoe/translator.hpp ----
+
+// Conversion: extract a per-task .tmoe from a multi-task checkpoint (taskmoe-convert's library).
+// ---- begin taskmoe/convert/convert.hpp ----
+// Extraction of per-task models from a multi-task checkpoint (docs/converter.md): the library
+// behind taskmoe-convert, usable from tests and benchmarks.
+//
+//   plan_task      what a task's .tmoe file will hold: kept experts and gates per MoE layer, every
+//                  tensor with its source, output dtype and bytes, and the exact file size.
+//   convert_task   writes that file: streams tensor by tensor from the memory-mapped checkpoint
+//                  through tmoe_writer (temporary file beside the output, fsync, rename).
+//
+// Task-routed MoE layers keep the task's top-k experts (checkpoint::gate), sliced from the stacked
+// [E, ...] expert tensors in gate order; the router and the task embedding table are dropped and
+// the gates go into the metadata. Gates are *not* folded into the expert weights: the runtime
+// multiplies each expert's output by its gate, exactly as the full model does, so a float32
+// extraction is bit-exact (folding g into fc2 would round every weight and bias once more).
+// Token-routed stacks keep all experts and the router; dense layers pass through.
+
+#include <algorithm>   // std::min
+#include <chrono>      // std::chrono::system_clock, steady_clock
+#include <cmath>       // std::isfinite
+#include <cstddef>     // std::size_t, std::byte
+#include <cstdint>     // std::uint64_t, std::int8_t
+#include <cstring>     // std::memcpy
+#include <ctime>       // std::gmtime_r, std::strftime
+#include <filesystem>  // std::filesystem::path
+#include <functional>  // std::function
+#include <string>      // std::string
+#include <string_view> // std::string_view
+#include <vector>      // std::vector
+
+#include <sys/mman.h>  // madvise
+#include <unistd.h>    // sysconf
+
+#include <nlohmann/json.hpp>
+
+
+namespace taskmoe {
+
+// What a tensor is, which decides its output dtype under each quantization scheme.
+enum class tensor_role {
+  embedding,       // embed_tokens / output_projection [vocab, d]
+  positions,       // learned embed_positions
+  attention,       // {self,encoder}_attn.{q,k,v,out}_proj.weight
+  ffn,             // dense ffn.fc{1,2}.weight
+  expert,          // moe.experts.fc{1,2}.weight
+  router,          // moe.router.weight (token routing only; task routing drops it)
+  small,           // biases, layer norms: always float32
+};
+
+struct convert_progress {
+  std::size_t tensor_index = 0;  // tensors written so far (1-based after the first)
+  std::size_t tensor_count = 0;
+  std::uint64_t bytes_done = 0;  // output bytes written so far
+  std::uint64_t bytes_total = 0;
+  std::string_view tensor;       // name of the tensor just written
+};
+
+struct convert_options {
+  quantization_scheme quantization = quantization_scheme::int8;
+  // int8 only: also quantize the attention projections (default) / the embeddings and output
+  // projection (default off: docs/converter.md, "What int8 quantizes").
+  bool int8_attention = true;
+  bool int8_embeddings = false;
+  bool overwrite = false;  // replace an existing output file (atomically)
+  // ISO 8601 UTC time stored as "created"; empty = the current time. Set it for reproducible files.
+  std::string created;
+  // Name stored as source_checkpoint.name; empty = the checkpoint folder's name.
+  std::string source_name;
+  // Called after every tensor; it may throw to abandon the conversion (nothing is left behind).
+  std::function<void(const convert_progress&)> progress;
+};
+
+// One tensor of the output file.
+struct planned_tensor {
+  std::string name;              // name in the .tmoe (= the checkpoint name)
+  tensor_role role = tensor_role::small;
+  tensor_shape shape;            // output shape (first axis = kept experts for sliced experts)
+  dtype type = dtype::f32;       // output dtype
+  std::vector<int> experts;      // sliced from the stacked source along axis 0; empty = whole
+  std::uint64_t data_bytes = 0;  // product(shape) * sizeof(type)
+  std::uint64_t scale_bytes = 0; // i8: 4 * rows
+};
+
+struct conversion_plan {
+  tmoe_metadata metadata;              // complete, as it will be written
+  std::vector<planned_tensor> tensors; // in file order (tokenizer.sentencepiece last)
+  std::uint64_t file_size = 0;         // exact size of the .tmoe file
+  std::uint64_t parameters = 0;        // number of weights kept (excluding the tokenizer)
+};
+
+struct convert_result {
+  std::filesystem::path path;
+  std::uint64_t file_size = 0;
+  std::size_t tensor_count = 0;
+  double seconds = 0;
+};
+
+inline std::string_view quantization_name(quantization_scheme q) noexcept {
+  return quantization_scheme_names[static_cast<int>(q)];
+}
+
+// "float32" | "float16" | "bfloat16" | "int8" (also "f32", "f16", "fp16", "bf16", "i8").
+inline quantization_scheme parse_quantization(std::string_view s) {
+  if (s == "float32" || s == "f32" || s == "fp32") return quantization_scheme::float32;
+  if (s == "float16" || s == "f16" || s == "fp16") return quantization_scheme::float16;
+  if (s == "bfloat16" || s == "bf16") return quantization_scheme::bfloat16;
+  if (s == "int8" || s == "i8") return quantization_scheme::int8;
+  throw invalid_argument_error("unknown quantization '" + std::string(s) +
+                               "' (expected float32, float16, bfloat16 or int8)");
+}
+
+namespace detail {
+
+inline bool ends_with(std::string_view s, std::string_view suffix) noexcept {
+  return s.size() >= suffix.size() && s.substr(s.size() - suffix.size()) == suffix;
+}
+
+inline tensor_role role_of(std::string_view name) noexcept {
+  if (!ends_with(name, ".weight")) return tensor_role::small;
+  if (name == "embed_tokens.weight" || ends_with(name, ".embed_tokens.weight") ||
+      name == "decoder.output_projection.weight")
+    return tensor_role::embedding;
+  if (ends_with(name, ".embed_positions.weight")) return tensor_role::positions;
+  if (ends_with(name, "_proj.weight")) return tensor_role::attention;
+  if (ends_with(name, ".moe.experts.fc1.weight") || ends_with(name, ".moe.experts.fc2.weight"))
+    return tensor_role::expert;
+  if (ends_with(name, ".ffn.fc1.weight") || ends_with(name, ".ffn.fc2.weight"))
+    return tensor_role::ffn;
+  if (ends_with(name, ".moe.router.weight")) return tensor_role::router;
+  return tensor_role::small;  // layer norms, task embeddings
+}
+
+inline dtype output_dtype(tensor_role role, const convert_options& o) noexcept {
+  switch (o.quantization) {
+    case quantization_scheme::float32:
+      return dtype::f32;
+    case quantization_scheme::float16:
+    case quantization_scheme::bfloat16: {
+      const bool big = role == tensor_role::embedding || role == tensor_role::attention ||
+                       role == tensor_role::ffn || role == tensor_role::expert;
+      if (!big) return dtype::f32;
+      return o.quantization == quantization_scheme::float16 ? dtype::f16 : dtype::bf16;
+    }
+    case quantization_scheme::int8:
+      if (role == tensor_role::ffn || role == tensor_role::expert) return dtype::i8;
+      if (role == tensor_role::attention && o.int8_attention) return dtype::i8;
+      if (role == tensor_role::embedding && o.int8_embeddings) return dtype::i8;
+      return dtype::f32;
+  }
+  return dtype::f32;
+}
+
+inline std::string utc_now_iso8601() {
+  const std::time_t t = std::chrono::system_clock::to_time_t(std::chrono::system_clock::now());
+  std::tm tm{};
+  ::gmtime_r(&t, &tm);
+  char buf[32];
+  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
+  return buf;
+}
+
+inline std::string folder_name(const std::string& dir) {
+  std::string d = dir;
+  while (d.size() > 1 && d.back() == '/') d.pop_back();
+  const auto slash = d.rfind('/');
+  std::string n = slash == std::string::npos ? d : d.substr(slash + 1);
+  if (n.empty() || n == "." || n == "..") n = "checkpoint";
+  return n;
+}
+
+inline std::uint64_t align_up(std::uint64_t x, std::uint64_t a) noexcept { return (x + a - 1) / a * a; }
+
+// Reads element i of a float view as f32.
+inline float element_f32(const tensor_view& v, std::uint64_t i) noexcept {
+  if (v.type == dtype::f32) {
+    float x = 0;
+    std::memcpy(&x, v.data + 4 * i, 4);
+    return x;
+  }
+  std::uint16_t h = 0;
+  std::memcpy(&h, v.data + 2 * i, 2);
+  return v.type == dtype::f16 ? f16_to_f32(h) : bf16_to_f32(h);
+}
+
+// Converts `n` elements starting at element `first` of `v` to f32 into `out`, rejecting NaN/Inf.
+inline void read_f32_checked(const tensor_view& v, std::uint64_t first, std::uint64_t n, float* out,
+                             const std::string& name, const std::string& file) {
+  if (v.type == dtype::f32) {
+    std::memcpy(out, v.data + 4 * first, static_cast<std::size_t>(4 * n));
+  } else {
+    for (std::uint64_t i = 0; i < n; ++i) out[i] = element_f32(v, first + i);
+  }
+  for (std::uint64_t i = 0; i < n; ++i)
+    if (!std::isfinite(out[i]))
+      throw format_error(file, "tensor '" + name + "' has a non-finite value at element " +
+                                   std::to_string(first + i));
+}
+
+// Tells the kernel we are done with these mapped input pages: they leave our resident set (the
+// page cache keeps them). The mapping is read-only and file-backed, so this never loses data.
+inline void release_pages(const void* p, std::uint64_t bytes) noexcept {
+  if (p == nullptr || bytes == 0) return;
+  const long page = ::sysconf(_SC_PAGESIZE);
+  if (page <= 0) return;
+  const auto begin = reinterpret_cast<std::uintptr_t>(p) / static_cast<std::uintptr_t>(page) *
+                     static_cast<std::uintptr_t>(page);
+  const auto end = reinterpret_cast<std::uintptr_t>(p) + static_cast<std::uintptr_t>(bytes);
+  ::madvise(reinterpret_cast<void*>(begin), end - begin, MADV_DONTNEED);
+}
+
+inline void check_finite_view(const tensor_view& v, const std::string& name, const std::string& file) {
+  const std::uint64_t n = v.numel();
+  for (std::uint64_t i = 0; i < n; ++i)
+    if (!std::isfinite(element_f32(v, i)))
+      throw format_error(file, "tensor '" + name + "' has a non-finite value at element " +
+                                   std::to_string(i));
+}
+
+}  // namespace detail
+
+// Releases the resident input pages of every checkpoint tensor (after the checkpoint constructor
+// has hashed them), so a conversion's resident set stays near one tensor.
+inline void release_checkpoint_pages(const checkpoint& ck) {
+  for (const auto& n : ck.tensor_names()) {
+    const tensor_view& v = ck.tensor(n);
+    detail::release_pages(v.data, v.byte_size);
+  }
+}
+
+// The gates of every MoE layer of `task` (all experts, no gates for token-routed stacks).
+inline std::vector<moe_layer_info> task_moe_layers(const checkpoint& ck, const task_info& task,
+                                                   stack s) {
+  const model_config& c = ck.config();
+  std::vector<moe_layer_info> out;
+  if (!c.has_moe) return out;
+  const auto& m = c.moe(s);
+  const std::string sn(stack_name(s));
+  if (is_task_routed(m.route)) {
+    // The gate reads the task table and the router: reject non-finite values there by name.
+    const std::string table = sn + ".task_embedding.weight";
+    if (ck.has_tensor(table))
+      detail::check_finite_view(ck.tensor(table), table, ck.directory());
+  }
+  for (int layer : m.layers) {
+    moe_layer_info l;
+    l.layer = layer;
+    l.route = m.route;
+    if (is_task_routed(m.route)) {
+      const std::string router = sn + ".layers." + std::to_string(layer) + ".moe.router.weight";
+      detail::check_finite_view(ck.tensor(router), router, ck.directory());
+      task_gate g = ck.gate(task, s, layer);
+      l.experts = std::move(g.experts);
+      l.gates = std::move(g.weights);
+    } else {
+      for (int e = 0; e < c.num_experts; ++e) l.experts.push_back(e);
+    }
+    out.push_back(std::move(l));
+  }
+  return out;
+}
+
+// Everything about `task`'s file except the bytes: throws invalid_argument_error for an unknown
+// task (listing the known ones).
+inline conversion_plan plan_task(const checkpoint& ck, std::string_view task_name,
+                                 const convert_options& opts = {}) {
+  const model_config& c = ck.config();
+  const task_info& task = ck.task(std::string(task_name));
+  conversion_plan p;
+  tmoe_metadata& m = p.metadata;
+  m.model = c;
+  m.task = task;
+  m.task_id = ck.task_id(task.name);
+  for (stack s : {stack::encoder, stack::decoder}) m.moe_layers(s) = task_moe_layers(ck, task, s);
+  m.quantization.scheme = opts.quantization;
+  m.source_hash = ck.content_hash_hex();
+  m.source_name = opts.source_name.empty() ? detail::folder_name(ck.directory()) : opts.source_name;
+  if (m.source_name.find('/') != std::string::npos)
+    throw invalid_argument_error("source_name must not contain '/'");
+  m.created = opts.created.empty() ? detail::utc_now_iso8601() : opts.created;
+
+  for (const auto& r : required_checkpoint_tensors(c)) {
+    const std::string& n = r.name;
+    if (detail::ends_with(n, ".task_embedding.weight")) continue;  // task data: in the gates
+    planned_tensor t;
+    t.name = n;
+    t.role = detail::role_of(n);
+    t.shape = r.shape;
+    const auto moe_pos = n.find(".moe.");
+    if (moe_pos != std::string::npos) {
+      const stack s = n.rfind("encoder.", 0) == 0 ? stack::encoder : stack::decoder;
+      if (is_task_routed(c.moe(s).route)) {
+        if (t.role == tensor_role::router) continue;  // dropped: the gates replace it
+        const std::string prefix = std::string(stack_name(s)) + ".layers.";
+        const int layer = std::stoi(n.substr(prefix.size()));
+        for (const auto& l : m.moe_layers(s))
+          if (l.layer == layer) t.experts = l.experts;
+        std::uint64_t dims[tensor_shape::max_dims];
+        for (std::size_t i = 0; i < r.shape.ndim(); ++i) dims[i] = r.shape[i];
+        dims[0] = t.experts.size();
+        t.shape = tensor_shape::from(dims, r.shape.ndim());
+      }
+    }
+    t.type = detail::output_dtype(t.role, opts);
+    t.data_bytes = t.shape.numel() * dtype_size(t.type);
+    if (t.type == dtype::i8) {
+      t.scale_bytes = 4 * (t.shape.numel() / t.shape[t.shape.ndim() - 1]);
+      m.quantization.tensors.push_back(n);
+    }
+    p.parameters += t.shape.numel();
+    p.tensors.push_back(std::move(t));
+  }
+  planned_tensor spm;
+  spm.name = tmoe_tokenizer_tensor;
+  spm.type = dtype::u8;
+  spm.shape = tensor_shape{static_cast<std::uint64_t>(ck.sentencepiece_model().size())};
+  spm.data_bytes = ck.sentencepiece_model().size();
+  p.tensors.push_back(std::move(spm));
+
+  // The file layout of tmoe_writer: header, 64-aligned blobs, metadata JSON, tensor table.
+  std::uint64_t pos = 64;
+  std::uint64_t table = 0;
+  for (const auto& t : p.tensors) {
+    pos = detail::align_up(pos, tmoe_alignment) + t.data_bytes;
+    if (t.scale_bytes) pos = detail::align_up(pos, tmoe_alignment) + t.scale_bytes;
+    table += 2 + t.name.size() + 1 + 1 + 8 * t.shape.ndim() + 8 * 4 + 4;
+  }
+  try {
+    m.validate();
+  } catch (const config_error& e) {
+    throw invalid_argument_error(std::string("plan_task: invalid metadata: ") + e.what());
+  }
+  p.file_size = pos + nlohmann::json(m).dump().size() + table;
+  return p;
+}
+
+// Writes `task`'s .tmoe file to `out`. Throws invalid_argument_error (unknown task), format_error
+// (non-finite weight, naming the tensor), io_error (output folder missing, file exists without
+// overwrite, disk full). On any failure nothing is left at `out`, and no temporary file either.
+inline convert_result convert_task(const checkpoint& ck, std::string_view task_name,
+                                   const convert_options& opts, const std::filesystem::path& out) {
+  const auto start = std::chrono::steady_clock::now();
+  const conversion_plan plan = plan_task(ck, task_name, opts);
+  const std::filesystem::path parent = out.has_parent_path() ? out.parent_path() : ".";
+  std::error_code ec;
+  if (!std::filesystem::is_directory(parent, ec))
+    throw io_error(out.string() + ": output folder '" + parent.string() + "' does not exist");
+  if (!opts.overwrite && std::filesystem::exists(out, ec))
+    throw io_error(out.string() + ": file exists (set overwrite to replace it)");
+
+  tmoe_writer w(out.string(), tmoe_write_options{opts.overwrite});
+  w.set_metadata(plan.metadata);
+  convert_progress prog;
+  prog.tensor_count = plan.tensors.size();
+  for (const auto& t : plan.tensors) prog.bytes_total += t.data_bytes + t.scale_bytes;
+
+  std::vector<std::byte> buf;       // output tensor (reused)
+  std::vector<float> scales;        // i8 scales
+  std::vector<float> row;           // one source row as f32
+  for (const auto& t : plan.tensors) {
+    if (t.name == tmoe_tokenizer_tensor) {
+      w.add_sentencepiece(ck.sentencepiece_model());
+    } else {
+      const tensor_view& src = ck.tensor(t.name);
+      const std::string& file = ck.directory();
+      const std::uint64_t row_len = src.row_length();
+      const std::uint64_t numel = t.shape.numel();
+      const std::uint64_t rows = row_len ? numel / row_len : 0;
+      // Source row of output row r: experts are stacked on axis 0, each `per_slice` rows.
+      const std::uint64_t per_slice = t.experts.empty() ? rows : rows / t.experts.size();
+      const auto source_row = [&](std::uint64_t r) -> std::uint64_t {
+        if (t.experts.empty()) return r;
+        return static_cast<std::uint64_t>(t.experts[r / per_slice]) * per_slice + r % per_slice;
+      };
+      if (t.type == dtype::f32 && src.type == dtype::f32 && t.experts.empty()) {
+        // Pass through in place: no copy, only the finiteness check.
+        row.resize(static_cast<std::size_t>(row_len));
+        for (std::uint64_t r = 0; r < rows; ++r)
+          detail::read_f32_checked(src, r * row_len, row_len, row.data(), t.name, file);
+        w.add_tensor(t.name, dtype::f32, t.shape, src.data, static_cast<std::size_t>(t.data_bytes));
+      } else {
+        buf.resize(static_cast<std::size_t>(t.data_bytes));
+        row.resize(static_cast<std::size_t>(row_len));
+        if (t.type == dtype::i8) scales.resize(static_cast<std::size_t>(rows));
+        for (std::uint64_t r = 0; r < rows; ++r) {
+          detail::read_f32_checked(src, source_row(r) * row_len, row_len, row.data(), t.name, file);
+          std::byte* o = buf.data() + r * row_len * dtype_size(t.type);
+          switch (t.type) {
+            case dtype::f32:
+              std::memcpy(o, row.data(), static_cast<std::size_t>(4 * row_len));
+              break;
+            case dtype::f16:
+            case dtype::bf16:
+              for (std::uint64_t i = 0; i < row_len; ++i) {
+                const std::uint16_t h = t.type == dtype::f16 ? detail::f32_to_f16(row[i])
+                                                             : detail::f32_to_bf16(row[i]);
+                const float back = t.type == dtype::f16 ? detail::f16_to_f32(h) : detail::bf16_to_f32(h);
+                if (!std::isfinite(back))
+                  throw format_error(file, "tensor '" + t.name + "': value " +
+                                               std::to_string(row[i]) + " at element " +
+                                               std::to_string(source_row(r) * row_len + i) +
+                                               " overflows " + std::string(dtype_name(t.type)) +
+                                               " (use bfloat16 or float32)");
+                std::memcpy(o + 2 * i, &h, 2);
+              }
+              break;
+            case dtype::i8:
+              kernels::quantize_rows_int8(row.data(), 1, static_cast<int>(row_len),
+                                          reinterpret_cast<std::int8_t*>(o), scales.data() + r);
+              break;
+            case dtype::u8:
+              throw invalid_argument_error("convert_task: u8 output for '" + t.name + "'");
+          }
+        }
+        w.add_tensor(t.name, t.type, t.shape, buf.data(), buf.size(),
+                     t.type == dtype::i8 ? scales.data() : nullptr,
+                     t.type == dtype::i8 ? scales.size() : 0);
+      }
+      detail::release_pages(src.data, src.byte_size);
+    }
+    ++prog.tensor_index;
+    prog.bytes_done += t.data_bytes + t.scale_bytes;
+    prog.tensor = t.name;
+    if (opts.progress) opts.progress(prog);
+  }
+  w.finish();
+  convert_result res;
+  res.path = out;
+  res.file_size = std::filesystem::file_size(out, ec);
+  res.tensor_count = plan.tensors.size();
+  res.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  return res;
+}
+
+}  // namespace taskmoe
+// ---- end taskmoe/convert/convert.hpp ----
 // ---- end taskmoe/taskmoe.hpp ----

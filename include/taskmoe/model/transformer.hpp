@@ -1,0 +1,460 @@
+#pragma once
+// The encoder-decoder Transformer of docs/checkpoint-format.md, built from a weight_source, with
+// incremental decoding:
+//   encode()          runs the encoder on packed (unpadded) source tokens;
+//   start_decoding()  computes every layer's cross-attention keys/values once per sentence;
+//   step()            one decoder position for every live row (self-attention K/V cached per row);
+//   reorder()         keeps / duplicates rows (beam reordering, finished rows dropped).
+// A transformer is immutable after construction: all mutable state lives in encoder_output /
+// decoder_state, which belong to the caller, so one model serves any number of threads.
+
+#include <cmath>      // std::sin, std::cos, std::pow, std::sqrt
+#include <cstddef>    // std::size_t
+#include <cstring>    // std::memcpy
+#include <memory>     // std::shared_ptr
+#include <string>     // std::string
+#include <vector>     // std::vector
+
+#include <taskmoe/error.hpp>
+#include <taskmoe/format/model_config.hpp>
+#include <taskmoe/kernels/elementwise.hpp>
+#include <taskmoe/layers/attention.hpp>
+#include <taskmoe/layers/feed_forward.hpp>
+#include <taskmoe/layers/linear.hpp>
+#include <taskmoe/model/weights.hpp>
+#include <taskmoe/moe/moe_layer.hpp>
+
+namespace taskmoe {
+namespace model {
+
+// Sinusoidal table P[pos, 2i] = sin(pos / 10000^(2i/d)), P[pos, 2i+1] = cos(...), computed in
+// double and rounded to float like the reference.
+inline std::vector<float> sinusoidal_positions(int n, int d) {
+  std::vector<float> p(static_cast<std::size_t>(n) * static_cast<std::size_t>(d));
+  for (int pos = 0; pos < n; ++pos)
+    for (int i2 = 0; i2 < d; i2 += 2) {
+      const double angle = pos / std::pow(10000.0, static_cast<double>(i2) / d);
+      p[static_cast<std::size_t>(pos) * d + i2] = static_cast<float>(std::sin(angle));
+      if (i2 + 1 < d) p[static_cast<std::size_t>(pos) * d + i2 + 1] = static_cast<float>(std::cos(angle));
+    }
+  return p;
+}
+
+struct model_options {
+  // Fuse the q/k/v projections (and cross-attention k/v) into one GEMM at load (copies them).
+  bool fuse_qkv = true;
+};
+
+// Encoder output for a batch of sentences, packed without padding.
+struct encoder_output {
+  int d_model = 0;
+  std::vector<float> memory;   // [total tokens, d]
+  std::vector<int> offsets;    // first token row of each sentence
+  std::vector<int> lengths;    // tokens of each sentence
+  int batch() const noexcept { return static_cast<int>(lengths.size()); }
+  const float* sentence(int b) const { return memory.data() + static_cast<std::size_t>(offsets[b]) * d_model; }
+};
+
+// Scratch shared by the encoder and decoder steps.
+struct workspace {
+  std::vector<float> x, h, y, qkv, attn, scores;
+  std::vector<float> ffn_hidden;
+  moe::moe_workspace moe;
+};
+
+// Incremental decoding state for `rows` decoder rows.
+struct decoder_state {
+  const encoder_output* encoded = nullptr;
+  int rows = 0;
+  int length = 0;              // positions already in the self-attention cache
+  int capacity = 0;            // positions allocated per row
+  std::vector<int> row_source; // sentence (in encoded) of each row
+  std::vector<std::vector<float>> self_k, self_v;  // per layer [rows, capacity, d]
+  std::vector<std::vector<float>> cross_kv;        // per layer [total source tokens, 2d]
+  workspace ws;
+};
+
+class transformer {
+ public:
+  explicit transformer(weight_source source, model_options opts = {})
+      : src_(std::move(source)), cfg_(src_.config()) {
+    load(opts);
+  }
+  // Layers point into store_ and into the source's mapping: never copy or move a model (share it
+  // through a pointer instead).
+  transformer(const transformer&) = delete;
+  transformer& operator=(const transformer&) = delete;
+
+  const model_config& config() const noexcept { return cfg_; }
+  const task_info& task() const noexcept { return src_.task(); }
+  const weight_source& source() const noexcept { return src_; }
+  std::size_t owned_bytes() const noexcept { return store_.bytes(); }
+
+  // Encoder over `sources` (token ids, each 1..max_positions long).
+  encoder_output encode(const std::vector<std::vector<int>>& sources, workspace& ws) const {
+    const int d = cfg_.d_model;
+    encoder_output out;
+    out.d_model = d;
+    int total = 0;
+    for (const auto& s : sources) {
+      if (s.empty() || static_cast<int>(s.size()) > cfg_.max_positions)
+        throw invalid_argument_error("encode: a source must have 1.." +
+                                     std::to_string(cfg_.max_positions) + " tokens, got " +
+                                     std::to_string(s.size()));
+      out.offsets.push_back(total);
+      out.lengths.push_back(static_cast<int>(s.size()));
+      total += static_cast<int>(s.size());
+    }
+    out.memory.resize(static_cast<std::size_t>(total) * d);
+    float* x = out.memory.data();
+    for (std::size_t b = 0; b < sources.size(); ++b)
+      for (std::size_t t = 0; t < sources[b].size(); ++t)
+        embed(encoder_, sources[b][t], static_cast<int>(t),
+              x + (static_cast<std::size_t>(out.offsets[b]) + t) * d);
+    for (const auto& l : encoder_.layers) {
+      sublayer(l.self_ln, x, total, ws, [&](const float* h, float* y) {
+        self_attention_encoder(l, h, out, y, ws);
+      });
+      feed_forward_sublayer(l, x, total, ws);
+    }
+    if (encoder_.final_ln.present()) encoder_.final_ln.apply(x, total, d, x);
+    return out;
+  }
+
+  // Decoding state for rows reading sentences `row_source` of `encoded` (which must outlive it).
+  decoder_state start_decoding(const encoder_output& encoded, std::vector<int> row_source) const {
+    const int d = cfg_.d_model;
+    decoder_state st;
+    st.encoded = &encoded;
+    st.rows = static_cast<int>(row_source.size());
+    st.row_source = std::move(row_source);
+    st.self_k.resize(decoder_.layers.size());
+    st.self_v.resize(decoder_.layers.size());
+    st.cross_kv.resize(decoder_.layers.size());
+    const int total = static_cast<int>(encoded.memory.size() / static_cast<std::size_t>(d));
+    for (std::size_t i = 0; i < decoder_.layers.size(); ++i) {
+      const auto& l = decoder_.layers[i];
+      auto& kv = st.cross_kv[i];
+      kv.resize(static_cast<std::size_t>(total) * 2 * d);
+      if (l.cross.fused) {
+        l.cross.kv.forward(encoded.memory.data(), total, d, kv.data(), 2 * d);
+      } else {
+        l.cross.k.forward(encoded.memory.data(), total, d, kv.data(), 2 * d);
+        l.cross.v.forward(encoded.memory.data(), total, d, kv.data() + d, 2 * d);
+      }
+    }
+    return st;
+  }
+
+  // One decoder position for every row: tokens[rows] in, logits [rows, vocab] out.
+  void step(decoder_state& st, const int* tokens, float* logits) const {
+    const int d = cfg_.d_model, rows = st.rows, pos = st.length;
+    if (pos >= cfg_.max_positions)
+      throw invalid_argument_error("decoder step: position " + std::to_string(pos) +
+                                   " >= max_positions");
+    grow_cache(st, pos + 1);
+    workspace& ws = st.ws;
+    ws.x.resize(static_cast<std::size_t>(rows) * d);
+    float* x = ws.x.data();
+    for (int r = 0; r < rows; ++r) embed(decoder_, tokens[r], pos, x + static_cast<std::size_t>(r) * d);
+    for (std::size_t i = 0; i < decoder_.layers.size(); ++i) {
+      const auto& l = decoder_.layers[i];
+      sublayer(l.self_ln, x, rows, ws, [&](const float* h, float* y) {
+        self_attention_step(l, i, h, st, y);
+      });
+      sublayer(l.cross_ln, x, rows, ws, [&](const float* h, float* y) {
+        cross_attention_step(l, i, h, st, y);
+      });
+      feed_forward_sublayer(l, x, rows, ws);
+    }
+    if (decoder_.final_ln.present()) decoder_.final_ln.apply(x, rows, d, x);
+    output_.forward(x, rows, d, logits, cfg_.vocab_size);
+    st.length = pos + 1;
+  }
+
+  // Row i of the new state is row rows[i] of the old one (rows may repeat or be dropped).
+  void reorder(decoder_state& st, const std::vector<int>& rows) const {
+    const std::size_t d = static_cast<std::size_t>(cfg_.d_model);
+    const std::size_t per_row = static_cast<std::size_t>(st.capacity) * d;
+    const std::size_t used = static_cast<std::size_t>(st.length) * d;
+    for (auto* caches : {&st.self_k, &st.self_v})
+      for (auto& c : *caches) {
+        std::vector<float> next(rows.size() * per_row);
+        for (std::size_t i = 0; i < rows.size(); ++i)
+          std::memcpy(next.data() + i * per_row, c.data() + static_cast<std::size_t>(rows[i]) * per_row,
+                      sizeof(float) * used);
+        c.swap(next);
+      }
+    std::vector<int> src(rows.size());
+    for (std::size_t i = 0; i < rows.size(); ++i) src[i] = st.row_source[static_cast<std::size_t>(rows[i])];
+    st.row_source.swap(src);
+    st.rows = static_cast<int>(rows.size());
+  }
+
+ private:
+  struct attention_block {
+    bool fused = false;
+    layers::linear qkv;  // self-attention, fused [3d, d]
+    layers::linear kv;   // cross-attention, fused [2d, d]
+    layers::linear q, k, v, out;
+  };
+  struct layer {
+    layers::layer_norm self_ln, cross_ln, ffn_ln;
+    attention_block self, cross;
+    bool is_moe = false;
+    layers::feed_forward ffn;
+    moe::moe_layer moe;
+  };
+  struct stack_weights {
+    std::vector<layer> layers;
+    weight_matrix embed;
+    const float* positions = nullptr;  // [max_positions, d]
+    layers::layer_norm final_ln;
+  };
+
+  // x = E[token] * scale + P[pos]
+  void embed(const stack_weights& s, int token, int pos, float* out) const {
+    if (token < 0 || token >= cfg_.vocab_size)
+      throw invalid_argument_error("token id " + std::to_string(token) + " is outside the vocabulary [0, " +
+                                   std::to_string(cfg_.vocab_size) + ")");
+    const int d = cfg_.d_model;
+    s.embed.row_to_f32(token, out);
+    const float* p = s.positions + static_cast<std::size_t>(pos) * d;
+    for (int c = 0; c < d; ++c) out[c] = out[c] * embed_scale_ + p[c];
+  }
+
+  // Pre-norm: x += f(LN(x)). Post-norm: x = LN(x + f(x)). f writes [rows, d] into its second arg.
+  template <class F>
+  void sublayer(const layers::layer_norm& ln, float* x, int rows, workspace& ws, F&& f) const {
+    const std::size_t n = static_cast<std::size_t>(rows) * cfg_.d_model;
+    ws.h.resize(n);
+    ws.y.resize(n);
+    const int d = cfg_.d_model;
+    if (pre_) {
+      ln.apply(x, rows, d, ws.h.data());
+      f(ws.h.data(), ws.y.data());
+      kernels::residual_add(x, rows, d, d, ws.y.data(), d);
+    } else {
+      std::memcpy(ws.h.data(), x, n * sizeof(float));
+      f(ws.h.data(), ws.y.data());
+      kernels::residual_add(x, rows, d, d, ws.y.data(), d);
+      ln.apply(x, rows, d, x);
+    }
+  }
+
+  void feed_forward_sublayer(const layer& l, float* x, int rows, workspace& ws) const {
+    sublayer(l.ffn_ln, x, rows, ws, [&](const float* h, float* y) {
+      if (l.is_moe)
+        l.moe.forward(h, rows, cfg_.d_model, y, ws.moe);
+      else
+        l.ffn.forward(h, rows, cfg_.d_model, y, cfg_.d_model, ws.ffn_hidden);
+    });
+  }
+
+  void project_qkv(const attention_block& a, const float* h, int rows, std::vector<float>& qkv) const {
+    const int d = cfg_.d_model;
+    qkv.resize(static_cast<std::size_t>(rows) * 3 * d);
+    if (a.fused) {
+      a.qkv.forward(h, rows, d, qkv.data(), 3 * d);
+    } else {
+      a.q.forward(h, rows, d, qkv.data(), 3 * d);
+      a.k.forward(h, rows, d, qkv.data() + d, 3 * d);
+      a.v.forward(h, rows, d, qkv.data() + 2 * d, 3 * d);
+    }
+  }
+
+  void self_attention_encoder(const layer& l, const float* h, const encoder_output& enc, float* y,
+                              workspace& ws) const {
+    const int d = cfg_.d_model, total = static_cast<int>(enc.memory.size() / static_cast<std::size_t>(d));
+    project_qkv(l.self, h, total, ws.qkv);
+    ws.attn.resize(static_cast<std::size_t>(total) * d);
+    for (int b = 0; b < enc.batch(); ++b) {
+      const float* base = ws.qkv.data() + static_cast<std::size_t>(enc.offsets[b]) * 3 * d;
+      layers::multi_head_attention(base, 3 * d, enc.lengths[b], base + d, 3 * d, base + 2 * d, 3 * d,
+                                   enc.lengths[b], cfg_.n_heads, cfg_.d_head(), -1,
+                                   ws.attn.data() + static_cast<std::size_t>(enc.offsets[b]) * d, d,
+                                   ws.scores);
+    }
+    l.self.out.forward(ws.attn.data(), total, d, y, d);
+  }
+
+  void self_attention_step(const layer& l, std::size_t li, const float* h, decoder_state& st,
+                           float* y) const {
+    const int d = cfg_.d_model, rows = st.rows, pos = st.length;
+    workspace& ws = st.ws;
+    project_qkv(l.self, h, rows, ws.qkv);
+    const std::size_t per_row = static_cast<std::size_t>(st.capacity) * d;
+    float* kc = st.self_k[li].data();
+    float* vc = st.self_v[li].data();
+    for (int r = 0; r < rows; ++r) {
+      const float* src = ws.qkv.data() + static_cast<std::size_t>(r) * 3 * d;
+      std::memcpy(kc + r * per_row + static_cast<std::size_t>(pos) * d, src + d, sizeof(float) * d);
+      std::memcpy(vc + r * per_row + static_cast<std::size_t>(pos) * d, src + 2 * d, sizeof(float) * d);
+    }
+    ws.attn.resize(static_cast<std::size_t>(rows) * d);
+    for (int r = 0; r < rows; ++r)
+      layers::multi_head_attention(ws.qkv.data() + static_cast<std::size_t>(r) * 3 * d, 3 * d, 1,
+                                   kc + r * per_row, d, vc + r * per_row, d, pos + 1, cfg_.n_heads,
+                                   cfg_.d_head(), -1, ws.attn.data() + static_cast<std::size_t>(r) * d,
+                                   d, ws.scores);
+    l.self.out.forward(ws.attn.data(), rows, d, y, d);
+  }
+
+  void cross_attention_step(const layer& l, std::size_t li, const float* h, decoder_state& st,
+                            float* y) const {
+    const int d = cfg_.d_model, rows = st.rows;
+    workspace& ws = st.ws;
+    ws.qkv.resize(static_cast<std::size_t>(rows) * d);
+    l.cross.q.forward(h, rows, d, ws.qkv.data(), d);
+    ws.attn.resize(static_cast<std::size_t>(rows) * d);
+    const float* kv = st.cross_kv[li].data();
+    for (int r = 0; r < rows; ++r) {
+      const int s = st.row_source[static_cast<std::size_t>(r)];
+      const float* base = kv + static_cast<std::size_t>(st.encoded->offsets[s]) * 2 * d;
+      layers::multi_head_attention(ws.qkv.data() + static_cast<std::size_t>(r) * d, d, 1, base, 2 * d,
+                                   base + d, 2 * d, st.encoded->lengths[s], cfg_.n_heads, cfg_.d_head(),
+                                   -1, ws.attn.data() + static_cast<std::size_t>(r) * d, d, ws.scores);
+    }
+    l.cross.out.forward(ws.attn.data(), rows, d, y, d);
+  }
+
+  void grow_cache(decoder_state& st, int needed) const {
+    if (needed <= st.capacity) return;
+    int cap = st.capacity < 16 ? 16 : st.capacity * 2;
+    while (cap < needed) cap *= 2;
+    if (cap > cfg_.max_positions) cap = cfg_.max_positions;
+    const std::size_t d = static_cast<std::size_t>(cfg_.d_model);
+    const std::size_t old_row = static_cast<std::size_t>(st.capacity) * d, new_row = static_cast<std::size_t>(cap) * d;
+    for (auto* caches : {&st.self_k, &st.self_v})
+      for (auto& c : *caches) {
+        std::vector<float> next(static_cast<std::size_t>(st.rows) * new_row);
+        for (int r = 0; r < st.rows; ++r)
+          if (old_row)
+            std::memcpy(next.data() + r * new_row, c.data() + r * old_row,
+                        sizeof(float) * static_cast<std::size_t>(st.length) * d);
+        c.swap(next);
+      }
+    st.capacity = cap;
+  }
+
+  // ---- loading -----------------------------------------------------------------------------
+  void load(const model_options& opts) {
+    cfg_.validate();
+    pre_ = cfg_.norm == norm_placement::pre;
+    embed_scale_ = cfg_.scale_embeddings ? static_cast<float>(std::sqrt(static_cast<double>(cfg_.d_model))) : 1.0f;
+    const weight_loader w(src_, store_);
+    const int d = cfg_.d_model, v = cfg_.vocab_size;
+    for (stack s : {stack::encoder, stack::decoder}) {
+      stack_weights& sw = s == stack::encoder ? encoder_ : decoder_;
+      const std::string sn(stack_name(s));
+      sw.embed = w.matrix(cfg_.shared_embeddings ? "embed_tokens.weight" : sn + ".embed_tokens.weight", v, d);
+      if (cfg_.positions == positional_encoding::learned) {
+        sw.positions = w.matrix_f32(sn + ".embed_positions.weight", cfg_.max_positions, d);
+      } else {
+        auto& p = w.owned(0);
+        p = sinusoidal_positions(cfg_.max_positions, d);
+        sw.positions = p.data();
+      }
+      if (pre_) sw.final_ln = norm(w, sn + ".layer_norm");
+      for (int i = 0; i < cfg_.num_layers(s); ++i)
+        sw.layers.push_back(load_layer(w, s, i, opts));
+    }
+    output_.weight = cfg_.shared_embeddings ? encoder_.embed
+                                            : w.matrix("decoder.output_projection.weight", v, d);
+  }
+
+  layers::layer_norm norm(const weight_loader& w, const std::string& prefix) const {
+    layers::layer_norm ln;
+    ln.gamma = w.vector(prefix + ".weight", cfg_.d_model);
+    ln.beta = w.vector(prefix + ".bias", cfg_.d_model);
+    ln.eps = static_cast<float>(cfg_.layer_norm_eps);
+    return ln;
+  }
+
+  layers::linear lin(const weight_loader& w, const std::string& prefix, int out, int in, bool bias = true,
+                     int slot = -1) const {
+    layers::linear l;
+    l.weight = w.matrix(prefix + ".weight", out, in, slot);
+    if (bias) l.bias = w.vector(prefix + ".bias", out, slot);
+    return l;
+  }
+
+  attention_block attention(const weight_loader& w, const std::string& p, bool self,
+                            const model_options& opts) const {
+    const int d = cfg_.d_model;
+    attention_block a;
+    a.q = lin(w, p + ".q_proj", d, d);
+    a.k = lin(w, p + ".k_proj", d, d);
+    a.v = lin(w, p + ".v_proj", d, d);
+    a.out = lin(w, p + ".out_proj", d, d);
+    const bool same = a.q.weight.is_int8() == a.k.weight.is_int8() && a.k.weight.is_int8() == a.v.weight.is_int8();
+    if (opts.fuse_qkv && same) {
+      a.fused = true;
+      if (self) {
+        a.qkv.weight = w.concat_rows({a.q.weight, a.k.weight, a.v.weight});
+        a.qkv.bias = w.concat({a.q.bias, a.k.bias, a.v.bias}, d);
+      } else {
+        a.kv.weight = w.concat_rows({a.k.weight, a.v.weight});
+        a.kv.bias = w.concat({a.k.bias, a.v.bias}, d);
+      }
+    }
+    return a;
+  }
+
+  layer load_layer(const weight_loader& w, stack s, int i, const model_options& opts) const {
+    const int d = cfg_.d_model;
+    const std::string p = std::string(stack_name(s)) + ".layers." + std::to_string(i) + ".";
+    layer l;
+    l.self_ln = norm(w, p + "self_attn_layer_norm");
+    l.self = attention(w, p + "self_attn", true, opts);
+    if (s == stack::decoder) {
+      l.cross_ln = norm(w, p + "encoder_attn_layer_norm");
+      l.cross = attention(w, p + "encoder_attn", false, opts);
+    }
+    l.ffn_ln = norm(w, p + "final_layer_norm");
+    l.is_moe = cfg_.has_moe && cfg_.is_moe_layer(s, i);
+    if (!l.is_moe) {
+      l.ffn.fc1 = lin(w, p + "ffn.fc1", cfg_.d_ff, d);
+      l.ffn.fc2 = lin(w, p + "ffn.fc2", d, cfg_.d_ff);
+      l.ffn.act = cfg_.act;
+      return l;
+    }
+    const moe_layer_spec spec = src_.moe_layer(s, i);
+    moe::moe_layer& m = l.moe;
+    m.route = spec.route;
+    m.expert_ids = spec.expert_ids;
+    m.gates = spec.gates;
+    m.top_k = cfg_.top_k;
+    const int f = cfg_.d_ff_expert;
+    for (int slot : spec.slots) {
+      layers::feed_forward e;
+      e.fc1 = lin(w, p + "moe.experts.fc1", f, d, true, slot);
+      e.fc2 = lin(w, p + "moe.experts.fc2", d, f, true, slot);
+      e.act = cfg_.act;
+      m.experts.push_back(e);
+    }
+    if (!m.task_routed()) {
+      m.num_experts = cfg_.num_experts;
+      if (static_cast<int>(spec.expert_ids.size()) != cfg_.num_experts)
+        throw format_error(src_.name(), p + "moe: a token-routed layer must keep all " +
+                                            std::to_string(cfg_.num_experts) + " experts");
+      const weight_matrix r = w.matrix(p + "moe.router.weight", cfg_.num_experts, d);
+      m.router.resize(static_cast<std::size_t>(cfg_.num_experts) * d);
+      for (int e = 0; e < cfg_.num_experts; ++e) r.row_to_f32(e, m.router.data() + static_cast<std::size_t>(e) * d);
+    } else if (m.gates.size() != m.experts.size()) {
+      throw format_error(src_.name(), p + "moe: needs one gate per kept expert");
+    }
+    return l;
+  }
+
+  weight_source src_;
+  model_config cfg_;
+  weight_store store_;
+  bool pre_ = true;
+  float embed_scale_ = 1.0f;
+  stack_weights encoder_, decoder_;
+  layers::linear output_;
+};
+
+}  // namespace model
+}  // namespace taskmoe

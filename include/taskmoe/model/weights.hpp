@@ -1,0 +1,309 @@
+#pragma once
+// Weights as the runtime uses them, and where they come from.
+//
+// A `weight_source` answers "give me tensor <name>" for one task: either a memory-mapped .tmoe
+// file (experts already extracted, gates in the metadata) or a full checkpoint directory plus a
+// task name (gates computed at load from the router and the task embedding, as the converter
+// does). The loaders turn a tensor_view into a `weight_matrix`:
+//   f32 (4-byte aligned)  used in place, no copy;
+//   i8 + per-row scales   used in place (int8 GEMM);
+//   f16 / bf16 / unaligned f32  widened to f32 once at load into buffers the model owns.
+// Everything the model points at lives either in the source (kept alive by the model) or in its
+// `weight_store`, so a loaded model is immutable and can be shared by any number of threads.
+
+#include <cstdint>     // std::int8_t, std::uintptr_t
+#include <cstring>     // std::memcpy
+#include <deque>       // std::deque (stable addresses)
+#include <memory>      // std::shared_ptr
+#include <string>      // std::string
+#include <vector>      // std::vector
+
+#include <taskmoe/error.hpp>
+#include <taskmoe/format/checkpoint.hpp>
+#include <taskmoe/format/model_config.hpp>
+#include <taskmoe/format/tmoe.hpp>
+#include <taskmoe/tensor/tensor_view.hpp>
+
+namespace taskmoe {
+namespace model {
+
+// A row-major [rows, cols] matrix of f32, or of i8 with one f32 scale per row.
+struct weight_matrix {
+  int rows = 0;
+  int cols = 0;
+  const float* f32 = nullptr;         // set for float weights
+  const std::int8_t* i8 = nullptr;    // set for int8 weights
+  const float* scales = nullptr;      // int8: [rows]
+  bool is_int8() const noexcept { return i8 != nullptr; }
+  bool empty() const noexcept { return f32 == nullptr && i8 == nullptr; }
+  // Row r widened to f32 (embedding lookups).
+  void row_to_f32(int r, float* out) const {
+    const std::size_t off = static_cast<std::size_t>(r) * static_cast<std::size_t>(cols);
+    if (f32 != nullptr) {
+      std::memcpy(out, f32 + off, sizeof(float) * static_cast<std::size_t>(cols));
+    } else {
+      const float s = scales[r];
+      for (int c = 0; c < cols; ++c) out[c] = static_cast<float>(i8[off + c]) * s;
+    }
+  }
+};
+
+// Owned buffers of converted or fused weights. A deque never moves its elements, so pointers into
+// the vectors stay valid while the store grows during loading.
+class weight_store {
+ public:
+  std::vector<float>& new_f32(std::size_t n) {
+    f32_.emplace_back(n);
+    return f32_.back();
+  }
+  std::vector<std::int8_t>& new_i8(std::size_t n) {
+    i8_.emplace_back(n);
+    return i8_.back();
+  }
+  std::size_t bytes() const noexcept {
+    std::size_t b = 0;
+    for (const auto& v : f32_) b += v.size() * sizeof(float);
+    for (const auto& v : i8_) b += v.size();
+    return b;
+  }
+
+ private:
+  std::deque<std::vector<float>> f32_;
+  std::deque<std::vector<std::int8_t>> i8_;
+};
+
+// The routing of one MoE layer once the weight source has been resolved.
+struct moe_layer_spec {
+  routing route = routing::token;
+  // Indices into the first axis of the layer's stacked expert tensors, one per expert to run.
+  std::vector<int> slots;
+  // Original checkpoint expert id of each slot (task routing: accumulation order; token routing:
+  // the router's column for this slot).
+  std::vector<int> expert_ids;
+  // Task routing: the constant gate of each slot. Token routing: empty.
+  std::vector<float> gates;
+};
+
+// Where tensors come from: a .tmoe file or a checkpoint directory + task.
+class weight_source {
+ public:
+  // A .tmoe file (weights used in place from the mapping).
+  static weight_source from_tmoe(std::shared_ptr<const tmoe_file> file) {
+    weight_source s;
+    s.tmoe_ = std::move(file);
+    const tmoe_metadata& m = s.tmoe_->metadata();
+    s.config_ = m.model;
+    s.task_ = m.task;
+    s.name_ = s.tmoe_->path();
+    return s;
+  }
+  // A full checkpoint and one of its tasks (experts sliced from the stacked tensors).
+  static weight_source from_checkpoint(std::shared_ptr<const checkpoint> ckpt,
+                                       const std::string& task) {
+    weight_source s;
+    s.task_ = ckpt->task(task);  // throws invalid_argument_error listing the known tasks
+    s.ckpt_ = std::move(ckpt);
+    s.config_ = s.ckpt_->config();
+    s.name_ = s.ckpt_->directory();
+    return s;
+  }
+
+  const model_config& config() const noexcept { return config_; }
+  const task_info& task() const noexcept { return task_; }
+  const std::string& name() const noexcept { return name_; }
+  bool is_tmoe() const noexcept { return tmoe_ != nullptr; }
+  const tmoe_file* tmoe() const noexcept { return tmoe_.get(); }
+  const checkpoint* ckpt() const noexcept { return ckpt_.get(); }
+
+  std::string sentencepiece_model() const {
+    if (tmoe_) return std::string(tmoe_->sentencepiece_model());
+    return ckpt_->sentencepiece_model();
+  }
+
+  const tensor_view& tensor(const std::string& name) const {
+    if (tmoe_) return tmoe_->require(name);
+    if (!ckpt_->has_tensor(name))
+      throw format_error(name_, "missing required tensor '" + name + "'");
+    return ckpt_->tensor(name);
+  }
+  bool has_tensor(const std::string& name) const {
+    return tmoe_ ? tmoe_->contains(name) : ckpt_->has_tensor(name);
+  }
+
+  // The routing of MoE layer `layer` of stack `s`.
+  moe_layer_spec moe_layer(stack s, int layer) const {
+    moe_layer_spec spec;
+    spec.route = config_.moe(s).route;
+    if (tmoe_) {
+      const auto& layers = tmoe_->metadata().moe_layers(s);
+      for (const auto& l : layers) {
+        if (l.layer != layer) continue;
+        for (std::size_t j = 0; j < l.experts.size(); ++j) spec.slots.push_back(static_cast<int>(j));
+        spec.expert_ids = l.experts;
+        spec.gates = l.gates;
+        return spec;
+      }
+      throw format_error(name_, "metadata: moe_layers." + std::string(stack_name(s)) +
+                                    " has no entry for layer " + std::to_string(layer));
+    }
+    if (is_task_routed(spec.route)) {
+      const task_gate g = ckpt_->gate(task_, s, layer);
+      spec.slots = g.experts;
+      spec.expert_ids = g.experts;
+      spec.gates = g.weights;
+    } else {
+      for (int e = 0; e < config_.num_experts; ++e) {
+        spec.slots.push_back(e);
+        spec.expert_ids.push_back(e);
+      }
+    }
+    return spec;
+  }
+
+ private:
+  std::shared_ptr<const tmoe_file> tmoe_;
+  std::shared_ptr<const checkpoint> ckpt_;
+  model_config config_;
+  task_info task_;
+  std::string name_;
+};
+
+// Turns tensor views into weight matrices and vectors, converting only when needed.
+class weight_loader {
+ public:
+  weight_loader(const weight_source& src, weight_store& store) : src_(src), store_(store) {}
+
+  const weight_source& source() const noexcept { return src_; }
+
+  // A 2-D [rows, cols] matrix, or the `slot`-th [rows, cols] matrix of a 3-D stack.
+  weight_matrix matrix(const std::string& name, int rows, int cols, int slot = -1) const {
+    const tensor_view& v = src_.tensor(name);
+    check_shape(name, v, rows, cols, slot);
+    const std::size_t n = static_cast<std::size_t>(rows) * static_cast<std::size_t>(cols);
+    const std::size_t first = slot < 0 ? 0 : static_cast<std::size_t>(slot) * n;
+    weight_matrix w;
+    w.rows = rows;
+    w.cols = cols;
+    if (v.type == dtype::i8) {
+      if (v.scales == nullptr) throw format_error(src_.name(), "i8 tensor '" + name + "' has no scales");
+      w.i8 = reinterpret_cast<const std::int8_t*>(v.data) + first;
+      w.scales = v.scales + (slot < 0 ? 0 : static_cast<std::size_t>(slot) * rows);
+      return w;
+    }
+    w.f32 = floats(name, v, first, n);
+    return w;
+  }
+
+  // A vector of `n` floats (bias, layer-norm parameter), or row `slot` of a [E, n] stack.
+  const float* vector(const std::string& name, int n, int slot = -1) const {
+    const tensor_view& v = src_.tensor(name);
+    check_shape(name, v, 1, n, slot, true);
+    const std::size_t first = slot < 0 ? 0 : static_cast<std::size_t>(slot) * n;
+    return floats(name, v, first, static_cast<std::size_t>(n));
+  }
+
+  // A [rows, cols] matrix as f32 whatever its dtype (int8 dequantized into the store).
+  const float* matrix_f32(const std::string& name, int rows, int cols) const {
+    const weight_matrix m = matrix(name, rows, cols);
+    if (!m.is_int8()) return m.f32;
+    auto& out = store_.new_f32(static_cast<std::size_t>(rows) * static_cast<std::size_t>(cols));
+    for (int r = 0; r < rows; ++r) m.row_to_f32(r, out.data() + static_cast<std::size_t>(r) * cols);
+    return out.data();
+  }
+
+  // Row-wise concatenation of matrices with the same cols and dtype (fused QKV): owned copy.
+  weight_matrix concat_rows(const std::vector<weight_matrix>& parts) const {
+    weight_matrix w;
+    w.cols = parts.front().cols;
+    const bool q = parts.front().is_int8();
+    for (const auto& p : parts) {
+      if (p.cols != w.cols || p.is_int8() != q)
+        throw invalid_argument_error("concat_rows: parts differ in width or dtype");
+      w.rows += p.rows;
+    }
+    const std::size_t cols = static_cast<std::size_t>(w.cols);
+    if (q) {
+      auto& data = store_.new_i8(static_cast<std::size_t>(w.rows) * cols);
+      auto& sc = store_.new_f32(static_cast<std::size_t>(w.rows));
+      std::size_t r = 0;
+      for (const auto& p : parts) {
+        std::memcpy(data.data() + r * cols, p.i8, static_cast<std::size_t>(p.rows) * cols);
+        std::memcpy(sc.data() + r, p.scales, sizeof(float) * static_cast<std::size_t>(p.rows));
+        r += static_cast<std::size_t>(p.rows);
+      }
+      w.i8 = data.data();
+      w.scales = sc.data();
+    } else {
+      auto& data = store_.new_f32(static_cast<std::size_t>(w.rows) * cols);
+      std::size_t r = 0;
+      for (const auto& p : parts) {
+        std::memcpy(data.data() + r * cols, p.f32, sizeof(float) * static_cast<std::size_t>(p.rows) * cols);
+        r += static_cast<std::size_t>(p.rows);
+      }
+      w.f32 = data.data();
+    }
+    return w;
+  }
+
+  // Concatenation of float vectors (fused biases): owned copy.
+  const float* concat(const std::vector<const float*>& parts, int n_each) const {
+    auto& data = store_.new_f32(parts.size() * static_cast<std::size_t>(n_each));
+    for (std::size_t i = 0; i < parts.size(); ++i)
+      std::memcpy(data.data() + i * n_each, parts[i], sizeof(float) * static_cast<std::size_t>(n_each));
+    return data.data();
+  }
+
+  std::vector<float>& owned(std::size_t n) const { return store_.new_f32(n); }
+
+ private:
+  void check_shape(const std::string& name, const tensor_view& v, int rows, int cols, int slot,
+                   bool vec = false) const {
+    const auto u = [](int x) { return static_cast<std::uint64_t>(x); };
+    tensor_shape expected;
+    if (slot < 0)
+      expected = vec ? tensor_shape{u(cols)} : tensor_shape{u(rows), u(cols)};
+    if (slot >= 0) {
+      const bool ok = v.shape.ndim() == (vec ? 2u : 3u) && v.shape[0] > u(slot) &&
+                      v.shape[1] == (vec ? u(cols) : u(rows)) && (vec || v.shape[2] == u(cols));
+      if (!ok)
+        throw format_error(src_.name(), "tensor '" + name + "' has shape " + v.shape.to_string() +
+                                            ", expected [E > " + std::to_string(slot) + ", " +
+                                            (vec ? std::to_string(cols) : std::to_string(rows) + ", " + std::to_string(cols)) + "]");
+    } else if (v.shape != expected) {
+      throw format_error(src_.name(), "tensor '" + name + "' has shape " + v.shape.to_string() +
+                                          ", expected " + expected.to_string());
+    }
+    if (v.type == dtype::u8)
+      throw format_error(src_.name(), "tensor '" + name + "' has dtype u8, expected a number type");
+  }
+
+  // n floats starting at element `first`: in place for aligned f32, else widened into the store.
+  const float* floats(const std::string& name, const tensor_view& v, std::size_t first,
+                      std::size_t n) const {
+    if (v.type == dtype::f32 && reinterpret_cast<std::uintptr_t>(v.data) % alignof(float) == 0)
+      return v.data_as<float>() + first;
+    auto& out = store_.new_f32(n);
+    tensor_view part = v;
+    const std::size_t es = dtype_size(v.type);
+    part.data = v.data + first * es;
+    part.shape = tensor_shape{static_cast<std::uint64_t>(n)};
+    part.byte_size = n * es;
+    if (v.type == dtype::i8) {
+      // A quantized vector: dequantize row by row with the view's own scales.
+      const std::uint64_t row = v.row_length();
+      for (std::size_t i = 0; i < n; ++i)
+        out[i] = static_cast<float>(static_cast<std::int8_t>(v.data[first + i])) *
+                 (v.scales ? v.scales[(first + i) / row] : 1.0f);
+      (void)name;
+      return out.data();
+    }
+    to_f32(part, out.data());
+    return out.data();
+  }
+
+  const weight_source& src_;
+  weight_store& store_;
+};
+
+}  // namespace model
+}  // namespace taskmoe

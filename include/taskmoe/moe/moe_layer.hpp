@@ -1,0 +1,125 @@
+#pragma once
+// MoE feed-forward layers (docs/checkpoint-format.md, "MoE layers and routing").
+//
+//   task-routed  the experts and gates are constants of the task (stored in a .tmoe file, or
+//                computed from the checkpoint's router and task embedding at load): every token
+//                runs through the k kept experts, y = Σ_j g_j E_j(x). No router at run time.
+//   token-routed each token: p = softmax(W_r x), top-k (ties: lower expert id), renormalised
+//                gates; tokens are grouped by expert and each expert runs one GEMM over its
+//                tokens, the results scattered back with the token's gate.
+// Contributions are accumulated in ascending original expert id, the reference's order.
+
+#include <algorithm>  // std::sort
+#include <cstddef>    // std::size_t
+#include <cstring>    // std::memcpy
+#include <numeric>    // std::iota
+#include <vector>     // std::vector
+
+#include <taskmoe/error.hpp>
+#include <taskmoe/format/model_config.hpp>   // routing
+#include <taskmoe/kernels/elementwise.hpp>   // softmax, top_k
+#include <taskmoe/kernels/gemm.hpp>          // gemm_f32
+#include <taskmoe/layers/feed_forward.hpp>   // feed_forward
+
+namespace taskmoe {
+namespace moe {
+
+// Scratch for one forward call (owned by the caller's workspace, reused across layers).
+struct moe_workspace {
+  std::vector<float> hidden;      // expert hidden activations
+  std::vector<float> expert_out;  // one expert's output
+  std::vector<float> gathered;    // token rows routed to one expert
+  std::vector<float> probs;       // token routing: [m, E]
+  std::vector<int> chosen;        // token routing: [m, k] expert ids
+  std::vector<float> chosen_gate; // token routing: [m, k] gates
+  std::vector<int> rows;          // tokens of one expert
+  std::vector<float> row_gate;
+};
+
+class moe_layer {
+ public:
+  routing route = routing::token;
+  std::vector<layers::feed_forward> experts;  // one per slot
+  std::vector<int> expert_ids;                // original id of each slot
+  std::vector<float> gates;                   // task routing: gate of each slot
+  std::vector<float> router;                  // token routing: [num_experts, d] (f32)
+  int num_experts = 0;                        // token routing: router rows
+  int top_k = 0;
+
+  bool task_routed() const noexcept { return is_task_routed(route); }
+
+  // y [m, d] = MoE(x [m, d]); y must not alias x.
+  void forward(const float* x, int m, int d, float* y, moe_workspace& ws) const {
+    const std::size_t md = static_cast<std::size_t>(m) * static_cast<std::size_t>(d);
+    for (std::size_t i = 0; i < md; ++i) y[i] = 0.0f;
+    if (m == 0) return;
+    if (ws.expert_out.size() < md) ws.expert_out.resize(md);
+    if (task_routed()) {
+      for (int slot : order_by_id()) {
+        experts[slot].forward(x, m, d, ws.expert_out.data(), d, ws.hidden);
+        const float g = gates[slot];
+        for (std::size_t i = 0; i < md; ++i) y[i] += ws.expert_out[i] * g;
+      }
+      return;
+    }
+    route_tokens(x, m, d, ws);
+    // slot of each original expert id (every expert is kept for token routing: checked at load)
+    for (int slot : order_by_id()) {
+      const int e = expert_ids[slot];
+      ws.rows.clear();
+      ws.row_gate.clear();
+      for (int t = 0; t < m; ++t)
+        for (int j = 0; j < top_k; ++j)
+          if (ws.chosen[static_cast<std::size_t>(t) * top_k + j] == e) {
+            ws.rows.push_back(t);
+            ws.row_gate.push_back(ws.chosen_gate[static_cast<std::size_t>(t) * top_k + j]);
+          }
+      const int n = static_cast<int>(ws.rows.size());
+      if (n == 0) continue;
+      const std::size_t nd = static_cast<std::size_t>(n) * static_cast<std::size_t>(d);
+      if (ws.gathered.size() < nd) ws.gathered.resize(nd);
+      for (int r = 0; r < n; ++r)
+        std::memcpy(ws.gathered.data() + static_cast<std::size_t>(r) * d,
+                    x + static_cast<std::size_t>(ws.rows[r]) * d, sizeof(float) * d);
+      experts[slot].forward(ws.gathered.data(), n, d, ws.expert_out.data(), d, ws.hidden);
+      for (int r = 0; r < n; ++r) {
+        float* yr = y + static_cast<std::size_t>(ws.rows[r]) * d;
+        const float* er = ws.expert_out.data() + static_cast<std::size_t>(r) * d;
+        const float g = ws.row_gate[r];
+        for (int c = 0; c < d; ++c) yr[c] += er[c] * g;
+      }
+    }
+  }
+
+  // Per-token routing into ws.chosen / ws.chosen_gate ([m, top_k], best first).
+  void route_tokens(const float* x, int m, int d, moe_workspace& ws) const {
+    const std::size_t me = static_cast<std::size_t>(m) * static_cast<std::size_t>(num_experts);
+    ws.probs.resize(me);
+    ws.chosen.resize(static_cast<std::size_t>(m) * top_k);
+    ws.chosen_gate.resize(static_cast<std::size_t>(m) * top_k);
+    kernels::gemm_f32(m, num_experts, d, 1.0f, x, d, router.data(), d, 0.0f, ws.probs.data(),
+                      num_experts);
+    kernels::softmax(ws.probs.data(), m, num_experts, num_experts, ws.probs.data(), num_experts);
+    for (int t = 0; t < m; ++t) {
+      const float* p = ws.probs.data() + static_cast<std::size_t>(t) * num_experts;
+      int* idx = ws.chosen.data() + static_cast<std::size_t>(t) * top_k;
+      float* g = ws.chosen_gate.data() + static_cast<std::size_t>(t) * top_k;
+      kernels::top_k(p, num_experts, top_k, idx, g);
+      float sum = 0.0f;
+      for (int j = 0; j < top_k; ++j) sum += g[j];
+      for (int j = 0; j < top_k; ++j) g[j] /= sum;
+    }
+  }
+
+ private:
+  std::vector<int> order_by_id() const {
+    std::vector<int> order(experts.size());
+    std::iota(order.begin(), order.end(), 0);
+    std::sort(order.begin(), order.end(),
+              [this](int a, int b) { return expert_ids[a] < expert_ids[b]; });
+    return order;
+  }
+};
+
+}  // namespace moe
+}  // namespace taskmoe

@@ -1,0 +1,317 @@
+#pragma once
+// The public facade: open a .tmoe file, translate text (or token ids) for its task.
+//
+//   taskmoe::translator t("en-de.tmoe", {/*threads*/ 2});
+//   taskmoe::translation_result r = t.translate("Open the file.");
+//   std::string text = r.hypotheses[0].text;
+//
+// Thread safety: a translator is immutable after construction. Every call allocates its own
+// workspaces (encoder output, KV caches, scratch), so any number of threads may call translate*
+// on one translator at the same time; the weights are shared, never copied. Within a call,
+// `translator_options::threads` worker threads translate sub-batches in parallel.
+// Behaviour on edge cases is documented in docs/runtime.md.
+
+#include <algorithm>    // std::stable_sort, std::min
+#include <atomic>       // std::atomic
+#include <cmath>        // std::ceil
+#include <cstdint>      // std::uint64_t
+#include <exception>    // std::exception_ptr
+#include <memory>       // std::shared_ptr
+#include <mutex>        // std::mutex
+#include <string>       // std::string
+#include <string_view>  // std::string_view
+#include <thread>       // std::thread
+#include <vector>       // std::vector
+
+#include <taskmoe/decoding/options.hpp>
+#include <taskmoe/decoding/search.hpp>
+#include <taskmoe/error.hpp>
+#include <taskmoe/format/checkpoint.hpp>
+#include <taskmoe/format/tmoe.hpp>
+#include <taskmoe/model/transformer.hpp>
+#include <taskmoe/model/weights.hpp>
+#include <taskmoe/tokenizer/sentencepiece.hpp>
+#include <taskmoe/tokenizer/utf8.hpp>
+#include <taskmoe/tokenizer/vocabulary.hpp>
+
+namespace taskmoe {
+
+struct translator_options {
+  int threads = 1;               // worker threads per call (sub-batches in parallel)
+  bool verify_checksums = true;  // check every tensor's CRC when opening a .tmoe file
+  std::string expected_task;     // non-empty: throw unless the file's task has this name
+  bool fuse_qkv = true;          // fuse q/k/v projections at load (a copy of those weights)
+};
+
+enum class batch_unit { examples, tokens };  // what max_batch_size counts
+
+// Defaults follow CTranslate2's translate_batch.
+struct translation_options {
+  int beam_size = 2;
+  int num_hypotheses = 1;          // <= beam_size
+  float length_penalty = 1.0f;     // beam ranking: score / length^length_penalty
+  int max_decoding_length = 256;   // generated tokens, EOS included (also capped by max_positions)
+  float max_length_ratio = 0.0f;   // > 0: also cap at ceil(ratio * source tokens) + max_length_offset
+  int max_length_offset = 0;
+  int min_decoding_length = 0;     // tokens before EOS may be generated
+  int sampling_topk = 1;           // 1: no sampling; 0: full distribution (beam_size must be 1)
+  float sampling_topp = 1.0f;
+  float sampling_temperature = 1.0f;
+  std::uint64_t seed = 0;          // 0: random seed
+  float repetition_penalty = 1.0f;
+  int no_repeat_ngram_size = 0;
+  bool return_scores = true;
+  std::string target_prefix;               // text API: forced start of every translation
+  std::vector<int> target_prefix_tokens;   // token API (and text API when non-empty)
+  std::size_t max_batch_size = 0;          // 0: no limit
+  batch_unit batch_type = batch_unit::examples;
+};
+
+struct translation_hypothesis {
+  std::string text;          // empty without SentencePiece (token API)
+  std::vector<int> tokens;   // target piece ids, EOS removed
+  float score = 0;           // sum of log-probabilities (0 unless return_scores)
+  float normalized_score = 0;  // score / (tokens + EOS)^length_penalty
+};
+
+struct translation_result {
+  std::vector<translation_hypothesis> hypotheses;  // best first
+};
+
+class translator {
+ public:
+  // Opens a .tmoe file (memory-mapped; weights used in place).
+  explicit translator(const std::string& path, const translator_options& options = {})
+      : options_(options) {
+    tmoe_load_options lo;
+    lo.verify_checksums = options.verify_checksums;
+    auto file = std::make_shared<const tmoe_file>(path, lo);
+    init(model::weight_source::from_tmoe(std::move(file)));
+  }
+
+  // The full checkpoint directory and one of its tasks (benchmarks, converter --verify).
+  static translator from_checkpoint(const std::string& dir, const std::string& task,
+                                    const translator_options& options = {}) {
+    auto ck = std::make_shared<const checkpoint>(dir);
+    return translator(model::weight_source::from_checkpoint(std::move(ck), task), options);
+  }
+
+  const task_info& task() const noexcept { return model_->task(); }
+  const model_config& config() const noexcept { return model_->config(); }
+  const model::transformer& model() const noexcept { return *model_; }
+  int target_tag_id() const noexcept { return tag_id_; }
+
+  translation_result translate(std::string_view text, const translation_options& o = {}) const {
+    return translate_batch({std::string(text)}, o).front();
+  }
+
+  std::vector<translation_result> translate_batch(const std::vector<std::string>& texts,
+                                                  const translation_options& o = {}) const {
+    std::vector<std::vector<int>> pieces(texts.size());
+    std::vector<bool> blank(texts.size(), false);
+    for (std::size_t i = 0; i < texts.size(); ++i) {
+      tokenizer::check_utf8(texts[i], "input " + std::to_string(i));
+      blank[i] = tokenizer::is_blank(texts[i]);
+      if (!blank[i]) pieces[i] = spm_->encode(texts[i]);
+    }
+    translation_options opts = o;
+    if (opts.target_prefix_tokens.empty() && !opts.target_prefix.empty()) {
+      tokenizer::check_utf8(opts.target_prefix, "target_prefix");
+      opts.target_prefix_tokens = spm_->encode(opts.target_prefix);
+    }
+    return run(pieces, opts, true);
+  }
+
+  // Token API: `pieces` are SentencePiece ids of the source text (without tag and </s>; they are
+  // added here). Results carry tokens, and text when SentencePiece is available.
+  std::vector<translation_result> translate_tokens(const std::vector<std::vector<int>>& pieces,
+                                                   const translation_options& o = {}) const {
+    return run(pieces, o, tokenizer::sentencepiece::available);
+  }
+
+  // [target tag] + pieces + [</s>], pieces cut so the whole fits max_positions.
+  std::vector<int> source_ids(const std::vector<int>& pieces) const {
+    const model_config& c = config();
+    const std::size_t keep = std::min(pieces.size(), static_cast<std::size_t>(std::max(0, c.max_positions - 2)));
+    std::vector<int> ids;
+    ids.reserve(keep + 2);
+    ids.push_back(tag_id_);
+    ids.insert(ids.end(), pieces.begin(), pieces.begin() + static_cast<std::ptrdiff_t>(keep));
+    ids.push_back(c.eos_id);
+    return ids;
+  }
+  std::vector<int> source_ids(std::string_view text) const {
+    tokenizer::check_utf8(text);
+    return source_ids(spm_->encode(text));
+  }
+
+ private:
+  translator(model::weight_source src, const translator_options& options) : options_(options) {
+    init(std::move(src));
+  }
+
+  void init(model::weight_source src) {
+    if (options_.threads < 1) throw invalid_argument_error("translator_options.threads must be >= 1");
+    if (!options_.expected_task.empty() && src.task().name != options_.expected_task)
+      throw invalid_argument_error(src.name() + " holds task '" + src.task().name +
+                                   "', but task '" + options_.expected_task + "' was requested");
+    const std::string spm = src.sentencepiece_model();
+    tag_id_ = tokenizer::find_piece_id(spm, src.task().target_tag);
+    if (tag_id_ < 0 || tag_id_ >= src.config().vocab_size)
+      throw format_error(src.name(), "target tag '" + src.task().target_tag +
+                                         "' is not a piece of the SentencePiece model");
+    spm_ = std::make_shared<const tokenizer::sentencepiece>(spm);
+    model::model_options mo;
+    mo.fuse_qkv = options_.fuse_qkv;
+    model_ = std::make_shared<const model::transformer>(std::move(src), mo);
+  }
+
+  decoding::search_options search_options(const translation_options& o) const {
+    decoding::search_options s;
+    s.beam_size = o.beam_size;
+    s.num_hypotheses = o.num_hypotheses;
+    s.length_penalty = o.length_penalty;
+    s.min_length = o.min_decoding_length;
+    s.sampling_topk = o.sampling_topk;
+    s.sampling_topp = o.sampling_topp;
+    s.sampling_temperature = o.sampling_temperature;
+    s.seed = o.seed;
+    s.repetition_penalty = o.repetition_penalty;
+    s.no_repeat_ngram_size = o.no_repeat_ngram_size;
+    decoding::check_options(s);
+    if (o.max_decoding_length < 1) throw invalid_argument_error("max_decoding_length must be >= 1");
+    if (o.max_length_ratio < 0) throw invalid_argument_error("max_length_ratio must be >= 0");
+    for (int t : o.target_prefix_tokens) check_token(t, "target_prefix_tokens");
+    return s;
+  }
+
+  void check_token(int t, const char* what) const {
+    if (t < 0 || t >= config().vocab_size)
+      throw invalid_argument_error(std::string(what) + ": token id " + std::to_string(t) +
+                                   " is outside the vocabulary [0, " + std::to_string(config().vocab_size) + ")");
+  }
+
+  int max_length(std::size_t source_len, const translation_options& o) const {
+    int m = std::min(o.max_decoding_length, config().max_positions);
+    if (o.max_length_ratio > 0) {
+      const double cap = std::ceil(o.max_length_ratio * static_cast<double>(source_len)) + o.max_length_offset;
+      if (cap < m) m = static_cast<int>(cap);
+    }
+    return std::max(m, 1);
+  }
+
+  std::vector<translation_result> run(const std::vector<std::vector<int>>& pieces,
+                                      const translation_options& o, bool with_text) const {
+    const decoding::search_options so = search_options(o);
+    std::vector<translation_result> results(pieces.size());
+    std::vector<std::vector<int>> sources(pieces.size());
+    std::vector<std::size_t> order;
+    for (std::size_t i = 0; i < pieces.size(); ++i) {
+      for (int t : pieces[i]) check_token(t, "source");
+      if (pieces[i].empty()) {  // empty or blank input: an empty translation
+        results[i].hypotheses.push_back(translation_hypothesis{});
+        continue;
+      }
+      sources[i] = source_ids(pieces[i]);
+      order.push_back(i);
+    }
+    std::stable_sort(order.begin(), order.end(), [&](std::size_t a, std::size_t b) {
+      return sources[a].size() < sources[b].size();
+    });
+    std::vector<std::vector<std::size_t>> batches = split(order, sources, o);
+    std::atomic<std::size_t> next{0};
+    std::exception_ptr failure;
+    std::mutex failure_mutex;
+    const auto worker = [&] {
+      for (;;) {
+        const std::size_t bi = next.fetch_add(1);
+        if (bi >= batches.size()) return;
+        try {
+          run_batch(batches[bi], sources, o, so, with_text, results);
+        } catch (...) {
+          std::lock_guard<std::mutex> lock(failure_mutex);
+          if (!failure) failure = std::current_exception();
+          next.store(batches.size());
+        }
+      }
+    };
+    const std::size_t n_threads = std::min<std::size_t>(static_cast<std::size_t>(options_.threads), batches.size());
+    if (n_threads <= 1) {
+      worker();
+    } else {
+      std::vector<std::thread> pool;
+      for (std::size_t t = 0; t < n_threads; ++t) pool.emplace_back(worker);
+      for (auto& th : pool) th.join();
+    }
+    if (failure) std::rethrow_exception(failure);
+    return results;
+  }
+
+  // Consecutive runs of the length-sorted order, bounded by max_batch_size (examples or source
+  // tokens). Without a bound, one batch per worker thread.
+  std::vector<std::vector<std::size_t>> split(const std::vector<std::size_t>& order,
+                                              const std::vector<std::vector<int>>& sources,
+                                              const translation_options& o) const {
+    std::vector<std::vector<std::size_t>> batches;
+    if (order.empty()) return batches;
+    if (o.max_batch_size == 0) {
+      const std::size_t parts = std::min<std::size_t>(static_cast<std::size_t>(options_.threads), order.size());
+      const std::size_t per = (order.size() + parts - 1) / parts;
+      for (std::size_t i = 0; i < order.size(); i += per)
+        batches.emplace_back(order.begin() + static_cast<std::ptrdiff_t>(i),
+                             order.begin() + static_cast<std::ptrdiff_t>(std::min(order.size(), i + per)));
+      return batches;
+    }
+    std::size_t used = 0;
+    for (std::size_t i : order) {
+      const std::size_t cost = o.batch_type == batch_unit::tokens ? sources[i].size() : 1;
+      if (!batches.empty() && used + cost <= o.max_batch_size) {
+        batches.back().push_back(i);
+        used += cost;
+      } else {
+        batches.push_back({i});
+        used = cost;
+      }
+    }
+    return batches;
+  }
+
+  void run_batch(const std::vector<std::size_t>& batch, const std::vector<std::vector<int>>& sources,
+                 const translation_options& o, const decoding::search_options& so, bool with_text,
+                 std::vector<translation_result>& results) const {
+    std::vector<std::vector<int>> srcs;
+    std::vector<decoding::sentence_constraints> cons;
+    for (std::size_t i : batch) {
+      srcs.push_back(sources[i]);
+      decoding::sentence_constraints c;
+      c.max_length = max_length(sources[i].size(), o);
+      c.prefix = o.target_prefix_tokens;
+      cons.push_back(std::move(c));
+    }
+    model::workspace ws;
+    const model::encoder_output enc = model_->encode(srcs, ws);
+    decoding::model_session session(*model_, enc);
+    const auto hyps = decoding::search(session, cons, so, config().bos_id, config().eos_id);
+    for (std::size_t j = 0; j < batch.size(); ++j) {
+      translation_result& r = results[batch[j]];
+      for (const auto& h : hyps[j]) {
+        translation_hypothesis th;
+        th.tokens = h.tokens;
+        if (!th.tokens.empty() && th.tokens.back() == config().eos_id) th.tokens.pop_back();
+        if (with_text) th.text = spm_->decode(th.tokens);
+        if (o.return_scores) {
+          th.score = static_cast<float>(h.score);
+          th.normalized_score = static_cast<float>(h.normalized);
+        }
+        r.hypotheses.push_back(std::move(th));
+      }
+    }
+  }
+
+  translator_options options_;
+  std::shared_ptr<const model::transformer> model_;
+  std::shared_ptr<const tokenizer::sentencepiece> spm_;
+  int tag_id_ = -1;
+};
+
+}  // namespace taskmoe

@@ -1,0 +1,209 @@
+// The runtime model against the PyTorch reference's golden fixtures (tests/data/README.md), on
+// every ISA path the CPU runs, and the extracted (.tmoe) path against the checkpoint-direct path.
+
+#include <algorithm>
+#include <cmath>
+#include <map>
+#include <memory>
+
+#include "test_model_support.hpp"
+
+using namespace taskmoe;
+using taskmoe_test::fixture_dir;
+using taskmoe_test::fixture_reference;
+using taskmoe_test::fixture_setups;
+
+namespace {
+
+std::vector<kernels::isa> isa_paths() {
+  std::vector<kernels::isa> v;
+  for (auto i : {kernels::isa::generic, kernels::isa::avx2, kernels::isa::avx512})
+    if (kernels::cpu_supports(i)) v.push_back(i);
+  return v;
+}
+
+struct error_stats {
+  double max_abs = 0, max_rel = 0;
+  // |got - want| <= 1e-4 * max(|want|_inf, 1e-3)
+  void compare(const std::vector<float>& got, const nlohmann::json& want, const char* what) {
+    const auto& data = want["data"];
+    REQUIRE(got.size() == data.size());
+    double scale = 0;
+    for (const auto& x : data) scale = std::max(scale, std::abs(x.get<double>()));
+    double worst = 0;
+    for (std::size_t i = 0; i < got.size(); ++i) {
+      const double w = data[i].get<double>(), e = std::abs(got[i] - w);
+      worst = std::max(worst, e);
+      max_rel = std::max(max_rel, e / std::max(std::abs(w), 1e-3 * scale + 1e-12));
+    }
+    max_abs = std::max(max_abs, worst);
+    CHECK_MESSAGE(worst <= 1e-4 * std::max(scale, 1e-3), std::string(what) << ": max abs error " << worst
+                                                              << " vs max |ref| " << scale);
+  }
+};
+
+std::vector<int> ints(const nlohmann::json& j) { return j.get<std::vector<int>>(); }
+
+struct fixture_models {
+  std::shared_ptr<const checkpoint> ck;
+  std::map<std::string, std::unique_ptr<model::transformer>> by_task;
+  const model::transformer& get(const std::string& task) {
+    auto& m = by_task[task];
+    if (!m) m = std::make_unique<model::transformer>(model::weight_source::from_checkpoint(ck, task));
+    return *m;
+  }
+};
+
+decoding::search_options beam_options(const nlohmann::json& ref) {
+  decoding::search_options o;
+  o.beam_size = ref["beam_size"].get<int>();
+  o.num_hypotheses = ref["num_hypotheses"].get<int>();
+  o.length_penalty = ref["length_penalty"].get<float>();
+  return o;
+}
+
+void check_hypotheses(const std::vector<decoding::hypothesis>& got, const nlohmann::json& want,
+                      error_stats& err) {
+  REQUIRE(got.size() == want.size());
+  for (std::size_t h = 0; h < got.size(); ++h) {
+    CHECK(got[h].tokens == ints(want[h]["tokens"]));
+    const double s = want[h]["score"].get<double>();
+    err.max_abs = std::max(err.max_abs, std::abs(got[h].score - s));
+    CHECK(got[h].score == doctest::Approx(s).epsilon(1e-4));
+    CHECK(got[h].normalized == doctest::Approx(want[h]["normalized"].get<double>()).epsilon(1e-4));
+  }
+}
+
+}  // namespace
+
+TEST_CASE("the model matches the PyTorch reference on every fixture and ISA path") {
+  for (const auto& setup : fixture_setups()) {
+    CAPTURE(setup);
+    const nlohmann::json ref = fixture_reference(setup);
+    fixture_models models{std::make_shared<const checkpoint>(fixture_dir(setup)), {}};
+    const int max_len = std::min(ref["max_len"].get<int>(), models.ck->config().max_positions);
+    for (kernels::isa path : isa_paths()) {
+      const std::string isa_name = kernels::to_string(path);
+      CAPTURE(isa_name);
+      kernels::scoped_isa_override isa(path);
+      error_stats enc_err, logit_err, score_err;
+      for (const auto& c : ref["cases"]) {
+        const std::string task = c["task"].get<std::string>();
+        CAPTURE(c["text"].get<std::string>());
+        const model::transformer& m = models.get(task);
+        // task routes computed at load equal the reference's
+        for (const auto& [name, route] : c["task_routes"].items()) {
+          const stack s = name.rfind("encoder", 0) == 0 ? stack::encoder : stack::decoder;
+          const auto spec = m.source().moe_layer(s, std::stoi(name.substr(name.find('.') + 1)));
+          CHECK(spec.expert_ids == ints(route["experts"]));
+          for (std::size_t j = 0; j < spec.gates.size(); ++j)
+            CHECK(spec.gates[j] == doctest::Approx(route["gates"][j].get<double>()).epsilon(1e-6));
+        }
+        model::workspace ws;
+        const auto enc = m.encode({ints(c["source_ids"])}, ws);
+        enc_err.compare(enc.memory, c["encoder_output"], "encoder output");
+        decoding::model_session session(m, enc);
+        std::vector<float> logits, all;
+        for (int t : ints(c["decoder_input"])) {
+          session.step({t}, logits);
+          all.insert(all.end(), logits.begin(), logits.end());
+        }
+        logit_err.compare(all, c["logits"], "decoder logits");
+
+        decoding::model_session g(m, enc);
+        decoding::search_options go;
+        const auto greedy = decoding::search(g, {{max_len, {}}}, go, m.config().bos_id, m.config().eos_id);
+        CHECK(greedy[0][0].tokens == ints(c["greedy"]["tokens"]));
+        CHECK(greedy[0][0].score == doctest::Approx(c["greedy"]["score"].get<double>()).epsilon(1e-4));
+        score_err.max_abs = std::max(score_err.max_abs, std::abs(greedy[0][0].score - c["greedy"]["score"].get<double>()));
+
+        decoding::model_session b(m, enc);
+        const auto beams = decoding::search(b, {{max_len, {}}}, beam_options(ref), m.config().bos_id, m.config().eos_id);
+        check_hypotheses(beams[0], c["beam4"], score_err);
+      }
+      MESSAGE(setup << " [" << isa_name << "] encoder max abs " << enc_err.max_abs
+                    << " rel " << enc_err.max_rel << "; logits max abs " << logit_err.max_abs << " rel "
+                    << logit_err.max_rel << "; score max abs " << score_err.max_abs);
+    }
+  }
+}
+
+TEST_CASE("batched decoding equals one sentence at a time, and finished rows leave the batch") {
+  for (const auto& setup : fixture_setups()) {
+    CAPTURE(setup);
+    const nlohmann::json ref = fixture_reference(setup);
+    fixture_models models{std::make_shared<const checkpoint>(fixture_dir(setup)), {}};
+    const int max_len = std::min(ref["max_len"].get<int>(), models.ck->config().max_positions);
+    std::map<std::string, std::vector<const nlohmann::json*>> by_task;
+    for (const auto& c : ref["cases"]) by_task[c["task"].get<std::string>()].push_back(&c);
+    for (const auto& [task, cases] : by_task) {
+      const model::transformer& m = models.get(task);
+      std::vector<std::vector<int>> srcs;
+      for (const auto* c : cases) srcs.push_back(ints((*c)["source_ids"]));
+      model::workspace ws;
+      const auto enc = m.encode(srcs, ws);
+      std::vector<decoding::sentence_constraints> cons(srcs.size(), {max_len, {}});
+      decoding::model_session g(m, enc);
+      const auto greedy = decoding::search(g, cons, decoding::search_options{}, m.config().bos_id, m.config().eos_id);
+      decoding::model_session b(m, enc);
+      const auto beams = decoding::search(b, cons, beam_options(ref), m.config().bos_id, m.config().eos_id);
+      error_stats err;
+      for (std::size_t i = 0; i < cases.size(); ++i) {
+        CHECK(greedy[i][0].tokens == ints((*cases[i])["greedy"]["tokens"]));
+        check_hypotheses(beams[i], (*cases[i])["beam4"], err);
+      }
+    }
+  }
+}
+
+TEST_CASE("an extracted .tmoe task runs exactly like the checkpoint it came from") {
+  taskmoe_test::temp_dir dir;
+  for (const auto& setup : fixture_setups()) {
+    CAPTURE(setup);
+    auto ck = std::make_shared<const checkpoint>(fixture_dir(setup));
+    const nlohmann::json ref = fixture_reference(setup);
+    for (const auto& t : ck->tasks()) {
+      CAPTURE(t.name);
+      const std::string path = dir.file(setup + "-" + t.name + ".tmoe");
+      taskmoe_test::extract_task(*ck, t.name, path);
+      model::transformer direct(model::weight_source::from_checkpoint(ck, t.name));
+      model::transformer extracted(model::weight_source::from_tmoe(std::make_shared<const tmoe_file>(path)));
+      for (bool fuse : {true, false}) {
+        model::model_options mo;
+        mo.fuse_qkv = fuse;
+        model::transformer ex2(model::weight_source::from_tmoe(std::make_shared<const tmoe_file>(path)), mo);
+        for (const auto& c : ref["cases"]) {
+          const std::vector<int> src = ints(c["source_ids"]);
+          model::workspace w1, w2, w3;
+          const auto e1 = direct.encode({src}, w1), e2 = extracted.encode({src}, w2), e3 = ex2.encode({src}, w3);
+          REQUIRE(e1.memory.size() == e2.memory.size());
+          double worst = 0;
+          for (std::size_t i = 0; i < e1.memory.size(); ++i)
+            worst = std::max({worst, static_cast<double>(std::abs(e1.memory[i] - e2.memory[i])),
+                              static_cast<double>(std::abs(e1.memory[i] - e3.memory[i]))});
+          CHECK(worst <= 1e-5);
+          decoding::model_session s1(direct, e1), s2(extracted, e2);
+          const auto o = beam_options(ref);
+          const auto h1 = decoding::search(s1, {{12, {}}}, o, 2, 3);
+          const auto h2 = decoding::search(s2, {{12, {}}}, o, 2, 3);
+          REQUIRE(h1[0].size() == h2[0].size());
+          for (std::size_t h = 0; h < h1[0].size(); ++h) {
+            CHECK(h1[0][h].tokens == h2[0][h].tokens);
+            CHECK(h1[0][h].score == doctest::Approx(h2[0][h].score).epsilon(1e-5));
+          }
+        }
+      }
+    }
+  }
+}
+
+TEST_CASE("the model rejects token ids outside the vocabulary and over-long sources") {
+  auto ck = std::make_shared<const checkpoint>(fixture_dir("dense"));
+  model::transformer m(model::weight_source::from_checkpoint(ck, ck->tasks()[0].name));
+  model::workspace ws;
+  CHECK_THROWS_AS(m.encode({{4, 9999, 3}}, ws), invalid_argument_error);
+  CHECK_THROWS_AS(m.encode({{}}, ws), invalid_argument_error);
+  CHECK_THROWS_AS(m.encode({std::vector<int>(static_cast<std::size_t>(m.config().max_positions) + 1, 5)}, ws),
+                  invalid_argument_error);
+  CHECK_THROWS_AS(model::transformer(model::weight_source::from_checkpoint(ck, "xx-yy")), invalid_argument_error);
+}
