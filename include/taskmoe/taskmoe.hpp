@@ -38,3 +38,4 @@
 
 // Conversion: extract a per-task .tmoe from a multi-task checkpoint (taskmoe-convert's library).
 #include <taskmoe/convert/convert.hpp>
+#include <taskmoe/convert/verify.hpp>

@@ -90,5 +90,10 @@ grep -q "file size: float32 .* int8" "$T/stdout" || { echo "FAIL: --list-tasks s
 "$BIN" --help | grep -q -- "--quantization" || { echo "FAIL: --help"; fails=$((fails + 1)); }
 "$BIN" --version | grep -q "^taskmoe-convert [0-9]" || { echo "FAIL: --version"; fails=$((fails + 1)); }
 
+# --verify: float32 extraction reproduces the full model exactly.
+"$BIN" --checkpoint "$FIX/token_task" --task en-de --output "$T/v.tmoe" --quantization float32 --verify 4 --quiet >"$T/stdout" 2>&1 || { echo "FAIL: --verify"; cat "$T/stdout"; fails=$((fails + 1)); }
+grep -q "4 probes, identical greedy outputs 100.0%, max abs logit difference 0$" "$T/stdout" || { echo "FAIL: --verify output"; cat "$T/stdout"; fails=$((fails + 1)); }
+expect 2 "--verify needs a number" -- --checkpoint "$FIX/task_target" --task de-en --output "$T/y.tmoe" --verify x
+
 if [ "$fails" != 0 ]; then echo "$fails failure(s)"; exit 1; fi
 echo "convert_cli: all passed"

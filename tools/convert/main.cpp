@@ -7,6 +7,7 @@
 #include <cstdlib>     // std::strtol
 #include <exception>   // std::exception
 #include <filesystem>  // std::filesystem
+#include <fstream>     // std::ifstream
 #include <new>         // std::bad_alloc
 #include <string>      // std::string
 #include <vector>      // std::vector
@@ -14,6 +15,7 @@
 #include <unistd.h>  // isatty
 
 #include <taskmoe/convert/convert.hpp>
+#include <taskmoe/convert/verify.hpp>
 #include <taskmoe/format/checkpoint.hpp>
 #include <taskmoe/version.hpp>
 
@@ -40,6 +42,11 @@ constexpr const char* usage_text =
     "  --quantization Q       float32 | float16 | bfloat16 | int8 (default: int8)\n"
     "                         float32 is bit-exact; int8 stores FFN, expert and attention weights\n"
     "                         as symmetric per-row int8 with f32 scales (see docs/converter.md)\n"
+    "  --verify N             after each conversion run the full checkpoint model (routing computed\n"
+    "                         live) and the extracted file on N probe sentences; print the max abs\n"
+    "                         logit difference and the share of identical greedy outputs (float32:\n"
+    "                         anything but 100%% identical is an error)\n"
+    "  --probe-file FILE      probe sentences for --verify, one per line (default: generated)\n"
     "  --force                replace existing output files (atomically)\n"
     "  --quiet                no progress bar and no summary lines (errors are still printed)\n"
     "  --help                 this text\n"
@@ -67,6 +74,8 @@ struct cli_options {
   std::string output;
   std::string output_dir;
   taskmoe::quantization_scheme quantization = taskmoe::quantization_scheme::int8;
+  int verify = 0;
+  std::string probe_file;
   bool force = false;
   bool quiet = false;
   bool help = false;
@@ -124,6 +133,15 @@ cli_options parse(int argc, char** argv) {
         throw usage_error{e.what()};
       }
       have_q = true;
+    } else if (a == "--verify") {
+      const std::string v = take();
+      char* end = nullptr;
+      const long n = std::strtol(v.c_str(), &end, 10);
+      if (v.empty() || *end != '\0' || n < 1 || n > 100000)
+        throw usage_error{"--verify needs a number of probes in 1..100000, got '" + v + "'"};
+      o.verify = static_cast<int>(n);
+    } else if (a == "--probe-file") {
+      o.probe_file = take();
     } else if (a == "--force") {
       flag();
       o.force = true;
@@ -154,6 +172,7 @@ cli_options parse(int argc, char** argv) {
   if (!have_output && !have_output_dir) throw usage_error{"give --output FILE or --output-dir DIR"};
   if ((have_output && o.output.empty()) || (have_output_dir && o.output_dir.empty()))
     throw usage_error{"empty output path"};
+  if (!o.probe_file.empty() && o.verify == 0) throw usage_error{"--probe-file needs --verify N"};
   for (std::size_t i = 0; i < o.tasks.size(); ++i)
     for (std::size_t j = 0; j < i; ++j)
       if (o.tasks[i] == o.tasks[j]) throw usage_error{"--task " + o.tasks[i] + " given twice"};
@@ -296,6 +315,15 @@ int run(const cli_options& o) {
       throw io_error(p.string() + ": file exists (use --force to replace it)");
   }
 
+  std::vector<std::string> probes;
+  if (!o.probe_file.empty()) {
+    std::ifstream in(o.probe_file);
+    if (!in) throw io_error(o.probe_file + ": cannot open probe file");
+    for (std::string line; std::getline(in, line) && static_cast<int>(probes.size()) < o.verify;)
+      if (!line.empty()) probes.push_back(line);
+    if (probes.empty()) throw io_error(o.probe_file + ": no probe sentences");
+  }
+  int failed = 0;
   const bool bar = !o.quiet && ::isatty(2);
   for (std::size_t i = 0; i < tasks.size(); ++i) {
     convert_options co;
@@ -309,8 +337,22 @@ int run(const cli_options& o) {
       std::fprintf(stderr, "%s: %s, %zu tensors, %s, %.2f s\n", r.path.string().c_str(),
                    std::string(quantization_name(o.quantization)).c_str(), r.tensor_count,
                    human_bytes(r.file_size).c_str(), r.seconds);
+    if (o.verify > 0) {
+      verify_options vo;
+      vo.probes = o.verify;
+      vo.texts = probes;
+      const verify_result v = verify_task(o.checkpoint, tasks[i], r.path.string(), vo);
+      std::printf("verify %s (%s): %d probes, identical greedy outputs %.1f%%, max abs logit difference %g\n",
+                  tasks[i].c_str(), std::string(quantization_name(o.quantization)).c_str(), v.probes,
+                  100.0 * v.identical_share(), static_cast<double>(v.max_abs_logit_diff));
+      if (o.quantization == quantization_scheme::float32 && v.identical != v.probes) {
+        std::fprintf(stderr, "taskmoe-convert: error: %s: float32 extraction differs from the full model\n",
+                     r.path.string().c_str());
+        ++failed;
+      }
+    }
   }
-  return 0;
+  return failed ? 1 : 0;
 }
 
 }  // namespace
