@@ -45,7 +45,7 @@ constexpr const char* usage_text =
     "  --verify N             after each conversion run the full checkpoint model (routing computed\n"
     "                         live) and the extracted file on N probe sentences; print the max abs\n"
     "                         logit difference and the share of identical greedy outputs (float32:\n"
-    "                         anything but 100%% identical is an error)\n"
+    "                         anything but 100% identical is an error)\n"
     "  --probe-file FILE      probe sentences for --verify, one per line (default: generated)\n"
     "  --force                replace existing output files (atomically)\n"
     "  --quiet                no progress bar and no summary lines (errors are still printed)\n"
