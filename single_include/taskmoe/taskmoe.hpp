@@ -189,6 +189,7 @@ inline std::optional<dtype> dtype_from_safetensors_name(std::string_view s) noex
 // file, so a view is valid only while the file object that produced it is alive.
 
 #include <array>             // std::array
+#include <cmath>             // std::isfinite
 #include <cstddef>           // std::byte, std::size_t
 #include <cstdint>           // std::uint64_t
 #include <cstring>           // std::memcpy
@@ -403,6 +404,31 @@ inline std::vector<float> to_f32(const tensor_view& v) {
   to_f32(v, out.data());
   return out;
 }
+
+namespace detail {
+
+// Element i of a float view (f32, f16 or bf16) as f32.
+inline float element_f32(const tensor_view& v, std::uint64_t i) noexcept {
+  if (v.type == dtype::f32) {
+    float x = 0;
+    std::memcpy(&x, v.data + 4 * i, 4);
+    return x;
+  }
+  std::uint16_t h = 0;
+  std::memcpy(&h, v.data + 2 * i, 2);
+  return v.type == dtype::f16 ? f16_to_f32(h) : bf16_to_f32(h);
+}
+
+// Throws format_error(file, ...) naming the tensor and element of the first NaN/Inf.
+inline void check_finite(const tensor_view& v, const std::string& name, const std::string& file) {
+  const std::uint64_t n = v.numel();
+  for (std::uint64_t i = 0; i < n; ++i)
+    if (!std::isfinite(element_f32(v, i)))
+      throw format_error(file, "tensor '" + name + "' has a non-finite value at element " +
+                                   std::to_string(i));
+}
+
+}  // namespace detail
 
 }  // namespace taskmoe
 // ---- end taskmoe/tensor/tensor_view.hpp ----
@@ -866,6 +892,7 @@ inline bool checked_align_up(std::uint64_t v, std::uint64_t align, std::uint64_t
 
 #include <cerrno>    // errno
 #include <cstddef>   // std::size_t, std::byte
+#include <cstdint>   // std::uint64_t, std::uintptr_t
 #include <cstring>   // std::strerror
 #include <string>    // std::string
 #include <utility>   // std::exchange
@@ -949,6 +976,19 @@ class mapped_file {
   const std::byte* data_ = nullptr;
   std::size_t size_ = 0;
 };
+
+// Tells the kernel we are done with these mapped pages: they leave our resident set (the page
+// cache keeps them; touching them again faults them back in). Only for read-only, file-backed
+// mappings, where this never loses data.
+inline void release_pages(const void* p, std::uint64_t bytes) noexcept {
+  if (p == nullptr || bytes == 0) return;
+  const long page = ::sysconf(_SC_PAGESIZE);
+  if (page <= 0) return;
+  const auto begin = reinterpret_cast<std::uintptr_t>(p) / static_cast<std::uintptr_t>(page) *
+                     static_cast<std::uintptr_t>(page);
+  const auto end = reinterpret_cast<std::uintptr_t>(p) + static_cast<std::uintptr_t>(bytes);
+  ::madvise(reinterpret_cast<void*>(begin), end - begin, MADV_DONTNEED);
+}
 
 }  // namespace detail
 }  // namespace taskmoe
@@ -1431,9 +1471,9 @@ class checkpoint {
   explicit checkpoint(std::string dir, checkpoint_options opts = {}) : dir_(std::move(dir)) {
     while (dir_.size() > 1 && dir_.back() == '/') dir_.pop_back();
     load_config();
-    load_tensors(opts);
+    load_tensors();
     load_sentencepiece();
-    compute_hash();
+    scan_tensors(opts);
   }
 
   const std::string& directory() const noexcept { return dir_; }
@@ -1530,7 +1570,7 @@ class checkpoint {
     }
   }
 
-  void load_tensors(const checkpoint_options& opts) {
+  void load_tensors() {
     const std::string single = file("model.safetensors");
     const std::string index = file("model.safetensors.index.json");
     if (exists(single))
@@ -1552,29 +1592,12 @@ class checkpoint {
       if (v.shape != r.shape)
         throw format_error(f, "tensor '" + r.name + "' has shape " + v.shape.to_string() +
                                   ", expected " + r.shape.to_string());
-      if (opts.check_finite) check_finite(r.name, v, f);
       required_names.push_back(r.name);
     }
     std::sort(required_names.begin(), required_names.end());
     for (const auto& n : tensors_.names())
       if (!std::binary_search(required_names.begin(), required_names.end(), n)) extra_.push_back(n);
-  }
-
-  static void check_finite(const std::string& name, const tensor_view& v, const std::string& f) {
-    const std::uint64_t n = v.numel();
-    for (std::uint64_t i = 0; i < n; ++i) {
-      float x = 0;
-      if (v.type == dtype::f32) {
-        std::memcpy(&x, v.data + 4 * i, 4);
-      } else {
-        std::uint16_t h = 0;
-        std::memcpy(&h, v.data + 2 * i, 2);
-        x = v.type == dtype::f16 ? detail::f16_to_f32(h) : detail::bf16_to_f32(h);
-      }
-      if (!std::isfinite(x))
-        throw format_error(f, "tensor '" + name + "' has a non-finite value at element " +
-                                  std::to_string(i));
-    }
+    std::sort(extra_.begin(), extra_.end());  // scan_tensors looks names up in it
   }
 
   void load_sentencepiece() {
@@ -1589,7 +1612,9 @@ class checkpoint {
   // each tensor in name order: name, NUL, dtype name, NUL, dims as u64 LE, CRC32C of the data as
   // u32 LE; then the CRC32C of sentencepiece.model as u32 LE. Bulk bytes go through CRC32C (fast,
   // hardware); FNV only sees the small stream. Any change of config, tensor or tokenizer changes it.
-  void compute_hash() {
+  // The same single pass checks values (check_finite) and then releases each tensor's pages, so
+  // opening a checkpoint larger than memory keeps the resident set near one tensor.
+  void scan_tensors(const checkpoint_options& opts) {
     std::uint64_t h = 0xcbf29ce484222325ull;
     const auto mix = [&h](const void* data, std::size_t n) {
       const auto* p = static_cast<const unsigned char*>(data);
@@ -1604,8 +1629,11 @@ class checkpoint {
       mix(dn.data(), dn.size());
       mix("", 1);
       mix(v.shape.data(), v.shape.ndim() * sizeof(std::uint64_t));
+      if (opts.check_finite && !std::binary_search(extra_.begin(), extra_.end(), name))
+        detail::check_finite(v, name, tensors_.file_of(name));
       const std::uint32_t crc = detail::crc32c(v.data, v.byte_size);
       mix(&crc, 4);
+      detail::release_pages(v.data, v.byte_size);
     }
     const std::uint32_t crc = detail::crc32c(spm_.data(), spm_.size());
     mix(&crc, 4);
@@ -5733,18 +5761,6 @@ inline std::string folder_name(const std::string& dir) {
 
 inline std::uint64_t align_up(std::uint64_t x, std::uint64_t a) noexcept { return (x + a - 1) / a * a; }
 
-// Reads element i of a float view as f32.
-inline float element_f32(const tensor_view& v, std::uint64_t i) noexcept {
-  if (v.type == dtype::f32) {
-    float x = 0;
-    std::memcpy(&x, v.data + 4 * i, 4);
-    return x;
-  }
-  std::uint16_t h = 0;
-  std::memcpy(&h, v.data + 2 * i, 2);
-  return v.type == dtype::f16 ? f16_to_f32(h) : bf16_to_f32(h);
-}
-
 // Converts `n` elements starting at element `first` of `v` to f32 into `out`, rejecting NaN/Inf.
 inline void read_f32_checked(const tensor_view& v, std::uint64_t first, std::uint64_t n, float* out,
                              const std::string& name, const std::string& file) {
@@ -5759,36 +5775,7 @@ inline void read_f32_checked(const tensor_view& v, std::uint64_t first, std::uin
                                    std::to_string(first + i));
 }
 
-// Tells the kernel we are done with these mapped input pages: they leave our resident set (the
-// page cache keeps them). The mapping is read-only and file-backed, so this never loses data.
-inline void release_pages(const void* p, std::uint64_t bytes) noexcept {
-  if (p == nullptr || bytes == 0) return;
-  const long page = ::sysconf(_SC_PAGESIZE);
-  if (page <= 0) return;
-  const auto begin = reinterpret_cast<std::uintptr_t>(p) / static_cast<std::uintptr_t>(page) *
-                     static_cast<std::uintptr_t>(page);
-  const auto end = reinterpret_cast<std::uintptr_t>(p) + static_cast<std::uintptr_t>(bytes);
-  ::madvise(reinterpret_cast<void*>(begin), end - begin, MADV_DONTNEED);
-}
-
-inline void check_finite_view(const tensor_view& v, const std::string& name, const std::string& file) {
-  const std::uint64_t n = v.numel();
-  for (std::uint64_t i = 0; i < n; ++i)
-    if (!std::isfinite(element_f32(v, i)))
-      throw format_error(file, "tensor '" + name + "' has a non-finite value at element " +
-                                   std::to_string(i));
-}
-
 }  // namespace detail
-
-// Releases the resident input pages of every checkpoint tensor (after the checkpoint constructor
-// has hashed them), so a conversion's resident set stays near one tensor.
-inline void release_checkpoint_pages(const checkpoint& ck) {
-  for (const auto& n : ck.tensor_names()) {
-    const tensor_view& v = ck.tensor(n);
-    detail::release_pages(v.data, v.byte_size);
-  }
-}
 
 // The gates of every MoE layer of `task` (all experts, no gates for token-routed stacks).
 inline std::vector<moe_layer_info> task_moe_layers(const checkpoint& ck, const task_info& task,
@@ -5802,7 +5789,7 @@ inline std::vector<moe_layer_info> task_moe_layers(const checkpoint& ck, const t
     // The gate reads the task table and the router: reject non-finite values there by name.
     const std::string table = sn + ".task_embedding.weight";
     if (ck.has_tensor(table))
-      detail::check_finite_view(ck.tensor(table), table, ck.directory());
+      detail::check_finite(ck.tensor(table), table, ck.directory());
   }
   for (int layer : m.layers) {
     moe_layer_info l;
@@ -5810,7 +5797,7 @@ inline std::vector<moe_layer_info> task_moe_layers(const checkpoint& ck, const t
     l.route = m.route;
     if (is_task_routed(m.route)) {
       const std::string router = sn + ".layers." + std::to_string(layer) + ".moe.router.weight";
-      detail::check_finite_view(ck.tensor(router), router, ck.directory());
+      detail::check_finite(ck.tensor(router), router, ck.directory());
       task_gate g = ck.gate(task, s, layer);
       l.experts = std::move(g.experts);
       l.gates = std::move(g.weights);

@@ -284,7 +284,6 @@ int run(const cli_options& o) {
   checkpoint_options copts;
   copts.check_finite = false;  // the converter checks every value it reads, naming the tensor
   const checkpoint ck(o.checkpoint, copts);
-  release_checkpoint_pages(ck);  // hashing touched every page; give them back
   if (!o.quiet)
     for (const auto& n : ck.extra_tensors())
       std::fprintf(stderr, "taskmoe-convert: warning: ignoring unexpected tensor '%s'\n", n.c_str());

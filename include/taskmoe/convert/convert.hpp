@@ -176,18 +176,6 @@ inline std::string folder_name(const std::string& dir) {
 
 inline std::uint64_t align_up(std::uint64_t x, std::uint64_t a) noexcept { return (x + a - 1) / a * a; }
 
-// Reads element i of a float view as f32.
-inline float element_f32(const tensor_view& v, std::uint64_t i) noexcept {
-  if (v.type == dtype::f32) {
-    float x = 0;
-    std::memcpy(&x, v.data + 4 * i, 4);
-    return x;
-  }
-  std::uint16_t h = 0;
-  std::memcpy(&h, v.data + 2 * i, 2);
-  return v.type == dtype::f16 ? f16_to_f32(h) : bf16_to_f32(h);
-}
-
 // Converts `n` elements starting at element `first` of `v` to f32 into `out`, rejecting NaN/Inf.
 inline void read_f32_checked(const tensor_view& v, std::uint64_t first, std::uint64_t n, float* out,
                              const std::string& name, const std::string& file) {
@@ -202,36 +190,7 @@ inline void read_f32_checked(const tensor_view& v, std::uint64_t first, std::uin
                                    std::to_string(first + i));
 }
 
-// Tells the kernel we are done with these mapped input pages: they leave our resident set (the
-// page cache keeps them). The mapping is read-only and file-backed, so this never loses data.
-inline void release_pages(const void* p, std::uint64_t bytes) noexcept {
-  if (p == nullptr || bytes == 0) return;
-  const long page = ::sysconf(_SC_PAGESIZE);
-  if (page <= 0) return;
-  const auto begin = reinterpret_cast<std::uintptr_t>(p) / static_cast<std::uintptr_t>(page) *
-                     static_cast<std::uintptr_t>(page);
-  const auto end = reinterpret_cast<std::uintptr_t>(p) + static_cast<std::uintptr_t>(bytes);
-  ::madvise(reinterpret_cast<void*>(begin), end - begin, MADV_DONTNEED);
-}
-
-inline void check_finite_view(const tensor_view& v, const std::string& name, const std::string& file) {
-  const std::uint64_t n = v.numel();
-  for (std::uint64_t i = 0; i < n; ++i)
-    if (!std::isfinite(element_f32(v, i)))
-      throw format_error(file, "tensor '" + name + "' has a non-finite value at element " +
-                                   std::to_string(i));
-}
-
 }  // namespace detail
-
-// Releases the resident input pages of every checkpoint tensor (after the checkpoint constructor
-// has hashed them), so a conversion's resident set stays near one tensor.
-inline void release_checkpoint_pages(const checkpoint& ck) {
-  for (const auto& n : ck.tensor_names()) {
-    const tensor_view& v = ck.tensor(n);
-    detail::release_pages(v.data, v.byte_size);
-  }
-}
 
 // The gates of every MoE layer of `task` (all experts, no gates for token-routed stacks).
 inline std::vector<moe_layer_info> task_moe_layers(const checkpoint& ck, const task_info& task,
@@ -245,7 +204,7 @@ inline std::vector<moe_layer_info> task_moe_layers(const checkpoint& ck, const t
     // The gate reads the task table and the router: reject non-finite values there by name.
     const std::string table = sn + ".task_embedding.weight";
     if (ck.has_tensor(table))
-      detail::check_finite_view(ck.tensor(table), table, ck.directory());
+      detail::check_finite(ck.tensor(table), table, ck.directory());
   }
   for (int layer : m.layers) {
     moe_layer_info l;
@@ -253,7 +212,7 @@ inline std::vector<moe_layer_info> task_moe_layers(const checkpoint& ck, const t
     l.route = m.route;
     if (is_task_routed(m.route)) {
       const std::string router = sn + ".layers." + std::to_string(layer) + ".moe.router.weight";
-      detail::check_finite_view(ck.tensor(router), router, ck.directory());
+      detail::check_finite(ck.tensor(router), router, ck.directory());
       task_gate g = ck.gate(task, s, layer);
       l.experts = std::move(g.experts);
       l.gates = std::move(g.weights);

@@ -4,6 +4,7 @@
 
 #include <cerrno>    // errno
 #include <cstddef>   // std::size_t, std::byte
+#include <cstdint>   // std::uint64_t, std::uintptr_t
 #include <cstring>   // std::strerror
 #include <string>    // std::string
 #include <utility>   // std::exchange
@@ -88,6 +89,19 @@ class mapped_file {
   const std::byte* data_ = nullptr;
   std::size_t size_ = 0;
 };
+
+// Tells the kernel we are done with these mapped pages: they leave our resident set (the page
+// cache keeps them; touching them again faults them back in). Only for read-only, file-backed
+// mappings, where this never loses data.
+inline void release_pages(const void* p, std::uint64_t bytes) noexcept {
+  if (p == nullptr || bytes == 0) return;
+  const long page = ::sysconf(_SC_PAGESIZE);
+  if (page <= 0) return;
+  const auto begin = reinterpret_cast<std::uintptr_t>(p) / static_cast<std::uintptr_t>(page) *
+                     static_cast<std::uintptr_t>(page);
+  const auto end = reinterpret_cast<std::uintptr_t>(p) + static_cast<std::uintptr_t>(bytes);
+  ::madvise(reinterpret_cast<void*>(begin), end - begin, MADV_DONTNEED);
+}
 
 }  // namespace detail
 }  // namespace taskmoe

@@ -140,9 +140,9 @@ class checkpoint {
   explicit checkpoint(std::string dir, checkpoint_options opts = {}) : dir_(std::move(dir)) {
     while (dir_.size() > 1 && dir_.back() == '/') dir_.pop_back();
     load_config();
-    load_tensors(opts);
+    load_tensors();
     load_sentencepiece();
-    compute_hash();
+    scan_tensors(opts);
   }
 
   const std::string& directory() const noexcept { return dir_; }
@@ -239,7 +239,7 @@ class checkpoint {
     }
   }
 
-  void load_tensors(const checkpoint_options& opts) {
+  void load_tensors() {
     const std::string single = file("model.safetensors");
     const std::string index = file("model.safetensors.index.json");
     if (exists(single))
@@ -261,29 +261,12 @@ class checkpoint {
       if (v.shape != r.shape)
         throw format_error(f, "tensor '" + r.name + "' has shape " + v.shape.to_string() +
                                   ", expected " + r.shape.to_string());
-      if (opts.check_finite) check_finite(r.name, v, f);
       required_names.push_back(r.name);
     }
     std::sort(required_names.begin(), required_names.end());
     for (const auto& n : tensors_.names())
       if (!std::binary_search(required_names.begin(), required_names.end(), n)) extra_.push_back(n);
-  }
-
-  static void check_finite(const std::string& name, const tensor_view& v, const std::string& f) {
-    const std::uint64_t n = v.numel();
-    for (std::uint64_t i = 0; i < n; ++i) {
-      float x = 0;
-      if (v.type == dtype::f32) {
-        std::memcpy(&x, v.data + 4 * i, 4);
-      } else {
-        std::uint16_t h = 0;
-        std::memcpy(&h, v.data + 2 * i, 2);
-        x = v.type == dtype::f16 ? detail::f16_to_f32(h) : detail::bf16_to_f32(h);
-      }
-      if (!std::isfinite(x))
-        throw format_error(f, "tensor '" + name + "' has a non-finite value at element " +
-                                  std::to_string(i));
-    }
+    std::sort(extra_.begin(), extra_.end());  // scan_tensors looks names up in it
   }
 
   void load_sentencepiece() {
@@ -298,7 +281,9 @@ class checkpoint {
   // each tensor in name order: name, NUL, dtype name, NUL, dims as u64 LE, CRC32C of the data as
   // u32 LE; then the CRC32C of sentencepiece.model as u32 LE. Bulk bytes go through CRC32C (fast,
   // hardware); FNV only sees the small stream. Any change of config, tensor or tokenizer changes it.
-  void compute_hash() {
+  // The same single pass checks values (check_finite) and then releases each tensor's pages, so
+  // opening a checkpoint larger than memory keeps the resident set near one tensor.
+  void scan_tensors(const checkpoint_options& opts) {
     std::uint64_t h = 0xcbf29ce484222325ull;
     const auto mix = [&h](const void* data, std::size_t n) {
       const auto* p = static_cast<const unsigned char*>(data);
@@ -313,8 +298,11 @@ class checkpoint {
       mix(dn.data(), dn.size());
       mix("", 1);
       mix(v.shape.data(), v.shape.ndim() * sizeof(std::uint64_t));
+      if (opts.check_finite && !std::binary_search(extra_.begin(), extra_.end(), name))
+        detail::check_finite(v, name, tensors_.file_of(name));
       const std::uint32_t crc = detail::crc32c(v.data, v.byte_size);
       mix(&crc, 4);
+      detail::release_pages(v.data, v.byte_size);
     }
     const std::uint32_t crc = detail::crc32c(spm_.data(), spm_.size());
     mix(&crc, 4);

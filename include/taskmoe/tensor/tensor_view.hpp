@@ -3,6 +3,7 @@
 // file, so a view is valid only while the file object that produced it is alive.
 
 #include <array>             // std::array
+#include <cmath>             // std::isfinite
 #include <cstddef>           // std::byte, std::size_t
 #include <cstdint>           // std::uint64_t
 #include <cstring>           // std::memcpy
@@ -123,5 +124,30 @@ inline std::vector<float> to_f32(const tensor_view& v) {
   to_f32(v, out.data());
   return out;
 }
+
+namespace detail {
+
+// Element i of a float view (f32, f16 or bf16) as f32.
+inline float element_f32(const tensor_view& v, std::uint64_t i) noexcept {
+  if (v.type == dtype::f32) {
+    float x = 0;
+    std::memcpy(&x, v.data + 4 * i, 4);
+    return x;
+  }
+  std::uint16_t h = 0;
+  std::memcpy(&h, v.data + 2 * i, 2);
+  return v.type == dtype::f16 ? f16_to_f32(h) : bf16_to_f32(h);
+}
+
+// Throws format_error(file, ...) naming the tensor and element of the first NaN/Inf.
+inline void check_finite(const tensor_view& v, const std::string& name, const std::string& file) {
+  const std::uint64_t n = v.numel();
+  for (std::uint64_t i = 0; i < n; ++i)
+    if (!std::isfinite(element_f32(v, i)))
+      throw format_error(file, "tensor '" + name + "' has a non-finite value at element " +
+                                   std::to_string(i));
+}
+
+}  // namespace detail
 
 }  // namespace taskmoe
