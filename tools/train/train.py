@@ -3,6 +3,7 @@
 
 Resumable: run the same command again after an interruption and it continues from the last
 checkpoint in --run-dir (model, optimizer, schedule and data position are all restored).
+`touch RUN_DIR/STOP` ends a run early but cleanly (checkpoint saved, model exported).
 
     /usr/bin/python3 tools/train/train.py --run-dir runs/demo --export models/demo   # see models/demo/README.md
 """
@@ -266,6 +267,9 @@ def main(argv=None):
     bench_start = None
     for pool, batch_i, items in sampler.iterate(pool, batch_i):
         if step >= a.max_steps or (a.max_hours and train_seconds >= a.max_hours * 3600):
+            break
+        if os.path.exists(os.path.join(a.run_dir, "STOP")):  # touch RUN_DIR/STOP: save, export, exit
+            log(a.run_dir, "STOP file found")
             break
         t_step = time.time()
         src, tin, tout, tids = make_batch(cfg, sp, data, items, tasks)
