@@ -1,0 +1,119 @@
+// Decode pre-tokenized sources and time it: the C++ half of benchmarks/bench_vs_pytorch.py.
+// Input: one sentence per line, space-separated SentencePiece ids of the source (no target tag,
+// no </s>: the translator adds them). Output (--output): per sentence the best hypothesis' ids,
+// EOS removed. Prints a machine line and "seconds S" (median of --reps full passes, each pass
+// translating every sentence in consecutive batches of --batch-size, as given: sort the input
+// yourself if you want length-sorted batches).
+//
+//   bench_decode (--model FILE | --checkpoint DIR --task T) --input ids.txt [--output out.txt]
+//                [--beam 1] [--batch-size 1] [--max-length 128] [--length-penalty 1] [--reps 3]
+
+#include <algorithm>  // std::sort, std::max
+#include <chrono>     // std::chrono::steady_clock
+#include <cstdio>     // std::printf, std::fprintf
+#include <cstdlib>    // std::atoi, std::atof, std::getenv
+#include <exception>  // std::exception
+#include <fstream>    // std::ifstream, std::ofstream
+#include <sstream>    // std::istringstream
+#include <string>     // std::string
+#include <vector>     // std::vector
+
+#include <taskmoe/translator.hpp>
+
+namespace {
+
+std::string cpu_model() {
+  std::ifstream in("/proc/cpuinfo");
+  std::string line;
+  while (std::getline(in, line))
+    if (line.rfind("model name", 0) == 0) return line.substr(line.find(':') + 2);
+  return "unknown";
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::string model, ckpt, task, input, output;
+  int beam = 1, batch = 1, max_length = 128, reps = 3;
+  float length_penalty = 1.0f;
+  for (int i = 1; i < argc; ++i) {
+    const std::string a = argv[i];
+    if (i + 1 >= argc) {
+      std::fprintf(stderr, "bench_decode: %s needs a value\n", a.c_str());
+      return 2;
+    }
+    const std::string v = argv[++i];
+    if (a == "--model") model = v;
+    else if (a == "--checkpoint") ckpt = v;
+    else if (a == "--task") task = v;
+    else if (a == "--input") input = v;
+    else if (a == "--output") output = v;
+    else if (a == "--beam") beam = std::atoi(v.c_str());
+    else if (a == "--batch-size") batch = std::atoi(v.c_str());
+    else if (a == "--max-length") max_length = std::atoi(v.c_str());
+    else if (a == "--length-penalty") length_penalty = static_cast<float>(std::atof(v.c_str()));
+    else if (a == "--reps") reps = std::max(1, std::atoi(v.c_str()));
+    else {
+      std::fprintf(stderr, "bench_decode: unknown argument %s\n", a.c_str());
+      return 2;
+    }
+  }
+  if (model.empty() == ckpt.empty() || input.empty() || (!ckpt.empty() && task.empty())) {
+    std::fprintf(stderr, "usage: bench_decode (--model FILE | --checkpoint DIR --task T) --input ids.txt "
+                 "[--output out.txt] [--beam N] [--batch-size N] [--max-length N] [--length-penalty X] [--reps N]\n");
+    return 2;
+  }
+  try {
+    namespace tk = taskmoe::kernels;
+    std::printf("machine: %s | ISA %s | 1 thread | OMP_NUM_THREADS=%s\n", cpu_model().c_str(),
+                tk::to_string(tk::active_isa()), std::getenv("OMP_NUM_THREADS") ? std::getenv("OMP_NUM_THREADS") : "unset");
+    const taskmoe::translator tr = model.empty() ? taskmoe::translator::from_checkpoint(ckpt, task)
+                                                 : taskmoe::translator(model);
+    std::vector<std::vector<int>> sources;
+    std::ifstream in(input);
+    if (!in) throw taskmoe::io_error(input + ": cannot open");
+    std::string line;
+    while (std::getline(in, line)) {
+      std::istringstream ss(line);
+      std::vector<int> ids;
+      int id;
+      while (ss >> id) ids.push_back(id);
+      sources.push_back(std::move(ids));
+    }
+    taskmoe::translation_options o;
+    o.beam_size = beam;
+    o.length_penalty = length_penalty;
+    o.max_decoding_length = max_length;
+    o.return_scores = false;
+    std::vector<std::vector<int>> best(sources.size());
+    std::vector<double> times;
+    for (int r = 0; r < reps; ++r) {
+      const auto t0 = std::chrono::steady_clock::now();
+      for (std::size_t first = 0; first < sources.size(); first += static_cast<std::size_t>(batch)) {
+        const std::size_t last = std::min(sources.size(), first + static_cast<std::size_t>(batch));
+        const std::vector<std::vector<int>> part(sources.begin() + static_cast<std::ptrdiff_t>(first),
+                                                 sources.begin() + static_cast<std::ptrdiff_t>(last));
+        const auto res = tr.translate_tokens(part, o);
+        for (std::size_t j = 0; j < res.size(); ++j) best[first + j] = res[j].hypotheses.front().tokens;
+      }
+      times.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+    }
+    std::sort(times.begin(), times.end());
+    std::size_t tokens = 0;
+    for (const auto& b : best) tokens += b.size();
+    std::printf("sentences %zu tokens %zu seconds %.6f tokens_per_s %.1f\n", sources.size(), tokens,
+                times[times.size() / 2], static_cast<double>(tokens) / times[times.size() / 2]);
+    if (!output.empty()) {
+      std::ofstream out(output);
+      for (const auto& b : best) {
+        for (std::size_t k = 0; k < b.size(); ++k) out << (k ? " " : "") << b[k];
+        out << '\n';
+      }
+      if (!out) throw taskmoe::io_error(output + ": write failed");
+    }
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "bench_decode: error: %s\n", e.what());
+    return 1;
+  }
+  return 0;
+}
