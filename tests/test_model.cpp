@@ -5,6 +5,7 @@
 #include <cmath>
 #include <map>
 #include <memory>
+#include <random>
 
 #include "test_model_support.hpp"
 
@@ -206,4 +207,87 @@ TEST_CASE("the model rejects token ids outside the vocabulary and over-long sour
   CHECK_THROWS_AS(m.encode({std::vector<int>(static_cast<std::size_t>(m.config().max_positions) + 1, 5)}, ws),
                   invalid_argument_error);
   CHECK_THROWS_AS(model::transformer(model::weight_source::from_checkpoint(ck, "xx-yy")), invalid_argument_error);
+}
+
+namespace {
+
+// Plain per-head attention (the runtime's original loops) as the reference.
+void reference_attention(const float* q, int ldq, int lq, const float* k, int ldk, const float* v, int ldv,
+                         int lk, int heads, int dh, int causal_offset, float* out, int ldo) {
+  std::vector<double> s(static_cast<std::size_t>(lk) + 1);
+  for (int i = 0; i < lq; ++i) {
+    const int n = causal_offset < 0 ? lk : std::min(lk, i + 1 + causal_offset);
+    for (int h = 0; h < heads; ++h) {
+      double mx = -1e300, sum = 0;
+      for (int j = 0; j < n; ++j) {
+        double acc = 0;
+        for (int c = 0; c < dh; ++c)
+          acc += static_cast<double>(q[i * ldq + h * dh + c]) * k[j * ldk + h * dh + c];
+        s[static_cast<std::size_t>(j)] = acc / std::sqrt(static_cast<double>(dh));
+        mx = std::max(mx, s[static_cast<std::size_t>(j)]);
+      }
+      for (int j = 0; j < n; ++j) sum += s[static_cast<std::size_t>(j)] = std::exp(s[static_cast<std::size_t>(j)] - mx);
+      for (int c = 0; c < dh; ++c) {
+        double acc = 0;
+        for (int j = 0; j < n; ++j) acc += s[static_cast<std::size_t>(j)] / sum * v[j * ldv + h * dh + c];
+        out[i * ldo + h * dh + c] = n > 0 ? static_cast<float>(acc) : 0.0f;
+      }
+    }
+  }
+}
+
+}  // namespace
+
+TEST_CASE("multi-head attention matches a plain reference on awkward sizes and every ISA path") {
+  std::mt19937 rng(7);
+  std::uniform_real_distribution<float> dist(-1.0f, 1.0f);
+  for (auto path : isa_paths()) {
+    kernels::scoped_isa_override o(path);
+    for (int heads : {1, 3, 8})
+      for (int dh : {1, 7, 8, 33, 64})
+        for (int lk : {0, 1, 7, 65}) {
+          const int lq = 5, d = heads * dh, ld = d + 3;
+          std::vector<float> q(static_cast<std::size_t>(lq) * ld), k(static_cast<std::size_t>(lk + 1) * ld),
+              v(k.size()), got(static_cast<std::size_t>(lq) * ld, 42.0f), want(got);
+          for (auto* x : {&q, &k, &v})
+            for (auto& e : *x) e = dist(rng);
+          std::vector<float> scratch;
+          for (int causal : {-1, 2}) {
+            layers::multi_head_attention(q.data(), ld, lq, k.data(), ld, v.data(), ld, lk, heads, dh, causal,
+                                         got.data(), ld, scratch);
+            reference_attention(q.data(), ld, lq, k.data(), ld, v.data(), ld, lk, heads, dh, causal,
+                                want.data(), ld);
+            for (std::size_t i = 0; i < got.size(); ++i) REQUIRE(std::fabs(got[i] - want[i]) <= 1e-5f);
+          }
+        }
+  }
+}
+
+TEST_CASE("activation quantization is bit-identical on every ISA path") {
+  std::mt19937 rng(11);
+  std::uniform_real_distribution<float> dist(-3.0f, 3.0f);
+  for (int cols : {1, 7, 31, 32, 33, 63, 65, 512, 1000}) {
+    std::vector<float> x(static_cast<std::size_t>(3) * cols);
+    for (auto& e : x) e = dist(rng);
+    x[0] = 0.5f;  // exact .5 ties after scaling in some rows
+    for (int c = 0; c < cols; ++c) x[static_cast<std::size_t>(2) * cols + c] = 0.0f;  // all-zero row
+    std::vector<std::int8_t> want(x.size());
+    std::vector<float> want_s(3);
+    {
+      kernels::scoped_isa_override o(kernels::isa::generic);
+      kernels::quantize_rows_int8(x.data(), 3, cols, want.data(), want_s.data());
+    }
+    for (auto path : isa_paths()) {
+      kernels::scoped_isa_override o(path);
+      std::vector<std::int8_t> got(x.size());
+      std::vector<float> got_s(3);
+      kernels::quantize_rows_int8(x.data(), 3, cols, got.data(), got_s.data());
+      REQUIRE(got == want);
+      REQUIRE(got_s == want_s);
+      std::vector<float> bad = x;
+      bad[static_cast<std::size_t>(cols) - 1] = std::nanf("");
+      REQUIRE_THROWS_AS(kernels::quantize_rows_int8(bad.data(), 3, cols, got.data(), got_s.data()),
+                        invalid_argument_error);
+    }
+  }
 }

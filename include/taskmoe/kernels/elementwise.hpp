@@ -64,6 +64,35 @@ inline void layer_norm(const float* x, int rows, int d, int ldx, const float* ga
   }
 }
 
+// Attention scores of one query over n keys, all heads at once (heads are contiguous column
+// blocks of width dh): s[h * lds + j] = (q[h*dh ..] . k[j * ldk + h*dh ..]) / scale.
+inline void attention_scores(const float* q, const float* k, int ldk, int n, int heads, int dh, float scale,
+                             float* s, int lds) {
+  if (n <= 0 || heads <= 0) return;
+  if (dh < 0 || ldk < heads * dh || lds < n) detail::fail("attention_scores", "bad sizes");
+  switch (active_isa()) {
+#if TASKMOE_KERNELS_X86
+    case isa::avx512:
+    case isa::avx2: detail::avx2::attention_scores(q, k, ldk, n, heads, dh, scale, s, lds); return;
+#endif
+    default: detail::generic::attention_scores(q, k, ldk, n, heads, dh, scale, s, lds); return;
+  }
+}
+
+// Weighted sum of n value rows per head: out[h * dh + c] = sum_j p[h * lds + j] v[j * ldv + h*dh + c].
+inline void attention_combine(const float* p, int lds, const float* v, int ldv, int n, int heads, int dh,
+                              float* out) {
+  if (heads <= 0) return;
+  if (n < 0 || dh < 0 || ldv < heads * dh || lds < n) detail::fail("attention_combine", "bad sizes");
+  switch (active_isa()) {
+#if TASKMOE_KERNELS_X86
+    case isa::avx512:
+    case isa::avx2: detail::avx2::attention_combine(p, lds, v, ldv, n, heads, dh, out); return;
+#endif
+    default: detail::generic::attention_combine(p, lds, v, ldv, n, heads, dh, out); return;
+  }
+}
+
 // Softmax over each row of x [rows, cols] into y (may be x).
 inline void softmax(const float* x, int rows, int cols, int ldx, float* y, int ldy) {
   detail::check_rows("softmax", x, rows, cols, ldx, y, ldy);

@@ -203,6 +203,15 @@ inline void quantize_rows_int8(const float* x, int rows, int cols, int ldx, std:
   detail::check_matrix(kernel, "x", x, rows, cols, ldx);
   detail::check_matrix(kernel, "q", q, rows, cols, ldq);
   detail::check_vector(kernel, "scales", scales, rows);
+#if TASKMOE_KERNELS_X86
+  if (rows > 0 && active_isa() >= isa::avx2) {
+    for (int r = 0; r < rows; ++r)
+      if (!detail::avx2::quantize_row_int8(x + static_cast<std::size_t>(r) * ldx, cols,
+                                           q + static_cast<std::size_t>(r) * ldq, scales + r))
+        throw invalid_argument_error("taskmoe::kernels::quantize_rows_int8: non-finite value");
+    return;
+  }
+#endif
   for (int r = 0; r < rows; ++r) {
     detail::generic::quantize_row_int8(x + static_cast<std::size_t>(r) * ldx, cols,
                                        q + static_cast<std::size_t>(r) * ldq, scales + r);

@@ -69,7 +69,8 @@ struct decoder_state {
   int length = 0;              // positions already in the self-attention cache
   int capacity = 0;            // positions allocated per row
   std::vector<int> row_source; // sentence (in encoded) of each row
-  std::vector<std::vector<float>> self_k, self_v;  // per layer [rows, capacity, d]
+  std::vector<std::vector<float>> self_k, self_v;  // per layer [>= rows, capacity, d]
+  std::vector<float> spare;                        // reorder's gather buffer (swapped with a cache)
   std::vector<std::vector<float>> cross_kv;        // per layer [total source tokens, 2d]
   workspace ws;
 };
@@ -173,18 +174,42 @@ class transformer {
   }
 
   // Row i of the new state is row rows[i] of the old one (rows may repeat or be dropped).
+  // Strictly increasing rows (finished rows dropped) compact the caches in place, copying only
+  // rows that move; anything else (beam reordering) gathers each cache into one spare buffer that
+  // is swapped in, so no reorder allocates once the buffers have reached their size. Only the
+  // `length` positions written so far are copied.
   void reorder(decoder_state& st, const std::vector<int>& rows) const {
     const std::size_t d = static_cast<std::size_t>(cfg_.d_model);
     const std::size_t per_row = static_cast<std::size_t>(st.capacity) * d;
     const std::size_t used = static_cast<std::size_t>(st.length) * d;
-    for (auto* caches : {&st.self_k, &st.self_v})
-      for (auto& c : *caches) {
-        std::vector<float> next(rows.size() * per_row);
-        for (std::size_t i = 0; i < rows.size(); ++i)
-          std::memcpy(next.data() + i * per_row, c.data() + static_cast<std::size_t>(rows[i]) * per_row,
-                      sizeof(float) * used);
-        c.swap(next);
-      }
+    bool increasing = true;
+    for (std::size_t i = 0; i < rows.size(); ++i) {
+      const int r = rows[i];
+      if (r < 0 || r >= st.rows) throw invalid_argument_error("reorder: row " + std::to_string(r) + " out of range");
+      if (i > 0 && r <= rows[i - 1]) increasing = false;
+    }
+    if (used > 0) {
+      for (auto* caches : {&st.self_k, &st.self_v})
+        for (auto& c : *caches) {
+          if (increasing) {  // rows[i] >= i: a source row is never overwritten before it is read
+            for (std::size_t i = 0; i < rows.size(); ++i)
+              if (static_cast<std::size_t>(rows[i]) != i)
+                std::memcpy(c.data() + i * per_row, c.data() + static_cast<std::size_t>(rows[i]) * per_row,
+                            sizeof(float) * used);
+            continue;
+          }
+          if (st.spare.size() < rows.size() * per_row) st.spare.resize(rows.size() * per_row);
+          for (std::size_t i = 0; i < rows.size(); ++i)
+            std::memcpy(st.spare.data() + i * per_row, c.data() + static_cast<std::size_t>(rows[i]) * per_row,
+                        sizeof(float) * used);
+          c.swap(st.spare);
+        }
+    } else if (!increasing || rows.size() > static_cast<std::size_t>(st.rows)) {
+      // nothing cached yet: only make sure every cache has room for the new row count
+      for (auto* caches : {&st.self_k, &st.self_v})
+        for (auto& c : *caches)
+          if (c.size() < rows.size() * per_row) c.resize(rows.size() * per_row);
+    }
     std::vector<int> src(rows.size());
     for (std::size_t i = 0; i < rows.size(); ++i) src[i] = st.row_source[static_cast<std::size_t>(rows[i])];
     st.row_source.swap(src);
