@@ -20,17 +20,7 @@
 
 #include <taskmoe/translator.hpp>
 
-namespace {
-
-std::string cpu_model() {
-  std::ifstream in("/proc/cpuinfo");
-  std::string line;
-  while (std::getline(in, line))
-    if (line.rfind("model name", 0) == 0) return line.substr(line.find(':') + 2);
-  return "unknown";
-}
-
-}  // namespace
+#include "bench_util.hpp"  // taskmoe_bench::cpu_model
 
 int main(int argc, char** argv) {
   std::string model, ckpt, task, input, output;
@@ -65,7 +55,7 @@ int main(int argc, char** argv) {
   }
   try {
     namespace tk = taskmoe::kernels;
-    std::printf("machine: %s | ISA %s | 1 thread | OMP_NUM_THREADS=%s\n", cpu_model().c_str(),
+    std::printf("machine: %s | ISA %s | 1 thread | OMP_NUM_THREADS=%s\n", taskmoe_bench::cpu_model().c_str(),
                 tk::to_string(tk::active_isa()), std::getenv("OMP_NUM_THREADS") ? std::getenv("OMP_NUM_THREADS") : "unset");
     const taskmoe::translator tr = model.empty() ? taskmoe::translator::from_checkpoint(ckpt, task)
                                                  : taskmoe::translator(model);

@@ -28,17 +28,11 @@
 
 #include <taskmoe/translator.hpp>
 
+#include "bench_util.hpp"  // taskmoe_bench::cpu_model
+
 namespace {
 
 using clock_type = std::chrono::steady_clock;
-
-std::string cpu_model() {
-  std::ifstream in("/proc/cpuinfo");
-  std::string line;
-  while (std::getline(in, line))
-    if (line.rfind("model name", 0) == 0) return line.substr(line.find(':') + 2);
-  return "unknown";
-}
 
 // Peak and current resident set (bytes) from /proc/self/status; getrusage as a fallback.
 std::uint64_t status_kb(const char* key) {
@@ -105,7 +99,7 @@ int main(int argc, char** argv) {
   if (label.empty()) label = model.empty() ? ckpt : model;
   try {
     namespace tk = taskmoe::kernels;
-    std::printf("machine: %s | ISA %s | 1 thread | OMP_NUM_THREADS=%s\n", cpu_model().c_str(),
+    std::printf("machine: %s | ISA %s | 1 thread | OMP_NUM_THREADS=%s\n", taskmoe_bench::cpu_model().c_str(),
                 tk::to_string(tk::active_isa()), std::getenv("OMP_NUM_THREADS") ? std::getenv("OMP_NUM_THREADS") : "unset");
     const auto t0 = clock_type::now();
     taskmoe::translator_options to;
