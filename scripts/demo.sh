@@ -50,7 +50,7 @@ full=$(cat "$MODEL"/model*.safetensors | wc -c)
 echo "  $(mb "$full")  $MODEL/model.safetensors (all tasks, all experts, $(/usr/bin/python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['weights_dtype'])" "$MODEL/config.json" 2>/dev/null || echo '?'))"
 for f in "$OUT"/*.tmoe; do
   s=$(stat -c %s "$f")
-  echo "  $(mb "$s")  $f  ($(awk -v a="$full" -v b="$s" 'BEGIN { printf "%.1fx smaller", a / b }'))"
+  echo "  $(mb "$s")  $f  ($(awk -v a="$full" -v b="$s" 'BEGIN { if (a >= b) printf "%.1fx smaller", a / b; else printf "%.2fx the checkpoint", b / a }'))"
 done
 
 # A few sentences per source language, in the corpus's style (software UI strings and help).
