@@ -81,6 +81,7 @@ def export_checkpoint(model: TaskMoEModel, spm_model: str, out_dir: str, dtype: 
     parent = os.path.dirname(os.path.abspath(out_dir))
     os.makedirs(parent, exist_ok=True)
     tmp = tempfile.mkdtemp(prefix=".export-", dir=parent)
+    os.chmod(tmp, 0o755)  # mkdtemp makes it private; a checkpoint is meant to be shared
     try:
         sd = {k: v.to(DTYPES[dtype]) for k, v in model.state_dict().items()}
         write_safetensors(os.path.join(tmp, "model.safetensors"), sd, {"format": "pt"})
