@@ -1,6 +1,7 @@
 #pragma once
 // A Linear layer y = x Wᵀ + b over row-major activations, on f32 or int8 (per-row scaled) weights.
 
+#include <taskmoe/kernels/elementwise.hpp>  // layer_norm
 #include <taskmoe/kernels/gemm.hpp>      // gemm_f32, gemm_int8
 #include <taskmoe/model/weights.hpp>     // weight_matrix
 
