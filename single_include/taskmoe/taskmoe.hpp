@@ -5620,13 +5620,12 @@ class translator {
 
   std::vector<translation_result> translate_batch(const std::vector<std::string>& texts,
                                                   const translation_options& o = {}) const {
-    std::vector<std::vector<int>> pieces(texts.size());
-    std::vector<bool> blank(texts.size(), false);
-    for (std::size_t i = 0; i < texts.size(); ++i) {
+    // Validate every input before any work, so a bad one is reported whatever comes before it.
+    for (std::size_t i = 0; i < texts.size(); ++i)
       tokenizer::check_utf8(texts[i], "input " + std::to_string(i));
-      blank[i] = tokenizer::is_blank(texts[i]);
-      if (!blank[i]) pieces[i] = spm_->encode(texts[i]);
-    }
+    std::vector<std::vector<int>> pieces(texts.size());
+    for (std::size_t i = 0; i < texts.size(); ++i)
+      if (!tokenizer::is_blank(texts[i])) pieces[i] = spm_->encode(texts[i]);
     translation_options opts = o;
     if (opts.target_prefix_tokens.empty() && !opts.target_prefix.empty()) {
       tokenizer::check_utf8(opts.target_prefix, "target_prefix");
