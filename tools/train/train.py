@@ -64,7 +64,6 @@ def parse_args(argv=None):
     p.add_argument("--max-steps", type=int, default=20000)
     p.add_argument("--max-hours", type=float, default=0.0, help="stop (and save) after this much training time")
     p.add_argument("--label-smoothing", type=float, default=0.1)
-    p.add_argument("--dropout", type=float, default=0.0)
     p.add_argument("--aux-weight", type=float, default=0.01)
     p.add_argument("--temperature", type=float, default=5.0, help="task sampling temperature")
     p.add_argument("--amp", choices=["none", "bf16"], default="none")
@@ -230,8 +229,6 @@ def main(argv=None):
                     EncodedSide.build([sp.encode(x)[: a.max_len] for x in y])))
 
     model = TaskMoEModel(cfg)
-    if a.dropout:
-        raise SystemExit("dropout is not implemented in the reference model (use 0)")
     opt = torch.optim.AdamW(model.parameters(), lr=a.lr, betas=(0.9, 0.98), eps=1e-8, weight_decay=0.0)
     ckpt_path = os.path.join(a.run_dir, "checkpoint.pt")
     step, pool, batch_i, train_seconds = 0, 0, 0, 0.0
