@@ -19,6 +19,8 @@
 
 #include <taskmoe/translator.hpp>
 
+#include "../tools/cli/args.hpp"  // arg_cursor, usage_error
+
 namespace {
 
 constexpr const char* usage_text =
@@ -56,9 +58,7 @@ constexpr const char* usage_text =
     "then 1. Trailing '\\r' is removed from each line.\n"
     "Exit status: 0 success, 1 error (model file, I/O, invalid input lines), 2 usage error.\n";
 
-struct usage_error {
-  std::string message;
-};
+using taskmoe_cli::usage_error;
 
 struct cli_options {
   std::string model, checkpoint, task, input, output;
@@ -101,26 +101,10 @@ float to_float(const std::string& opt, const std::string& v, bool positive) {
 cli_options parse(int argc, char** argv) {
   cli_options o;
   bool topk_given = false;
-  for (int i = 1; i < argc; ++i) {
-    std::string a = argv[i];
-    std::string value;
-    bool has_inline = false;
-    if (a.rfind("--", 0) == 0) {
-      const auto eq = a.find('=');
-      if (eq != std::string::npos) {
-        value = a.substr(eq + 1);
-        a = a.substr(0, eq);
-        has_inline = true;
-      }
-    }
-    const auto take = [&]() -> std::string {
-      if (has_inline) return value;
-      if (i + 1 >= argc) throw usage_error{a + " needs a value"};
-      return argv[++i];
-    };
-    const auto flag = [&]() {
-      if (has_inline) throw usage_error{a + " takes no value"};
-    };
+  for (taskmoe_cli::arg_cursor args(argc, argv); args.next();) {
+    const std::string& a = args.name();
+    const auto take = [&args] { return args.take(); };
+    const auto flag = [&args] { args.flag(); };
     if (a == "--model" || a == "-m") o.model = take();
     else if (a == "--checkpoint") o.checkpoint = take();
     else if (a == "--task") o.task = take();

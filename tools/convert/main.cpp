@@ -19,6 +19,8 @@
 #include <taskmoe/format/checkpoint.hpp>
 #include <taskmoe/version.hpp>
 
+#include "../cli/args.hpp"  // arg_cursor, usage_error
+
 namespace {
 
 constexpr const char* usage_text =
@@ -62,9 +64,7 @@ extern "C" void on_signal(int) { g_interrupted.store(true); }
 
 struct interrupted {};
 
-struct usage_error {
-  std::string message;
-};
+using taskmoe_cli::usage_error;
 
 struct cli_options {
   std::string checkpoint;
@@ -85,26 +85,10 @@ struct cli_options {
 cli_options parse(int argc, char** argv) {
   cli_options o;
   bool have_checkpoint = false, have_output = false, have_output_dir = false, have_q = false;
-  for (int i = 1; i < argc; ++i) {
-    std::string a = argv[i];
-    std::string value;
-    bool has_inline = false;
-    if (a.rfind("--", 0) == 0) {
-      const auto eq = a.find('=');
-      if (eq != std::string::npos) {
-        value = a.substr(eq + 1);
-        a = a.substr(0, eq);
-        has_inline = true;
-      }
-    }
-    const auto take = [&]() -> std::string {
-      if (has_inline) return value;
-      if (i + 1 >= argc) throw usage_error{a + " needs a value"};
-      return argv[++i];
-    };
-    const auto flag = [&]() {
-      if (has_inline) throw usage_error{a + " takes no value"};
-    };
+  for (taskmoe_cli::arg_cursor args(argc, argv); args.next();) {
+    const std::string& a = args.name();
+    const auto take = [&args] { return args.take(); };
+    const auto flag = [&args] { args.flag(); };
     if (a == "--checkpoint") {
       if (have_checkpoint) throw usage_error{"--checkpoint given twice"};
       o.checkpoint = take();
