@@ -4,14 +4,19 @@
 #include <doctest/doctest.h>
 
 #include <algorithm>  // std::max, std::min, std::stable_sort
+#include <atomic>     // std::atomic
 #include <cmath>      // std::fabs, std::exp, std::erf, std::sqrt
 #include <cstdint>    // int8_t, int32_t
 #include <limits>     // std::numeric_limits
 #include <random>     // std::mt19937
+#include <stdexcept>  // std::runtime_error
 #include <string>     // std::string
+#include <thread>     // std::thread
 #include <vector>     // std::vector
 
 #include <taskmoe/kernels/kernels.hpp>
+#include <taskmoe/kernels/packed_gemm.hpp>
+#include <taskmoe/kernels/parallel.hpp>
 
 namespace tk = taskmoe::kernels;
 
@@ -117,6 +122,7 @@ TEST_CASE("gemm_s8s8_s32 is exact on every ISA path") {
       auto w = random_int8(static_cast<std::size_t>(n) * ldw, 6);
       // Extremes: the largest products, where vpmaddubsw would saturate without the sign trick.
       for (int p = 0; p < k && p < 8; ++p) { a[p] = (p & 1) ? -127 : 127; w[p] = (p & 2) ? -127 : 127; }
+      if (k > 3) w[3] = -128;  // legal in a file; meets a = -127: the sign trick must not wrap
       std::vector<std::int32_t> c(static_cast<std::size_t>(m) * ldc, 12345);
       tk::gemm_s8s8_s32(m, n, k, a.data(), lda, w.data(), ldw, c.data(), ldc);
       for (int i = 0; i < m; ++i) {
@@ -345,4 +351,105 @@ TEST_CASE("top_k and argmax break ties towards the lower index") {
     for (int j = 0; j < k; ++j) CHECK(got[j] == ref[j]);
     CHECK(tk::argmax(v.data(), n) == ref[0]);
   }
+}
+
+TEST_CASE("gemm_packed_int8 equals the plain integer reference bit for bit on every ISA") {
+  // Awkward sizes around the 4-row / 16-column / 4-deep tiles, and the decoder's shapes.
+  const int shapes[][3] = {{1, 1, 1},    {1, 7, 3},     {3, 17, 7},    {7, 63, 63},  {63, 65, 65},
+                           {65, 1000, 3}, {1, 1000, 64}, {2, 129, 1000}, {5, 48, 2049}, {1, 520, 512},
+                           {4, 64, 4},   {9, 33, 129}};
+  for (tk::isa isa : runnable_isas()) {
+    tk::scoped_isa_override force(isa);
+    for (const auto& s : shapes) {
+      const int m = s[0], n = s[1], k = s[2];
+      const int lda = k + 3, ldc = n + 2;
+      for (int variant = 0; variant < 4; ++variant) {
+        const bool relu = variant & 1, accumulate = variant & 2;
+        const int threads = variant == 3 ? 3 : 1;
+        CAPTURE(std::string(tk::to_string(isa))); CAPTURE(m); CAPTURE(n); CAPTURE(k); CAPTURE(variant);
+        auto a = random_floats(static_cast<std::size_t>(m) * lda, 21 + variant, -2.0f, 2.0f);
+        if (m > 2) for (int p = 0; p < k; ++p) a[2 * lda + p] = 0.0f;  // an all-zero row
+        // Two stacked parts (the fused-QKV / expert case), the second with a gate multiplier.
+        const int n1 = n / 2, n2 = n - n1;
+        auto w = random_int8(static_cast<std::size_t>(n) * k, 22);
+        w[0] = -128;  // legal in a file: the kernels must stay exact on it
+        for (int p = 0; p < k && p < 8; ++p) a[p] = (p & 1) ? -2.0f : 2.0f;  // extreme products
+        auto sw = random_floats(n, 23, 0.001f, 0.05f);
+        auto bias = random_floats(n, 24);
+        const float gate = 0.37f;
+        const auto packed = tk::packed_int8::pack(
+            {{w.data(), n1, k, sw.data(), bias.data(), 1.0f},
+             {w.data() + static_cast<std::size_t>(n1) * k, n2, k, sw.data() + n1, bias.data() + n1, gate}},
+            k);
+        REQUIRE(packed.rows() == n);
+        REQUIRE(packed.cols() == k);
+        std::vector<std::int8_t> qa(static_cast<std::size_t>(m) * k);
+        std::vector<float> sa(m);
+        tk::quantize_rows_int8(a.data(), m, k, lda, qa.data(), k, sa.data());
+        const std::vector<float> before = random_floats(static_cast<std::size_t>(m) * ldc, 25);
+        std::vector<float> c = before;
+        tk::gemm_packed_int8(m, a.data(), lda, packed, c.data(), ldc, {relu, accumulate, threads});
+        for (int i = 0; i < m; ++i) {
+          for (int j = 0; j < n; ++j) {
+            std::int32_t iacc = 0;
+            for (int p = 0; p < k; ++p) iacc += std::int32_t(qa[i * k + p]) * w[j * k + p];
+            const float mult = j < n1 ? 1.0f : gate;
+            // The kernels' epilogue: one explicit fused multiply-add (kernels/arch/generic.hpp).
+            float want = std::fma(static_cast<float>(iacc), sa[i] * (sw[j] * mult), bias[j] * mult);
+            if (relu && !(want > 0.0f)) want = 0.0f;
+            if (accumulate) want = before[i * ldc + j] + want;
+            REQUIRE(c[i * ldc + j] == want);
+          }
+          for (int j = n; j < ldc; ++j) REQUIRE(c[i * ldc + j] == before[i * ldc + j]);  // padding untouched
+        }
+      }
+    }
+  }
+}
+
+TEST_CASE("packed int8 weights: quantize_pack matches quantize + pack, bad arguments throw") {
+  const int n = 19, k = 45;
+  auto wf = random_floats(static_cast<std::size_t>(n) * k, 31);
+  std::vector<std::int8_t> q(wf.size());
+  std::vector<float> s(n);
+  tk::quantize_rows_int8(wf.data(), n, k, q.data(), s.data());
+  const auto direct = tk::quantize_pack(wf.data(), n, k, k);
+  const auto manual = tk::packed_int8::pack({{q.data(), n, k, s.data(), nullptr, 1.0f}}, k);
+  const auto a = random_floats(3 * k, 32);
+  std::vector<float> c1(3 * n), c2(3 * n);
+  tk::gemm_packed_int8(3, a.data(), k, direct, c1.data(), n);
+  tk::gemm_packed_int8(3, a.data(), k, manual, c2.data(), n);
+  CHECK(c1 == c2);
+  const auto err = [](auto f) { CHECK_THROWS_AS(f(), taskmoe::invalid_argument_error); };
+  auto bias = random_floats(n, 33);
+  err([&] { tk::packed_int8::pack({{q.data(), 10, k, s.data(), bias.data(), 1.0f}, {q.data(), 9, k, s.data(), nullptr, 1.0f}}, k); });
+  err([&] { tk::packed_int8::pack({{q.data(), n, k - 1, s.data(), nullptr, 1.0f}}, k); });  // ldw < k
+  err([&] { tk::packed_int8::pack({{q.data(), n, k, nullptr, nullptr, 1.0f}}, k); });
+  err([&] { tk::gemm_packed_int8(3, a.data(), k - 1, direct, c1.data(), n); });
+  err([&] { tk::gemm_packed_int8(3, a.data(), k, direct, c1.data(), n - 1); });
+  err([&] { tk::gemm_packed_int8(3, a.data(), k, direct, c1.data(), n, {false, false, -1}); });
+}
+
+TEST_CASE("parallel_for covers [0, n) exactly once, from any number of callers, and rethrows") {
+  for (int threads : {1, 2, 3, 8}) {
+    for (int n : {0, 1, 2, 5, 100}) {
+      std::vector<int> hits(static_cast<std::size_t>(n), 0);
+      tk::parallel_for(threads, n, [&](int b, int e) {
+        for (int i = b; i < e; ++i) ++hits[static_cast<std::size_t>(i)];
+      });
+      for (int h : hits) REQUIRE(h == 1);
+    }
+  }
+  // Concurrent callers share the pool without deadlock or lost chunks.
+  std::vector<std::thread> callers;
+  std::atomic<long> total{0};
+  for (int t = 0; t < 4; ++t)
+    callers.emplace_back([&] {
+      for (int r = 0; r < 200; ++r)
+        tk::parallel_for(3, 30, [&](int b, int e) { total += e - b; });
+    });
+  for (auto& c : callers) c.join();
+  CHECK(total.load() == 4L * 200 * 30);
+  CHECK_THROWS_AS(tk::parallel_for(2, 10, [](int b, int) { if (b > 0) throw std::runtime_error("chunk"); }),
+                  std::runtime_error);
 }

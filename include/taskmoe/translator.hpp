@@ -28,6 +28,7 @@
 #include <taskmoe/error.hpp>
 #include <taskmoe/format/checkpoint.hpp>
 #include <taskmoe/format/tmoe.hpp>
+#include <taskmoe/kernels/parallel.hpp>
 #include <taskmoe/model/transformer.hpp>
 #include <taskmoe/model/weights.hpp>
 #include <taskmoe/tokenizer/sentencepiece.hpp>
@@ -37,7 +38,7 @@
 namespace taskmoe {
 
 struct translator_options {
-  int threads = 1;               // worker threads per call (sub-batches in parallel)
+  int threads = 1;               // threads per call: sub-batches in parallel, the rest inside GEMMs
   bool verify_checksums = true;  // check every tensor's CRC when opening a .tmoe file
   std::string expected_task;     // non-empty: throw unless the file's task has this name
   bool fuse_qkv = true;          // fuse q/k/v projections at load (a copy of those weights)
@@ -221,7 +222,12 @@ class translator {
     std::atomic<std::size_t> next{0};
     std::exception_ptr failure;
     std::mutex failure_mutex;
+    // Sub-batches run in parallel; threads left over (fewer sub-batches than threads, e.g. one
+    // sentence) split each GEMM's columns instead (kernels/parallel.hpp).
+    const std::size_t n_threads = std::min<std::size_t>(static_cast<std::size_t>(options_.threads), batches.size());
+    const int intra = n_threads == 0 ? 1 : options_.threads / static_cast<int>(n_threads);
     const auto worker = [&] {
+      const kernels::scoped_intra_op_threads scope(intra);
       for (;;) {
         const std::size_t bi = next.fetch_add(1);
         if (bi >= batches.size()) return;
@@ -234,7 +240,6 @@ class translator {
         }
       }
     };
-    const std::size_t n_threads = std::min<std::size_t>(static_cast<std::size_t>(options_.threads), batches.size());
     if (n_threads <= 1) {
       worker();
     } else {

@@ -2640,19 +2640,64 @@ class scoped_isa_override {
 // active_isa() >= isa::avx2. Kernels not defined here fall back to arch/generic.hpp.
 //
 // int8 scheme (the "sign trick"). AVX2 has no signed x signed byte multiply; vpmaddubsw multiplies
-// unsigned bytes by signed bytes and adds adjacent pairs into int16 *with saturation*. We feed it
-//     u = |a|            (vpabsb; a in [-127, 127] so u in [0, 127])
-//     s = sign(b, a)     (vpsignb: b, -b or 0 as a is >0, <0 or 0; b in [-127, 127])
-// so that u * s == a * b exactly, and each int16 pair sum is at most 2 * 127 * 127 = 32258 <
+// unsigned bytes by signed bytes and adds adjacent pairs into int16 *with saturation*. For an
+// activation a (from quantize_rows_int8: [-127, 127], never -128) and a weight w (any int8) we
+// feed it
+//     u = |w|            (vpabsb; read as unsigned, |-128| = 128 is exact)
+//     s = sign(a, w)     (vpsignb: a, -a or 0 as w is >0, <0 or 0; never wraps since a != -128)
+// so that u * s == a * w exactly, and each int16 pair sum is at most 2 * 128 * 127 = 32512 <
 // 32767: it never saturates. vpmaddwd with ones then widens pairs to int32 and vpaddd accumulates.
-// This relies on both operands being in [-127, 127]; quantize_rows_int8 never produces -128
-// (and the public GEMM rejects nothing: -128 in *weights* is still exact since |a| <= 127 bounds
-// each product by 127 * 128, pair sum 32512; -128 in *activations* could saturate, so activations
-// always come from our quantizer).
+// (The other way round, u = |a| and s = sign(w, a), wraps -w for w = -128.)
 
 #include <cstddef>  // std::size_t
 #include <cstdint>  // int8_t, int32_t
+#include <cstring>  // std::memcpy
 
+// ---- begin taskmoe/kernels/detail/packed_args.hpp ----
+// The packed int8 weight layout shared by every ISA's kernel (kernels/packed_gemm.hpp packs it,
+// arch/*.hpp multiply with it), and the arguments of one packed GEMM call.
+//
+// Layout: columns (weight rows) in panels of 16, K padded to a multiple of 4. Panel p, k-group g
+// (k = 4g .. 4g+3), column c, byte b lives at data[p * k4 * 16 + g * 64 + c * 4 + b]; padding is
+// zero. One 64-byte load is then 16 columns x 4 k: the operand of one AVX-512 VNNI vpdpbusd
+// against 4 broadcast activation bytes, or two AVX2 vectors. No horizontal sums anywhere: each
+// accumulator lane is one output.
+
+#include <cstddef>  // std::size_t
+#include <cstdint>  // int8_t, uint8_t, int32_t
+
+namespace taskmoe {
+namespace kernels {
+namespace detail {
+
+constexpr int panel_width = 16;  // columns per panel
+constexpr int k_group = 4;       // k values per 32-bit lane
+
+// Everything one call needs. a holds quantized activations [m, k4] (lda >= k4 bytes): signed
+// (generic, AVX2) or shifted by +128 (VNNI, which multiplies unsigned by signed bytes; comp[j] =
+// 128 * sum_k w[j, k] takes the shift back out exactly).
+struct packed_call {
+  int m = 0;
+  int n = 0;   // real columns (the last panel may be partial)
+  int k4 = 0;  // padded depth
+  const std::uint8_t* a = nullptr;
+  int lda = 0;
+  const float* a_scales = nullptr;  // [m]
+  const std::int8_t* data = nullptr;
+  const std::int32_t* comp = nullptr;  // [panels * 16]
+  const float* w_scales = nullptr;     // [panels * 16], zero padded
+  const float* bias = nullptr;         // [panels * 16] or null
+  float* c = nullptr;
+  int ldc = 0;
+  bool relu = false;        // max(0, .) after the bias
+  bool accumulate = false;  // c += result instead of c = result
+  std::size_t panel_bytes() const noexcept { return static_cast<std::size_t>(k4) * panel_width; }
+};
+
+}  // namespace detail
+}  // namespace kernels
+}  // namespace taskmoe
+// ---- end taskmoe/kernels/detail/packed_args.hpp ----
 
 #if TASKMOE_KERNELS_X86
 #include <immintrin.h>  // AVX2 intrinsics (usable inside target("avx2") functions)
@@ -2664,10 +2709,12 @@ namespace avx2 {
 
 #define TASKMOE_TARGET_AVX2 __attribute__((target("avx2,fma")))
 
-// acc += a * b for 32 signed bytes (sign trick, see above); ua = |a| is hoisted by the caller.
-TASKMOE_TARGET_AVX2 inline __m256i dot_step(__m256i acc, __m256i ua, __m256i a, __m256i b) {
+// acc += a * b for 32 signed bytes (a from our quantizer, b any int8): the sign trick with |b| as
+// the unsigned operand, so that b = -128 (|b| = 128 unsigned) stays exact; negating b instead
+// would wrap -128 to itself.
+TASKMOE_TARGET_AVX2 inline __m256i dot_step(__m256i acc, __m256i a, __m256i b) {
   const __m256i ones = _mm256_set1_epi16(1);
-  return _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_maddubs_epi16(ua, _mm256_sign_epi8(b, a)), ones));
+  return _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_abs_epi8(b), _mm256_sign_epi8(a, b)), ones));
 }
 
 TASKMOE_TARGET_AVX2 inline std::int32_t hsum(__m256i v) {
@@ -2705,19 +2752,18 @@ TASKMOE_TARGET_AVX2 void gemm_s8s8(int m, int n, int k, const std::int8_t* a, in
       for (int p = 0; p < kv; p += 32) {
         const __m256i av = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(ar + p));
         const __m256i bv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(br + p));
-        const __m256i ua = _mm256_abs_epi8(av), ub = _mm256_abs_epi8(bv);
         __m256i wv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w0 + p));
-        c0 = dot_step(c0, ua, av, wv);
-        d0 = dot_step(d0, ub, bv, wv);
+        c0 = dot_step(c0, av, wv);
+        d0 = dot_step(d0, bv, wv);
         wv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w1 + p));
-        c1 = dot_step(c1, ua, av, wv);
-        d1 = dot_step(d1, ub, bv, wv);
+        c1 = dot_step(c1, av, wv);
+        d1 = dot_step(d1, bv, wv);
         wv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w2 + p));
-        c2 = dot_step(c2, ua, av, wv);
-        d2 = dot_step(d2, ub, bv, wv);
+        c2 = dot_step(c2, av, wv);
+        d2 = dot_step(d2, bv, wv);
         wv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w3 + p));
-        c3 = dot_step(c3, ua, av, wv);
-        d3 = dot_step(d3, ub, bv, wv);
+        c3 = dot_step(c3, av, wv);
+        d3 = dot_step(d3, bv, wv);
       }
       const __m256i hc = _mm256_hadd_epi32(_mm256_hadd_epi32(c0, c1), _mm256_hadd_epi32(c2, c3));
       const __m256i hd = _mm256_hadd_epi32(_mm256_hadd_epi32(d0, d1), _mm256_hadd_epi32(d2, d3));
@@ -2740,11 +2786,10 @@ TASKMOE_TARGET_AVX2 void gemm_s8s8(int m, int n, int k, const std::int8_t* a, in
       __m256i c0 = _mm256_setzero_si256(), c1 = c0, c2 = c0, c3 = c0;
       for (int p = 0; p < kv; p += 32) {
         const __m256i av = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(ar + p));
-        const __m256i ua = _mm256_abs_epi8(av);
-        c0 = dot_step(c0, ua, av, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w0 + p)));
-        c1 = dot_step(c1, ua, av, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w1 + p)));
-        c2 = dot_step(c2, ua, av, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w2 + p)));
-        c3 = dot_step(c3, ua, av, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w3 + p)));
+        c0 = dot_step(c0, av, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w0 + p)));
+        c1 = dot_step(c1, av, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w1 + p)));
+        c2 = dot_step(c2, av, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w2 + p)));
+        c3 = dot_step(c3, av, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w3 + p)));
       }
       // Horizontal sums of the four accumulators in one go: lane q of the result is row j + q.
       const __m256i h = _mm256_hadd_epi32(_mm256_hadd_epi32(c0, c1), _mm256_hadd_epi32(c2, c3));
@@ -2764,9 +2809,88 @@ TASKMOE_TARGET_AVX2 void gemm_s8s8(int m, int n, int k, const std::int8_t* a, in
       __m256i c = _mm256_setzero_si256();
       for (int p = 0; p < kv; p += 32) {
         const __m256i av = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(ar + p));
-        c = dot_step(c, _mm256_abs_epi8(av), av, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(wr + p)));
+        c = dot_step(c, av, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(wr + p)));
       }
       ep(i, j, hsum(c) + dot_tail(ar, wr, kv, k));
+    }
+  }
+}
+
+// ---- packed int8 GEMM (detail/packed_args.hpp) ------------------------------------------------
+// Signed activations and the sign trick (with the roles swapped, see below), on the panel layout: 4 activation bytes are
+// broadcast, each 32-byte half of a panel row group is 8 columns x 4 k, and vpmaddubsw +
+// vpmaddwd leave one int32 per column: every lane is an output, no horizontal sums.
+// A tile is MR rows x NP panels (2 * MR * NP accumulators of the 16 registers).
+
+template <int MR, int NP>
+TASKMOE_TARGET_AVX2 void packed_tile(const packed_call& g, int i0, int p0) {
+  __m256i acc[MR][NP][2];
+  for (int i = 0; i < MR; ++i)
+    for (int r = 0; r < NP; ++r) acc[i][r][0] = acc[i][r][1] = _mm256_setzero_si256();
+  const __m256i ones = _mm256_set1_epi16(1);
+  const std::size_t pb = g.panel_bytes();
+  const std::int8_t* b = g.data + static_cast<std::size_t>(p0) * pb;
+  const std::uint8_t* a = g.a + static_cast<std::size_t>(i0) * g.lda;
+  for (int kk = 0; kk < g.k4; kk += k_group) {
+    // u = |w| (as unsigned bytes: |-128| = 128 is right) and s = a * sign(w) (a in [-127, 127]
+    // never wraps), so u * s == a * w exactly, pair sums <= 2 * 128 * 127 < 32767: exact even
+    // for -128 in a file's weights, which negating w (the other way round) would wrap.
+    __m256i w[NP][2], u[NP][2];
+    for (int r = 0; r < NP; ++r) {
+      const std::int8_t* src = b + r * pb + static_cast<std::size_t>(kk) * panel_width;
+      w[r][0] = _mm256_load_si256(reinterpret_cast<const __m256i*>(src));
+      w[r][1] = _mm256_load_si256(reinterpret_cast<const __m256i*>(src + 32));
+      u[r][0] = _mm256_abs_epi8(w[r][0]);
+      u[r][1] = _mm256_abs_epi8(w[r][1]);
+    }
+    for (int i = 0; i < MR; ++i) {
+      std::int32_t word;
+      std::memcpy(&word, a + static_cast<std::size_t>(i) * g.lda + kk, sizeof word);
+      const __m256i av = _mm256_set1_epi32(word);
+      for (int r = 0; r < NP; ++r)
+        for (int h = 0; h < 2; ++h)
+          acc[i][r][h] = _mm256_add_epi32(
+              acc[i][r][h], _mm256_madd_epi16(_mm256_maddubs_epi16(u[r][h], _mm256_sign_epi8(av, w[r][h])), ones));
+    }
+  }
+  const __m256 zero = _mm256_setzero_ps();
+  for (int r = 0; r < NP; ++r)
+    for (int h = 0; h < 2; ++h) {
+      const int j = (p0 + r) * panel_width + 8 * h;
+      const int cols = g.n - j;
+      if (cols <= 0) break;
+      const __m256i mask = _mm256_cmpgt_epi32(_mm256_set1_epi32(cols), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+      const __m256 ws = _mm256_loadu_ps(g.w_scales + j);
+      const __m256 bias = g.bias != nullptr ? _mm256_loadu_ps(g.bias + j) : zero;
+      for (int i = 0; i < MR; ++i) {
+        __m256 v = _mm256_cvtepi32_ps(acc[i][r][h]);
+        const __m256 sc = _mm256_mul_ps(_mm256_set1_ps(g.a_scales[i0 + i]), ws);
+        v = g.bias != nullptr ? _mm256_fmadd_ps(v, sc, bias) : _mm256_mul_ps(v, sc);
+        if (g.relu) v = _mm256_max_ps(v, zero);
+        float* out = g.c + static_cast<std::size_t>(i0 + i) * g.ldc + j;
+        if (g.accumulate) v = _mm256_add_ps(_mm256_maskload_ps(out, mask), v);
+        _mm256_maskstore_ps(out, mask, v);
+      }
+    }
+}
+
+// Panels [p0, p1): one panel (16 columns) at a time for every row in tiles of 4; a single row
+// takes 2 panels per tile.
+TASKMOE_TARGET_AVX2 inline void gemm_packed(const packed_call& g, int p0, int p1) {
+  if (g.m == 1) {
+    int p = p0;
+    for (; p + 2 <= p1; p += 2) packed_tile<1, 2>(g, 0, p);
+    if (p < p1) packed_tile<1, 1>(g, 0, p);
+    return;
+  }
+  for (int p = p0; p < p1; ++p) {
+    int i = 0;
+    for (; i + 4 <= g.m; i += 4) packed_tile<4, 1>(g, i, p);
+    switch (g.m - i) {
+      case 3: packed_tile<3, 1>(g, i, p); break;
+      case 2: packed_tile<2, 1>(g, i, p); break;
+      case 1: packed_tile<1, 1>(g, i, p); break;
+      default: break;
     }
   }
 }
@@ -2912,13 +3036,15 @@ TASKMOE_TARGET_AVX2 inline void add_inplace(float* y, const float* b, int n) {
 // AVX-512 kernels (F + BW + VL; VNNI when the CPU has it). Same rules as arch/avx2.hpp: every
 // function carries a target attribute and runs only when active_isa() == isa::avx512.
 //
-// int8: AVX-512BW has no vpsignb, so the sign of a moves onto b with a mask instead:
-//     u = |a| (vpabsb),  neg = a < 0 (vpmovb2m),  s = neg ? -b : b (masked vpsubb)
+// int8: AVX-512BW has no vpsignb, so the sign of b moves onto a with a mask instead:
+//     u = |b| (vpabsb),  neg = b < 0 (vpmovb2m),  s = neg ? -a : a (masked vpsubb)
 // and vpdpbusd(acc, u, s) (VNNI) adds the four u8*s8 products of each dword straight into int32
 // without intermediate saturation. K tails use masked loads, no scalar loop.
 
 #include <cstddef>  // std::size_t
 #include <cstdint>  // int8_t, int32_t, uint64_t
+
+#include <cstring>  // std::memcpy
 
 
 #if TASKMOE_KERNELS_X86
@@ -2933,9 +3059,11 @@ namespace avx512 {
 #define TASKMOE_TARGET_AVX512_VNNI \
   __attribute__((target("avx2,fma,avx512f,avx512bw,avx512vl,avx512vnni")))
 
-// acc += a * b for 64 signed bytes; ua = |a| and neg = (a < 0) are hoisted by the caller.
-TASKMOE_TARGET_AVX512_VNNI inline __m512i dot_step(__m512i acc, __m512i ua, __mmask64 neg, __m512i b) {
-  return _mm512_dpbusd_epi32(acc, ua, _mm512_mask_sub_epi8(b, neg, _mm512_setzero_si512(), b));
+// acc += a * b for 64 signed bytes (a from our quantizer, b any int8): |b| is the unsigned
+// operand and a takes b's sign, so b = -128 stays exact (negating b would wrap it to itself).
+TASKMOE_TARGET_AVX512_VNNI inline __m512i dot_step(__m512i acc, __m512i a, __m512i b) {
+  const __mmask64 neg = _mm512_movepi8_mask(b);
+  return _mm512_dpbusd_epi32(acc, _mm512_abs_epi8(b), _mm512_mask_sub_epi8(a, neg, _mm512_setzero_si512(), a));
 }
 
 // Horizontal int32 sum. Not _mm512_reduce_add_epi32: in GCC 12 it goes through
@@ -2969,12 +3097,10 @@ TASKMOE_TARGET_AVX512_VNNI void gemm_s8s8(int m, int n, int k, const std::int8_t
         if (p == kv && tail == 0) break;
         const __mmask64 mask = p < kv ? ~__mmask64{0} : tail;
         const __m512i av = _mm512_maskz_loadu_epi8(mask, ar + p);
-        const __m512i ua = _mm512_abs_epi8(av);
-        const __mmask64 neg = _mm512_movepi8_mask(av);
-        c0 = dot_step(c0, ua, neg, _mm512_maskz_loadu_epi8(mask, wr[0] + p));
-        c1 = dot_step(c1, ua, neg, _mm512_maskz_loadu_epi8(mask, wr[1] + p));
-        c2 = dot_step(c2, ua, neg, _mm512_maskz_loadu_epi8(mask, wr[2] + p));
-        c3 = dot_step(c3, ua, neg, _mm512_maskz_loadu_epi8(mask, wr[3] + p));
+        c0 = dot_step(c0, av, _mm512_maskz_loadu_epi8(mask, wr[0] + p));
+        c1 = dot_step(c1, av, _mm512_maskz_loadu_epi8(mask, wr[1] + p));
+        c2 = dot_step(c2, av, _mm512_maskz_loadu_epi8(mask, wr[2] + p));
+        c3 = dot_step(c3, av, _mm512_maskz_loadu_epi8(mask, wr[3] + p));
       }
       ep(i, j + 0, hsum(c0));
       ep(i, j + 1, hsum(c1));
@@ -2991,11 +3117,106 @@ TASKMOE_TARGET_AVX512_VNNI void gemm_s8s8(int m, int n, int k, const std::int8_t
         if (p == kv && tail == 0) break;
         const __mmask64 mask = p < kv ? ~__mmask64{0} : tail;
         const __m512i av = _mm512_maskz_loadu_epi8(mask, ar + p);
-        c = dot_step(c, _mm512_abs_epi8(av), _mm512_movepi8_mask(av), _mm512_maskz_loadu_epi8(mask, wr + p));
+        c = dot_step(c, av, _mm512_maskz_loadu_epi8(mask, wr + p));
       }
       ep(i, j, hsum(c));
     }
   }
+}
+
+// ---- packed int8 GEMM (detail/packed_args.hpp) ------------------------------------------------
+// Activations arrive shifted to unsigned (a + 128), so one vpdpbusd multiplies 4 activation bytes
+// (broadcast) by 16 columns x 4 k of weights: 64 MACs, no sign fix-up, no horizontal sums. A tile
+// is MR rows x NP panels of accumulators (at most 4 x 4 = 16 of the 32 registers, plus NP weight
+// vectors); weights of the NP panels are loaded once per k-group for all MR rows.
+
+TASKMOE_TARGET_AVX512_VNNI inline __mmask16 column_mask(int cols) {
+  return cols >= 16 ? static_cast<__mmask16>(0xffff) : static_cast<__mmask16>((1u << cols) - 1u);
+}
+
+template <int MR, int NP>
+TASKMOE_TARGET_AVX512_VNNI void packed_tile(const packed_call& g, int i0, int p0) {
+  __m512i acc[MR][NP];
+  for (int i = 0; i < MR; ++i)
+    for (int r = 0; r < NP; ++r) acc[i][r] = _mm512_setzero_si512();
+  const std::size_t pb = g.panel_bytes();
+  const std::int8_t* b = g.data + static_cast<std::size_t>(p0) * pb;
+  const std::uint8_t* a = g.a + static_cast<std::size_t>(i0) * g.lda;
+  for (int kk = 0; kk < g.k4; kk += k_group) {
+    __m512i w[NP];
+    for (int r = 0; r < NP; ++r)
+      w[r] = _mm512_load_si512(reinterpret_cast<const void*>(b + r * pb + static_cast<std::size_t>(kk) * panel_width));
+    for (int i = 0; i < MR; ++i) {
+      std::int32_t word;
+      std::memcpy(&word, a + static_cast<std::size_t>(i) * g.lda + kk, sizeof word);
+      const __m512i av = _mm512_set1_epi32(word);
+      for (int r = 0; r < NP; ++r) acc[i][r] = _mm512_dpbusd_epi32(acc[i][r], av, w[r]);
+    }
+  }
+  // Zero-masked forms with a full mask: the unmasked intrinsics go through _mm512_undefined_ps(),
+  // which GCC 12 reports as maybe-uninitialized (see hsum above).
+  const __mmask16 all = 0xffff;
+  const __m512 zero = _mm512_setzero_ps();
+  for (int r = 0; r < NP; ++r) {
+    const int j = (p0 + r) * panel_width;
+    const __mmask16 mask = column_mask(g.n - j);
+    const __m512i comp = _mm512_loadu_si512(g.comp + j);
+    const __m512 ws = _mm512_loadu_ps(g.w_scales + j);
+    const __m512 bias = g.bias != nullptr ? _mm512_loadu_ps(g.bias + j) : zero;
+    for (int i = 0; i < MR; ++i) {
+      __m512 v = _mm512_maskz_cvtepi32_ps(all, _mm512_sub_epi32(acc[i][r], comp));
+      const __m512 sc = _mm512_mul_ps(_mm512_set1_ps(g.a_scales[i0 + i]), ws);
+      v = g.bias != nullptr ? _mm512_fmadd_ps(v, sc, bias) : _mm512_mul_ps(v, sc);
+      if (g.relu) v = _mm512_maskz_max_ps(all, v, zero);
+      float* out = g.c + static_cast<std::size_t>(i0 + i) * g.ldc + j;
+      if (g.accumulate) v = _mm512_add_ps(_mm512_maskz_loadu_ps(mask, out), v);
+      _mm512_mask_storeu_ps(out, mask, v);
+    }
+  }
+}
+
+template <int MR>
+TASKMOE_TARGET_AVX512_VNNI void packed_rows(const packed_call& g, int i0, int p, int np) {
+  switch (np) {
+    case 1: packed_tile<MR, 1>(g, i0, p); return;
+    case 2: packed_tile<MR, 2>(g, i0, p); return;
+    case 3: packed_tile<MR, 3>(g, i0, p); return;
+    default: packed_tile<MR, 4>(g, i0, p); return;
+  }
+}
+
+// Panels [p0, p1): blocks of 4 panels (64 columns, 64 * k4 bytes: in L2 for k4 <= 8192), and for
+// each block every row in tiles of 4. One row (greedy batch 1) takes 8 panels per tile for more
+// loads in flight on the memory-bound weight stream.
+TASKMOE_TARGET_AVX512_VNNI inline void gemm_packed(const packed_call& g, int p0, int p1) {
+  if (g.m == 1) {
+    int p = p0;
+    for (; p + 8 <= p1; p += 8) packed_tile<1, 8>(g, 0, p);
+    for (; p < p1; p += 4) packed_rows<1>(g, 0, p, p1 - p < 4 ? p1 - p : 4);
+    return;
+  }
+  for (int p = p0; p < p1; p += 4) {
+    const int np = p1 - p < 4 ? p1 - p : 4;
+    int i = 0;
+    for (; i + 4 <= g.m; i += 4) packed_rows<4>(g, i, p, np);
+    switch (g.m - i) {
+      case 3: packed_rows<3>(g, i, p, np); break;
+      case 2: packed_rows<2>(g, i, p, np); break;
+      case 1: packed_rows<1>(g, i, p, np); break;
+      default: break;
+    }
+  }
+}
+
+// q[t] ^= 0x80: signed quantized activations to the unsigned form vpdpbusd wants (a + 128).
+TASKMOE_TARGET_AVX512 inline void flip_sign_bits(std::uint8_t* q, int n) {
+  const __m512i bit = _mm512_set1_epi8(static_cast<char>(0x80));
+  int t = 0;
+  for (; t + 64 <= n; t += 64) {
+    __m512i v = _mm512_loadu_si512(q + t);
+    _mm512_storeu_si512(q + t, _mm512_xor_si512(v, bit));
+  }
+  for (; t < n; ++t) q[t] = static_cast<std::uint8_t>(q[t] ^ 0x80u);
 }
 
 // y[i] += b[i]; 16 floats per step, masked tail.
@@ -3110,6 +3331,44 @@ void gemm_s8s8(int m, int n, int k, const std::int8_t* a, int lda, const std::in
       std::int32_t acc = 0;
       for (int p = 0; p < k; ++p) acc += static_cast<std::int32_t>(ar[p]) * wr[p];
       ep(i, j, acc);
+    }
+  }
+}
+
+// The epilogue every packed kernel applies per output, in this order (the SIMD versions do the
+// same float operations lane-wise, so all ISAs round identically): scale and bias in one fused
+// multiply-add (explicit, so no compiler's contraction choice can change the rounding), ReLU,
+// store or add.
+inline float packed_epilogue(const packed_call& g, int i, int j, std::int32_t v) {
+  const float s = g.a_scales[i] * g.w_scales[j];
+  float r = g.bias != nullptr ? std::fma(static_cast<float>(v), s, g.bias[j]) : static_cast<float>(v) * s;
+  if (g.relu && !(r > 0.0f)) r = 0.0f;
+  return r;
+}
+
+// Packed GEMM over panels [p0, p1) with signed activations (detail/packed_args.hpp): the plain
+// reference for the SIMD kernels, written so that compilers vectorise the 16-column inner loop.
+inline void gemm_packed(const packed_call& g, int p0, int p1) {
+  const auto* a = reinterpret_cast<const std::int8_t*>(g.a);
+  constexpr int group_bytes = panel_width * k_group;
+  for (int p = p0; p < p1; ++p) {
+    const std::int8_t* panel = g.data + static_cast<std::size_t>(p) * g.panel_bytes();
+    for (int i = 0; i < g.m; ++i) {
+      const std::int8_t* ar = a + static_cast<std::size_t>(i) * g.lda;
+      std::int32_t acc[panel_width] = {};
+      for (int kg = 0; kg < g.k4; kg += k_group) {
+        const std::int8_t* blk = panel + static_cast<std::size_t>(kg / k_group) * group_bytes;
+        for (int c = 0; c < panel_width; ++c)
+          for (int b = 0; b < k_group; ++b)
+            acc[c] += static_cast<std::int32_t>(ar[kg + b]) * blk[c * k_group + b];
+      }
+      for (int c = 0; c < panel_width; ++c) {
+        const int j = p * panel_width + c;
+        if (j >= g.n) break;
+        float* out = g.c + static_cast<std::size_t>(i) * g.ldc + j;
+        const float r = packed_epilogue(g, i, j, acc[c]);
+        *out = g.accumulate ? *out + r : r;
+      }
     }
   }
 }
@@ -3745,6 +4004,435 @@ inline void gemm_int8(int m, int n, int k, const float* a, int lda, const std::i
 }  // namespace kernels
 }  // namespace taskmoe
 // ---- end taskmoe/kernels/gemm.hpp ----
+// ---- begin taskmoe/kernels/packed_gemm.hpp ----
+// int8 GEMM on weights packed once at load into the layout the kernels stream best
+// (detail/packed_args.hpp): C = act(A Wᵀ scaled + bias) (+ C).
+//
+//   pack_int8        int8 weights [n, k] with per-row scales (as in .tmoe files), optionally
+//                    several matrices stacked by rows (fused QKV, the kept experts' fc1), with a
+//                    per-part multiplier folded into scales and bias (a task gate).
+//   quantize_pack    f32 weights: quantize_rows_int8 per row, then pack (f32 output projection).
+//   gemm_packed_int8 quantizes A per row (the same quantizer as gemm_int8), runs the ISA's
+//                    kernel: AVX-512 VNNI (u8 x s8 with the +128 shift compensated per column),
+//                    AVX2 (sign trick), or the generic reference, with the epilogue fused.
+//
+// The integer sums equal gemm_int8's exactly; the epilogue's scale + bias is one explicit fused
+// multiply-add, so results are bit-identical on every ISA (generic, AVX2, AVX-512 VNNI). The file's row-major int8 stays the portable
+// format; packing costs one pass over the weights at load.
+
+#include <algorithm>  // std::min
+#include <cstddef>    // std::size_t
+#include <cstdint>    // int8_t, uint8_t, int32_t
+#include <cstdlib>    // std::aligned_alloc, std::free
+#include <cstring>    // std::memset
+#include <memory>     // std::unique_ptr
+#include <new>        // std::bad_alloc
+#include <vector>     // std::vector
+
+// ---- begin taskmoe/kernels/parallel.hpp ----
+// Intra-op parallelism: parallel_for(threads, n, f) runs f(begin, end) over `threads` contiguous
+// chunks of [0, n), the calling thread taking the first, on one process-wide pool of persistent
+// workers (created on first use, never more than the largest request minus one).
+//
+// Why persistent and spinning: a decoder step at batch 1 is ~40 GEMMs of 10-100 µs each; a
+// fresh std::thread or a condition-variable wake-up per GEMM (5-50 µs) would eat the gain.
+// Workers spin for a short while (~50 µs) after their last job before they sleep; a caller helps
+// run queued chunks of its own call while it waits, so a call never waits on a sleeping worker
+// and concurrent callers (several translators, several threads) cannot deadlock. A chunk run by
+// a pool worker that itself calls parallel_for runs that inner loop serially.
+
+#include <algorithm>    // std::min
+#include <atomic>       // std::atomic
+#include <chrono>       // std::chrono::steady_clock
+#include <condition_variable>
+#include <deque>        // std::deque
+#include <exception>    // std::exception_ptr
+#include <functional>   // std::function
+#include <mutex>        // std::mutex
+#include <thread>       // std::thread, std::this_thread::yield
+#include <vector>       // std::vector
+
+namespace taskmoe {
+namespace kernels {
+namespace detail {
+
+class thread_pool {
+ public:
+  static thread_pool& instance() {
+    static thread_pool pool;
+    return pool;
+  }
+  thread_pool(const thread_pool&) = delete;
+  thread_pool& operator=(const thread_pool&) = delete;
+  ~thread_pool() {
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      stop_ = true;
+    }
+    cv_.notify_all();
+    for (auto& t : workers_) t.join();
+  }
+
+  static bool& inside_worker() noexcept {
+    thread_local bool inside = false;
+    return inside;
+  }
+
+  void run(int chunks, int n, const std::function<void(int, int)>& f) {
+    ensure_workers(chunks - 1);
+    call c;
+    c.f = &f;
+    c.remaining.store(chunks - 1, std::memory_order_relaxed);
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      for (int t = 1; t < chunks; ++t) queue_.push_back(job{&c, bound(t, chunks, n), bound(t + 1, chunks, n)});
+      pending_.fetch_add(chunks - 1, std::memory_order_release);
+    }
+    cv_.notify_all();
+    std::exception_ptr own;
+    try {
+      f(0, bound(1, chunks, n));
+    } catch (...) {
+      own = std::current_exception();
+    }
+    while (c.remaining.load(std::memory_order_acquire) != 0) {
+      if (!help_one(&c)) std::this_thread::yield();
+    }
+    if (own) std::rethrow_exception(own);
+    if (c.error) std::rethrow_exception(c.error);
+  }
+
+ private:
+  struct call {
+    const std::function<void(int, int)>* f = nullptr;
+    std::atomic<int> remaining{0};
+    std::mutex error_mutex;
+    std::exception_ptr error;
+  };
+  struct job {
+    call* owner;
+    int begin, end;
+  };
+
+  thread_pool() = default;
+
+  static int bound(int t, int chunks, int n) {
+    return static_cast<int>(static_cast<long long>(n) * t / chunks);
+  }
+
+  static void execute(const job& j) {
+    try {
+      (*j.owner->f)(j.begin, j.end);
+    } catch (...) {
+      std::lock_guard<std::mutex> lock(j.owner->error_mutex);
+      if (!j.owner->error) j.owner->error = std::current_exception();
+    }
+    j.owner->remaining.fetch_sub(1, std::memory_order_acq_rel);
+  }
+
+  // Runs one queued job of `mine` (the caller's own call), if any is still queued.
+  bool help_one(call* mine) {
+    job j{};
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      auto it = queue_.begin();
+      while (it != queue_.end() && it->owner != mine) ++it;
+      if (it == queue_.end()) return false;
+      j = *it;
+      queue_.erase(it);
+      pending_.fetch_sub(1, std::memory_order_relaxed);
+    }
+    execute(j);
+    return true;
+  }
+
+  bool pop(job& j) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (queue_.empty()) return false;
+    j = queue_.front();
+    queue_.pop_front();
+    pending_.fetch_sub(1, std::memory_order_relaxed);
+    return true;
+  }
+
+  void ensure_workers(int wanted) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    while (static_cast<int>(workers_.size()) < wanted) workers_.emplace_back([this] { work(); });
+  }
+
+  void work() {
+    inside_worker() = true;
+    using clock = std::chrono::steady_clock;
+    for (;;) {
+      job j{};
+      if (pop(j)) {
+        execute(j);
+        continue;
+      }
+      // Spin briefly: the next GEMM of the same decoder step is usually microseconds away.
+      const auto until = clock::now() + std::chrono::microseconds(50);
+      bool found = false;
+      while (clock::now() < until) {
+        if (pending_.load(std::memory_order_acquire) > 0) {
+          found = true;
+          break;
+        }
+        std::this_thread::yield();
+      }
+      if (found) continue;
+      std::unique_lock<std::mutex> lock(mutex_);
+      cv_.wait(lock, [this] { return stop_ || !queue_.empty(); });
+      if (stop_ && queue_.empty()) return;
+    }
+  }
+
+  std::mutex mutex_;
+  std::condition_variable cv_;
+  std::deque<job> queue_;
+  std::atomic<int> pending_{0};
+  std::vector<std::thread> workers_;
+  bool stop_ = false;
+};
+
+}  // namespace detail
+
+// Threads one kernel call may use on the calling thread when its options say 0 ("inherit"): set
+// for a scope by whoever owns the parallelism decision (the translator), default 1.
+inline int& intra_op_threads_slot() noexcept {
+  thread_local int threads = 1;
+  return threads;
+}
+inline int intra_op_threads() noexcept { return intra_op_threads_slot(); }
+
+class scoped_intra_op_threads {
+ public:
+  explicit scoped_intra_op_threads(int threads) : previous_(intra_op_threads_slot()) {
+    intra_op_threads_slot() = threads < 1 ? 1 : threads;
+  }
+  ~scoped_intra_op_threads() { intra_op_threads_slot() = previous_; }
+  scoped_intra_op_threads(const scoped_intra_op_threads&) = delete;
+  scoped_intra_op_threads& operator=(const scoped_intra_op_threads&) = delete;
+
+ private:
+  int previous_;
+};
+
+// f(begin, end) over `threads` contiguous chunks of [0, n) (fewer when n is smaller); serial
+// when threads <= 1 or when called from inside a pool worker. Rethrows the first exception.
+template <class F>
+void parallel_for(int threads, int n, F&& f) {
+  const int chunks = std::min(threads, n);
+  if (chunks <= 1 || detail::thread_pool::inside_worker()) {
+    if (n > 0) f(0, n);
+    return;
+  }
+  const std::function<void(int, int)> fn(std::ref(f));
+  detail::thread_pool::instance().run(chunks, n, fn);
+}
+
+}  // namespace kernels
+}  // namespace taskmoe
+// ---- end taskmoe/kernels/parallel.hpp ----
+
+namespace taskmoe {
+namespace kernels {
+
+// Packed int8 weights; immutable once built, shared by any number of threads.
+class packed_int8 {
+ public:
+  int rows() const noexcept { return n_; }   // output features
+  int cols() const noexcept { return k_; }   // input features
+  int panels() const noexcept { return panels_; }
+  bool has_bias() const noexcept { return !bias_.empty(); }
+  std::size_t bytes() const noexcept {
+    return size_ + comp_.size() * sizeof(std::int32_t) + (scales_.size() + bias_.size()) * sizeof(float);
+  }
+
+  // One source matrix: rows [rows, k] (ldw) int8 with scales[rows]; bias[rows] or null. Its
+  // scales and bias are multiplied by `multiplier` (exact for the integer part).
+  struct part {
+    const std::int8_t* w = nullptr;
+    int rows = 0;
+    int ldw = 0;
+    const float* scales = nullptr;
+    const float* bias = nullptr;
+    float multiplier = 1.0f;
+  };
+
+  // Stacks `parts` by rows into one packed matrix of depth k. Either every part has a bias or none.
+  static packed_int8 pack(const std::vector<part>& parts, int k);
+
+ private:
+  friend struct packed_access;
+  struct freer {
+    void operator()(std::int8_t* p) const noexcept { std::free(p); }
+  };
+  int n_ = 0, k_ = 0, k4_ = 0, panels_ = 0;
+  std::size_t size_ = 0;
+  std::unique_ptr<std::int8_t, freer> data_;
+  std::vector<std::int32_t> comp_;
+  std::vector<float> scales_, bias_;
+};
+
+struct packed_access {
+  static detail::packed_call call(const packed_int8& w) {
+    detail::packed_call g;
+    g.n = w.n_;
+    g.k4 = w.k4_;
+    g.data = w.data_.get();
+    g.comp = w.comp_.data();
+    g.w_scales = w.scales_.data();
+    g.bias = w.bias_.empty() ? nullptr : w.bias_.data();
+    return g;
+  }
+  static int k4(const packed_int8& w) { return w.k4_; }
+};
+
+inline packed_int8 packed_int8::pack(const std::vector<part>& parts, int k) {
+  const char* kernel = "packed_int8::pack";
+  detail::check_size(kernel, "k", k);
+  // |sum| <= k * 255 * 128 on the VNNI path must fit int32.
+  if (k > 65536) detail::fail(kernel, "k = " + std::to_string(k) + " exceeds 65536");
+  packed_int8 out;
+  out.k_ = k;
+  out.k4_ = (k + detail::k_group - 1) / detail::k_group * detail::k_group;
+  if (out.k4_ == 0) out.k4_ = detail::k_group;
+  bool any_bias = false, all_bias = true;
+  for (const part& p : parts) {
+    detail::check_matrix(kernel, "w", p.w, p.rows, k, p.ldw);
+    detail::check_vector(kernel, "scales", p.scales, p.rows);
+    out.n_ += p.rows;
+    any_bias = any_bias || p.bias != nullptr;
+    all_bias = all_bias && p.bias != nullptr;
+  }
+  if (any_bias && !all_bias) detail::fail(kernel, "either every part has a bias or none");
+  out.panels_ = (out.n_ + detail::panel_width - 1) / detail::panel_width;
+  const std::size_t padded = static_cast<std::size_t>(out.panels_) * detail::panel_width;
+  out.size_ = padded * static_cast<std::size_t>(out.k4_);
+  if (out.size_ > 0) {
+    void* mem = std::aligned_alloc(64, (out.size_ + 63) / 64 * 64);
+    if (mem == nullptr) throw std::bad_alloc();
+    out.data_.reset(static_cast<std::int8_t*>(mem));
+    std::memset(mem, 0, out.size_);
+  }
+  out.comp_.assign(padded, 0);
+  out.scales_.assign(padded, 0.0f);
+  if (any_bias) out.bias_.assign(padded, 0.0f);
+  const std::size_t pb = static_cast<std::size_t>(out.k4_) * detail::panel_width;
+  int j = 0;
+  for (const part& p : parts) {
+    for (int r = 0; r < p.rows; ++r, ++j) {
+      const std::int8_t* src = p.w + static_cast<std::size_t>(r) * p.ldw;
+      std::int8_t* panel = out.data_.get() + static_cast<std::size_t>(j / detail::panel_width) * pb;
+      const int c = j % detail::panel_width;
+      std::int32_t sum = 0;
+      for (int kk = 0; kk < k; ++kk) {
+        panel[(kk / detail::k_group) * (detail::panel_width * detail::k_group) + c * detail::k_group +
+              kk % detail::k_group] = src[kk];
+        sum += src[kk];
+      }
+      out.comp_[static_cast<std::size_t>(j)] = 128 * sum;
+      out.scales_[static_cast<std::size_t>(j)] = p.scales[r] * p.multiplier;
+      if (any_bias) out.bias_[static_cast<std::size_t>(j)] = p.bias[r] * p.multiplier;
+    }
+  }
+  return out;
+}
+
+// f32 weights [n, k] (ldw): quantized per row exactly as the converter does, then packed.
+inline packed_int8 quantize_pack(const float* w, int n, int k, int ldw, const float* bias = nullptr) {
+  const int ldq = k > 0 ? k : 1;
+  std::vector<std::int8_t> q(static_cast<std::size_t>(n) * ldq);
+  std::vector<float> scales(static_cast<std::size_t>(n));
+  quantize_rows_int8(w, n, k, ldw, q.data(), ldq, scales.data());
+  return packed_int8::pack({{q.data(), n, ldq, scales.data(), bias, 1.0f}}, k);
+}
+
+struct packed_gemm_options {
+  bool relu = false;        // fused max(0, .) after the bias
+  bool accumulate = false;  // C += result (C is read) instead of C = result
+  int threads = 0;          // split columns over this many pool threads; 0: intra_op_threads()
+};
+
+namespace detail {
+
+enum class packed_kernel { generic, avx2, vnni };
+
+inline packed_kernel choose_packed_kernel() {
+#if TASKMOE_KERNELS_X86
+  const isa active = active_isa();
+  if (active == isa::avx512 && detect_cpu_features().avx512vnni) return packed_kernel::vnni;
+  if (active >= isa::avx2) return packed_kernel::avx2;
+#endif
+  return packed_kernel::generic;
+}
+
+inline void run_packed(packed_kernel kind, const packed_call& g, int p0, int p1) {
+  switch (kind) {
+#if TASKMOE_KERNELS_X86
+    case packed_kernel::vnni: avx512::gemm_packed(g, p0, p1); return;
+    case packed_kernel::avx2: avx2::gemm_packed(g, p0, p1); return;
+#endif
+    default: generic::gemm_packed(g, p0, p1); return;
+  }
+}
+
+// Quantized activations for one call: grown per thread, never shrunk.
+struct packed_workspace {
+  std::vector<std::uint8_t> q;
+  std::vector<float> scales;
+};
+inline packed_workspace& packed_thread_workspace() {
+  thread_local packed_workspace ws;
+  return ws;
+}
+
+}  // namespace detail
+
+// c [m, rows] (ldc) = act(a [m, cols] (lda) Wᵀ) (+ c); see packed_gemm_options.
+inline void gemm_packed_int8(int m, const float* a, int lda, const packed_int8& w, float* c, int ldc,
+                             const packed_gemm_options& options = {}) {
+  const char* kernel = "gemm_packed_int8";
+  detail::check_size(kernel, "m", m);
+  detail::check_matrix(kernel, "a", a, m, w.cols(), lda);
+  detail::check_matrix(kernel, "c", c, m, w.rows(), ldc);
+  if (options.threads < 0) detail::fail(kernel, "options.threads must be >= 0");
+  if (m == 0 || w.rows() == 0) return;
+  const int k = w.cols(), k4 = packed_access::k4(w);
+  detail::packed_workspace& ws = detail::packed_thread_workspace();
+  ws.q.resize(static_cast<std::size_t>(m) * k4);
+  ws.scales.resize(static_cast<std::size_t>(m));
+  auto* q = reinterpret_cast<std::int8_t*>(ws.q.data());
+  quantize_rows_int8(a, m, k, lda, q, k4, ws.scales.data());
+  const detail::packed_kernel kind = detail::choose_packed_kernel();
+  for (int i = 0; i < m; ++i) {
+    std::uint8_t* row = ws.q.data() + static_cast<std::size_t>(i) * k4;
+    if (k4 > k) std::memset(row + k, 0, static_cast<std::size_t>(k4 - k));
+#if TASKMOE_KERNELS_X86
+    if (kind == detail::packed_kernel::vnni) detail::avx512::flip_sign_bits(row, k4);
+#endif
+  }
+  detail::packed_call g = packed_access::call(w);
+  g.m = m;
+  g.a = ws.q.data();
+  g.lda = k4;
+  g.a_scales = ws.scales.data();
+  g.c = c;
+  g.ldc = ldc;
+  g.relu = options.relu;
+  g.accumulate = options.accumulate;
+  // Column blocks of whole 4-panel tiles, so splitting never changes a tile's shape or the
+  // result: each output is computed by exactly one thread with the same operations.
+  const int blocks = (w.panels() + 3) / 4;
+  const int threads = std::min(options.threads == 0 ? intra_op_threads() : options.threads, blocks);
+  parallel_for(threads, blocks, [&](int b0, int b1) {
+    detail::run_packed(kind, g, 4 * b0, std::min(w.panels(), 4 * b1));
+  });
+}
+
+}  // namespace kernels
+}  // namespace taskmoe
+// ---- end taskmoe/kernels/packed_gemm.hpp ----
 // ---- begin taskmoe/kernels/elementwise.hpp ----
 // Row-wise and elementwise kernels for the Transformer: layer_norm, softmax, log_softmax, relu,
 // gelu, bias and residual adds, top-k and argmax. Row-major matrices with leading dimensions;
@@ -3943,9 +4631,15 @@ inline int argmax(const float* x, int n) {
 #include <string>      // std::string
 #include <vector>      // std::vector
 
+// ---- begin taskmoe/tensor/weight_matrix.hpp ----
+// A weight matrix as the layers see it: a view of row-major [rows, cols] f32, or i8 with one f32
+// scale per row. Views only: the memory belongs to a mapped file or to the model's weight store.
+
+#include <cstddef>  // std::size_t
+#include <cstdint>  // std::int8_t
+#include <cstring>  // std::memcpy
 
 namespace taskmoe {
-namespace model {
 
 // A row-major [rows, cols] matrix of f32, or of i8 with one f32 scale per row.
 struct weight_matrix {
@@ -3967,6 +4661,14 @@ struct weight_matrix {
     }
   }
 };
+
+}  // namespace taskmoe
+// ---- end taskmoe/tensor/weight_matrix.hpp ----
+
+namespace taskmoe {
+namespace model {
+
+using taskmoe::weight_matrix;  // tensor/weight_matrix.hpp
 
 // Owned buffers of converted or fused weights. A deque never moves its elements, so pointers into
 // the vectors stay valid while the store grows during loading.
@@ -4230,28 +4932,46 @@ class weight_loader {
 // ---- end taskmoe/model/weights.hpp ----
 // ---- begin taskmoe/layers/linear.hpp ----
 // A Linear layer y = x Wᵀ + b over row-major activations, on f32 or int8 (per-row scaled) weights.
+// int8 weights run packed (kernels/packed_gemm.hpp): the model packs them once at load.
+
+#include <cstddef>  // std::size_t
+#include <memory>   // std::shared_ptr
 
 
 namespace taskmoe {
 namespace layers {
 
 struct linear {
-  model::weight_matrix weight;   // [out, in]
+  weight_matrix weight;          // [out, in] as stored (f32 used in place; int8 kept for lookups)
   const float* bias = nullptr;   // [out] or null
+  std::shared_ptr<const kernels::packed_int8> packed;  // int8: the packed weights, bias included
 
-  int out_features() const noexcept { return weight.rows; }
-  int in_features() const noexcept { return weight.cols; }
+  int out_features() const noexcept { return packed ? packed->rows() : weight.rows; }
+  int in_features() const noexcept { return packed ? packed->cols() : weight.cols; }
 
-  // y [m, out] (ldy) = x [m, in] (ldx) Wᵀ + b. Single-threaded; safe to call concurrently.
-  void forward(const float* x, int m, int ldx, float* y, int ldy) const {
+  // Packs int8 weights (no-op for f32): must run once before forward.
+  void pack() {
+    if (!weight.is_int8() || packed) return;
+    packed = std::make_shared<const kernels::packed_int8>(kernels::packed_int8::pack(
+        {{weight.i8, weight.rows, weight.cols, weight.scales, bias, 1.0f}}, weight.cols));
+  }
+
+  // y [m, out] (ldy) = x [m, in] (ldx) Wᵀ + b, then ReLU when `relu`, added to y when
+  // `accumulate`. Uses kernels::intra_op_threads() threads; safe to call concurrently.
+  void forward(const float* x, int m, int ldx, float* y, int ldy, bool relu = false,
+               bool accumulate = false) const {
     if (m == 0) return;
-    if (weight.is_int8()) {
-      kernels::gemm_int8(m, weight.rows, weight.cols, x, ldx, weight.i8, weight.cols, weight.scales,
-                         y, ldy, bias);
-    } else {
-      kernels::gemm_f32(m, weight.rows, weight.cols, 1.0f, x, ldx, weight.f32, weight.cols, 0.0f, y,
-                        ldy, bias);
+    if (packed) {
+      kernels::gemm_packed_int8(m, x, ldx, *packed, y, ldy, {relu, accumulate, 0});
+      return;
     }
+    if (weight.is_int8()) throw invalid_argument_error("linear: int8 weights were not packed");
+    kernels::gemm_options go;
+    go.threads = kernels::intra_op_threads();
+    kernels::gemm_f32(m, weight.rows, weight.cols, 1.0f, x, ldx, weight.f32, weight.cols,
+                      accumulate ? 1.0f : 0.0f, y, ldy, bias, go);
+    if (relu)
+      for (int r = 0; r < m; ++r) kernels::relu(y + static_cast<std::size_t>(r) * ldy, static_cast<std::size_t>(weight.rows));
   }
 };
 
@@ -4336,13 +5056,18 @@ struct feed_forward {
   linear fc2;  // [d, d_ff]
   activation act = activation::relu;
 
-  // y [m, d] = fc2(act(fc1(x [m, d]))); `hidden` is scratch.
+  void pack() {
+    fc1.pack();
+    fc2.pack();
+  }
+
+  // y [m, d] = fc2(act(fc1(x [m, d]))); `hidden` is scratch. ReLU is fused into fc1.
   void forward(const float* x, int m, int ldx, float* y, int ldy, std::vector<float>& hidden) const {
     const int ff = fc1.out_features();
     const std::size_t n = static_cast<std::size_t>(m) * static_cast<std::size_t>(ff);
     if (hidden.size() < n) hidden.resize(n);
-    fc1.forward(x, m, ldx, hidden.data(), ff);
-    apply_activation(act, hidden.data(), n);
+    fc1.forward(x, m, ldx, hidden.data(), ff, act == activation::relu);
+    if (act != activation::relu) apply_activation(act, hidden.data(), n);
     fc2.forward(hidden.data(), m, ff, y, ldy);
   }
 };
@@ -4364,6 +5089,7 @@ struct feed_forward {
 #include <algorithm>  // std::sort
 #include <cstddef>    // std::size_t
 #include <cstring>    // std::memcpy
+#include <memory>     // std::make_shared
 #include <numeric>    // std::iota
 #include <vector>     // std::vector
 
@@ -4393,13 +5119,57 @@ class moe_layer {
   int num_experts = 0;                        // token routing: router rows
   int top_k = 0;
 
+  // Task routing on int8 experts: the k kept experts as one FFN, built by pack(). fc1 of every
+  // expert stacked by rows (one GEMM of width k * d_ff; the input is quantized once), and each
+  // expert's fc2 with its gate folded into scales and bias, accumulated into y in id order.
+  layers::linear fused_fc1;
+  std::vector<layers::linear> gated_fc2;  // in ascending expert id
+
   bool task_routed() const noexcept { return is_task_routed(route); }
+
+  // Packs int8 experts (f32 ones stay as they are); task-routed int8 layers are fused.
+  void pack() {
+    bool int8 = !experts.empty();
+    for (const auto& e : experts) int8 = int8 && e.fc1.weight.is_int8() && e.fc2.weight.is_int8();
+    if (!int8) return;
+    if (!task_routed()) {
+      for (auto& e : experts) e.pack();
+      return;
+    }
+    std::vector<kernels::packed_int8::part> fc1_parts;
+    const bool bias1 = experts.front().fc1.bias != nullptr;
+    for (int slot : order_by_id()) {
+      const layers::feed_forward& e = experts[static_cast<std::size_t>(slot)];
+      if ((e.fc1.bias != nullptr) != bias1) throw invalid_argument_error("moe: experts differ in fc1 bias");
+      const weight_matrix& w1 = e.fc1.weight;
+      fc1_parts.push_back({w1.i8, w1.rows, w1.cols, w1.scales, e.fc1.bias, 1.0f});
+      const weight_matrix& w2 = e.fc2.weight;
+      layers::linear fc2;
+      fc2.weight = w2;
+      fc2.packed = std::make_shared<const kernels::packed_int8>(kernels::packed_int8::pack(
+          {{w2.i8, w2.rows, w2.cols, w2.scales, e.fc2.bias, gates[static_cast<std::size_t>(slot)]}}, w2.cols));
+      gated_fc2.push_back(std::move(fc2));
+    }
+    fused_fc1.packed = std::make_shared<const kernels::packed_int8>(
+        kernels::packed_int8::pack(fc1_parts, experts.front().fc1.weight.cols));
+  }
 
   // y [m, d] = MoE(x [m, d]); y must not alias x.
   void forward(const float* x, int m, int d, float* y, moe_workspace& ws) const {
+    if (m == 0) return;
+    if (task_routed() && fused_fc1.packed) {
+      const int ff = experts.front().fc1.out_features(), width = fused_fc1.out_features();
+      const std::size_t n = static_cast<std::size_t>(m) * static_cast<std::size_t>(width);
+      if (ws.hidden.size() < n) ws.hidden.resize(n);
+      const activation act = experts.front().act;
+      fused_fc1.forward(x, m, d, ws.hidden.data(), width, act == activation::relu);
+      if (act != activation::relu) layers::apply_activation(act, ws.hidden.data(), n);
+      for (std::size_t j = 0; j < gated_fc2.size(); ++j)
+        gated_fc2[j].forward(ws.hidden.data() + j * static_cast<std::size_t>(ff), m, width, y, d, false, j > 0);
+      return;
+    }
     const std::size_t md = static_cast<std::size_t>(m) * static_cast<std::size_t>(d);
     for (std::size_t i = 0; i < md; ++i) y[i] = 0.0f;
-    if (m == 0) return;
     if (ws.expert_out.size() < md) ws.expert_out.resize(md);
     if (task_routed()) {
       for (int slot : order_by_id()) {
@@ -4508,6 +5278,10 @@ inline std::vector<float> sinusoidal_positions(int n, int d) {
 struct model_options {
   // Fuse the q/k/v projections (and cross-attention k/v) into one GEMM at load (copies them).
   bool fuse_qkv = true;
+  // In a model with int8 layers, quantize a float output projection per row at load (the same
+  // quantizer as the converter) so the largest decoder GEMM runs int8 too. docs/runtime.md
+  // has its measured BLEU cost.
+  bool int8_output_projection = true;
 };
 
 // Encoder output for a batch of sentences, packed without padding.
@@ -4851,6 +5625,23 @@ class transformer {
     }
     output_.weight = cfg_.shared_embeddings ? encoder_.embed
                                             : w.matrix("decoder.output_projection.weight", v, d);
+    if (output_.weight.is_int8()) {
+      output_.pack();
+    } else if (opts.int8_output_projection && has_int8_layers()) {
+      output_.packed = std::make_shared<const kernels::packed_int8>(
+          kernels::quantize_pack(output_.weight.f32, v, d, d));
+    }
+  }
+
+  // Some attention projection, FFN or expert holds int8 weights (an int8 file).
+  bool has_int8_layers() const noexcept {
+    for (const stack_weights* s : {&encoder_, &decoder_})
+      for (const layer& l : s->layers) {
+        if (l.self.out.weight.is_int8() || l.ffn.fc1.weight.is_int8()) return true;
+        for (const auto& e : l.moe.experts)
+          if (e.fc1.weight.is_int8()) return true;
+      }
+    return false;
   }
 
   layers::layer_norm norm(const weight_loader& w, const std::string& prefix) const {
@@ -4878,7 +5669,19 @@ class transformer {
     a.v = lin(w, p + ".v_proj", d, d);
     a.out = lin(w, p + ".out_proj", d, d);
     const bool same = a.q.weight.is_int8() == a.k.weight.is_int8() && a.k.weight.is_int8() == a.v.weight.is_int8();
-    if (opts.fuse_qkv && same) {
+    const bool int8 = a.q.weight.is_int8();
+    if (opts.fuse_qkv && same && int8) {
+      // Packed straight from the parts: no row-major copy of the fused matrix.
+      a.fused = true;
+      std::vector<kernels::packed_int8::part> parts;
+      for (const layers::linear* l : self ? std::vector<const layers::linear*>{&a.q, &a.k, &a.v}
+                                          : std::vector<const layers::linear*>{&a.k, &a.v})
+        parts.push_back({l->weight.i8, l->weight.rows, l->weight.cols, l->weight.scales, l->bias, 1.0f});
+      (self ? a.qkv : a.kv).packed =
+          std::make_shared<const kernels::packed_int8>(kernels::packed_int8::pack(parts, d));
+      if (!self) a.q.pack();
+      a.out.pack();
+    } else if (opts.fuse_qkv && same) {
       a.fused = true;
       if (self) {
         a.qkv.weight = w.concat_rows({a.q.weight, a.k.weight, a.v.weight});
@@ -4887,6 +5690,8 @@ class transformer {
         a.kv.weight = w.concat_rows({a.k.weight, a.v.weight});
         a.kv.bias = w.concat({a.k.bias, a.v.bias}, d);
       }
+    } else {
+      for (layers::linear* l : {&a.q, &a.k, &a.v, &a.out}) l->pack();
     }
     return a;
   }
@@ -4907,6 +5712,7 @@ class transformer {
       l.ffn.fc1 = lin(w, p + "ffn.fc1", cfg_.d_ff, d);
       l.ffn.fc2 = lin(w, p + "ffn.fc2", d, cfg_.d_ff);
       l.ffn.act = cfg_.act;
+      l.ffn.pack();
       return l;
     }
     const moe_layer_spec spec = src_.moe_layer(s, i);
@@ -4921,7 +5727,7 @@ class transformer {
       e.fc1 = lin(w, p + "moe.experts.fc1", f, d, true, slot);
       e.fc2 = lin(w, p + "moe.experts.fc2", d, f, true, slot);
       e.act = cfg_.act;
-      m.experts.push_back(e);
+      m.experts.push_back(std::move(e));
     }
     if (!m.task_routed()) {
       m.num_experts = cfg_.num_experts;
@@ -4934,6 +5740,7 @@ class transformer {
     } else if (m.gates.size() != m.experts.size()) {
       throw format_error(src_.name(), p + "moe: needs one gate per kept expert");
     }
+    m.pack();
     return l;
   }
 
@@ -5550,7 +6357,7 @@ class sentencepiece {
 namespace taskmoe {
 
 struct translator_options {
-  int threads = 1;               // worker threads per call (sub-batches in parallel)
+  int threads = 1;               // threads per call: sub-batches in parallel, the rest inside GEMMs
   bool verify_checksums = true;  // check every tensor's CRC when opening a .tmoe file
   std::string expected_task;     // non-empty: throw unless the file's task has this name
   bool fuse_qkv = true;          // fuse q/k/v projections at load (a copy of those weights)
@@ -5734,7 +6541,12 @@ class translator {
     std::atomic<std::size_t> next{0};
     std::exception_ptr failure;
     std::mutex failure_mutex;
+    // Sub-batches run in parallel; threads left over (fewer sub-batches than threads, e.g. one
+    // sentence) split each GEMM's columns instead (kernels/parallel.hpp).
+    const std::size_t n_threads = std::min<std::size_t>(static_cast<std::size_t>(options_.threads), batches.size());
+    const int intra = n_threads == 0 ? 1 : options_.threads / static_cast<int>(n_threads);
     const auto worker = [&] {
+      const kernels::scoped_intra_op_threads scope(intra);
       for (;;) {
         const std::size_t bi = next.fetch_add(1);
         if (bi >= batches.size()) return;
@@ -5747,7 +6559,6 @@ class translator {
         }
       }
     };
-    const std::size_t n_threads = std::min<std::size_t>(static_cast<std::size_t>(options_.threads), batches.size());
     if (n_threads <= 1) {
       worker();
     } else {

@@ -24,13 +24,18 @@ struct feed_forward {
   linear fc2;  // [d, d_ff]
   activation act = activation::relu;
 
-  // y [m, d] = fc2(act(fc1(x [m, d]))); `hidden` is scratch.
+  void pack() {
+    fc1.pack();
+    fc2.pack();
+  }
+
+  // y [m, d] = fc2(act(fc1(x [m, d]))); `hidden` is scratch. ReLU is fused into fc1.
   void forward(const float* x, int m, int ldx, float* y, int ldy, std::vector<float>& hidden) const {
     const int ff = fc1.out_features();
     const std::size_t n = static_cast<std::size_t>(m) * static_cast<std::size_t>(ff);
     if (hidden.size() < n) hidden.resize(n);
-    fc1.forward(x, m, ldx, hidden.data(), ff);
-    apply_activation(act, hidden.data(), n);
+    fc1.forward(x, m, ldx, hidden.data(), ff, act == activation::relu);
+    if (act != activation::relu) apply_activation(act, hidden.data(), n);
     fc2.forward(hidden.data(), m, ff, y, ldy);
   }
 };

@@ -43,6 +43,10 @@ inline std::vector<float> sinusoidal_positions(int n, int d) {
 struct model_options {
   // Fuse the q/k/v projections (and cross-attention k/v) into one GEMM at load (copies them).
   bool fuse_qkv = true;
+  // In a model with int8 layers, quantize a float output projection per row at load (the same
+  // quantizer as the converter) so the largest decoder GEMM runs int8 too. docs/runtime.md
+  // has its measured BLEU cost.
+  bool int8_output_projection = true;
 };
 
 // Encoder output for a batch of sentences, packed without padding.
@@ -386,6 +390,23 @@ class transformer {
     }
     output_.weight = cfg_.shared_embeddings ? encoder_.embed
                                             : w.matrix("decoder.output_projection.weight", v, d);
+    if (output_.weight.is_int8()) {
+      output_.pack();
+    } else if (opts.int8_output_projection && has_int8_layers()) {
+      output_.packed = std::make_shared<const kernels::packed_int8>(
+          kernels::quantize_pack(output_.weight.f32, v, d, d));
+    }
+  }
+
+  // Some attention projection, FFN or expert holds int8 weights (an int8 file).
+  bool has_int8_layers() const noexcept {
+    for (const stack_weights* s : {&encoder_, &decoder_})
+      for (const layer& l : s->layers) {
+        if (l.self.out.weight.is_int8() || l.ffn.fc1.weight.is_int8()) return true;
+        for (const auto& e : l.moe.experts)
+          if (e.fc1.weight.is_int8()) return true;
+      }
+    return false;
   }
 
   layers::layer_norm norm(const weight_loader& w, const std::string& prefix) const {
@@ -413,7 +434,19 @@ class transformer {
     a.v = lin(w, p + ".v_proj", d, d);
     a.out = lin(w, p + ".out_proj", d, d);
     const bool same = a.q.weight.is_int8() == a.k.weight.is_int8() && a.k.weight.is_int8() == a.v.weight.is_int8();
-    if (opts.fuse_qkv && same) {
+    const bool int8 = a.q.weight.is_int8();
+    if (opts.fuse_qkv && same && int8) {
+      // Packed straight from the parts: no row-major copy of the fused matrix.
+      a.fused = true;
+      std::vector<kernels::packed_int8::part> parts;
+      for (const layers::linear* l : self ? std::vector<const layers::linear*>{&a.q, &a.k, &a.v}
+                                          : std::vector<const layers::linear*>{&a.k, &a.v})
+        parts.push_back({l->weight.i8, l->weight.rows, l->weight.cols, l->weight.scales, l->bias, 1.0f});
+      (self ? a.qkv : a.kv).packed =
+          std::make_shared<const kernels::packed_int8>(kernels::packed_int8::pack(parts, d));
+      if (!self) a.q.pack();
+      a.out.pack();
+    } else if (opts.fuse_qkv && same) {
       a.fused = true;
       if (self) {
         a.qkv.weight = w.concat_rows({a.q.weight, a.k.weight, a.v.weight});
@@ -422,6 +455,8 @@ class transformer {
         a.kv.weight = w.concat_rows({a.k.weight, a.v.weight});
         a.kv.bias = w.concat({a.k.bias, a.v.bias}, d);
       }
+    } else {
+      for (layers::linear* l : {&a.q, &a.k, &a.v, &a.out}) l->pack();
     }
     return a;
   }
@@ -442,6 +477,7 @@ class transformer {
       l.ffn.fc1 = lin(w, p + "ffn.fc1", cfg_.d_ff, d);
       l.ffn.fc2 = lin(w, p + "ffn.fc2", d, cfg_.d_ff);
       l.ffn.act = cfg_.act;
+      l.ffn.pack();
       return l;
     }
     const moe_layer_spec spec = src_.moe_layer(s, i);
@@ -456,7 +492,7 @@ class transformer {
       e.fc1 = lin(w, p + "moe.experts.fc1", f, d, true, slot);
       e.fc2 = lin(w, p + "moe.experts.fc2", d, f, true, slot);
       e.act = cfg_.act;
-      m.experts.push_back(e);
+      m.experts.push_back(std::move(e));
     }
     if (!m.task_routed()) {
       m.num_experts = cfg_.num_experts;
@@ -469,6 +505,7 @@ class transformer {
     } else if (m.gates.size() != m.experts.size()) {
       throw format_error(src_.name(), p + "moe: needs one gate per kept expert");
     }
+    m.pack();
     return l;
   }
 

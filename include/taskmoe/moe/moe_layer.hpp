@@ -12,6 +12,7 @@
 #include <algorithm>  // std::sort
 #include <cstddef>    // std::size_t
 #include <cstring>    // std::memcpy
+#include <memory>     // std::make_shared
 #include <numeric>    // std::iota
 #include <vector>     // std::vector
 
@@ -46,13 +47,57 @@ class moe_layer {
   int num_experts = 0;                        // token routing: router rows
   int top_k = 0;
 
+  // Task routing on int8 experts: the k kept experts as one FFN, built by pack(). fc1 of every
+  // expert stacked by rows (one GEMM of width k * d_ff; the input is quantized once), and each
+  // expert's fc2 with its gate folded into scales and bias, accumulated into y in id order.
+  layers::linear fused_fc1;
+  std::vector<layers::linear> gated_fc2;  // in ascending expert id
+
   bool task_routed() const noexcept { return is_task_routed(route); }
+
+  // Packs int8 experts (f32 ones stay as they are); task-routed int8 layers are fused.
+  void pack() {
+    bool int8 = !experts.empty();
+    for (const auto& e : experts) int8 = int8 && e.fc1.weight.is_int8() && e.fc2.weight.is_int8();
+    if (!int8) return;
+    if (!task_routed()) {
+      for (auto& e : experts) e.pack();
+      return;
+    }
+    std::vector<kernels::packed_int8::part> fc1_parts;
+    const bool bias1 = experts.front().fc1.bias != nullptr;
+    for (int slot : order_by_id()) {
+      const layers::feed_forward& e = experts[static_cast<std::size_t>(slot)];
+      if ((e.fc1.bias != nullptr) != bias1) throw invalid_argument_error("moe: experts differ in fc1 bias");
+      const weight_matrix& w1 = e.fc1.weight;
+      fc1_parts.push_back({w1.i8, w1.rows, w1.cols, w1.scales, e.fc1.bias, 1.0f});
+      const weight_matrix& w2 = e.fc2.weight;
+      layers::linear fc2;
+      fc2.weight = w2;
+      fc2.packed = std::make_shared<const kernels::packed_int8>(kernels::packed_int8::pack(
+          {{w2.i8, w2.rows, w2.cols, w2.scales, e.fc2.bias, gates[static_cast<std::size_t>(slot)]}}, w2.cols));
+      gated_fc2.push_back(std::move(fc2));
+    }
+    fused_fc1.packed = std::make_shared<const kernels::packed_int8>(
+        kernels::packed_int8::pack(fc1_parts, experts.front().fc1.weight.cols));
+  }
 
   // y [m, d] = MoE(x [m, d]); y must not alias x.
   void forward(const float* x, int m, int d, float* y, moe_workspace& ws) const {
+    if (m == 0) return;
+    if (task_routed() && fused_fc1.packed) {
+      const int ff = experts.front().fc1.out_features(), width = fused_fc1.out_features();
+      const std::size_t n = static_cast<std::size_t>(m) * static_cast<std::size_t>(width);
+      if (ws.hidden.size() < n) ws.hidden.resize(n);
+      const activation act = experts.front().act;
+      fused_fc1.forward(x, m, d, ws.hidden.data(), width, act == activation::relu);
+      if (act != activation::relu) layers::apply_activation(act, ws.hidden.data(), n);
+      for (std::size_t j = 0; j < gated_fc2.size(); ++j)
+        gated_fc2[j].forward(ws.hidden.data() + j * static_cast<std::size_t>(ff), m, width, y, d, false, j > 0);
+      return;
+    }
     const std::size_t md = static_cast<std::size_t>(m) * static_cast<std::size_t>(d);
     for (std::size_t i = 0; i < md; ++i) y[i] = 0.0f;
-    if (m == 0) return;
     if (ws.expert_out.size() < md) ws.expert_out.resize(md);
     if (task_routed()) {
       for (int slot : order_by_id()) {

@@ -4,20 +4,21 @@
 // active_isa() >= isa::avx2. Kernels not defined here fall back to arch/generic.hpp.
 //
 // int8 scheme (the "sign trick"). AVX2 has no signed x signed byte multiply; vpmaddubsw multiplies
-// unsigned bytes by signed bytes and adds adjacent pairs into int16 *with saturation*. We feed it
-//     u = |a|            (vpabsb; a in [-127, 127] so u in [0, 127])
-//     s = sign(b, a)     (vpsignb: b, -b or 0 as a is >0, <0 or 0; b in [-127, 127])
-// so that u * s == a * b exactly, and each int16 pair sum is at most 2 * 127 * 127 = 32258 <
+// unsigned bytes by signed bytes and adds adjacent pairs into int16 *with saturation*. For an
+// activation a (from quantize_rows_int8: [-127, 127], never -128) and a weight w (any int8) we
+// feed it
+//     u = |w|            (vpabsb; read as unsigned, |-128| = 128 is exact)
+//     s = sign(a, w)     (vpsignb: a, -a or 0 as w is >0, <0 or 0; never wraps since a != -128)
+// so that u * s == a * w exactly, and each int16 pair sum is at most 2 * 128 * 127 = 32512 <
 // 32767: it never saturates. vpmaddwd with ones then widens pairs to int32 and vpaddd accumulates.
-// This relies on both operands being in [-127, 127]; quantize_rows_int8 never produces -128
-// (and the public GEMM rejects nothing: -128 in *weights* is still exact since |a| <= 127 bounds
-// each product by 127 * 128, pair sum 32512; -128 in *activations* could saturate, so activations
-// always come from our quantizer).
+// (The other way round, u = |a| and s = sign(w, a), wraps -w for w = -128.)
 
 #include <cstddef>  // std::size_t
 #include <cstdint>  // int8_t, int32_t
+#include <cstring>  // std::memcpy
 
-#include <taskmoe/kernels/isa.hpp>  // TASKMOE_KERNELS_X86
+#include <taskmoe/kernels/detail/packed_args.hpp>  // packed_call, panel layout
+#include <taskmoe/kernels/isa.hpp>                 // TASKMOE_KERNELS_X86
 
 #if TASKMOE_KERNELS_X86
 #include <immintrin.h>  // AVX2 intrinsics (usable inside target("avx2") functions)
@@ -29,10 +30,12 @@ namespace avx2 {
 
 #define TASKMOE_TARGET_AVX2 __attribute__((target("avx2,fma")))
 
-// acc += a * b for 32 signed bytes (sign trick, see above); ua = |a| is hoisted by the caller.
-TASKMOE_TARGET_AVX2 inline __m256i dot_step(__m256i acc, __m256i ua, __m256i a, __m256i b) {
+// acc += a * b for 32 signed bytes (a from our quantizer, b any int8): the sign trick with |b| as
+// the unsigned operand, so that b = -128 (|b| = 128 unsigned) stays exact; negating b instead
+// would wrap -128 to itself.
+TASKMOE_TARGET_AVX2 inline __m256i dot_step(__m256i acc, __m256i a, __m256i b) {
   const __m256i ones = _mm256_set1_epi16(1);
-  return _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_maddubs_epi16(ua, _mm256_sign_epi8(b, a)), ones));
+  return _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_abs_epi8(b), _mm256_sign_epi8(a, b)), ones));
 }
 
 TASKMOE_TARGET_AVX2 inline std::int32_t hsum(__m256i v) {
@@ -70,19 +73,18 @@ TASKMOE_TARGET_AVX2 void gemm_s8s8(int m, int n, int k, const std::int8_t* a, in
       for (int p = 0; p < kv; p += 32) {
         const __m256i av = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(ar + p));
         const __m256i bv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(br + p));
-        const __m256i ua = _mm256_abs_epi8(av), ub = _mm256_abs_epi8(bv);
         __m256i wv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w0 + p));
-        c0 = dot_step(c0, ua, av, wv);
-        d0 = dot_step(d0, ub, bv, wv);
+        c0 = dot_step(c0, av, wv);
+        d0 = dot_step(d0, bv, wv);
         wv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w1 + p));
-        c1 = dot_step(c1, ua, av, wv);
-        d1 = dot_step(d1, ub, bv, wv);
+        c1 = dot_step(c1, av, wv);
+        d1 = dot_step(d1, bv, wv);
         wv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w2 + p));
-        c2 = dot_step(c2, ua, av, wv);
-        d2 = dot_step(d2, ub, bv, wv);
+        c2 = dot_step(c2, av, wv);
+        d2 = dot_step(d2, bv, wv);
         wv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w3 + p));
-        c3 = dot_step(c3, ua, av, wv);
-        d3 = dot_step(d3, ub, bv, wv);
+        c3 = dot_step(c3, av, wv);
+        d3 = dot_step(d3, bv, wv);
       }
       const __m256i hc = _mm256_hadd_epi32(_mm256_hadd_epi32(c0, c1), _mm256_hadd_epi32(c2, c3));
       const __m256i hd = _mm256_hadd_epi32(_mm256_hadd_epi32(d0, d1), _mm256_hadd_epi32(d2, d3));
@@ -105,11 +107,10 @@ TASKMOE_TARGET_AVX2 void gemm_s8s8(int m, int n, int k, const std::int8_t* a, in
       __m256i c0 = _mm256_setzero_si256(), c1 = c0, c2 = c0, c3 = c0;
       for (int p = 0; p < kv; p += 32) {
         const __m256i av = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(ar + p));
-        const __m256i ua = _mm256_abs_epi8(av);
-        c0 = dot_step(c0, ua, av, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w0 + p)));
-        c1 = dot_step(c1, ua, av, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w1 + p)));
-        c2 = dot_step(c2, ua, av, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w2 + p)));
-        c3 = dot_step(c3, ua, av, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w3 + p)));
+        c0 = dot_step(c0, av, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w0 + p)));
+        c1 = dot_step(c1, av, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w1 + p)));
+        c2 = dot_step(c2, av, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w2 + p)));
+        c3 = dot_step(c3, av, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w3 + p)));
       }
       // Horizontal sums of the four accumulators in one go: lane q of the result is row j + q.
       const __m256i h = _mm256_hadd_epi32(_mm256_hadd_epi32(c0, c1), _mm256_hadd_epi32(c2, c3));
@@ -129,9 +130,88 @@ TASKMOE_TARGET_AVX2 void gemm_s8s8(int m, int n, int k, const std::int8_t* a, in
       __m256i c = _mm256_setzero_si256();
       for (int p = 0; p < kv; p += 32) {
         const __m256i av = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(ar + p));
-        c = dot_step(c, _mm256_abs_epi8(av), av, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(wr + p)));
+        c = dot_step(c, av, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(wr + p)));
       }
       ep(i, j, hsum(c) + dot_tail(ar, wr, kv, k));
+    }
+  }
+}
+
+// ---- packed int8 GEMM (detail/packed_args.hpp) ------------------------------------------------
+// Signed activations and the sign trick (with the roles swapped, see below), on the panel layout: 4 activation bytes are
+// broadcast, each 32-byte half of a panel row group is 8 columns x 4 k, and vpmaddubsw +
+// vpmaddwd leave one int32 per column: every lane is an output, no horizontal sums.
+// A tile is MR rows x NP panels (2 * MR * NP accumulators of the 16 registers).
+
+template <int MR, int NP>
+TASKMOE_TARGET_AVX2 void packed_tile(const packed_call& g, int i0, int p0) {
+  __m256i acc[MR][NP][2];
+  for (int i = 0; i < MR; ++i)
+    for (int r = 0; r < NP; ++r) acc[i][r][0] = acc[i][r][1] = _mm256_setzero_si256();
+  const __m256i ones = _mm256_set1_epi16(1);
+  const std::size_t pb = g.panel_bytes();
+  const std::int8_t* b = g.data + static_cast<std::size_t>(p0) * pb;
+  const std::uint8_t* a = g.a + static_cast<std::size_t>(i0) * g.lda;
+  for (int kk = 0; kk < g.k4; kk += k_group) {
+    // u = |w| (as unsigned bytes: |-128| = 128 is right) and s = a * sign(w) (a in [-127, 127]
+    // never wraps), so u * s == a * w exactly, pair sums <= 2 * 128 * 127 < 32767: exact even
+    // for -128 in a file's weights, which negating w (the other way round) would wrap.
+    __m256i w[NP][2], u[NP][2];
+    for (int r = 0; r < NP; ++r) {
+      const std::int8_t* src = b + r * pb + static_cast<std::size_t>(kk) * panel_width;
+      w[r][0] = _mm256_load_si256(reinterpret_cast<const __m256i*>(src));
+      w[r][1] = _mm256_load_si256(reinterpret_cast<const __m256i*>(src + 32));
+      u[r][0] = _mm256_abs_epi8(w[r][0]);
+      u[r][1] = _mm256_abs_epi8(w[r][1]);
+    }
+    for (int i = 0; i < MR; ++i) {
+      std::int32_t word;
+      std::memcpy(&word, a + static_cast<std::size_t>(i) * g.lda + kk, sizeof word);
+      const __m256i av = _mm256_set1_epi32(word);
+      for (int r = 0; r < NP; ++r)
+        for (int h = 0; h < 2; ++h)
+          acc[i][r][h] = _mm256_add_epi32(
+              acc[i][r][h], _mm256_madd_epi16(_mm256_maddubs_epi16(u[r][h], _mm256_sign_epi8(av, w[r][h])), ones));
+    }
+  }
+  const __m256 zero = _mm256_setzero_ps();
+  for (int r = 0; r < NP; ++r)
+    for (int h = 0; h < 2; ++h) {
+      const int j = (p0 + r) * panel_width + 8 * h;
+      const int cols = g.n - j;
+      if (cols <= 0) break;
+      const __m256i mask = _mm256_cmpgt_epi32(_mm256_set1_epi32(cols), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+      const __m256 ws = _mm256_loadu_ps(g.w_scales + j);
+      const __m256 bias = g.bias != nullptr ? _mm256_loadu_ps(g.bias + j) : zero;
+      for (int i = 0; i < MR; ++i) {
+        __m256 v = _mm256_cvtepi32_ps(acc[i][r][h]);
+        const __m256 sc = _mm256_mul_ps(_mm256_set1_ps(g.a_scales[i0 + i]), ws);
+        v = g.bias != nullptr ? _mm256_fmadd_ps(v, sc, bias) : _mm256_mul_ps(v, sc);
+        if (g.relu) v = _mm256_max_ps(v, zero);
+        float* out = g.c + static_cast<std::size_t>(i0 + i) * g.ldc + j;
+        if (g.accumulate) v = _mm256_add_ps(_mm256_maskload_ps(out, mask), v);
+        _mm256_maskstore_ps(out, mask, v);
+      }
+    }
+}
+
+// Panels [p0, p1): one panel (16 columns) at a time for every row in tiles of 4; a single row
+// takes 2 panels per tile.
+TASKMOE_TARGET_AVX2 inline void gemm_packed(const packed_call& g, int p0, int p1) {
+  if (g.m == 1) {
+    int p = p0;
+    for (; p + 2 <= p1; p += 2) packed_tile<1, 2>(g, 0, p);
+    if (p < p1) packed_tile<1, 1>(g, 0, p);
+    return;
+  }
+  for (int p = p0; p < p1; ++p) {
+    int i = 0;
+    for (; i + 4 <= g.m; i += 4) packed_tile<4, 1>(g, i, p);
+    switch (g.m - i) {
+      case 3: packed_tile<3, 1>(g, i, p); break;
+      case 2: packed_tile<2, 1>(g, i, p); break;
+      case 1: packed_tile<1, 1>(g, i, p); break;
+      default: break;
     }
   }
 }

@@ -2,15 +2,18 @@
 // AVX-512 kernels (F + BW + VL; VNNI when the CPU has it). Same rules as arch/avx2.hpp: every
 // function carries a target attribute and runs only when active_isa() == isa::avx512.
 //
-// int8: AVX-512BW has no vpsignb, so the sign of a moves onto b with a mask instead:
-//     u = |a| (vpabsb),  neg = a < 0 (vpmovb2m),  s = neg ? -b : b (masked vpsubb)
+// int8: AVX-512BW has no vpsignb, so the sign of b moves onto a with a mask instead:
+//     u = |b| (vpabsb),  neg = b < 0 (vpmovb2m),  s = neg ? -a : a (masked vpsubb)
 // and vpdpbusd(acc, u, s) (VNNI) adds the four u8*s8 products of each dword straight into int32
 // without intermediate saturation. K tails use masked loads, no scalar loop.
 
 #include <cstddef>  // std::size_t
 #include <cstdint>  // int8_t, int32_t, uint64_t
 
-#include <taskmoe/kernels/isa.hpp>  // TASKMOE_KERNELS_X86
+#include <cstring>  // std::memcpy
+
+#include <taskmoe/kernels/detail/packed_args.hpp>  // packed_call, panel layout
+#include <taskmoe/kernels/isa.hpp>                 // TASKMOE_KERNELS_X86
 
 #if TASKMOE_KERNELS_X86
 #include <immintrin.h>  // AVX-512 intrinsics (usable inside target(...) functions)
@@ -24,9 +27,11 @@ namespace avx512 {
 #define TASKMOE_TARGET_AVX512_VNNI \
   __attribute__((target("avx2,fma,avx512f,avx512bw,avx512vl,avx512vnni")))
 
-// acc += a * b for 64 signed bytes; ua = |a| and neg = (a < 0) are hoisted by the caller.
-TASKMOE_TARGET_AVX512_VNNI inline __m512i dot_step(__m512i acc, __m512i ua, __mmask64 neg, __m512i b) {
-  return _mm512_dpbusd_epi32(acc, ua, _mm512_mask_sub_epi8(b, neg, _mm512_setzero_si512(), b));
+// acc += a * b for 64 signed bytes (a from our quantizer, b any int8): |b| is the unsigned
+// operand and a takes b's sign, so b = -128 stays exact (negating b would wrap it to itself).
+TASKMOE_TARGET_AVX512_VNNI inline __m512i dot_step(__m512i acc, __m512i a, __m512i b) {
+  const __mmask64 neg = _mm512_movepi8_mask(b);
+  return _mm512_dpbusd_epi32(acc, _mm512_abs_epi8(b), _mm512_mask_sub_epi8(a, neg, _mm512_setzero_si512(), a));
 }
 
 // Horizontal int32 sum. Not _mm512_reduce_add_epi32: in GCC 12 it goes through
@@ -60,12 +65,10 @@ TASKMOE_TARGET_AVX512_VNNI void gemm_s8s8(int m, int n, int k, const std::int8_t
         if (p == kv && tail == 0) break;
         const __mmask64 mask = p < kv ? ~__mmask64{0} : tail;
         const __m512i av = _mm512_maskz_loadu_epi8(mask, ar + p);
-        const __m512i ua = _mm512_abs_epi8(av);
-        const __mmask64 neg = _mm512_movepi8_mask(av);
-        c0 = dot_step(c0, ua, neg, _mm512_maskz_loadu_epi8(mask, wr[0] + p));
-        c1 = dot_step(c1, ua, neg, _mm512_maskz_loadu_epi8(mask, wr[1] + p));
-        c2 = dot_step(c2, ua, neg, _mm512_maskz_loadu_epi8(mask, wr[2] + p));
-        c3 = dot_step(c3, ua, neg, _mm512_maskz_loadu_epi8(mask, wr[3] + p));
+        c0 = dot_step(c0, av, _mm512_maskz_loadu_epi8(mask, wr[0] + p));
+        c1 = dot_step(c1, av, _mm512_maskz_loadu_epi8(mask, wr[1] + p));
+        c2 = dot_step(c2, av, _mm512_maskz_loadu_epi8(mask, wr[2] + p));
+        c3 = dot_step(c3, av, _mm512_maskz_loadu_epi8(mask, wr[3] + p));
       }
       ep(i, j + 0, hsum(c0));
       ep(i, j + 1, hsum(c1));
@@ -82,11 +85,106 @@ TASKMOE_TARGET_AVX512_VNNI void gemm_s8s8(int m, int n, int k, const std::int8_t
         if (p == kv && tail == 0) break;
         const __mmask64 mask = p < kv ? ~__mmask64{0} : tail;
         const __m512i av = _mm512_maskz_loadu_epi8(mask, ar + p);
-        c = dot_step(c, _mm512_abs_epi8(av), _mm512_movepi8_mask(av), _mm512_maskz_loadu_epi8(mask, wr + p));
+        c = dot_step(c, av, _mm512_maskz_loadu_epi8(mask, wr + p));
       }
       ep(i, j, hsum(c));
     }
   }
+}
+
+// ---- packed int8 GEMM (detail/packed_args.hpp) ------------------------------------------------
+// Activations arrive shifted to unsigned (a + 128), so one vpdpbusd multiplies 4 activation bytes
+// (broadcast) by 16 columns x 4 k of weights: 64 MACs, no sign fix-up, no horizontal sums. A tile
+// is MR rows x NP panels of accumulators (at most 4 x 4 = 16 of the 32 registers, plus NP weight
+// vectors); weights of the NP panels are loaded once per k-group for all MR rows.
+
+TASKMOE_TARGET_AVX512_VNNI inline __mmask16 column_mask(int cols) {
+  return cols >= 16 ? static_cast<__mmask16>(0xffff) : static_cast<__mmask16>((1u << cols) - 1u);
+}
+
+template <int MR, int NP>
+TASKMOE_TARGET_AVX512_VNNI void packed_tile(const packed_call& g, int i0, int p0) {
+  __m512i acc[MR][NP];
+  for (int i = 0; i < MR; ++i)
+    for (int r = 0; r < NP; ++r) acc[i][r] = _mm512_setzero_si512();
+  const std::size_t pb = g.panel_bytes();
+  const std::int8_t* b = g.data + static_cast<std::size_t>(p0) * pb;
+  const std::uint8_t* a = g.a + static_cast<std::size_t>(i0) * g.lda;
+  for (int kk = 0; kk < g.k4; kk += k_group) {
+    __m512i w[NP];
+    for (int r = 0; r < NP; ++r)
+      w[r] = _mm512_load_si512(reinterpret_cast<const void*>(b + r * pb + static_cast<std::size_t>(kk) * panel_width));
+    for (int i = 0; i < MR; ++i) {
+      std::int32_t word;
+      std::memcpy(&word, a + static_cast<std::size_t>(i) * g.lda + kk, sizeof word);
+      const __m512i av = _mm512_set1_epi32(word);
+      for (int r = 0; r < NP; ++r) acc[i][r] = _mm512_dpbusd_epi32(acc[i][r], av, w[r]);
+    }
+  }
+  // Zero-masked forms with a full mask: the unmasked intrinsics go through _mm512_undefined_ps(),
+  // which GCC 12 reports as maybe-uninitialized (see hsum above).
+  const __mmask16 all = 0xffff;
+  const __m512 zero = _mm512_setzero_ps();
+  for (int r = 0; r < NP; ++r) {
+    const int j = (p0 + r) * panel_width;
+    const __mmask16 mask = column_mask(g.n - j);
+    const __m512i comp = _mm512_loadu_si512(g.comp + j);
+    const __m512 ws = _mm512_loadu_ps(g.w_scales + j);
+    const __m512 bias = g.bias != nullptr ? _mm512_loadu_ps(g.bias + j) : zero;
+    for (int i = 0; i < MR; ++i) {
+      __m512 v = _mm512_maskz_cvtepi32_ps(all, _mm512_sub_epi32(acc[i][r], comp));
+      const __m512 sc = _mm512_mul_ps(_mm512_set1_ps(g.a_scales[i0 + i]), ws);
+      v = g.bias != nullptr ? _mm512_fmadd_ps(v, sc, bias) : _mm512_mul_ps(v, sc);
+      if (g.relu) v = _mm512_maskz_max_ps(all, v, zero);
+      float* out = g.c + static_cast<std::size_t>(i0 + i) * g.ldc + j;
+      if (g.accumulate) v = _mm512_add_ps(_mm512_maskz_loadu_ps(mask, out), v);
+      _mm512_mask_storeu_ps(out, mask, v);
+    }
+  }
+}
+
+template <int MR>
+TASKMOE_TARGET_AVX512_VNNI void packed_rows(const packed_call& g, int i0, int p, int np) {
+  switch (np) {
+    case 1: packed_tile<MR, 1>(g, i0, p); return;
+    case 2: packed_tile<MR, 2>(g, i0, p); return;
+    case 3: packed_tile<MR, 3>(g, i0, p); return;
+    default: packed_tile<MR, 4>(g, i0, p); return;
+  }
+}
+
+// Panels [p0, p1): blocks of 4 panels (64 columns, 64 * k4 bytes: in L2 for k4 <= 8192), and for
+// each block every row in tiles of 4. One row (greedy batch 1) takes 8 panels per tile for more
+// loads in flight on the memory-bound weight stream.
+TASKMOE_TARGET_AVX512_VNNI inline void gemm_packed(const packed_call& g, int p0, int p1) {
+  if (g.m == 1) {
+    int p = p0;
+    for (; p + 8 <= p1; p += 8) packed_tile<1, 8>(g, 0, p);
+    for (; p < p1; p += 4) packed_rows<1>(g, 0, p, p1 - p < 4 ? p1 - p : 4);
+    return;
+  }
+  for (int p = p0; p < p1; p += 4) {
+    const int np = p1 - p < 4 ? p1 - p : 4;
+    int i = 0;
+    for (; i + 4 <= g.m; i += 4) packed_rows<4>(g, i, p, np);
+    switch (g.m - i) {
+      case 3: packed_rows<3>(g, i, p, np); break;
+      case 2: packed_rows<2>(g, i, p, np); break;
+      case 1: packed_rows<1>(g, i, p, np); break;
+      default: break;
+    }
+  }
+}
+
+// q[t] ^= 0x80: signed quantized activations to the unsigned form vpdpbusd wants (a + 128).
+TASKMOE_TARGET_AVX512 inline void flip_sign_bits(std::uint8_t* q, int n) {
+  const __m512i bit = _mm512_set1_epi8(static_cast<char>(0x80));
+  int t = 0;
+  for (; t + 64 <= n; t += 64) {
+    __m512i v = _mm512_loadu_si512(q + t);
+    _mm512_storeu_si512(q + t, _mm512_xor_si512(v, bit));
+  }
+  for (; t < n; ++t) q[t] = static_cast<std::uint8_t>(q[t] ^ 0x80u);
 }
 
 // y[i] += b[i]; 16 floats per step, masked tail.

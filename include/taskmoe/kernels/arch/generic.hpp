@@ -14,7 +14,8 @@
 
 #include <xsimd/xsimd.hpp>  // batch<float> at the default architecture
 
-#include <taskmoe/error.hpp>  // invalid_argument_error
+#include <taskmoe/error.hpp>                     // invalid_argument_error
+#include <taskmoe/kernels/detail/packed_args.hpp>  // packed_call
 
 namespace taskmoe {
 namespace kernels {
@@ -89,6 +90,44 @@ void gemm_s8s8(int m, int n, int k, const std::int8_t* a, int lda, const std::in
       std::int32_t acc = 0;
       for (int p = 0; p < k; ++p) acc += static_cast<std::int32_t>(ar[p]) * wr[p];
       ep(i, j, acc);
+    }
+  }
+}
+
+// The epilogue every packed kernel applies per output, in this order (the SIMD versions do the
+// same float operations lane-wise, so all ISAs round identically): scale and bias in one fused
+// multiply-add (explicit, so no compiler's contraction choice can change the rounding), ReLU,
+// store or add.
+inline float packed_epilogue(const packed_call& g, int i, int j, std::int32_t v) {
+  const float s = g.a_scales[i] * g.w_scales[j];
+  float r = g.bias != nullptr ? std::fma(static_cast<float>(v), s, g.bias[j]) : static_cast<float>(v) * s;
+  if (g.relu && !(r > 0.0f)) r = 0.0f;
+  return r;
+}
+
+// Packed GEMM over panels [p0, p1) with signed activations (detail/packed_args.hpp): the plain
+// reference for the SIMD kernels, written so that compilers vectorise the 16-column inner loop.
+inline void gemm_packed(const packed_call& g, int p0, int p1) {
+  const auto* a = reinterpret_cast<const std::int8_t*>(g.a);
+  constexpr int group_bytes = panel_width * k_group;
+  for (int p = p0; p < p1; ++p) {
+    const std::int8_t* panel = g.data + static_cast<std::size_t>(p) * g.panel_bytes();
+    for (int i = 0; i < g.m; ++i) {
+      const std::int8_t* ar = a + static_cast<std::size_t>(i) * g.lda;
+      std::int32_t acc[panel_width] = {};
+      for (int kg = 0; kg < g.k4; kg += k_group) {
+        const std::int8_t* blk = panel + static_cast<std::size_t>(kg / k_group) * group_bytes;
+        for (int c = 0; c < panel_width; ++c)
+          for (int b = 0; b < k_group; ++b)
+            acc[c] += static_cast<std::int32_t>(ar[kg + b]) * blk[c * k_group + b];
+      }
+      for (int c = 0; c < panel_width; ++c) {
+        const int j = p * panel_width + c;
+        if (j >= g.n) break;
+        float* out = g.c + static_cast<std::size_t>(i) * g.ldc + j;
+        const float r = packed_epilogue(g, i, j, acc[c]);
+        *out = g.accumulate ? *out + r : r;
+      }
     }
   }
 }

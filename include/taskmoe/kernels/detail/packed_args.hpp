@@ -1,0 +1,44 @@
+#pragma once
+// The packed int8 weight layout shared by every ISA's kernel (kernels/packed_gemm.hpp packs it,
+// arch/*.hpp multiply with it), and the arguments of one packed GEMM call.
+//
+// Layout: columns (weight rows) in panels of 16, K padded to a multiple of 4. Panel p, k-group g
+// (k = 4g .. 4g+3), column c, byte b lives at data[p * k4 * 16 + g * 64 + c * 4 + b]; padding is
+// zero. One 64-byte load is then 16 columns x 4 k: the operand of one AVX-512 VNNI vpdpbusd
+// against 4 broadcast activation bytes, or two AVX2 vectors. No horizontal sums anywhere: each
+// accumulator lane is one output.
+
+#include <cstddef>  // std::size_t
+#include <cstdint>  // int8_t, uint8_t, int32_t
+
+namespace taskmoe {
+namespace kernels {
+namespace detail {
+
+constexpr int panel_width = 16;  // columns per panel
+constexpr int k_group = 4;       // k values per 32-bit lane
+
+// Everything one call needs. a holds quantized activations [m, k4] (lda >= k4 bytes): signed
+// (generic, AVX2) or shifted by +128 (VNNI, which multiplies unsigned by signed bytes; comp[j] =
+// 128 * sum_k w[j, k] takes the shift back out exactly).
+struct packed_call {
+  int m = 0;
+  int n = 0;   // real columns (the last panel may be partial)
+  int k4 = 0;  // padded depth
+  const std::uint8_t* a = nullptr;
+  int lda = 0;
+  const float* a_scales = nullptr;  // [m]
+  const std::int8_t* data = nullptr;
+  const std::int32_t* comp = nullptr;  // [panels * 16]
+  const float* w_scales = nullptr;     // [panels * 16], zero padded
+  const float* bias = nullptr;         // [panels * 16] or null
+  float* c = nullptr;
+  int ldc = 0;
+  bool relu = false;        // max(0, .) after the bias
+  bool accumulate = false;  // c += result instead of c = result
+  std::size_t panel_bytes() const noexcept { return static_cast<std::size_t>(k4) * panel_width; }
+};
+
+}  // namespace detail
+}  // namespace kernels
+}  // namespace taskmoe

@@ -1,0 +1,232 @@
+#pragma once
+// int8 GEMM on weights packed once at load into the layout the kernels stream best
+// (detail/packed_args.hpp): C = act(A Wᵀ scaled + bias) (+ C).
+//
+//   pack_int8        int8 weights [n, k] with per-row scales (as in .tmoe files), optionally
+//                    several matrices stacked by rows (fused QKV, the kept experts' fc1), with a
+//                    per-part multiplier folded into scales and bias (a task gate).
+//   quantize_pack    f32 weights: quantize_rows_int8 per row, then pack (f32 output projection).
+//   gemm_packed_int8 quantizes A per row (the same quantizer as gemm_int8), runs the ISA's
+//                    kernel: AVX-512 VNNI (u8 x s8 with the +128 shift compensated per column),
+//                    AVX2 (sign trick), or the generic reference, with the epilogue fused.
+//
+// The integer sums equal gemm_int8's exactly; the epilogue's scale + bias is one explicit fused
+// multiply-add, so results are bit-identical on every ISA (generic, AVX2, AVX-512 VNNI). The file's row-major int8 stays the portable
+// format; packing costs one pass over the weights at load.
+
+#include <algorithm>  // std::min
+#include <cstddef>    // std::size_t
+#include <cstdint>    // int8_t, uint8_t, int32_t
+#include <cstdlib>    // std::aligned_alloc, std::free
+#include <cstring>    // std::memset
+#include <memory>     // std::unique_ptr
+#include <new>        // std::bad_alloc
+#include <vector>     // std::vector
+
+#include <taskmoe/kernels/arch/avx2.hpp>            // avx2::gemm_packed
+#include <taskmoe/kernels/arch/avx512.hpp>          // avx512::gemm_packed, flip_sign_bits
+#include <taskmoe/kernels/arch/generic.hpp>         // generic::gemm_packed
+#include <taskmoe/kernels/detail/args.hpp>          // argument checks
+#include <taskmoe/kernels/detail/packed_args.hpp>   // packed_call
+#include <taskmoe/kernels/gemm.hpp>                 // quantize_rows_int8
+#include <taskmoe/kernels/isa.hpp>                  // active_isa
+#include <taskmoe/kernels/parallel.hpp>             // parallel_for
+
+namespace taskmoe {
+namespace kernels {
+
+// Packed int8 weights; immutable once built, shared by any number of threads.
+class packed_int8 {
+ public:
+  int rows() const noexcept { return n_; }   // output features
+  int cols() const noexcept { return k_; }   // input features
+  int panels() const noexcept { return panels_; }
+  bool has_bias() const noexcept { return !bias_.empty(); }
+  std::size_t bytes() const noexcept {
+    return size_ + comp_.size() * sizeof(std::int32_t) + (scales_.size() + bias_.size()) * sizeof(float);
+  }
+
+  // One source matrix: rows [rows, k] (ldw) int8 with scales[rows]; bias[rows] or null. Its
+  // scales and bias are multiplied by `multiplier` (exact for the integer part).
+  struct part {
+    const std::int8_t* w = nullptr;
+    int rows = 0;
+    int ldw = 0;
+    const float* scales = nullptr;
+    const float* bias = nullptr;
+    float multiplier = 1.0f;
+  };
+
+  // Stacks `parts` by rows into one packed matrix of depth k. Either every part has a bias or none.
+  static packed_int8 pack(const std::vector<part>& parts, int k);
+
+ private:
+  friend struct packed_access;
+  struct freer {
+    void operator()(std::int8_t* p) const noexcept { std::free(p); }
+  };
+  int n_ = 0, k_ = 0, k4_ = 0, panels_ = 0;
+  std::size_t size_ = 0;
+  std::unique_ptr<std::int8_t, freer> data_;
+  std::vector<std::int32_t> comp_;
+  std::vector<float> scales_, bias_;
+};
+
+struct packed_access {
+  static detail::packed_call call(const packed_int8& w) {
+    detail::packed_call g;
+    g.n = w.n_;
+    g.k4 = w.k4_;
+    g.data = w.data_.get();
+    g.comp = w.comp_.data();
+    g.w_scales = w.scales_.data();
+    g.bias = w.bias_.empty() ? nullptr : w.bias_.data();
+    return g;
+  }
+  static int k4(const packed_int8& w) { return w.k4_; }
+};
+
+inline packed_int8 packed_int8::pack(const std::vector<part>& parts, int k) {
+  const char* kernel = "packed_int8::pack";
+  detail::check_size(kernel, "k", k);
+  // |sum| <= k * 255 * 128 on the VNNI path must fit int32.
+  if (k > 65536) detail::fail(kernel, "k = " + std::to_string(k) + " exceeds 65536");
+  packed_int8 out;
+  out.k_ = k;
+  out.k4_ = (k + detail::k_group - 1) / detail::k_group * detail::k_group;
+  if (out.k4_ == 0) out.k4_ = detail::k_group;
+  bool any_bias = false, all_bias = true;
+  for (const part& p : parts) {
+    detail::check_matrix(kernel, "w", p.w, p.rows, k, p.ldw);
+    detail::check_vector(kernel, "scales", p.scales, p.rows);
+    out.n_ += p.rows;
+    any_bias = any_bias || p.bias != nullptr;
+    all_bias = all_bias && p.bias != nullptr;
+  }
+  if (any_bias && !all_bias) detail::fail(kernel, "either every part has a bias or none");
+  out.panels_ = (out.n_ + detail::panel_width - 1) / detail::panel_width;
+  const std::size_t padded = static_cast<std::size_t>(out.panels_) * detail::panel_width;
+  out.size_ = padded * static_cast<std::size_t>(out.k4_);
+  if (out.size_ > 0) {
+    void* mem = std::aligned_alloc(64, (out.size_ + 63) / 64 * 64);
+    if (mem == nullptr) throw std::bad_alloc();
+    out.data_.reset(static_cast<std::int8_t*>(mem));
+    std::memset(mem, 0, out.size_);
+  }
+  out.comp_.assign(padded, 0);
+  out.scales_.assign(padded, 0.0f);
+  if (any_bias) out.bias_.assign(padded, 0.0f);
+  const std::size_t pb = static_cast<std::size_t>(out.k4_) * detail::panel_width;
+  int j = 0;
+  for (const part& p : parts) {
+    for (int r = 0; r < p.rows; ++r, ++j) {
+      const std::int8_t* src = p.w + static_cast<std::size_t>(r) * p.ldw;
+      std::int8_t* panel = out.data_.get() + static_cast<std::size_t>(j / detail::panel_width) * pb;
+      const int c = j % detail::panel_width;
+      std::int32_t sum = 0;
+      for (int kk = 0; kk < k; ++kk) {
+        panel[(kk / detail::k_group) * (detail::panel_width * detail::k_group) + c * detail::k_group +
+              kk % detail::k_group] = src[kk];
+        sum += src[kk];
+      }
+      out.comp_[static_cast<std::size_t>(j)] = 128 * sum;
+      out.scales_[static_cast<std::size_t>(j)] = p.scales[r] * p.multiplier;
+      if (any_bias) out.bias_[static_cast<std::size_t>(j)] = p.bias[r] * p.multiplier;
+    }
+  }
+  return out;
+}
+
+// f32 weights [n, k] (ldw): quantized per row exactly as the converter does, then packed.
+inline packed_int8 quantize_pack(const float* w, int n, int k, int ldw, const float* bias = nullptr) {
+  const int ldq = k > 0 ? k : 1;
+  std::vector<std::int8_t> q(static_cast<std::size_t>(n) * ldq);
+  std::vector<float> scales(static_cast<std::size_t>(n));
+  quantize_rows_int8(w, n, k, ldw, q.data(), ldq, scales.data());
+  return packed_int8::pack({{q.data(), n, ldq, scales.data(), bias, 1.0f}}, k);
+}
+
+struct packed_gemm_options {
+  bool relu = false;        // fused max(0, .) after the bias
+  bool accumulate = false;  // C += result (C is read) instead of C = result
+  int threads = 0;          // split columns over this many pool threads; 0: intra_op_threads()
+};
+
+namespace detail {
+
+enum class packed_kernel { generic, avx2, vnni };
+
+inline packed_kernel choose_packed_kernel() {
+#if TASKMOE_KERNELS_X86
+  const isa active = active_isa();
+  if (active == isa::avx512 && detect_cpu_features().avx512vnni) return packed_kernel::vnni;
+  if (active >= isa::avx2) return packed_kernel::avx2;
+#endif
+  return packed_kernel::generic;
+}
+
+inline void run_packed(packed_kernel kind, const packed_call& g, int p0, int p1) {
+  switch (kind) {
+#if TASKMOE_KERNELS_X86
+    case packed_kernel::vnni: avx512::gemm_packed(g, p0, p1); return;
+    case packed_kernel::avx2: avx2::gemm_packed(g, p0, p1); return;
+#endif
+    default: generic::gemm_packed(g, p0, p1); return;
+  }
+}
+
+// Quantized activations for one call: grown per thread, never shrunk.
+struct packed_workspace {
+  std::vector<std::uint8_t> q;
+  std::vector<float> scales;
+};
+inline packed_workspace& packed_thread_workspace() {
+  thread_local packed_workspace ws;
+  return ws;
+}
+
+}  // namespace detail
+
+// c [m, rows] (ldc) = act(a [m, cols] (lda) Wᵀ) (+ c); see packed_gemm_options.
+inline void gemm_packed_int8(int m, const float* a, int lda, const packed_int8& w, float* c, int ldc,
+                             const packed_gemm_options& options = {}) {
+  const char* kernel = "gemm_packed_int8";
+  detail::check_size(kernel, "m", m);
+  detail::check_matrix(kernel, "a", a, m, w.cols(), lda);
+  detail::check_matrix(kernel, "c", c, m, w.rows(), ldc);
+  if (options.threads < 0) detail::fail(kernel, "options.threads must be >= 0");
+  if (m == 0 || w.rows() == 0) return;
+  const int k = w.cols(), k4 = packed_access::k4(w);
+  detail::packed_workspace& ws = detail::packed_thread_workspace();
+  ws.q.resize(static_cast<std::size_t>(m) * k4);
+  ws.scales.resize(static_cast<std::size_t>(m));
+  auto* q = reinterpret_cast<std::int8_t*>(ws.q.data());
+  quantize_rows_int8(a, m, k, lda, q, k4, ws.scales.data());
+  const detail::packed_kernel kind = detail::choose_packed_kernel();
+  for (int i = 0; i < m; ++i) {
+    std::uint8_t* row = ws.q.data() + static_cast<std::size_t>(i) * k4;
+    if (k4 > k) std::memset(row + k, 0, static_cast<std::size_t>(k4 - k));
+#if TASKMOE_KERNELS_X86
+    if (kind == detail::packed_kernel::vnni) detail::avx512::flip_sign_bits(row, k4);
+#endif
+  }
+  detail::packed_call g = packed_access::call(w);
+  g.m = m;
+  g.a = ws.q.data();
+  g.lda = k4;
+  g.a_scales = ws.scales.data();
+  g.c = c;
+  g.ldc = ldc;
+  g.relu = options.relu;
+  g.accumulate = options.accumulate;
+  // Column blocks of whole 4-panel tiles, so splitting never changes a tile's shape or the
+  // result: each output is computed by exactly one thread with the same operations.
+  const int blocks = (w.panels() + 3) / 4;
+  const int threads = std::min(options.threads == 0 ? intra_op_threads() : options.threads, blocks);
+  parallel_for(threads, blocks, [&](int b0, int b1) {
+    detail::run_packed(kind, g, 4 * b0, std::min(w.panels(), 4 * b1));
+  });
+}
+
+}  // namespace kernels
+}  // namespace taskmoe
