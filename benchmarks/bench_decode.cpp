@@ -6,7 +6,9 @@
 // yourself if you want length-sorted batches).
 //
 //   bench_decode (--model FILE | --checkpoint DIR --task T) --input ids.txt [--output out.txt]
-//                [--beam 1] [--batch-size 1] [--max-length 128] [--length-penalty 1] [--reps 3]
+//                [--beam 1] [--batch-size 1] [--max-length 128] [--min-length 0] [--length-penalty 1]
+//                [--threads 1] [--reps 3]
+// One untimed pass runs first (page faults of the workspaces, the thread pool's start).
 
 #include <algorithm>  // std::sort, std::max
 #include <chrono>     // std::chrono::steady_clock
@@ -24,7 +26,7 @@
 
 int main(int argc, char** argv) {
   std::string model, ckpt, task, input, output;
-  int beam = 1, batch = 1, max_length = 128, reps = 3;
+  int beam = 1, batch = 1, max_length = 128, min_length = 0, threads = 1, reps = 3;
   float length_penalty = 1.0f;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
@@ -41,6 +43,8 @@ int main(int argc, char** argv) {
     else if (a == "--beam") beam = std::atoi(v.c_str());
     else if (a == "--batch-size") batch = std::atoi(v.c_str());
     else if (a == "--max-length") max_length = std::atoi(v.c_str());
+    else if (a == "--min-length") min_length = std::atoi(v.c_str());
+    else if (a == "--threads") threads = std::max(1, std::atoi(v.c_str()));
     else if (a == "--length-penalty") length_penalty = static_cast<float>(std::atof(v.c_str()));
     else if (a == "--reps") reps = std::max(1, std::atoi(v.c_str()));
     else {
@@ -50,15 +54,18 @@ int main(int argc, char** argv) {
   }
   if (model.empty() == ckpt.empty() || input.empty() || (!ckpt.empty() && task.empty())) {
     std::fprintf(stderr, "usage: bench_decode (--model FILE | --checkpoint DIR --task T) --input ids.txt "
-                 "[--output out.txt] [--beam N] [--batch-size N] [--max-length N] [--length-penalty X] [--reps N]\n");
+                 "[--output out.txt] [--beam N] [--batch-size N] [--max-length N] [--min-length N] [--length-penalty X] "
+                 "[--threads N] [--reps N]\n");
     return 2;
   }
   try {
     namespace tk = taskmoe::kernels;
-    std::printf("machine: %s | ISA %s | 1 thread | OMP_NUM_THREADS=%s\n", taskmoe_bench::cpu_model().c_str(),
-                tk::to_string(tk::active_isa()), std::getenv("OMP_NUM_THREADS") ? std::getenv("OMP_NUM_THREADS") : "unset");
-    const taskmoe::translator tr = model.empty() ? taskmoe::translator::from_checkpoint(ckpt, task)
-                                                 : taskmoe::translator(model);
+    std::printf("machine: %s | ISA %s | %d thread(s) | OMP_NUM_THREADS=%s\n", taskmoe_bench::cpu_model().c_str(),
+                tk::to_string(tk::active_isa()), threads, std::getenv("OMP_NUM_THREADS") ? std::getenv("OMP_NUM_THREADS") : "unset");
+    taskmoe::translator_options to;
+    to.threads = threads;
+    const taskmoe::translator tr = model.empty() ? taskmoe::translator::from_checkpoint(ckpt, task, to)
+                                                 : taskmoe::translator(model, to);
     std::vector<std::vector<int>> sources;
     std::ifstream in(input);
     if (!in) throw taskmoe::io_error(input + ": cannot open");
@@ -74,10 +81,11 @@ int main(int argc, char** argv) {
     o.beam_size = beam;
     o.length_penalty = length_penalty;
     o.max_decoding_length = max_length;
+    o.min_decoding_length = min_length;
     o.return_scores = false;
     std::vector<std::vector<int>> best(sources.size());
     std::vector<double> times;
-    for (int r = 0; r < reps; ++r) {
+    for (int r = -1; r < reps; ++r) {  // r = -1: the untimed warm-up pass
       const auto t0 = std::chrono::steady_clock::now();
       for (std::size_t first = 0; first < sources.size(); first += static_cast<std::size_t>(batch)) {
         const std::size_t last = std::min(sources.size(), first + static_cast<std::size_t>(batch));
@@ -86,7 +94,7 @@ int main(int argc, char** argv) {
         const auto res = tr.translate_tokens(part, o);
         for (std::size_t j = 0; j < res.size(); ++j) best[first + j] = res[j].hypotheses.front().tokens;
       }
-      times.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+      if (r >= 0) times.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
     }
     std::sort(times.begin(), times.end());
     std::size_t tokens = 0;

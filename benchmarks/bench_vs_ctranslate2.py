@@ -1,0 +1,301 @@
+#!/usr/bin/python3
+"""taskmoe against CTranslate2 on the same weights, side by side in one run.
+
+    /usr/bin/python3 benchmarks/bench_vs_ctranslate2.py --ct2-python DIR [--build build/release]
+        [--work /tmp/taskmoe-ct2] [--routing dense|task] [--dtypes int8,float32] [--beams 1,4]
+        [--batches 1,16,64] [--threads 1,2] [--length 30] [--reps 3] [--ct2-isa AVX512]
+
+--ct2-python is the folder holding an installed CTranslate2 Python package (its `ctranslate2`
+module, built against its shared library); without it the benchmark says so and exits 0 without
+measuring. CTranslate2 is never built or shipped by this project: bring your own.
+
+What it does:
+1. writes a random Transformer-base checkpoint with tools/make_random_checkpoint.py (d_model 512,
+   8 heads, ff 2048, 6+6 layers, vocab 8000, pre-norm, ReLU, shared embeddings; --routing task:
+   MoE every other layer, 8 experts, top-2, task routing) and extracts en-de with taskmoe-convert
+   at float32 and int8;
+2. writes the same weights as a CTranslate2 model with ctranslate2.specs (fused QKV as CTranslate2
+   stores it, our sinusoidal table as its position encodings; for --routing task the task's two
+   experts folded with their gates into one FFN of width 2 * ff, exact for ReLU);
+3. checks that float32 greedy outputs of both engines agree token for token;
+4. times target tokens/s of both engines on the same source ids (25 tokens, random) with exactly
+   --length output tokens (min = max decoding length), alternating the engines (A B A B ...) and
+   taking the median of --reps timings per cell. Threads T: taskmoe with translator threads T
+   (sub-batches, the rest inside GEMMs); CTranslate2 with intra_threads=T, and for T > 1 also
+   inter_threads=T replicas (its better figure is the one the ratio uses).
+Prints a machine line and a Markdown table with ratios (taskmoe / CTranslate2).
+"""
+import argparse
+import json
+import os
+import re
+import statistics
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def cpu_model():
+    with open("/proc/cpuinfo") as f:
+        for line in f:
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return "unknown"
+
+
+def read_safetensors(path, np):
+    with open(path, "rb") as f:
+        n = struct.unpack("<Q", f.read(8))[0]
+        header = json.loads(f.read(n))
+        base = 8 + n
+        out = {}
+        for name, info in header.items():
+            if name == "__metadata__":
+                continue
+            if info["dtype"] != "F32":
+                sys.exit(f"bench_vs_ctranslate2: {name}: only F32 checkpoints are supported")
+            b, e = info["data_offsets"]
+            f.seek(base + b)
+            out[name] = np.frombuffer(f.read(e - b), dtype=np.float32).reshape(info["shape"]).copy()
+    return out
+
+
+def sinusoidal(n, d, np):
+    # Our table (model/transformer.hpp): interleaved sin/cos, computed in double.
+    p = np.zeros((n, d), dtype=np.float64)
+    pos = np.arange(n, dtype=np.float64)[:, None]
+    i2 = np.arange(0, d, 2, dtype=np.float64)[None, :]
+    angle = pos / np.power(10000.0, i2 / d)
+    p[:, 0::2] = np.sin(angle)
+    p[:, 1::2] = np.cos(angle)[:, : p[:, 1::2].shape[1]]
+    return p.astype(np.float32)
+
+
+def task_gates(convert, ckpt, task):
+    """{(stack, layer): [(expert, gate), ...]} from `taskmoe-convert --list-tasks`."""
+    out = subprocess.run([convert, "--checkpoint", ckpt, "--list-tasks"], check=True,
+                         capture_output=True, text=True).stdout
+    gates = {}
+    current = None
+    for line in out.splitlines():
+        m = re.match(r"^\s*(\S+)\s*[:(]", line)
+        if m and m.group(1) == task:
+            current = task
+            continue
+        if current is None:
+            continue
+        for stack, layer, body in re.findall(r"(encoder|decoder)[^0-9]*(\d+)\s*:\s*([^;|]*)", line):
+            pairs = re.findall(r"(\d+)\s*[x*@(=:]\s*([0-9.eE+-]+)", body)
+            if pairs:
+                gates[(stack, int(layer))] = [(int(e), float(g)) for e, g in pairs]
+        if line.strip() == "" and gates:
+            break
+    return gates
+
+
+def write_ct2_model(ct2, np, ckpt_dir, out_dir, cfg, gates):
+    specs = ct2.specs
+    m = cfg["model"]
+    d, heads, L = m["d_model"], m["n_heads"], m["encoder_layers"]
+    w = read_safetensors(os.path.join(ckpt_dir, "model.safetensors"), np)
+    moe = cfg["moe"]
+    moe_layers = {s: set(moe[s]["layers"]) if moe[s]["routing"] != "dense" else set() for s in ("encoder", "decoder")}
+    spec = specs.TransformerSpec.from_config((L, m["decoder_layers"]), heads, pre_norm=m["norm"] == "pre")
+    spec.config.layer_norm_epsilon = m["layer_norm_eps"]
+    emb = w["embed_tokens.weight"] if m["shared_embeddings"] else None
+    pos = sinusoidal(m["max_positions"], d, np)
+
+    def lin(spec_lin, prefix, parts=None):
+        names = parts or [prefix]
+        spec_lin.weight = np.concatenate([w[n + ".weight"] for n in names], axis=0)
+        spec_lin.bias = np.concatenate([w[n + ".bias"] for n in names], axis=0)
+
+    def ln(spec_ln, prefix):
+        spec_ln.gamma = w[prefix + ".weight"]
+        spec_ln.beta = w[prefix + ".bias"]
+
+    def ffn(spec_ffn, stack, i, p):
+        ln(spec_ffn.layer_norm, p + "final_layer_norm")
+        if i not in moe_layers[stack]:
+            lin(spec_ffn.linear_0, p + "ffn.fc1")
+            lin(spec_ffn.linear_1, p + "ffn.fc2")
+            return
+        kept = gates[(stack, i)]
+        f1w, f1b, f2w = w[p + "moe.experts.fc1.weight"], w[p + "moe.experts.fc1.bias"], w[p + "moe.experts.fc2.weight"]
+        f2b = w[p + "moe.experts.fc2.bias"]
+        spec_ffn.linear_0.weight = np.concatenate([f1w[e] for e, _ in kept], axis=0)
+        spec_ffn.linear_0.bias = np.concatenate([f1b[e] for e, _ in kept], axis=0)
+        spec_ffn.linear_1.weight = np.concatenate([g * f2w[e] for e, g in kept], axis=1).astype(np.float32)
+        spec_ffn.linear_1.bias = sum(g * f2b[e] for e, g in kept).astype(np.float32)
+
+    for stack, s in (("encoder", spec.encoder), ("decoder", spec.decoder)):
+        (s.embeddings[0] if stack == "encoder" else s.embeddings).weight = emb if emb is not None else w[stack + ".embed_tokens.weight"]
+        s.position_encodings.encodings = pos
+        s.scale_embeddings = m["scale_embeddings"]
+        if m["norm"] == "pre":
+            ln(s.layer_norm, stack + ".layer_norm")
+        for i, layer in enumerate(s.layer):
+            p = f"{stack}.layers.{i}."
+            a = p + "self_attn."
+            ln(layer.self_attention.layer_norm, p + "self_attn_layer_norm")
+            lin(layer.self_attention.linear[0], None, [a + "q_proj", a + "k_proj", a + "v_proj"])
+            lin(layer.self_attention.linear[1], a + "out_proj")
+            if stack == "decoder":
+                c = p + "encoder_attn."
+                ln(layer.attention.layer_norm, p + "encoder_attn_layer_norm")
+                lin(layer.attention.linear[0], c + "q_proj")
+                lin(layer.attention.linear[1], None, [c + "k_proj", c + "v_proj"])
+                lin(layer.attention.linear[2], c + "out_proj")
+            ffn(layer.ffn, stack, i, p)
+    spec.decoder.projection.weight = emb if emb is not None else w["decoder.output_projection.weight"]
+    if "decoder.output_projection.bias" in w:
+        spec.decoder.projection.bias = w["decoder.output_projection.bias"]
+    vocab = ["<blank>", "<unk>", "<s>", "</s>"] + [f"t{i}" for i in range(4, m["vocab_size"])]
+    spec.register_source_vocabulary(vocab)
+    spec.register_target_vocabulary(vocab)
+    spec.validate()
+    os.makedirs(out_dir, exist_ok=True)
+    spec.save(out_dir)
+
+
+def run_ours(bench, model, ids_file, beam, batch, length, threads, reps, out_file=None):
+    cmd = [bench, "--model", model, "--input", ids_file, "--beam", str(beam), "--batch-size", str(batch),
+           "--max-length", str(length), "--min-length", str(length), "--threads", str(threads),
+           "--reps", str(reps)]
+    if out_file:
+        cmd += ["--output", out_file]
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+    m = re.search(r"tokens (\d+) seconds ([0-9.]+)", out)
+    return int(m.group(1)), float(m.group(2)), out.splitlines()[0]
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--ct2-python", help="folder with the ctranslate2 Python package")
+    ap.add_argument("--build", default=os.path.join(ROOT, "build", "release"))
+    ap.add_argument("--work", default=os.path.join(tempfile.gettempdir(), "taskmoe-ct2"))
+    ap.add_argument("--routing", default="dense", choices=["dense", "task"])
+    ap.add_argument("--dtypes", default="int8,float32")
+    ap.add_argument("--beams", default="1,4")
+    ap.add_argument("--batches", default="1,16,64")
+    ap.add_argument("--threads", default="1,2")
+    ap.add_argument("--length", type=int, default=30)
+    ap.add_argument("--source-length", type=int, default=25)
+    ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--ct2-isa", default="", help="CT2_FORCE_CPU_ISA for CTranslate2 (e.g. AVX512)")
+    args = ap.parse_args()
+    if not args.ct2_python:
+        print("bench_vs_ctranslate2: skipped: no CTranslate2 given (--ct2-python DIR with its Python package)")
+        return 0
+    if args.ct2_isa:
+        os.environ["CT2_FORCE_CPU_ISA"] = args.ct2_isa
+    sys.path.insert(0, args.ct2_python)
+    import numpy as np
+    import ctranslate2 as ct2
+
+    bench = os.path.join(args.build, "benchmarks", "bench_decode")
+    convert = os.path.join(args.build, "tools", "taskmoe-convert")
+    for exe in (bench, convert):
+        if not os.access(exe, os.X_OK):
+            sys.exit(f"bench_vs_ctranslate2: {exe} not built (cmake --build {args.build})")
+    os.makedirs(args.work, exist_ok=True)
+    ckpt = os.path.join(args.work, f"ckpt-{args.routing}")
+    if not os.path.exists(os.path.join(ckpt, "config.json")):
+        extra = ["--routing", "dense"] if args.routing == "dense" else ["--routing", "task:target", "--experts", "8"]
+        subprocess.run([sys.executable, os.path.join(ROOT, "tools", "make_random_checkpoint.py"), ckpt,
+                        "--vocab", "8000", "--tasks", "en-de,de-en"] + extra, check=True, stdout=subprocess.DEVNULL)
+    cfg = json.load(open(os.path.join(ckpt, "config.json")))
+    ours = {}
+    for dt in ("float32", "int8"):
+        ours[dt] = os.path.join(ckpt, f"en-de-{dt}.tmoe")
+        if not os.path.exists(ours[dt]):
+            subprocess.run([convert, "--checkpoint", ckpt, "--task", "en-de", "--quantization", dt,
+                            "--output", ours[dt]], check=True, stdout=subprocess.DEVNULL)
+    ct2_dir = os.path.join(ckpt, "ct2")
+    if not os.path.exists(os.path.join(ct2_dir, "model.bin")):
+        gates = task_gates(convert, ckpt, "en-de") if args.routing == "task" else {}
+        write_ct2_model(ct2, np, ckpt, ct2_dir, cfg, gates)
+
+    import sentencepiece as spm
+    sp = spm.SentencePieceProcessor(model_file=os.path.join(ckpt, "sentencepiece.model"))
+    tag = sp.piece_to_id(cfg["target_tags"]["de"])
+    rng = np.random.default_rng(0)
+    n_max = max(64, max(int(b) for b in args.batches.split(",")))
+    sources = [[int(x) for x in rng.integers(10, cfg["model"]["vocab_size"], args.source_length)] for _ in range(n_max)]
+    ids_file = os.path.join(args.work, "ids.txt")
+
+    def write_ids(n):
+        with open(ids_file, "w") as f:
+            for s in sources[:n]:
+                f.write(" ".join(map(str, s)) + "\n")
+
+    def ct2_tokens(n):
+        return [[f"t{tag}"] + [f"t{i}" for i in s] + ["</s>"] for s in sources[:n]]
+
+    def ct2_run(tr, n, beam, batch):
+        res = tr.translate_batch(ct2_tokens(n), beam_size=beam, max_batch_size=batch, max_decoding_length=args.length,
+                                 min_decoding_length=args.length, return_scores=False)
+        return res
+
+    # 3. float32 agreement (greedy, fixed length)
+    n_check = 32
+    write_ids(n_check)
+    out_ids = os.path.join(args.work, "ours.txt")
+    _, _, machine = run_ours(bench, ours["float32"], ids_file, 1, 16, args.length, 1, 1, out_ids)
+    tr = ct2.Translator(ct2_dir, device="cpu", compute_type="float32", intra_threads=1)
+    special = {"<blank>": 0, "<unk>": 1, "<s>": 2, "</s>": 3}
+    theirs = [[special[t] if t in special else int(t[1:]) for t in r.hypotheses[0]] for r in ct2_run(tr, n_check, 1, 16)]
+    mine = [[int(x) for x in line.split()] for line in open(out_ids)]
+    agree = sum(a == b for a, b in zip(mine, theirs))
+    del tr
+
+    print(f"machine: {cpu_model()} | taskmoe: {machine.split('|')[1].strip()} | CTranslate2 {ct2.__version__}"
+          f" (CT2_FORCE_CPU_ISA={os.environ.get('CT2_FORCE_CPU_ISA', 'unset')}) | load average {os.getloadavg()[0]:.2f}")
+    print(f"model: {cfg['model']['d_model']}d {cfg['model']['encoder_layers']}+{cfg['model']['decoder_layers']} layers, "
+          f"routing {args.routing} | source {args.source_length} tokens, output exactly {args.length} | median of {args.reps}, engines alternated")
+    print(f"float32 greedy outputs identical: {agree}/{n_check}")
+    print()
+    print("| dtype | threads | beam | batch | sentences | taskmoe tok/s | CT2 intra tok/s | CT2 inter tok/s | ratio |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for dt in args.dtypes.split(","):
+        ct_type = "int8_float32" if dt == "int8" else "float32"
+        for threads in [int(t) for t in args.threads.split(",")]:
+            engines = {"intra": ct2.Translator(ct2_dir, device="cpu", compute_type=ct_type, intra_threads=threads, inter_threads=1)}
+            if threads > 1:
+                engines["inter"] = ct2.Translator(ct2_dir, device="cpu", compute_type=ct_type, intra_threads=1, inter_threads=threads)
+            for beam in [int(b) for b in args.beams.split(",")]:
+                for batch in [int(b) for b in args.batches.split(",")]:
+                    n = max(batch, 16)
+                    write_ids(n)
+                    for e in engines.values():
+                        ct2_run(e, n, beam, batch)  # warm-up
+                    t_ours, t_ct = [], {k: [] for k in engines}
+                    tokens = n * args.length
+                    for _ in range(args.reps):
+                        tok, sec, _ = run_ours(bench, ours[dt], ids_file, beam, batch, args.length, threads, 1)
+                        if tok != tokens:
+                            sys.exit(f"bench_vs_ctranslate2: taskmoe produced {tok} tokens, expected {tokens}")
+                        t_ours.append(sec)
+                        for k, e in engines.items():
+                            t0 = time.perf_counter()
+                            res = ct2_run(e, n, beam, batch)
+                            t_ct[k].append(time.perf_counter() - t0)
+                            got = sum(len(r.hypotheses[0]) for r in res)
+                            if got != tokens:
+                                sys.exit(f"bench_vs_ctranslate2: CTranslate2 produced {got} tokens, expected {tokens}")
+                    ours_tps = tokens / statistics.median(t_ours)
+                    ct = {k: tokens / statistics.median(v) for k, v in t_ct.items()}
+                    best = max(ct.values())
+                    inter = f"{ct['inter']:.0f}" if "inter" in ct else "-"
+                    print(f"| {dt} | {threads} | {beam} | {batch} | {n} | {ours_tps:.0f} | {ct['intra']:.0f} | {inter} | "
+                          f"{ours_tps / best:.2f}x |", flush=True)
+            del engines
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
