@@ -20,9 +20,11 @@ What it does:
 3. checks that float32 greedy outputs of both engines agree token for token;
 4. times target tokens/s of both engines on the same source ids (25 tokens, random) with exactly
    --length output tokens (min = max decoding length), alternating the engines (A B A B ...) and
-   taking the median of --reps timings per cell. Threads T: taskmoe with translator threads T
+   taking the median of --reps timings per cell (taskmoe's over all its timings of the cell;
+   one CTranslate2 translator exists at a time). Threads T: taskmoe with translator threads T
    (sub-batches, the rest inside GEMMs); CTranslate2 with intra_threads=T, and for T > 1 also
-   inter_threads=T replicas (its better figure is the one the ratio uses).
+   inter_threads=T replicas (its better figure is the one the ratio uses). Each cell translates
+   max(batch * T, 16) sentences, so T replicas (or T sub-batches) each get a full batch.
 Prints a machine line and a Markdown table with ratios (taskmoe / CTranslate2).
 """
 import argparse
@@ -76,24 +78,23 @@ def sinusoidal(n, d, np):
 
 
 def task_gates(convert, ckpt, task):
-    """{(stack, layer): [(expert, gate), ...]} from `taskmoe-convert --list-tasks`."""
+    """{(stack, layer): [(expert, gate), ...]} from `taskmoe-convert --list-tasks`, whose lines
+    read `  encoder.1: experts 4 (gate 0.5499), 0 (gate 0.4501)`. The gates are printed to 4
+    decimals, so the folded CTranslate2 model differs from ours in the 4th decimal of each gate:
+    same shapes and work, not bit-identical outputs (the float32 check says how many agree)."""
     out = subprocess.run([convert, "--checkpoint", ckpt, "--list-tasks"], check=True,
                          capture_output=True, text=True).stdout
-    gates = {}
-    current = None
+    gates, inside = {}, False
     for line in out.splitlines():
-        m = re.match(r"^\s*(\S+)\s*[:(]", line)
-        if m and m.group(1) == task:
-            current = task
+        if re.match(r"^\S+\s+\(", line):
+            inside = line.split()[0] == task
             continue
-        if current is None:
-            continue
-        for stack, layer, body in re.findall(r"(encoder|decoder)[^0-9]*(\d+)\s*:\s*([^;|]*)", line):
-            pairs = re.findall(r"(\d+)\s*[x*@(=:]\s*([0-9.eE+-]+)", body)
-            if pairs:
-                gates[(stack, int(layer))] = [(int(e), float(g)) for e, g in pairs]
-        if line.strip() == "" and gates:
-            break
+        m = re.match(r"^\s+(encoder|decoder)\.(\d+): experts (.*)$", line)
+        if inside and m:
+            pairs = re.findall(r"(\d+) \(gate ([0-9.eE+-]+)\)", m.group(3))
+            gates[(m.group(1), int(m.group(2)))] = [(int(e), float(g)) for e, g in pairs]
+    if not gates:
+        sys.exit(f"bench_vs_ctranslate2: no gates for task {task} in taskmoe-convert --list-tasks")
     return gates
 
 
@@ -205,7 +206,20 @@ def main():
     os.makedirs(args.work, exist_ok=True)
     ckpt = os.path.join(args.work, f"ckpt-{args.routing}")
     if not os.path.exists(os.path.join(ckpt, "config.json")):
-        extra = ["--routing", "dense"] if args.routing == "dense" else ["--routing", "task:target", "--experts", "8"]
+        # An 8000-piece SentencePiece word model over pseudo-words (as bench_runtime makes), so every
+        # id the random model emits decodes (the test fixtures' model is smaller).
+        spm_prefix = os.path.join(args.work, "spm8k")
+        if not os.path.exists(spm_prefix + ".model"):
+            import random
+            r = random.Random(0)
+            with open(spm_prefix + ".txt", "w") as f:
+                for _ in range(20000):
+                    f.write(" ".join(f"w{r.randrange(12000)}" for _ in range(12)) + "\n")
+            subprocess.run(["spm_train", f"--input={spm_prefix}.txt", f"--model_prefix={spm_prefix}",
+                            "--vocab_size=8000", "--model_type=word", "--pad_id=0", "--unk_id=1", "--bos_id=2",
+                            "--eos_id=3", "--user_defined_symbols=<2de>,<2en>,<2fr>", "--minloglevel=2"],
+                           check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        extra = ["--spm", spm_prefix + ".model"] + (["--routing", "dense"] if args.routing == "dense" else ["--routing", "task:target", "--experts", "8"])
         subprocess.run([sys.executable, os.path.join(ROOT, "tools", "make_random_checkpoint.py"), ckpt,
                         "--vocab", "8000", "--tasks", "en-de,de-en"] + extra, check=True, stdout=subprocess.DEVNULL)
     cfg = json.load(open(os.path.join(ckpt, "config.json")))
@@ -224,7 +238,7 @@ def main():
     sp = spm.SentencePieceProcessor(model_file=os.path.join(ckpt, "sentencepiece.model"))
     tag = sp.piece_to_id(cfg["target_tags"]["de"])
     rng = np.random.default_rng(0)
-    n_max = max(64, max(int(b) for b in args.batches.split(",")))
+    n_max = max(64, max(int(b) for b in args.batches.split(",")) * max(int(t) for t in args.threads.split(",")))
     sources = [[int(x) for x in rng.integers(10, cfg["model"]["vocab_size"], args.source_length)] for _ in range(n_max)]
     ids_file = os.path.join(args.work, "ids.txt")
 
@@ -261,39 +275,47 @@ def main():
     print()
     print("| dtype | threads | beam | batch | sentences | taskmoe tok/s | CT2 intra tok/s | CT2 inter tok/s | ratio |")
     print("|---|---|---|---|---|---|---|---|---|")
+    beams = [int(b) for b in args.beams.split(",")]
+    batches = [int(b) for b in args.batches.split(",")]
     for dt in args.dtypes.split(","):
         ct_type = "int8_float32" if dt == "int8" else "float32"
         for threads in [int(t) for t in args.threads.split(",")]:
-            engines = {"intra": ct2.Translator(ct2_dir, device="cpu", compute_type=ct_type, intra_threads=threads, inter_threads=1)}
+            # One CTranslate2 translator alive at a time: the OpenMP workers of an idle one spin
+            # and would steal the cores from the one being timed.
+            configs = {"intra": dict(intra_threads=threads, inter_threads=1)}
             if threads > 1:
-                engines["inter"] = ct2.Translator(ct2_dir, device="cpu", compute_type=ct_type, intra_threads=1, inter_threads=threads)
-            for beam in [int(b) for b in args.beams.split(",")]:
-                for batch in [int(b) for b in args.batches.split(",")]:
-                    n = max(batch, 16)
-                    write_ids(n)
-                    for e in engines.values():
-                        ct2_run(e, n, beam, batch)  # warm-up
-                    t_ours, t_ct = [], {k: [] for k in engines}
-                    tokens = n * args.length
-                    for _ in range(args.reps):
-                        tok, sec, _ = run_ours(bench, ours[dt], ids_file, beam, batch, args.length, threads, 1)
-                        if tok != tokens:
-                            sys.exit(f"bench_vs_ctranslate2: taskmoe produced {tok} tokens, expected {tokens}")
-                        t_ours.append(sec)
-                        for k, e in engines.items():
+                configs["inter"] = dict(intra_threads=1, inter_threads=threads)
+            t_ours = {}
+            t_ct = {}
+            for name, kw in configs.items():
+                engine = ct2.Translator(ct2_dir, device="cpu", compute_type=ct_type, **kw)
+                for beam in beams:
+                    for batch in batches:
+                        n = max(batch * threads, 16)
+                        tokens = n * args.length
+                        write_ids(n)
+                        ct2_run(engine, n, beam, batch)  # warm-up
+                        for _ in range(args.reps):
+                            tok, sec, _ = run_ours(bench, ours[dt], ids_file, beam, batch, args.length, threads, 1)
+                            if tok != tokens:
+                                sys.exit(f"bench_vs_ctranslate2: taskmoe produced {tok} tokens, expected {tokens}")
+                            t_ours.setdefault((beam, batch), []).append(sec)
                             t0 = time.perf_counter()
-                            res = ct2_run(e, n, beam, batch)
-                            t_ct[k].append(time.perf_counter() - t0)
+                            res = ct2_run(engine, n, beam, batch)
+                            t_ct.setdefault((name, beam, batch), []).append(time.perf_counter() - t0)
                             got = sum(len(r.hypotheses[0]) for r in res)
                             if got != tokens:
                                 sys.exit(f"bench_vs_ctranslate2: CTranslate2 produced {got} tokens, expected {tokens}")
-                    ours_tps = tokens / statistics.median(t_ours)
-                    ct = {k: tokens / statistics.median(v) for k, v in t_ct.items()}
-                    best = max(ct.values())
+                del engine
+            for beam in beams:
+                for batch in batches:
+                    n = max(batch * threads, 16)
+                    tokens = n * args.length
+                    ours_tps = tokens / statistics.median(t_ours[(beam, batch)])
+                    ct = {k: tokens / statistics.median(t_ct[(k, beam, batch)]) for k in configs}
                     inter = f"{ct['inter']:.0f}" if "inter" in ct else "-"
                     print(f"| {dt} | {threads} | {beam} | {batch} | {n} | {ours_tps:.0f} | {ct['intra']:.0f} | {inter} | "
-                          f"{ours_tps / best:.2f}x |", flush=True)
-            del engines
+                          f"{ours_tps / max(ct.values()):.2f}x |", flush=True)
     return 0
 
 

@@ -6361,6 +6361,7 @@ struct translator_options {
   bool verify_checksums = true;  // check every tensor's CRC when opening a .tmoe file
   std::string expected_task;     // non-empty: throw unless the file's task has this name
   bool fuse_qkv = true;          // fuse q/k/v projections at load (a copy of those weights)
+  bool int8_output_projection = true;  // int8 files: quantize a float output projection at load
 };
 
 enum class batch_unit { examples, tokens };  // what max_batch_size counts
@@ -6482,6 +6483,7 @@ class translator {
     spm_ = std::make_shared<const tokenizer::sentencepiece>(spm);
     model::model_options mo;
     mo.fuse_qkv = options_.fuse_qkv;
+    mo.int8_output_projection = options_.int8_output_projection;
     model_ = std::make_shared<const model::transformer>(std::move(src), mo);
   }
 
