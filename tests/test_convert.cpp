@@ -2,7 +2,9 @@
 // golden fixture, each quantization, f16/bf16 input, atomicity and error reporting.
 #include "test_helpers.hpp"
 
+#include <algorithm>
 #include <cmath>
+#include <memory>
 #include <cstring>
 #include <limits>
 #include <filesystem>
@@ -363,5 +365,70 @@ TEST_CASE("errors: unknown task lists the valid ones, missing folder, non-finite
                          doctest::Contains("overflows f16 (use bfloat16 or float32)"), format_error);
     CHECK(files_in(o2.path()) == 0);
     convert_task(big, "de-en", options(quantization_scheme::bfloat16), o2.file("x.tmoe"));  // fine
+  }
+}
+
+TEST_CASE("int8 files decode through the packed kernels: logits track float32 on every ISA and routing") {
+  // The runtime packs every int8 matrix at load, fuses a task's kept experts into one FFN and
+  // quantizes the float output projection: a wrong layout, gate or epilogue shows up here as
+  // logits far from the float32 file's, or as ISA paths that disagree.
+  for (const char* setup : {"dense", "task_target", "task_pair", "token_task"}) {
+    CAPTURE(setup);
+    const checkpoint ck(fixture(setup));
+    temp_dir out;
+    const std::string p8 = out.file("i8.tmoe"), p32 = out.file("f32.tmoe");
+    convert_task(ck, "en-de", options(quantization_scheme::int8), p8);
+    convert_task(ck, "en-de", options(quantization_scheme::float32), p32);
+    const int vocab = ck.config().vocab_size, eos = ck.config().eos_id;
+    const auto logits = [&](const std::string& path, bool int8_output) {
+      model::model_options mo;
+      mo.int8_output_projection = int8_output;
+      const model::transformer m(model::weight_source::from_tmoe(std::make_shared<const tmoe_file>(path)), mo);
+      model::workspace ws;
+      const std::vector<std::vector<int>> src{{5, 6, 7, 8, 9, 10, 11, eos}, {12, 13, eos}};
+      const model::encoder_output enc = m.encode(src, ws);
+      model::decoder_state st = m.start_decoding(enc, {0, 1});
+      std::vector<float> all;
+      std::vector<float> step(2 * static_cast<std::size_t>(vocab));
+      int tokens[2] = {ck.config().bos_id, ck.config().bos_id};
+      for (int s = 0; s < 4; ++s) {
+        m.step(st, tokens, step.data());
+        all.insert(all.end(), step.begin(), step.end());
+        tokens[0] = 14 + s;
+        tokens[1] = 20 + s;
+      }
+      return all;
+    };
+    const auto max_abs = [](const std::vector<float>& v) {
+      float m = 0;
+      for (float x : v) m = std::max(m, std::fabs(x));
+      return m;
+    };
+    const auto max_diff = [](const std::vector<float>& a, const std::vector<float>& b) {
+      REQUIRE(a.size() == b.size());
+      float m = 0;
+      for (std::size_t i = 0; i < a.size(); ++i) m = std::max(m, std::fabs(a[i] - b[i]));
+      return m;
+    };
+    const std::vector<float> ref = logits(p32, true);  // float32 file: the option changes nothing
+    std::vector<float> first;
+    for (kernels::isa isa : {kernels::isa::generic, kernels::isa::avx2, kernels::isa::avx512}) {
+      if (!kernels::cpu_supports(isa)) continue;
+      CAPTURE(std::string(kernels::to_string(isa)));
+      kernels::scoped_isa_override force(isa);
+      const std::vector<float> q = logits(p8, true), q_f32_out = logits(p8, false);
+      const float scale = max_abs(ref), d = max_diff(q, ref), d_f32_out = max_diff(q_f32_out, ref);
+      MESSAGE(std::string(setup) << " [" << std::string(kernels::to_string(isa)) << "] int8 vs float32 logits: max abs diff " << d
+                    << " (float output projection: " << d_f32_out << "), max |logit| " << scale);
+      CHECK(d <= 0.05f * scale);
+      CHECK(d_f32_out <= 0.05f * scale);
+      CHECK(max_diff(q, q_f32_out) > 0.0f);  // the output projection really ran int8
+      if (first.empty()) {
+        first = q;
+      } else {
+        // The packed GEMMs are bit-identical across ISAs; attention and norms round differently.
+        CHECK(max_diff(q, first) <= 1e-4f * scale);
+      }
+    }
   }
 }
