@@ -8,7 +8,8 @@
 // Thread safety: a translator is immutable after construction. Every call allocates its own
 // workspaces (encoder output, KV caches, scratch), so any number of threads may call translate*
 // on one translator at the same time; the weights are shared, never copied. Within a call,
-// `translator_options::threads` worker threads translate sub-batches in parallel.
+// `translator_options::threads` worker threads translate sub-batches in parallel; threads left
+// over split each GEMM (kernels/parallel.hpp).
 // Behaviour on edge cases is documented in docs/runtime.md.
 
 #include <algorithm>    // std::stable_sort, std::min

@@ -5131,8 +5131,7 @@ class moe_layer {
   void pack() {
     bool int8 = !experts.empty();
     for (const auto& e : experts) int8 = int8 && e.fc1.weight.is_int8() && e.fc2.weight.is_int8();
-    if (!int8) return;
-    if (!task_routed()) {
+    if (!int8 || !task_routed()) {  // f32, mixed dtypes or token routing: each matrix on its own
       for (auto& e : experts) e.pack();
       return;
     }
@@ -6338,7 +6337,8 @@ class sentencepiece {
 // Thread safety: a translator is immutable after construction. Every call allocates its own
 // workspaces (encoder output, KV caches, scratch), so any number of threads may call translate*
 // on one translator at the same time; the weights are shared, never copied. Within a call,
-// `translator_options::threads` worker threads translate sub-batches in parallel.
+// `translator_options::threads` worker threads translate sub-batches in parallel; threads left
+// over split each GEMM (kernels/parallel.hpp).
 // Behaviour on edge cases is documented in docs/runtime.md.
 
 #include <algorithm>    // std::stable_sort, std::min

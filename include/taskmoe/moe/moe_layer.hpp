@@ -59,8 +59,7 @@ class moe_layer {
   void pack() {
     bool int8 = !experts.empty();
     for (const auto& e : experts) int8 = int8 && e.fc1.weight.is_int8() && e.fc2.weight.is_int8();
-    if (!int8) return;
-    if (!task_routed()) {
+    if (!int8 || !task_routed()) {  // f32, mixed dtypes or token routing: each matrix on its own
       for (auto& e : experts) e.pack();
       return;
     }
