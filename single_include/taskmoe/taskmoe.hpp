@@ -5278,8 +5278,8 @@ struct model_options {
   // Fuse the q/k/v projections (and cross-attention k/v) into one GEMM at load (copies them).
   bool fuse_qkv = true;
   // In a model with int8 layers, quantize a float output projection per row at load (the same
-  // quantizer as the converter) so the largest decoder GEMM runs int8 too. docs/runtime.md
-  // has its measured BLEU cost.
+  // quantizer as the converter) so the largest decoder GEMM runs int8 too. BENCHMARKS.md
+  // section 4 has its measured BLEU cost.
   bool int8_output_projection = true;
 };
 
