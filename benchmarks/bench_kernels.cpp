@@ -14,6 +14,7 @@
 #include <vector>     // std::vector
 
 #include <taskmoe/kernels/kernels.hpp>
+#include <taskmoe/kernels/packed_gemm.hpp>
 
 namespace tk = taskmoe::kernels;
 
@@ -65,11 +66,15 @@ struct problem {
     qw.resize(w.size());
     ws.resize(n);
     tk::quantize_rows_int8(w.data(), n, k, qw.data(), ws.data());
+    packed = tk::packed_int8::pack({{qw.data(), n, k, ws.data(), bias.data(), 1.0f}}, k);
   }
+  tk::packed_int8 packed;
   double gflops(double seconds) const { return 2.0 * m * n * k / seconds * 1e-9; }
   void f32(tk::gemm_backend b) {
     tk::gemm_f32(m, n, k, 1.0f, a.data(), k, w.data(), k, 0.0f, c.data(), n, bias.data(), {b, 1});
   }
+  // The runtime's int8 path: weights packed at load (kernels/packed_gemm.hpp), one thread.
+  void packed_i8() { tk::gemm_packed_int8(m, a.data(), k, packed, c.data(), n, {false, false, 1}); }
   void i8(tk::gemm_backend b) {
     tk::gemm_int8(m, n, k, a.data(), k, qw.data(), k, ws.data(), c.data(), n, bias.data(), {b, 1});
   }
@@ -92,8 +97,8 @@ int main(int argc, char** argv) {
     std::printf("peak (2048^3): oneDNN sgemm %.1f GFLOP/s, oneDNN int8 %.1f GOP/s\n", f, i);
   }
 
-  std::printf("\n%6s %6s %6s | %9s %9s | %9s %9s | per-ISA native int8 GOP/s\n", "M", "N", "K",
-              "f32 dnnl", "f32 eigen", "i8 dnnl", "i8 native");
+  std::printf("\n%6s %6s %6s | %9s %9s | %9s %9s | per-ISA int8 GOP/s: native (row-major) / packed\n", "M",
+              "N", "K", "f32 dnnl", "f32 eigen", "i8 dnnl", "i8 native");
   const int shapes[][2] = {{512, 512}, {2048, 512}, {512, 2048}, {8000, 512}, {32000, 512}};
   for (int m : {1, 16, 64, 256}) {
     for (const auto& s : shapes) {
@@ -106,8 +111,9 @@ int main(int argc, char** argv) {
       for (tk::isa isa : {tk::isa::generic, tk::isa::avx2, tk::isa::avx512}) {
         if (!tk::cpu_supports(isa) || (quick && isa == tk::isa::generic && m > 16)) continue;
         tk::scoped_isa_override force(isa);
-        std::printf(" %s %.1f", tk::to_string(isa),
-                    p.gflops(median_seconds([&] { p.i8(tk::gemm_backend::native); }, reps)));
+        const double native = p.gflops(median_seconds([&] { p.i8(tk::gemm_backend::native); }, reps));
+        const double packed = p.gflops(median_seconds([&] { p.packed_i8(); }, reps));
+        std::printf(" %s %.1f / %.1f", tk::to_string(isa), native, packed);
       }
       std::printf("\n");
       std::fflush(stdout);

@@ -4949,11 +4949,16 @@ struct linear {
   int out_features() const noexcept { return packed ? packed->rows() : weight.rows; }
   int in_features() const noexcept { return packed ? packed->cols() : weight.cols; }
 
+  // This layer's int8 weight and bias as one part of a packed matrix (kernels/packed_gemm.hpp),
+  // its scales and bias multiplied by `multiplier` (a task gate).
+  kernels::packed_int8::part packed_part(float multiplier = 1.0f) const noexcept {
+    return {weight.i8, weight.rows, weight.cols, weight.scales, bias, multiplier};
+  }
+
   // Packs int8 weights (no-op for f32): must run once before forward.
   void pack() {
     if (!weight.is_int8() || packed) return;
-    packed = std::make_shared<const kernels::packed_int8>(kernels::packed_int8::pack(
-        {{weight.i8, weight.rows, weight.cols, weight.scales, bias, 1.0f}}, weight.cols));
+    packed = std::make_shared<const kernels::packed_int8>(kernels::packed_int8::pack({packed_part()}, weight.cols));
   }
 
   // y [m, out] (ldy) = x [m, in] (ldx) Wᵀ + b, then ReLU when `relu`, added to y when
@@ -5136,17 +5141,12 @@ class moe_layer {
       return;
     }
     std::vector<kernels::packed_int8::part> fc1_parts;
-    const bool bias1 = experts.front().fc1.bias != nullptr;
     for (int slot : order_by_id()) {
       const layers::feed_forward& e = experts[static_cast<std::size_t>(slot)];
-      if ((e.fc1.bias != nullptr) != bias1) throw invalid_argument_error("moe: experts differ in fc1 bias");
-      const weight_matrix& w1 = e.fc1.weight;
-      fc1_parts.push_back({w1.i8, w1.rows, w1.cols, w1.scales, e.fc1.bias, 1.0f});
-      const weight_matrix& w2 = e.fc2.weight;
-      layers::linear fc2;
-      fc2.weight = w2;
+      fc1_parts.push_back(e.fc1.packed_part());
+      layers::linear fc2 = e.fc2;
       fc2.packed = std::make_shared<const kernels::packed_int8>(kernels::packed_int8::pack(
-          {{w2.i8, w2.rows, w2.cols, w2.scales, e.fc2.bias, gates[static_cast<std::size_t>(slot)]}}, w2.cols));
+          {e.fc2.packed_part(gates[static_cast<std::size_t>(slot)])}, e.fc2.in_features()));
       gated_fc2.push_back(std::move(fc2));
     }
     fused_fc1.packed = std::make_shared<const kernels::packed_int8>(
@@ -5675,7 +5675,7 @@ class transformer {
       std::vector<kernels::packed_int8::part> parts;
       for (const layers::linear* l : self ? std::vector<const layers::linear*>{&a.q, &a.k, &a.v}
                                           : std::vector<const layers::linear*>{&a.k, &a.v})
-        parts.push_back({l->weight.i8, l->weight.rows, l->weight.cols, l->weight.scales, l->bias, 1.0f});
+        parts.push_back(l->packed_part());
       (self ? a.qkv : a.kv).packed =
           std::make_shared<const kernels::packed_int8>(kernels::packed_int8::pack(parts, d));
       if (!self) a.q.pack();

@@ -23,11 +23,16 @@ struct linear {
   int out_features() const noexcept { return packed ? packed->rows() : weight.rows; }
   int in_features() const noexcept { return packed ? packed->cols() : weight.cols; }
 
+  // This layer's int8 weight and bias as one part of a packed matrix (kernels/packed_gemm.hpp),
+  // its scales and bias multiplied by `multiplier` (a task gate).
+  kernels::packed_int8::part packed_part(float multiplier = 1.0f) const noexcept {
+    return {weight.i8, weight.rows, weight.cols, weight.scales, bias, multiplier};
+  }
+
   // Packs int8 weights (no-op for f32): must run once before forward.
   void pack() {
     if (!weight.is_int8() || packed) return;
-    packed = std::make_shared<const kernels::packed_int8>(kernels::packed_int8::pack(
-        {{weight.i8, weight.rows, weight.cols, weight.scales, bias, 1.0f}}, weight.cols));
+    packed = std::make_shared<const kernels::packed_int8>(kernels::packed_int8::pack({packed_part()}, weight.cols));
   }
 
   // y [m, out] (ldy) = x [m, in] (ldx) Wᵀ + b, then ReLU when `relu`, added to y when

@@ -441,7 +441,7 @@ class transformer {
       std::vector<kernels::packed_int8::part> parts;
       for (const layers::linear* l : self ? std::vector<const layers::linear*>{&a.q, &a.k, &a.v}
                                           : std::vector<const layers::linear*>{&a.k, &a.v})
-        parts.push_back({l->weight.i8, l->weight.rows, l->weight.cols, l->weight.scales, l->bias, 1.0f});
+        parts.push_back(l->packed_part());
       (self ? a.qkv : a.kv).packed =
           std::make_shared<const kernels::packed_int8>(kernels::packed_int8::pack(parts, d));
       if (!self) a.q.pack();

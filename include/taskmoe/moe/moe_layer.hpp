@@ -64,17 +64,12 @@ class moe_layer {
       return;
     }
     std::vector<kernels::packed_int8::part> fc1_parts;
-    const bool bias1 = experts.front().fc1.bias != nullptr;
     for (int slot : order_by_id()) {
       const layers::feed_forward& e = experts[static_cast<std::size_t>(slot)];
-      if ((e.fc1.bias != nullptr) != bias1) throw invalid_argument_error("moe: experts differ in fc1 bias");
-      const weight_matrix& w1 = e.fc1.weight;
-      fc1_parts.push_back({w1.i8, w1.rows, w1.cols, w1.scales, e.fc1.bias, 1.0f});
-      const weight_matrix& w2 = e.fc2.weight;
-      layers::linear fc2;
-      fc2.weight = w2;
+      fc1_parts.push_back(e.fc1.packed_part());
+      layers::linear fc2 = e.fc2;
       fc2.packed = std::make_shared<const kernels::packed_int8>(kernels::packed_int8::pack(
-          {{w2.i8, w2.rows, w2.cols, w2.scales, e.fc2.bias, gates[static_cast<std::size_t>(slot)]}}, w2.cols));
+          {e.fc2.packed_part(gates[static_cast<std::size_t>(slot)])}, e.fc2.in_features()));
       gated_fc2.push_back(std::move(fc2));
     }
     fused_fc1.packed = std::make_shared<const kernels::packed_int8>(
