@@ -1362,12 +1362,15 @@ struct required_tensor {
   tensor_shape shape;
 };
 
-// Every tensor a checkpoint with this config must hold (the table of docs/checkpoint-format.md).
-inline std::vector<required_tensor> required_checkpoint_tensors(const model_config& c) {
+// Calls visit(required_tensor) for every tensor a checkpoint with this config must hold (the
+// table of docs/checkpoint-format.md), in a fixed order. The count grows with the layer counts of
+// the config, which a file may set to 2^31 - 1: a reader checks each tensor as it is visited, so
+// the first missing one stops it (visit throws) before anything proportional is built.
+template <typename Visit>
+inline void for_each_required_checkpoint_tensor(const model_config& c, Visit&& visit) {
   using u = std::uint64_t;
   const u d = static_cast<u>(c.d_model), v = static_cast<u>(c.vocab_size);
-  std::vector<required_tensor> r;
-  const auto add = [&r](std::string n, tensor_shape s) { r.push_back({std::move(n), s}); };
+  const auto add = [&visit](std::string n, tensor_shape s) { visit(required_tensor{std::move(n), s}); };
   if (c.shared_embeddings) {
     add("embed_tokens.weight", {v, d});
   } else {
@@ -1418,6 +1421,13 @@ inline std::vector<required_tensor> required_checkpoint_tensors(const model_conf
       }
     }
   }
+}
+
+// Every tensor a checkpoint with this config must hold, as a list (see above: for a config that
+// has passed a check against real tensors, or one built in code).
+inline std::vector<required_tensor> required_checkpoint_tensors(const model_config& c) {
+  std::vector<required_tensor> r;
+  for_each_required_checkpoint_tensor(c, [&r](required_tensor t) { r.push_back(std::move(t)); });
   return r;
 }
 
@@ -1579,9 +1589,10 @@ class checkpoint {
       tensors_ = safetensors_archive::open_index(index);
     else
       throw format_error(dir_, "neither model.safetensors nor model.safetensors.index.json exists");
-    const auto required = required_checkpoint_tensors(config_);
     std::vector<std::string> required_names;
-    for (const auto& r : required) {
+    // Visited, not listed first: a config.json claiming 2^31 - 1 layers stops at the first
+    // missing tensor instead of listing billions (found by tests/fuzz/fuzz_config).
+    for_each_required_checkpoint_tensor(config_, [&](const required_tensor& r) {
       if (!tensors_.contains(r.name))
         throw format_error(dir_, "missing required tensor '" + r.name + "'");
       const tensor_view& v = tensors_.tensor(r.name);
@@ -1593,7 +1604,7 @@ class checkpoint {
         throw format_error(f, "tensor '" + r.name + "' has shape " + v.shape.to_string() +
                                   ", expected " + r.shape.to_string());
       required_names.push_back(r.name);
-    }
+    });
     std::sort(required_names.begin(), required_names.end());
     for (const auto& n : tensors_.names())
       if (!std::binary_search(required_names.begin(), required_names.end(), n)) extra_.push_back(n);
@@ -2450,6 +2461,7 @@ class tmoe_writer {
 // Per-function target attributes and __builtin_cpu_supports exist: the AVX2/AVX-512 kernels are
 // compiled in. Elsewhere only the generic kernels exist and active_isa() is always generic.
 #define TASKMOE_KERNELS_X86 1
+#include <cpuid.h>  // __get_cpuid (f16c on clang: see detect_cpu_features)
 #else
 #define TASKMOE_KERNELS_X86 0
 #endif
@@ -2502,7 +2514,12 @@ inline const cpu_features& detect_cpu_features() noexcept {
     f.avx2 = __builtin_cpu_supports("avx2");
     f.fma = __builtin_cpu_supports("fma");
     f.f16c = false;
-#if defined(__clang__) || __GNUC__ >= 11
+#if defined(__clang__)
+    // clang before 16 rejects "f16c" in __builtin_cpu_supports: read CPUID leaf 1, ECX bit 29
+    // (the OS saving the YMM registers is implied by avx2 above).
+    unsigned eax = 0, ebx = 0, ecx = 0, edx = 0;
+    f.f16c = f.avx2 && __get_cpuid(1, &eax, &ebx, &ecx, &edx) != 0 && (ecx & bit_F16C) != 0;
+#elif __GNUC__ >= 11
     f.f16c = __builtin_cpu_supports("f16c");
 #endif
     f.avx512f = __builtin_cpu_supports("avx512f");
@@ -5250,6 +5267,7 @@ class moe_layer {
 // A transformer is immutable after construction: all mutable state lives in encoder_output /
 // decoder_state, which belong to the caller, so one model serves any number of threads.
 
+#include <algorithm>  // std::min
 #include <cmath>      // std::sin, std::cos, std::pow, std::sqrt
 #include <cstddef>    // std::size_t
 #include <cstring>    // std::memcpy
@@ -5263,16 +5281,24 @@ namespace model {
 
 // Sinusoidal table P[pos, 2i] = sin(pos / 10000^(2i/d)), P[pos, 2i+1] = cos(...), computed in
 // double and rounded to float like the reference.
+inline void sinusoidal_position(int pos, int d, float* out) {
+  for (int i2 = 0; i2 < d; i2 += 2) {
+    const double angle = pos / std::pow(10000.0, static_cast<double>(i2) / d);
+    out[i2] = static_cast<float>(std::sin(angle));
+    if (i2 + 1 < d) out[i2 + 1] = static_cast<float>(std::cos(angle));
+  }
+}
+
 inline std::vector<float> sinusoidal_positions(int n, int d) {
   std::vector<float> p(static_cast<std::size_t>(n) * static_cast<std::size_t>(d));
-  for (int pos = 0; pos < n; ++pos)
-    for (int i2 = 0; i2 < d; i2 += 2) {
-      const double angle = pos / std::pow(10000.0, static_cast<double>(i2) / d);
-      p[static_cast<std::size_t>(pos) * d + i2] = static_cast<float>(std::sin(angle));
-      if (i2 + 1 < d) p[static_cast<std::size_t>(pos) * d + i2 + 1] = static_cast<float>(std::cos(angle));
-    }
+  for (int pos = 0; pos < n; ++pos) sinusoidal_position(pos, d, p.data() + static_cast<std::size_t>(pos) * d);
   return p;
 }
+
+// Rows of the sinusoidal table computed at load; positions past it are computed when used (the
+// same values). max_positions comes from the file: up to 2^31 - 1, a table of 8 GiB per unit of
+// d_model (found by tests/fuzz/fuzz_config).
+inline constexpr int sinusoidal_table_rows = 1024;
 
 struct model_options {
   // Fuse the q/k/v projections (and cross-attention k/v) into one GEMM at load (copies them).
@@ -5471,7 +5497,8 @@ class transformer {
   struct stack_weights {
     std::vector<layer> layers;
     weight_matrix embed;
-    const float* positions = nullptr;  // [max_positions, d]
+    const float* positions = nullptr;  // [position_rows, d]
+    int position_rows = 0;             // learned: max_positions; sinusoidal: the table's rows
     layers::layer_norm final_ln;
   };
 
@@ -5482,7 +5509,13 @@ class transformer {
                                    std::to_string(cfg_.vocab_size) + ")");
     const int d = cfg_.d_model;
     s.embed.row_to_f32(token, out);
+    std::vector<float> row;
     const float* p = s.positions + static_cast<std::size_t>(pos) * d;
+    if (pos >= s.position_rows) {  // sinusoidal, past the table
+      row.resize(static_cast<std::size_t>(d));
+      sinusoidal_position(pos, d, row.data());
+      p = row.data();
+    }
     for (int c = 0; c < d; ++c) out[c] = out[c] * embed_scale_ + p[c];
   }
 
@@ -5613,9 +5646,11 @@ class transformer {
       sw.embed = w.matrix(cfg_.shared_embeddings ? "embed_tokens.weight" : sn + ".embed_tokens.weight", v, d);
       if (cfg_.positions == positional_encoding::learned) {
         sw.positions = w.matrix_f32(sn + ".embed_positions.weight", cfg_.max_positions, d);
+        sw.position_rows = cfg_.max_positions;
       } else {
         auto& p = w.owned(0);
-        p = sinusoidal_positions(cfg_.max_positions, d);
+        sw.position_rows = std::min(cfg_.max_positions, sinusoidal_table_rows);
+        p = sinusoidal_positions(sw.position_rows, d);
         sw.positions = p.data();
       }
       if (pre_) sw.final_ln = norm(w, sn + ".layer_norm");
@@ -6248,6 +6283,7 @@ inline int find_piece_id(std::string_view model, const std::string& piece) {
 // without it, constructing one succeeds but every text method throws invalid_argument_error, so
 // the token-level API of the translator keeps working.
 
+#include <exception>    // std::exception
 #include <memory>       // std::unique_ptr
 #include <string>       // std::string
 #include <string_view>  // std::string_view
@@ -6268,7 +6304,14 @@ class sentencepiece {
   explicit sentencepiece(const std::string& model_bytes) {
 #if TASKMOE_HAS_SENTENCEPIECE
     sp_ = std::make_unique<::sentencepiece::SentencePieceProcessor>();
-    const auto status = sp_->LoadFromSerializedProto(model_bytes);
+    ::sentencepiece::util::Status status;
+    try {
+      status = sp_->LoadFromSerializedProto(model_bytes);
+    } catch (const std::exception& e) {
+      // libsentencepiece reports some malformed models by throwing its own exceptions (an empty
+      // piece: Darts "zero-length key", found by tests/fuzz/fuzz_sentencepiece): one error type.
+      throw format_error("sentencepiece model", std::string("cannot load: ") + e.what());
+    }
     if (!status.ok())
       throw format_error("sentencepiece model", "cannot load: " + status.ToString());
 #else

@@ -31,12 +31,15 @@ struct required_tensor {
   tensor_shape shape;
 };
 
-// Every tensor a checkpoint with this config must hold (the table of docs/checkpoint-format.md).
-inline std::vector<required_tensor> required_checkpoint_tensors(const model_config& c) {
+// Calls visit(required_tensor) for every tensor a checkpoint with this config must hold (the
+// table of docs/checkpoint-format.md), in a fixed order. The count grows with the layer counts of
+// the config, which a file may set to 2^31 - 1: a reader checks each tensor as it is visited, so
+// the first missing one stops it (visit throws) before anything proportional is built.
+template <typename Visit>
+inline void for_each_required_checkpoint_tensor(const model_config& c, Visit&& visit) {
   using u = std::uint64_t;
   const u d = static_cast<u>(c.d_model), v = static_cast<u>(c.vocab_size);
-  std::vector<required_tensor> r;
-  const auto add = [&r](std::string n, tensor_shape s) { r.push_back({std::move(n), s}); };
+  const auto add = [&visit](std::string n, tensor_shape s) { visit(required_tensor{std::move(n), s}); };
   if (c.shared_embeddings) {
     add("embed_tokens.weight", {v, d});
   } else {
@@ -87,6 +90,13 @@ inline std::vector<required_tensor> required_checkpoint_tensors(const model_conf
       }
     }
   }
+}
+
+// Every tensor a checkpoint with this config must hold, as a list (see above: for a config that
+// has passed a check against real tensors, or one built in code).
+inline std::vector<required_tensor> required_checkpoint_tensors(const model_config& c) {
+  std::vector<required_tensor> r;
+  for_each_required_checkpoint_tensor(c, [&r](required_tensor t) { r.push_back(std::move(t)); });
   return r;
 }
 
@@ -248,9 +258,10 @@ class checkpoint {
       tensors_ = safetensors_archive::open_index(index);
     else
       throw format_error(dir_, "neither model.safetensors nor model.safetensors.index.json exists");
-    const auto required = required_checkpoint_tensors(config_);
     std::vector<std::string> required_names;
-    for (const auto& r : required) {
+    // Visited, not listed first: a config.json claiming 2^31 - 1 layers stops at the first
+    // missing tensor instead of listing billions (found by tests/fuzz/fuzz_config).
+    for_each_required_checkpoint_tensor(config_, [&](const required_tensor& r) {
       if (!tensors_.contains(r.name))
         throw format_error(dir_, "missing required tensor '" + r.name + "'");
       const tensor_view& v = tensors_.tensor(r.name);
@@ -262,7 +273,7 @@ class checkpoint {
         throw format_error(f, "tensor '" + r.name + "' has shape " + v.shape.to_string() +
                                   ", expected " + r.shape.to_string());
       required_names.push_back(r.name);
-    }
+    });
     std::sort(required_names.begin(), required_names.end());
     for (const auto& n : tensors_.names())
       if (!std::binary_search(required_names.begin(), required_names.end(), n)) extra_.push_back(n);

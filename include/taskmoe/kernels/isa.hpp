@@ -24,6 +24,7 @@
 // Per-function target attributes and __builtin_cpu_supports exist: the AVX2/AVX-512 kernels are
 // compiled in. Elsewhere only the generic kernels exist and active_isa() is always generic.
 #define TASKMOE_KERNELS_X86 1
+#include <cpuid.h>  // __get_cpuid (f16c on clang: see detect_cpu_features)
 #else
 #define TASKMOE_KERNELS_X86 0
 #endif
@@ -76,7 +77,12 @@ inline const cpu_features& detect_cpu_features() noexcept {
     f.avx2 = __builtin_cpu_supports("avx2");
     f.fma = __builtin_cpu_supports("fma");
     f.f16c = false;
-#if defined(__clang__) || __GNUC__ >= 11
+#if defined(__clang__)
+    // clang before 16 rejects "f16c" in __builtin_cpu_supports: read CPUID leaf 1, ECX bit 29
+    // (the OS saving the YMM registers is implied by avx2 above).
+    unsigned eax = 0, ebx = 0, ecx = 0, edx = 0;
+    f.f16c = f.avx2 && __get_cpuid(1, &eax, &ebx, &ecx, &edx) != 0 && (ecx & bit_F16C) != 0;
+#elif __GNUC__ >= 11
     f.f16c = __builtin_cpu_supports("f16c");
 #endif
     f.avx512f = __builtin_cpu_supports("avx512f");

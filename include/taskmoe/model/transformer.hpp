@@ -8,6 +8,7 @@
 // A transformer is immutable after construction: all mutable state lives in encoder_output /
 // decoder_state, which belong to the caller, so one model serves any number of threads.
 
+#include <algorithm>  // std::min
 #include <cmath>      // std::sin, std::cos, std::pow, std::sqrt
 #include <cstddef>    // std::size_t
 #include <cstring>    // std::memcpy
@@ -29,16 +30,24 @@ namespace model {
 
 // Sinusoidal table P[pos, 2i] = sin(pos / 10000^(2i/d)), P[pos, 2i+1] = cos(...), computed in
 // double and rounded to float like the reference.
+inline void sinusoidal_position(int pos, int d, float* out) {
+  for (int i2 = 0; i2 < d; i2 += 2) {
+    const double angle = pos / std::pow(10000.0, static_cast<double>(i2) / d);
+    out[i2] = static_cast<float>(std::sin(angle));
+    if (i2 + 1 < d) out[i2 + 1] = static_cast<float>(std::cos(angle));
+  }
+}
+
 inline std::vector<float> sinusoidal_positions(int n, int d) {
   std::vector<float> p(static_cast<std::size_t>(n) * static_cast<std::size_t>(d));
-  for (int pos = 0; pos < n; ++pos)
-    for (int i2 = 0; i2 < d; i2 += 2) {
-      const double angle = pos / std::pow(10000.0, static_cast<double>(i2) / d);
-      p[static_cast<std::size_t>(pos) * d + i2] = static_cast<float>(std::sin(angle));
-      if (i2 + 1 < d) p[static_cast<std::size_t>(pos) * d + i2 + 1] = static_cast<float>(std::cos(angle));
-    }
+  for (int pos = 0; pos < n; ++pos) sinusoidal_position(pos, d, p.data() + static_cast<std::size_t>(pos) * d);
   return p;
 }
+
+// Rows of the sinusoidal table computed at load; positions past it are computed when used (the
+// same values). max_positions comes from the file: up to 2^31 - 1, a table of 8 GiB per unit of
+// d_model (found by tests/fuzz/fuzz_config).
+inline constexpr int sinusoidal_table_rows = 1024;
 
 struct model_options {
   // Fuse the q/k/v projections (and cross-attention k/v) into one GEMM at load (copies them).
@@ -237,7 +246,8 @@ class transformer {
   struct stack_weights {
     std::vector<layer> layers;
     weight_matrix embed;
-    const float* positions = nullptr;  // [max_positions, d]
+    const float* positions = nullptr;  // [position_rows, d]
+    int position_rows = 0;             // learned: max_positions; sinusoidal: the table's rows
     layers::layer_norm final_ln;
   };
 
@@ -248,7 +258,13 @@ class transformer {
                                    std::to_string(cfg_.vocab_size) + ")");
     const int d = cfg_.d_model;
     s.embed.row_to_f32(token, out);
+    std::vector<float> row;
     const float* p = s.positions + static_cast<std::size_t>(pos) * d;
+    if (pos >= s.position_rows) {  // sinusoidal, past the table
+      row.resize(static_cast<std::size_t>(d));
+      sinusoidal_position(pos, d, row.data());
+      p = row.data();
+    }
     for (int c = 0; c < d; ++c) out[c] = out[c] * embed_scale_ + p[c];
   }
 
@@ -379,9 +395,11 @@ class transformer {
       sw.embed = w.matrix(cfg_.shared_embeddings ? "embed_tokens.weight" : sn + ".embed_tokens.weight", v, d);
       if (cfg_.positions == positional_encoding::learned) {
         sw.positions = w.matrix_f32(sn + ".embed_positions.weight", cfg_.max_positions, d);
+        sw.position_rows = cfg_.max_positions;
       } else {
         auto& p = w.owned(0);
-        p = sinusoidal_positions(cfg_.max_positions, d);
+        sw.position_rows = std::min(cfg_.max_positions, sinusoidal_table_rows);
+        p = sinusoidal_positions(sw.position_rows, d);
         sw.positions = p.data();
       }
       if (pre_) sw.final_ln = norm(w, sn + ".layer_norm");

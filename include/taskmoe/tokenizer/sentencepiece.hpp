@@ -4,6 +4,7 @@
 // without it, constructing one succeeds but every text method throws invalid_argument_error, so
 // the token-level API of the translator keeps working.
 
+#include <exception>    // std::exception
 #include <memory>       // std::unique_ptr
 #include <string>       // std::string
 #include <string_view>  // std::string_view
@@ -26,7 +27,14 @@ class sentencepiece {
   explicit sentencepiece(const std::string& model_bytes) {
 #if TASKMOE_HAS_SENTENCEPIECE
     sp_ = std::make_unique<::sentencepiece::SentencePieceProcessor>();
-    const auto status = sp_->LoadFromSerializedProto(model_bytes);
+    ::sentencepiece::util::Status status;
+    try {
+      status = sp_->LoadFromSerializedProto(model_bytes);
+    } catch (const std::exception& e) {
+      // libsentencepiece reports some malformed models by throwing its own exceptions (an empty
+      // piece: Darts "zero-length key", found by tests/fuzz/fuzz_sentencepiece): one error type.
+      throw format_error("sentencepiece model", std::string("cannot load: ") + e.what());
+    }
     if (!status.ok())
       throw format_error("sentencepiece model", "cannot load: " + status.ToString());
 #else
