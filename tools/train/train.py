@@ -15,6 +15,7 @@ import math
 import os
 import sys
 import time
+from typing import Tuple
 
 # OpenBLAS (Debian's torch BLAS) starts its own thread pool, which torch.set_num_threads does not
 # bound: pin it before torch loads, or a "1 thread" run spins a second core.
@@ -66,12 +67,18 @@ def parse_args(argv=None):
     p.add_argument("--label-smoothing", type=float, default=0.1)
     p.add_argument("--aux-weight", type=float, default=0.01)
     p.add_argument("--temperature", type=float, default=5.0, help="task sampling temperature")
-    p.add_argument("--amp", choices=["none", "bf16"], default="none")
+    p.add_argument("--amp", choices=["auto", "none", "bf16"], default="auto",
+                   help="auto: bf16 autocast iff the CPU has AVX512-BF16/AMX-BF16 and a quick timing shows it faster")
+    p.add_argument("--init-from", default="", help="start from the weights of this exported checkpoint "
+                   "(its sentencepiece.model becomes the run's vocabulary); ignored when resuming")
+    p.add_argument("--average-last", type=int, default=3, help="export the mean of the last N snapshots")
+    p.add_argument("--snapshot-minutes", type=float, default=6.0, help="model-only snapshots for averaging")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--save-minutes", type=float, default=10.0)
     p.add_argument("--log-every", type=int, default=50)
     p.add_argument("--eval-every", type=int, default=1000)
+    p.add_argument("--eval-bleu", type=int, default=40, help="greedy dev BLEU on this many pairs per task at each eval (0: off)")
     p.add_argument("--export", default="", help="export the final model to this checkpoint directory")
     p.add_argument("--export-dtype", default="float16")
     p.add_argument("--benchmark-steps", type=int, default=0, help="time this many steps and exit")
@@ -83,6 +90,45 @@ def log(run_dir: str, msg: str) -> None:
     print(line, flush=True)
     with open(os.path.join(run_dir, "train.log"), "a", encoding="utf-8") as f:
         f.write(line + "\n")
+
+
+def cpu_has_bf16() -> bool:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            flags = set(f.read().split())
+    except OSError:
+        return False
+    return bool(flags & {"avx512_bf16", "amx_bf16"})
+
+
+def bf16_faster(d: int = 256, ff: int = 1024, rows: int = 2048, reps: int = 6) -> Tuple[bool, float, float]:
+    """Time forward+backward of an FFN block shaped like the model's in float32 and under bf16 autocast."""
+    x = torch.randn(rows, d, requires_grad=True)
+    net = torch.nn.Sequential(torch.nn.Linear(d, ff), torch.nn.ReLU(), torch.nn.Linear(ff, d))
+    times = {}
+    for mode in ("fp32", "bf16", "fp32", "bf16"):
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=mode == "bf16"):
+            net(x).float().sum().backward()  # warm-up
+        t0 = time.perf_counter()
+        for _ in range(reps):
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=mode == "bf16"):
+                y = net(x).float().sum()
+            y.backward()
+        times[mode] = min(times.get(mode, 1e9), (time.perf_counter() - t0) / reps)
+    return times["bf16"] < 0.9 * times["fp32"], times["fp32"], times["bf16"]
+
+
+def choose_amp(a, run_dir) -> str:
+    if a.amp != "auto":
+        log(run_dir, f"amp {a.amp} (explicit)")
+        return a.amp
+    if not cpu_has_bf16():
+        log(run_dir, "amp auto -> none (no avx512_bf16/amx_bf16 in /proc/cpuinfo)")
+        return "none"
+    fast, t32, t16 = bf16_faster()
+    choice = "bf16" if fast else "none"
+    log(run_dir, f"amp auto -> {choice} (CPU has BF16; FFN fwd+bwd {t32 * 1e3:.1f} ms fp32 vs {t16 * 1e3:.1f} ms bf16)")
+    return choice
 
 
 def build_config(a, tasks, langs) -> Config:
@@ -190,6 +236,19 @@ def loss_fn(a, cfg, model, src, tin, tout, tids):
 
 
 @torch.no_grad()
+def dev_bleu(a, model, sp, dev_text, tasks):
+    from taskmoe_ref.bleu import corpus_bleu
+    from taskmoe_ref.decode import translate
+    model.eval()
+    out = {}
+    for t, (s, y) in zip(tasks, dev_text):
+        hyp = translate(model, sp, s[: a.eval_bleu], t.name, beam_size=1, max_len=80)
+        out[t.name] = corpus_bleu(hyp, y[: a.eval_bleu])[0]
+    model.train()
+    return out
+
+
+@torch.no_grad()
 def dev_loss(a, cfg, model, sp, dev, tasks):
     model.eval()
     out = {}
@@ -216,35 +275,49 @@ def main(argv=None):
     langs = a.langs.split(",")
     tasks = [Task(f"en-{l}", "en", l) for l in langs] + [Task(f"{l}-en", l, "en") for l in langs]
     cfg = build_config(a, tasks, langs)
+    if a.init_from and not os.path.exists(os.path.join(a.run_dir, "sentencepiece.model")):
+        import shutil
+        shutil.copyfile(os.path.join(a.init_from, "sentencepiece.model"), os.path.join(a.run_dir, "sentencepiece.model"))
     sp, spm_path, data = prepare(a, a.run_dir, langs, tasks)
     if sp.get_piece_size() != cfg.model.vocab_size:
         cfg.model.vocab_size = sp.get_piece_size()
     # Dev: 200 pairs per task for a cheap held-out loss.
-    dev = []
+    dev, dev_text = [], []
     for t in tasks:
         xx = t.target if t.source == "en" else t.source
         rows = read_tsv(corpus_file(a.corpus, xx, "dev"), 200)
         s, y = task_pairs(rows, t)
+        dev_text.append((s, y))
         dev.append((EncodedSide.build([sp.encode(x)[: a.max_len] for x in s]),
                     EncodedSide.build([sp.encode(x)[: a.max_len] for x in y])))
 
     model = TaskMoEModel(cfg)
     opt = torch.optim.AdamW(model.parameters(), lr=a.lr, betas=(0.9, 0.98), eps=1e-8, weight_decay=0.0)
     ckpt_path = os.path.join(a.run_dir, "checkpoint.pt")
-    step, pool, batch_i, train_seconds = 0, 0, 0, 0.0
+    step, pool, batch_i, train_seconds, total_tokens = 0, 0, 0, 0.0, 0
     if os.path.exists(ckpt_path):
         st = torch.load(ckpt_path)
         model.load_state_dict(st["model"])
         opt.load_state_dict(st["optimizer"])
         step, pool, batch_i, train_seconds = st["step"], st["pool"], st["batch"], st["train_seconds"]
+        total_tokens = st.get("total_tokens", 0)
         shape_keys = [k for k in vars(a) if k not in ("max_steps", "max_hours", "export", "save_minutes",
-                                                       "log_every", "eval_every", "threads", "benchmark_steps")]
+                                                       "log_every", "eval_every", "threads", "benchmark_steps",
+                                                       "amp", "average_last", "snapshot_minutes", "init_from")]
         changed = [k for k in shape_keys if st["args"].get(k) != getattr(a, k)]
         if changed:
             raise SystemExit(f"{ckpt_path} was trained with different settings ({', '.join(changed)}); "
                              "use the original arguments or a new --run-dir")
         log(a.run_dir, f"resumed from step {step} ({train_seconds / 3600:.2f} h trained)")
     else:
+        if a.init_from:
+            from taskmoe_ref.checkpoint_io import read_safetensors
+            with open(os.path.join(a.init_from, "sentencepiece.model"), "rb") as f1, open(spm_path, "rb") as f2:
+                if f1.read() != f2.read():
+                    raise SystemExit(f"--init-from {a.init_from}: its sentencepiece.model differs from {spm_path}")
+            w = read_safetensors(os.path.join(a.init_from, "model.safetensors"))
+            model.load_state_dict({k: v.float() for k, v in w.items()}, strict=True)
+            log(a.run_dir, f"initialised from the weights of {a.init_from} (optimizer state: fresh)")
         n_params = sum(p.numel() for p in model.parameters())
         log(a.run_dir, f"new model: {n_params / 1e6:.2f}M parameters; config {json.dumps(cfg.to_dict()['moe'])}")
         with open(os.path.join(a.run_dir, "args.json"), "w") as f:
@@ -253,8 +326,22 @@ def main(argv=None):
     def save():
         tmp = ckpt_path + ".tmp"
         torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "step": step, "pool": pool,
-                    "batch": batch_i, "train_seconds": train_seconds, "args": vars(a)}, tmp)
+                    "batch": batch_i, "train_seconds": train_seconds, "total_tokens": total_tokens,
+                    "args": vars(a)}, tmp)
         os.replace(tmp, ckpt_path)
+
+    amp = choose_amp(a, a.run_dir)
+    snap_dir = os.path.join(a.run_dir, "snapshots")
+    os.makedirs(snap_dir, exist_ok=True)
+    t_last_snap = time.time()
+
+    def snapshot():
+        path = os.path.join(snap_dir, f"step{step:07d}.pt")
+        torch.save({k: v.detach().clone() for k, v in model.state_dict().items()}, path + ".tmp")
+        os.replace(path + ".tmp", path)
+        snaps = sorted(os.listdir(snap_dir))
+        for old in [x for x in snaps if x.endswith(".pt")][:-max(1, a.average_last)]:
+            os.remove(os.path.join(snap_dir, old))
 
     probs = temperature_probs([len(s) for s, _ in data], a.temperature)
     sampler = BatchSampler(data, probs, a.max_tokens, a.seed)
@@ -272,7 +359,7 @@ def main(argv=None):
         src, tin, tout, tids = make_batch(cfg, sp, data, items, tasks)
         for g in opt.param_groups:
             g["lr"] = lr_at(a, step, train_seconds)
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=a.amp == "bf16"):
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp == "bf16"):
             ce, bal = loss_fn(a, cfg, model, src, tin, tout, tids)
         loss = ce + a.aux_weight * bal
         opt.zero_grad(set_to_none=True)
@@ -282,7 +369,9 @@ def main(argv=None):
         step += 1
         batch_i += 1  # the batch after this one is where a resume continues
         train_seconds += time.time() - t_step
-        ntok += int(tout.ne(cfg.model.pad_id).sum()) + int(src.ne(cfg.model.pad_id).sum())
+        n_tgt = int(tout.ne(cfg.model.pad_id).sum())
+        ntok += n_tgt + int(src.ne(cfg.model.pad_id).sum())
+        total_tokens += n_tgt
         acc_ce, acc_bal, acc_n = acc_ce + float(ce), acc_bal + float(bal), acc_n + 1
         if a.benchmark_steps:
             if step == 5:
@@ -295,23 +384,55 @@ def main(argv=None):
         if step % a.log_every == 0:
             dt = time.time() - t0
             log(a.run_dir, f"step {step} lr {lr_at(a, step, train_seconds):.2e} ce {acc_ce / acc_n:.3f} bal {acc_bal / acc_n:.3f} "
-                           f"tok/s {ntok / dt:.0f} trained {train_seconds / 3600:.2f} h")
+                           f"tok/s {ntok / dt:.0f} trained {train_seconds / 3600:.2f} h tgt_tokens {total_tokens}")
             t0, ntok, acc_ce, acc_bal, acc_n = time.time(), 0, 0.0, 0.0, 0
         if step % a.eval_every == 0:
             dl = dev_loss(a, cfg, model, sp, dev, tasks)
             log(a.run_dir, "dev ce " + " ".join(f"{k} {v:.3f}" for k, v in dl.items()) +
-                f" mean {sum(dl.values()) / len(dl):.3f}")
+                f" mean {sum(dl.values()) / len(dl):.3f} tgt_tokens {total_tokens}")
+            if a.eval_bleu:
+                db = dev_bleu(a, model, sp, dev_text, tasks)
+                log(a.run_dir, f"dev bleu (greedy, first {a.eval_bleu} per task) " +
+                    " ".join(f"{k} {v:.2f}" for k, v in db.items()) + f" mean {sum(db.values()) / len(db):.2f}"
+                    f" tgt_tokens {total_tokens}")
+        if a.average_last > 1 and time.time() - t_last_snap > a.snapshot_minutes * 60:
+            snapshot()
+            t_last_snap = time.time()
         if time.time() - t_last_save > a.save_minutes * 60:
             save()
             t_last_save = time.time()
     save()
     log(a.run_dir, f"training stopped at step {step} after {train_seconds / 3600:.2f} h")
     if a.export:
+        snapshot()
+        snaps = sorted(x for x in os.listdir(snap_dir) if x.endswith(".pt"))[-max(1, a.average_last):]
+        if len(snaps) > 1:
+            avg = None
+            for name in snaps:
+                sd = torch.load(os.path.join(snap_dir, name))
+                avg = {k: v.double() for k, v in sd.items()} if avg is None else {k: avg[k] + v.double() for k, v in sd.items()}
+            model.load_state_dict({k: (v / len(snaps)).float() for k, v in avg.items()})
+            log(a.run_dir, f"export: averaged {len(snaps)} snapshots ({', '.join(snaps)})")
+            dl = dev_loss(a, cfg, model, sp, dev, tasks)
+            log(a.run_dir, "dev ce (averaged) " + " ".join(f"{k} {v:.3f}" for k, v in dl.items()) +
+                f" mean {sum(dl.values()) / len(dl):.3f}")
         training = {"command": " ".join(["/usr/bin/python3", "tools/train/train.py"] + (argv or sys.argv[1:])),
                     "steps": step, "train_hours": round(train_seconds / 3600, 3), "threads": a.threads,
                     "corpus": "../shared/corpus (see models/demo/README.md)"}
+        keep = {}
+        for name in ("README.md",):  # the model card lives beside the weights; the export replaces the dir
+            if os.path.exists(os.path.join(a.export, name)):
+                with open(os.path.join(a.export, name), "rb") as f:
+                    keep[name] = f.read()
+        training["amp"] = amp
+        training["train_tokens"] = int(total_tokens)
         export_checkpoint(model, spm_path, a.export, a.export_dtype, training)
+        for name, blob in keep.items():
+            with open(os.path.join(a.export, name), "wb") as f:
+                f.write(blob)
         log(a.run_dir, f"exported {a.export} ({a.export_dtype})")
+        import shutil
+        shutil.copyfile(os.path.join(a.run_dir, "train.log"), os.path.join(a.export, "train.log"))
 
 
 if __name__ == "__main__":
