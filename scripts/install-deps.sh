@@ -19,6 +19,7 @@ packages=(
   g++ cmake ninja-build meson pkg-config git xz-utils python3
   libeigen3-dev libdnnl-dev libsentencepiece-dev sentencepiece libxsimd-dev
   doctest-dev nlohmann-json3-dev libbenchmark-dev
+  clang-14 libclang-rt-14-dev  # the libFuzzer harnesses (tests/fuzz, the fuzz leg of scripts/test.sh)
 )
 if [ "$minimal" = 0 ]; then
   # The PyTorch reference model, its trainer and the golden-fixture generator (tools/train).

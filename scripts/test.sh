@@ -60,6 +60,39 @@ step "cmake single header, no oneDNN, no SentencePiece" cmake_leg build/single-f
   -DTASKMOE_WARNINGS_AS_ERRORS=ON
 step "meson" meson_leg
 step "packaging" tests/package/run.sh . build/package
+fuzz_leg() {
+  # libFuzzer harnesses (tests/fuzz/README.md), clang + ASan + UBSan: build, run the committed
+  # corpus and regressions once (ctest), then fuzz each harness for TASKMOE_FUZZ_SECONDS (default
+  # 60). A crash, a leak, an input slower than 10 s or above 2 GB RSS fails the leg; the input is
+  # left in build/fuzz/artifacts/. New corpus entries accumulate in build/fuzz/work/ (not committed).
+  local dir=build/fuzz secs="${TASKMOE_FUZZ_SECONDS:-60}" cxx="${TASKMOE_FUZZ_CXX:-clang++-14}"
+  if ! command -v "$cxx" >/dev/null; then
+    echo "$cxx not found: scripts/install-deps.sh installs clang-14 and libclang-rt-14-dev"
+    return 1
+  fi
+  cmake -S . -B "$dir" -G Ninja "${launcher[@]}" -DCMAKE_CXX_COMPILER="$cxx" -DTASKMOE_BUILD_FUZZERS=ON \
+    -DTASKMOE_BUILD_TESTS=OFF -DTASKMOE_BUILD_TOOLS=OFF -DTASKMOE_BUILD_EXAMPLES=OFF \
+    -DTASKMOE_BUILD_BENCHMARKS=OFF -DTASKMOE_INSTALL=OFF >/dev/null
+  cmake --build "$dir" -j "$jobs"
+  ctest --test-dir "$dir" --output-on-failure
+  mkdir -p "$dir/artifacts"
+  local h
+  for h in tmoe safetensors config sentencepiece translate; do
+    local work="$dir/work/$h" log="$dir/fuzz_$h.log" dict=()
+    mkdir -p "$work"
+    if [ -f "tests/fuzz/dict/$h.dict" ]; then dict=(-dict="tests/fuzz/dict/$h.dict"); fi
+    if ! ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+        "$dir/tests/fuzz/fuzz_$h" -max_total_time="$secs" -timeout=10 -rss_limit_mb=2048 \
+        -print_final_stats=1 "${dict[@]}" -artifact_prefix="$dir/artifacts/fuzz_$h-" \
+        "$work" "tests/fuzz/corpus/$h" "tests/fuzz/regressions/$h" >"$log" 2>&1; then
+      tail -n 80 "$log"
+      echo "fuzz_$h: finding (input in $dir/artifacts/, log $log)"
+      return 1
+    fi
+    echo "fuzz_$h: $(grep -E '^#[0-9]+[[:space:]]+DONE' "$log" | tail -n 1)"
+  done
+}
+step "fuzzers (libFuzzer, ${TASKMOE_FUZZ_SECONDS:-60} s each)" fuzz_leg
 python_leg() {
   if ! /usr/bin/python3 -c "import torch" 2>/dev/null; then
     echo "python3-torch is not installed: the reference-model tests will be skipped" \

@@ -168,3 +168,15 @@ TEST_CASE("checkpoint::gate uses the task's embedding row and the layer's router
                        invalid_argument_error);
   CHECK_THROWS_AS(ck.task("xx-yy"), invalid_argument_error);
 }
+
+TEST_CASE("a config.json claiming 2^31 - 1 layers stops at the first missing tensor (fuzz_config)") {
+  // tests/fuzz/regressions/config/huge-encoder-layers: the reader used to list every required
+  // tensor first, billions of names, and ran out of memory.
+  temp_dir dir;
+  model_config c = tiny_config();
+  write_checkpoint(dir.path(), c, tiny_tasks());
+  c.encoder_layers = 2147483647;
+  write_file(dir.file("config.json"), checkpoint_json(c, tiny_tasks()).dump());
+  expect_format_error([&] { const checkpoint ck(dir.path()); }, dir.path(),
+                      "missing required tensor 'encoder.layers.2.");
+}

@@ -453,3 +453,20 @@ TEST_CASE("parallel_for covers [0, n) exactly once, from any number of callers, 
   CHECK_THROWS_AS(tk::parallel_for(2, 10, [](int b, int) { if (b > 0) throw std::runtime_error("chunk"); }),
                   std::runtime_error);
 }
+
+TEST_CASE("quantize_rows_int8: a row below 127 / FLT_MAX quantizes to zeros on every ISA (fuzz_tmoe)") {
+  // tests/fuzz/regressions/tmoe/tiny-activation-row-int8-nan: 127 / max|x| overflowed to inf, so
+  // 0 * inf = NaN was cast to int8 (UB; AVX2 tail and generic gave -127 instead of 0).
+  std::vector<float> x(37, 0.0f);  // a 32-wide block and a tail
+  x[3] = 1e-38f;
+  x[35] = -2e-38f;
+  for (tk::isa isa : runnable_isas()) {
+    CAPTURE(static_cast<int>(isa));
+    tk::scoped_isa_override force(isa);
+    std::vector<std::int8_t> q(x.size(), 1);
+    float scale = -1.0f;
+    tk::quantize_rows_int8(x.data(), 1, static_cast<int>(x.size()), q.data(), &scale);
+    CHECK(scale == 0.0f);
+    for (std::int8_t v : q) CHECK(v == 0);
+  }
+}

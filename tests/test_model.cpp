@@ -291,3 +291,24 @@ TEST_CASE("activation quantization is bit-identical on every ISA path") {
     }
   }
 }
+
+TEST_CASE("max_positions 2^31 - 1 with sinusoidal positions loads; rows past the table are the formula (fuzz_config)") {
+  // tests/fuzz/regressions/config/huge-max-positions-sinusoidal: the model used to precompute
+  // max_positions rows (64 GB here) at load.
+  taskmoe_test::temp_dir dir;
+  model_config c = taskmoe_test::tiny_config();
+  c.max_positions = 2147483647;
+  REQUIRE(c.positions == positional_encoding::sinusoidal);
+  taskmoe_test::write_checkpoint(dir.path(), c, taskmoe_test::tiny_tasks());
+  const auto ck = std::make_shared<const checkpoint>(dir.path());
+  const model::transformer m(model::weight_source::from_checkpoint(ck, "en-de"));
+  const int n = model::sinusoidal_table_rows + 100;  // crosses the precomputed rows
+  model::workspace ws;
+  const model::encoder_output enc = m.encode({std::vector<int>(static_cast<std::size_t>(n), 5)}, ws);
+  REQUIRE(enc.memory.size() == static_cast<std::size_t>(n) * c.d_model);
+  for (float x : enc.memory) REQUIRE(std::isfinite(x));
+  const std::vector<float> table = model::sinusoidal_positions(n, c.d_model);
+  std::vector<float> row(static_cast<std::size_t>(c.d_model));
+  model::sinusoidal_position(n - 1, c.d_model, row.data());
+  for (int i = 0; i < c.d_model; ++i) CHECK(row[i] == table[static_cast<std::size_t>(n - 1) * c.d_model + i]);
+}

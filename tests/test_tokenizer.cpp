@@ -40,3 +40,16 @@ TEST_CASE("piece ids from the serialized model agree with SentencePiece") {
     CHECK_THROWS_AS(sp.encode("x"), invalid_argument_error);
   }
 }
+
+TEST_CASE("a SentencePiece model with an empty piece is a format_error (fuzz_sentencepiece)" *
+          doctest::skip(!tokenizer::sentencepiece::available)) {
+  // tests/fuzz/regressions/sentencepiece/empty-piece-darts-exception: libsentencepiece throws
+  // Darts::Details::Exception ("zero-length key") for it, which used to escape the constructor.
+  const std::string bytes(
+      "\x0a\x0e\x0a\x05\x3c\x70\x61\x64\x3e\x15\x00\x00\x00\x00\x18\x03\x0a\x0e\x0a\x05\x3c\x75"
+      "\x6e\x6b\x3e\x15\x00\x00\x00\x00\x18\x02\x0a\x0c\x0a\x03\x04\x0a\x0e\x0a\x05\x00\x18\x02"
+      "\x0a\x0c\x85\xe8\xbf\x0a\x08\x0a\x01\x6f\x15\x67\xe3\x1e\xc0\x0a\x08\x0a\x01\x65\x15\x63"
+      "\x7b\x26\xc0\x28\xc0\x0a",
+      72);
+  CHECK_THROWS_AS(tokenizer::sentencepiece{bytes}, format_error);
+}

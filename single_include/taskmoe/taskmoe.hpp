@@ -2935,12 +2935,12 @@ TASKMOE_TARGET_AVX2 inline bool quantize_row_int8(const float* x, int n, std::in
     if (!(a < __builtin_inff())) return false;
     amax = a > amax ? a : amax;
   }
-  if (amax == 0.0f) {
+  const float inv = 127.0f / amax;
+  if (!(inv < __builtin_inff())) {  // all zero, or max|x| < 127 / FLT_MAX: as generic
     for (int t = 0; t < n; ++t) q[t] = 0;
     *scale = 0.0f;
     return true;
   }
-  const float inv = 127.0f / amax;
   const __m256 vinv = _mm256_set1_ps(inv);
   const __m256i lo = _mm256_set1_epi32(-127), hi = _mm256_set1_epi32(127);
   const __m256i perm = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
@@ -3287,7 +3287,7 @@ constexpr int lanes = static_cast<int>(fbatch::size);
 
 // Symmetric per-row quantization: scale = max|x| / 127, q = round(x / scale) in [-127, 127].
 // -128 is never produced, which keeps the AVX2 sign trick (arch/avx2.hpp) free of overflow. An
-// all-zero row gets scale 0 and q = 0. Non-finite values cannot be quantized: they throw.
+// all-zero row (or one below about 3.7e-37) gets scale 0 and q = 0. Non-finite values cannot be quantized: they throw.
 inline void quantize_row_int8(const float* x, int n, std::int8_t* q, float* scale) {
   float amax = 0.0f;
   for (int i = 0; i < n; ++i) {
@@ -3296,12 +3296,14 @@ inline void quantize_row_int8(const float* x, int n, std::int8_t* q, float* scal
     }
     amax = std::max(amax, std::fabs(x[i]));
   }
-  if (amax == 0.0f) {
+  // An all-zero row, or one so small (max|x| < 127 / FLT_MAX, about 3.7e-37) that 127 / amax
+  // overflows: 0 * inf would be NaN (found by tests/fuzz/fuzz_tmoe). Both quantize to zeros.
+  const float inv = 127.0f / amax;
+  if (!(inv < std::numeric_limits<float>::infinity())) {
     for (int i = 0; i < n; ++i) q[i] = 0;
     *scale = 0.0f;
     return;
   }
-  const float inv = 127.0f / amax;
   for (int i = 0; i < n; ++i) {
     const float r = std::nearbyint(x[i] * inv);
     q[i] = static_cast<std::int8_t>(std::min(127.0f, std::max(-127.0f, r)));

@@ -239,12 +239,12 @@ TASKMOE_TARGET_AVX2 inline bool quantize_row_int8(const float* x, int n, std::in
     if (!(a < __builtin_inff())) return false;
     amax = a > amax ? a : amax;
   }
-  if (amax == 0.0f) {
+  const float inv = 127.0f / amax;
+  if (!(inv < __builtin_inff())) {  // all zero, or max|x| < 127 / FLT_MAX: as generic
     for (int t = 0; t < n; ++t) q[t] = 0;
     *scale = 0.0f;
     return true;
   }
-  const float inv = 127.0f / amax;
   const __m256 vinv = _mm256_set1_ps(inv);
   const __m256i lo = _mm256_set1_epi32(-127), hi = _mm256_set1_epi32(127);
   const __m256i perm = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
