@@ -1,5 +1,6 @@
-#include "test_helpers.hpp"
+#include "test_model_support.hpp"
 
+#include <algorithm>
 #include <cmath>
 
 using namespace taskmoe;
@@ -157,16 +158,58 @@ TEST_CASE("checkpoint::gate uses the task's embedding row and the layer's router
   const task_info& t = ck.task("de-en");
   const auto table = to_f32(ck.tensor("encoder.task_embedding.weight"));
   const auto router = to_f32(ck.tensor("encoder.layers.1.moe.router.weight"));
-  // task:target, target "en" is row 1 of task_keys {de, en, fr}
-  const task_gate expected = compute_gate(router.data(), table.data() + 1 * 4, 4, 4, 2);
+  // task:target, target "en" is row 1 of task_keys {de, en, fr}. The expected gate is computed
+  // here, in double, from the raw tensors: router [experts, dim] times the task's row, softmax,
+  // the top-2 (lower index first on ties), renormalised -- not by calling compute_gate again.
+  const int experts = c.num_experts, dim = c.task_embedding_dim;
+  const auto reference_gate = [&](const std::vector<float>& w, int row) {
+    std::vector<double> logit(static_cast<std::size_t>(experts));
+    for (int e = 0; e < experts; ++e)
+      for (int i = 0; i < dim; ++i) logit[e] += double(w[e * dim + i]) * table[row * dim + i];
+    std::vector<int> order(static_cast<std::size_t>(experts));
+    for (int e = 0; e < experts; ++e) order[e] = e;
+    std::stable_sort(order.begin(), order.end(), [&](int a, int b) { return logit[a] > logit[b]; });
+    // softmax then renormalise over the top 2 == a two-way softmax of their logits
+    const double p1 = 1.0 / (1.0 + std::exp(logit[order[1]] - logit[order[0]]));
+    return std::make_pair(std::vector<int>{order[0], order[1]}, std::vector<double>{p1, 1.0 - p1});
+  };
+  const auto want = reference_gate(router, 1);
   const task_gate g = ck.gate(t, stack::encoder, 1);
-  CHECK(g.experts == expected.experts);
-  CHECK(g.weights == expected.weights);
-  CHECK(g.weights[0] + g.weights[1] == doctest::Approx(1.0));
-  CHECK(g.weights[0] >= g.weights[1]);
+  CHECK(g.experts == want.first);
+  REQUIRE(g.weights.size() == 2);
+  CHECK(g.weights[0] == doctest::Approx(want.second[0]).epsilon(1e-6));
+  CHECK(g.weights[1] == doctest::Approx(want.second[1]).epsilon(1e-6));
+  // Another task's row gives its own gate (the row really is selected by the target language).
+  const auto want_fr = reference_gate(router, 2);
+  CHECK(ck.gate(ck.task("en-fr"), stack::encoder, 1).experts == want_fr.first);
   CHECK_THROWS_WITH_AS(ck.gate(t, stack::encoder, 0), taskmoe_test::contains("not an MoE layer"),
                        invalid_argument_error);
   CHECK_THROWS_AS(ck.task("xx-yy"), invalid_argument_error);
+}
+
+TEST_CASE("checkpoint::gate equals the PyTorch reference's task routes on the golden fixtures") {
+  // reference.json's task_routes come from tools/train/taskmoe_ref (model.task_route), an
+  // implementation independent of compute_gate.
+  for (const std::string setup : {"task_target", "task_pair", "token_task"}) {
+    CAPTURE(setup);
+    const checkpoint ck(fixture_dir(setup));
+    const nlohmann::json ref = fixture_reference(setup);
+    std::size_t checked = 0;
+    for (const auto& c : ref["cases"]) {
+      const task_info& t = ck.task(c["task"].get<std::string>());
+      for (const auto& [name, route] : c["task_routes"].items()) {
+        CAPTURE(name);
+        const stack s = name.rfind("encoder", 0) == 0 ? stack::encoder : stack::decoder;
+        const task_gate g = ck.gate(t, s, std::stoi(name.substr(name.find('.') + 1)));
+        CHECK(g.experts == route["experts"].get<std::vector<int>>());
+        REQUIRE(g.weights.size() == route["gates"].size());
+        for (std::size_t j = 0; j < g.weights.size(); ++j)
+          CHECK(g.weights[j] == doctest::Approx(route["gates"][j].get<double>()).epsilon(1e-6));
+        ++checked;
+      }
+    }
+    CHECK(checked > 0);
+  }
 }
 
 TEST_CASE("a config.json claiming 2^31 - 1 layers stops at the first missing tensor (fuzz_config)") {
