@@ -2,6 +2,8 @@
 // threads, and defined behaviour on bad input.
 
 #include <algorithm>
+#include <cmath>
+#include <map>
 #include <set>
 #include <thread>
 
@@ -34,14 +36,18 @@ const translator& fixture_translator() {
 
 }  // namespace
 
-TEST_CASE("translate follows the reference for text input (greedy and beam)") {
+// Needs SentencePiece to turn text into pieces: compiled as skipped without it, so the run says so.
+TEST_CASE("translate follows the reference for text input (greedy and beam)" *
+          doctest::skip(!tokenizer::sentencepiece::available)) {
   const translator& t = fixture_translator();
   const nlohmann::json ref = fixture_reference("task_target");
+  std::size_t cases = 0;
   for (const auto& c : ref["cases"]) {
     if (c["task"] != "en-de") continue;
     const std::string text = c["text"].get<std::string>();
     CAPTURE(text);
-    if (tokenizer::sentencepiece::available) {
+    ++cases;
+    {
       CHECK(t.source_ids(text) == ints(c["source_ids"]));
       const auto g = t.translate(text, greedy12());
       REQUIRE(g.hypotheses.size() == 1);
@@ -58,6 +64,7 @@ TEST_CASE("translate follows the reference for text input (greedy and beam)") {
       }
     }
   }
+  CHECK(cases > 0);
 }
 
 TEST_CASE("batch results come back in caller order and equal one-by-one results") {
@@ -106,52 +113,84 @@ TEST_CASE("decoding options: sampling, n-gram blocking, min length, prefix, n-be
   const std::vector<std::vector<int>> srcs = {{7, 89, 19, 18, 178}, {40, 41}, {116, 7, 116}};
   const auto greedy = t.translate_tokens(srcs, greedy12());
 
-  SUBCASE("sampling with a seed is reproducible, and top-k 1 / tiny top-p equal greedy") {
+  SUBCASE("top-k sampling: reproducible per seed, different across seeds; tiny top-p is greedy") {
     translation_options s = greedy12();
-    s.sampling_topk = 0;
+    s.sampling_topk = 5;
     s.sampling_temperature = 1.5f;
     s.seed = 1234;
     const auto a = t.translate_tokens(srcs, s), b = t.translate_tokens(srcs, s);
-    for (std::size_t i = 0; i < srcs.size(); ++i) CHECK(a[i].hypotheses[0].tokens == b[i].hypotheses[0].tokens);
-    s.sampling_topp = 1e-6f;
-    const auto nucleus = t.translate_tokens(srcs, s);
-    s.sampling_topp = 1.0f;
-    s.sampling_topk = 1;
-    const auto k1 = t.translate_tokens(srcs, s);
     for (std::size_t i = 0; i < srcs.size(); ++i) {
-      CHECK(nucleus[i].hypotheses[0].tokens == greedy[i].hypotheses[0].tokens);
-      CHECK(k1[i].hypotheses[0].tokens == greedy[i].hypotheses[0].tokens);
+      CHECK(a[i].hypotheses[0].tokens == b[i].hypotheses[0].tokens);
+      CHECK(a[i].hypotheses[0].score == b[i].hypotheses[0].score);
     }
-    bool differs = false;  // different seeds give different samples somewhere
-    for (std::uint64_t seed = 1; seed < 6 && !differs; ++seed) {
-      s.sampling_topk = 0;
+    std::set<std::vector<std::vector<int>>> outputs;  // distinct whole-batch samples over 8 seeds
+    bool off_greedy = false;
+    for (std::uint64_t seed = 1; seed <= 8; ++seed) {
       s.seed = seed;
       const auto c = t.translate_tokens(srcs, s);
-      for (std::size_t i = 0; i < srcs.size(); ++i) differs |= c[i].hypotheses[0].tokens != a[i].hypotheses[0].tokens;
+      std::vector<std::vector<int>> toks;
+      for (std::size_t i = 0; i < srcs.size(); ++i) {
+        toks.push_back(c[i].hypotheses[0].tokens);
+        off_greedy |= toks.back() != greedy[i].hypotheses[0].tokens;
+      }
+      outputs.insert(toks);
     }
-    CHECK(differs);
+    CHECK(outputs.size() >= 4);
+    CHECK(off_greedy);
+    // The nucleus of p = 1e-6 is the single most likely token: the sampling path then equals
+    // argmax (this goes through sample(), unlike sampling_topk = 1, which *is* greedy search).
+    s.sampling_topk = 0;
+    s.sampling_topp = 1e-6f;
+    const auto nucleus = t.translate_tokens(srcs, s);
+    for (std::size_t i = 0; i < srcs.size(); ++i)
+      CHECK(nucleus[i].hypotheses[0].tokens == greedy[i].hypotheses[0].tokens);
   }
-  SUBCASE("no_repeat_ngram_size forbids repeated n-grams") {
+  SUBCASE("no_repeat_ngram_size forbids repeated n-grams the unconstrained decode repeats") {
+    const auto repeats = [](const std::vector<int>& tok, int n) {
+      std::set<std::vector<int>> seen;
+      for (std::size_t i = 0; i + n <= tok.size(); ++i)
+        if (!seen.insert(std::vector<int>(tok.begin() + static_cast<long>(i), tok.begin() + static_cast<long>(i) + n)).second)
+          return true;
+      return false;
+    };
+    // Sources whose unconstrained decodes (greedy and beam) repeat 1-, 2- and 3-grams.
+    const std::vector<std::vector<int>> rep = {{116, 7, 116}, {40, 41, 42, 40, 41, 42}, {19, 18, 19, 18, 19}};
     for (int n : {1, 2, 3}) {
       for (int beam : {1, 4}) {
+        CAPTURE(n); CAPTURE(beam);
         translation_options o = greedy12();
         o.beam_size = beam;
+        const auto free = t.translate_tokens(rep, o);
         o.no_repeat_ngram_size = n;
-        for (const auto& r : t.translate_tokens(srcs, o)) {
-          const auto& tok = r.hypotheses[0].tokens;
-          std::set<std::vector<int>> seen;
-          for (std::size_t i = 0; i + n <= tok.size(); ++i)
-            CHECK(seen.insert(std::vector<int>(tok.begin() + static_cast<long>(i), tok.begin() + static_cast<long>(i) + n)).second);
+        const auto blocked = t.translate_tokens(rep, o);
+        std::size_t broken = 0;
+        for (std::size_t i = 0; i < rep.size(); ++i) {
+          CAPTURE(i);
+          CHECK_FALSE(repeats(blocked[i].hypotheses[0].tokens, n));
+          if (repeats(free[i].hypotheses[0].tokens, n)) {
+            ++broken;
+            CHECK(blocked[i].hypotheses[0].tokens != free[i].hypotheses[0].tokens);
+          }
         }
+        REQUIRE(broken >= 2);  // without the option the rule is broken on these inputs
       }
     }
   }
-  SUBCASE("min_decoding_length delays EOS") {
+  SUBCASE("min_decoding_length delays EOS that the unconstrained decode emits early") {
     for (int beam : {1, 4}) {
+      CAPTURE(beam);
       translation_options o = greedy12();
       o.beam_size = beam;
+      const auto free = t.translate_tokens(srcs, o);
       o.min_decoding_length = 9;
-      for (const auto& r : t.translate_tokens(srcs, o)) CHECK(r.hypotheses[0].tokens.size() >= 9);
+      const auto held = t.translate_tokens(srcs, o);
+      std::size_t early = 0;
+      for (std::size_t i = 0; i < srcs.size(); ++i) {
+        CAPTURE(i);
+        if (free[i].hypotheses[0].tokens.size() < 9) ++early;  // ended (EOS) before 9 tokens
+        CHECK(held[i].hypotheses[0].tokens.size() >= 9);
+      }
+      REQUIRE(early >= 2);  // without the option, EOS comes before 9 tokens on these inputs
     }
   }
   SUBCASE("target prefix is respected") {
@@ -166,16 +205,41 @@ TEST_CASE("decoding options: sampling, n-gram blocking, min length, prefix, n-be
       }
     }
   }
-  SUBCASE("n-best lists are sorted by normalized score") {
-    translation_options o = greedy12();
-    o.beam_size = 5;
-    o.num_hypotheses = 5;
-    o.length_penalty = 0.6f;
-    for (const auto& r : t.translate_tokens(srcs, o)) {
-      REQUIRE(!r.hypotheses.empty());
-      for (std::size_t h = 1; h < r.hypotheses.size(); ++h)
-        CHECK(r.hypotheses[h - 1].normalized_score >= r.hypotheses[h].normalized_score);
+  SUBCASE("n-best lists come best first by normalized score, which can reorder raw scores") {
+    // The engine's own order, as returned: normalized_score must be the documented
+    // score / (tokens + EOS)^length_penalty, decreasing down the list, hypotheses distinct, and a
+    // smaller n-best the head of a larger one. With length_penalty 2 at least one list ranks a
+    // hypothesis with a lower raw score first: an order by raw score would fail here.
+    bool reordered = false;
+    for (float lp : {0.6f, 2.0f}) {
+      CAPTURE(lp);
+      translation_options o = greedy12();
+      o.beam_size = 5;
+      o.num_hypotheses = 5;
+      o.length_penalty = lp;
+      const auto full = t.translate_tokens(srcs, o);
+      o.num_hypotheses = 2;
+      const auto two = t.translate_tokens(srcs, o);
+      for (std::size_t i = 0; i < srcs.size(); ++i) {
+        const auto& hs = full[i].hypotheses;
+        REQUIRE(hs.size() >= 2);
+        std::set<std::vector<int>> distinct;
+        for (std::size_t h = 0; h < hs.size(); ++h) {
+          CAPTURE(h);
+          distinct.insert(hs[h].tokens);
+          const std::size_t len = hs[h].tokens.size() + (hs[h].tokens.size() < 12 ? 1 : 0);  // + EOS unless cut
+          CHECK(hs[h].normalized_score == doctest::Approx(hs[h].score / std::pow(double(len), double(lp))).epsilon(1e-5));
+          if (h > 0) {
+            CHECK(hs[h - 1].normalized_score >= hs[h].normalized_score);
+            reordered |= hs[h - 1].score < hs[h].score;
+          }
+        }
+        CHECK(distinct.size() == hs.size());
+        REQUIRE(two[i].hypotheses.size() == 2);
+        for (std::size_t h = 0; h < 2; ++h) CHECK(two[i].hypotheses[h].tokens == hs[h].tokens);
+      }
     }
+    CHECK(reordered);
   }
   SUBCASE("max_length_ratio caps the output relative to the input") {
     translation_options o = greedy12();
@@ -214,11 +278,6 @@ TEST_CASE("bad input gets defined behaviour and clear errors") {
     CHECK(ids.back() == t.config().eos_id);
     translation_options o = greedy12();
     CHECK(t.translate_tokens({pieces}, o)[0].hypotheses.size() == 1);
-    if (tokenizer::sentencepiece::available) {
-      std::string long_text;
-      for (int i = 0; i < 200; ++i) long_text += "Open file ";
-      CHECK(t.translate(long_text, o).hypotheses.size() == 1);
-    }
   }
   SUBCASE("bad options throw invalid_argument_error") {
     translation_options o;
@@ -249,5 +308,97 @@ TEST_CASE("bad input gets defined behaviour and clear errors") {
     CHECK(ok.task().name == "en-fr");
     CHECK(ok.translate_tokens({{7, 89}}, greedy12())[0].hypotheses.size() == 1);
     CHECK_THROWS_AS(translator(dir.file("missing.tmoe")), error);
+  }
+}
+
+TEST_CASE("a text longer than max_positions is truncated and still translated" *
+          doctest::skip(!tokenizer::sentencepiece::available)) {
+  const translator& t = fixture_translator();
+  std::string long_text;
+  for (int i = 0; i < 200; ++i) long_text += "Open file ";
+  CHECK(static_cast<int>(t.source_ids(long_text).size()) == t.config().max_positions);  // it was cut
+  CHECK(t.translate(long_text, greedy12()).hypotheses.size() == 1);
+}
+
+namespace {
+
+// A decoding session whose every step gives the same logits: the sampler's distribution is then
+// known exactly. Token 7 is EOS, made unlikely so sentences run to max_length.
+struct fixed_logits_session {
+  std::vector<float> row;
+  int rows;
+  int vocab() const { return static_cast<int>(row.size()); }
+  void step(const std::vector<int>& tokens, std::vector<float>& logits) {
+    REQUIRE(static_cast<int>(tokens.size()) == rows);
+    logits.clear();
+    for (int r = 0; r < rows; ++r) logits.insert(logits.end(), row.begin(), row.end());
+  }
+  void reorder(const std::vector<int>& keep) { rows = static_cast<int>(keep.size()); }
+};
+
+}  // namespace
+
+TEST_CASE("sampling draws from the top-k / top-p distribution at the temperature, reproducibly") {
+  const std::vector<float> logits = {0.0f, 2.0f, -1.0f, 1.5f, 0.5f, 1.0f, -3.0f, -20.0f};  // eos = 7
+  const int eos = 7, len = 400;
+  const auto run = [&](int topk, float topp, float temp, std::uint64_t seed) {
+    fixed_logits_session sess{logits, 1};
+    decoding::search_options o;
+    o.sampling_topk = topk;
+    o.sampling_topp = topp;
+    o.sampling_temperature = temp;
+    o.seed = seed;
+    return decoding::search(sess, {{len, {}}}, o, 0, eos)[0][0].tokens;
+  };
+  // Expected probabilities, computed here: softmax(logit / T) over the kept set, renormalised.
+  const auto expected = [&](const std::vector<int>& kept, float temp) {
+    std::map<int, double> p;
+    double sum = 0;
+    for (int t : kept) sum += p[t] = std::exp(double(logits[t]) / temp);
+    for (auto& kv : p) kv.second /= sum;
+    return p;
+  };
+  struct setting {
+    int topk;
+    float topp;
+    float temp;
+    std::vector<int> kept;  // the tokens that may be drawn, by hand from the logits above
+  };
+  // top-3 = {1, 3, 5}. The top-p 0.9 nucleus at T = 0.5 is {1, 3, 5} (p = 0.635, 0.234, 0.086:
+  // cumulative 0.869 < 0.9 <= 0.955), and the 0.75 nucleus at T = 1 too (0.419, 0.254, 0.154:
+  // 0.672 < 0.75 <= 0.826).
+  const std::vector<setting> settings = {{3, 1.0f, 1.0f, {1, 3, 5}},
+                                         {3, 1.0f, 2.5f, {1, 3, 5}},
+                                         {0, 0.9f, 0.5f, {1, 3, 5}},
+                                         {0, 0.75f, 1.0f, {1, 3, 5}},
+                                         {0, 1.0f, 1.0f, {0, 1, 2, 3, 4, 5, 6, 7}}};
+  for (const auto& st : settings) {
+    CAPTURE(st.topk); CAPTURE(st.topp); CAPTURE(st.temp);
+    std::map<int, int> count;
+    int draws = 0;
+    std::set<std::vector<int>> distinct;
+    for (std::uint64_t seed = 1; seed <= 25; ++seed) {
+      const auto toks = run(st.topk, st.topp, st.temp, seed);
+      CHECK(toks == run(st.topk, st.topp, st.temp, seed));  // same seed, same sample
+      distinct.insert(toks);
+      for (int tk : toks) {
+        ++count[tk];
+        ++draws;
+      }
+    }
+    CHECK(distinct.size() == 25);  // every seed its own sample
+    const auto p = expected(st.kept, st.temp);
+    for (const auto& kv : count) {
+      CAPTURE(kv.first);
+      CHECK(p.count(kv.first) == 1);  // never a token outside the kept set
+    }
+    for (const auto& kv : p) {
+      CAPTURE(kv.first);
+      // Deterministic (fixed seeds), so no flakiness: 4.5 binomial standard deviations of slack
+      // against a wrong temperature, a wrong cut or an off-by-one in the cumulative draw.
+      const double f = double(count[kv.first]) / draws;
+      const double sd = std::sqrt(kv.second * (1 - kv.second) / draws);
+      CHECK(std::fabs(f - kv.second) <= 4.5 * sd + 1e-9);
+    }
   }
 }
