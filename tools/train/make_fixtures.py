@@ -142,11 +142,88 @@ def reference(model: TaskMoEModel, sp) -> dict:
     return {"max_len": MAX_LEN, "beam_size": 4, "length_penalty": 1.0, "num_hypotheses": 2, "cases": cases}
 
 
+INT8_CASES = [0, 1, 4]   # reference.json cases kept in reference_int8.json (en-de, de-en, en-de long)
+
+
+def _quantize_rows(m: torch.Tensor):
+    """kernels::quantize_rows_int8 in float32: scale = max|x| / 127, q = round_half_even(x * (127 / max|x|)),
+    clamped to [-127, 127]; a row whose 127 / max|x| is not finite gets q = 0, scale = 0."""
+    m = m.float()
+    amax = m.abs().amax(dim=1)
+    inv = torch.tensor(127.0, dtype=torch.float32) / amax
+    ok = torch.isfinite(inv)
+    q = torch.round(m * torch.where(ok, inv, torch.zeros_like(inv))[:, None]).clamp(-127, 127)
+    scale = torch.where(ok, amax / torch.tensor(127.0, dtype=torch.float32), torch.zeros_like(amax))
+    return q.double(), scale.double()
+
+
+def _int8_linear(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor = None) -> torch.Tensor:
+    """What an int8 .tmoe runs for every Linear: per-row int8 weights (the converter) times per-row
+    int8 activations (the runtime quantizes each input row), exact integer sums, then the two scales
+    and the bias. Products and sums in float64 (exact for the integer part)."""
+    qw, sw = _quantize_rows(w.detach())
+    xf = x.reshape(-1, x.shape[-1])
+    qx, sx = _quantize_rows(xf)
+    y = (qx @ qw.t()) * sx[:, None] * sw[None, :]
+    if b is not None:
+        y = y + b.double()[None, :]
+    return y.float().reshape(*x.shape[:-1], w.shape[0])
+
+
+def int8_reference(model: TaskMoEModel, ref: dict) -> dict:
+    """Golden outputs of the int8 file the converter makes by default (attention projections, FFNs
+    and experts int8; embeddings float32) run with the runtime's defaults (the float32 output
+    projection quantized at load): every F.linear of the reference model replaced by
+    _int8_linear (routers use matmul and stay float32, as in the runtime)."""
+    import torch.nn.functional as F
+    original = F.linear
+    F.linear = _int8_linear
+    try:
+        cases = []
+        with torch.no_grad():
+            for i in INT8_CASES:
+                c = ref["cases"][i]
+                src, task, prefix = c["source_ids"], c["task"], c["decoder_input"]
+                tid = torch.tensor([model.cfg.task_index(task)])
+                mem, pad, _ = model.encode(torch.tensor([src]), tid)
+                logits, _ = model.decode(torch.tensor([prefix]), mem, pad, tid)
+                g = greedy(model, [src], [task], ref["max_len"])[0]
+                # smallest gap between the best and second-best logit along the greedy path
+                path = [model.cfg.model.bos_id] + g.tokens[:-1]
+                gl, _ = model.decode(torch.tensor([path]), mem, pad, tid)
+                top2 = torch.topk(gl[0], 2, dim=-1).values
+                margin = float((top2[:, 0] - top2[:, 1]).min())
+                cases.append({
+                    "text": c["text"], "task": task, "source_ids": src, "decoder_input": prefix,
+                    "logits": {"shape": list(logits.shape[1:]), "data": tolist(logits[0], 3)},
+                    "greedy": {"tokens": g.tokens, "score": g.score, "min_margin": margin},
+                })
+    finally:
+        F.linear = original
+    return {"max_len": ref["max_len"], "quantization": "int8", "cases": cases}
+
+
+def write_int8_reference(out: str) -> None:
+    """<out>/reference_int8.json from the checkpoint as written (float32 weights read back)."""
+    from taskmoe_ref.checkpoint_io import load_checkpoint
+    model = load_checkpoint(out)
+    with open(os.path.join(out, "reference.json"), encoding="utf-8") as f:
+        ref = json.load(f)
+    with open(os.path.join(out, "reference_int8.json"), "w", encoding="utf-8") as f:
+        json.dump(int8_reference(model, ref), f, separators=(",", ":"))
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", default=os.path.normpath(os.path.join(HERE, "../../tests/data/fixtures")))
     p.add_argument("--corpus", default=os.path.normpath(os.path.join(HERE, "../../../shared/corpus")))
+    p.add_argument("--int8-only", action="store_true",
+                   help="only (re)write <setup>/reference_int8.json from the checkpoints already in --out")
     a = p.parse_args(argv)
+    if a.int8_only:
+        for name in sorted(SETUPS):
+            write_int8_reference(os.path.join(a.out, name))
+        return
     import sentencepiece as spm
     torch.manual_seed(0)
     os.makedirs(a.out, exist_ok=True)
@@ -169,6 +246,7 @@ def main(argv=None):
                           training={"generator": "tools/train/make_fixtures.py", "seed": 1000 + i})
         with open(os.path.join(out, "reference.json"), "w", encoding="utf-8") as f:
             json.dump(reference(model, sp), f, separators=(",", ":"))
+        write_int8_reference(out)
         print(f"wrote {out}")
 
 
