@@ -63,6 +63,8 @@ def parse_args(argv=None):
     p.add_argument("--lr", type=float, default=1.5e-3)
     p.add_argument("--warmup", type=int, default=800)
     p.add_argument("--max-steps", type=int, default=20000)
+    p.add_argument("--stop-at-step", type=int, default=0,
+                   help="end this invocation at this step (saved, resumable) without changing the schedule")
     p.add_argument("--max-hours", type=float, default=0.0, help="stop (and save) after this much training time")
     p.add_argument("--label-smoothing", type=float, default=0.1)
     p.add_argument("--aux-weight", type=float, default=0.01)
@@ -85,7 +87,45 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
+RANK, WORLD = 0, 1  # set by dist_setup() under torchrun
+
+
+def dist_setup():
+    """torch.distributed data parallelism under torchrun (WORLD_SIZE > 1): gloo on CPU, NCCL on GPUs.
+
+    Returns the device this rank trains on."""
+    global RANK, WORLD
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return torch.device("cpu")
+    import torch.distributed as dist
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    if torch.cuda.is_available():
+        torch.cuda.set_device(local)
+        device, backend = torch.device("cuda", local), "nccl"
+    else:
+        device, backend = torch.device("cpu"), "gloo"
+    dist.init_process_group(backend)
+    RANK, WORLD = dist.get_rank(), dist.get_world_size()
+    return device
+
+
+def all_reduce_(t: torch.Tensor) -> torch.Tensor:
+    if WORLD > 1:
+        import torch.distributed as dist
+        dist.all_reduce(t)
+    return t
+
+
+def barrier() -> None:
+    if WORLD > 1:
+        import torch.distributed as dist
+        dist.barrier()
+
+
 def log(run_dir: str, msg: str) -> None:
+    if RANK != 0:
+        return
     line = time.strftime("%Y-%m-%d %H:%M:%S ") + msg
     print(line, flush=True)
     with open(os.path.join(run_dir, "train.log"), "a", encoding="utf-8") as f:
@@ -118,10 +158,14 @@ def bf16_faster(d: int = 256, ff: int = 1024, rows: int = 2048, reps: int = 6) -
     return times["bf16"] < 0.9 * times["fp32"], times["fp32"], times["bf16"]
 
 
-def choose_amp(a, run_dir) -> str:
+def choose_amp(a, run_dir, device=torch.device("cpu")) -> str:
     if a.amp != "auto":
         log(run_dir, f"amp {a.amp} (explicit)")
         return a.amp
+    if device.type == "cuda":
+        choice = "bf16" if torch.cuda.is_bf16_supported() else "none"
+        log(run_dir, f"amp auto -> {choice} (GPU)")
+        return choice
     if not cpu_has_bf16():
         log(run_dir, "amp auto -> none (no avx512_bf16/amx_bf16 in /proc/cpuinfo)")
         return "none"
@@ -258,6 +302,8 @@ def dev_loss(a, cfg, model, sp, dev, tasks):
         for j in range(0, len(items), 64):
             src, tin, tout, _ = make_batch(cfg, sp, [(src_side, tgt_side)], items[j:j + 64], [tasks[t]])
             tids = torch.full((src.shape[0],), t, dtype=torch.long)
+            dv = next(model.parameters()).device
+            src, tin, tout, tids = src.to(dv), tin.to(dv), tout.to(dv), tids.to(dv)
             logits, _ = model(src, tin, tids)
             tot += float(F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), tout.reshape(-1),
                                          ignore_index=cfg.model.pad_id, reduction="sum"))
@@ -271,14 +317,20 @@ def main(argv=None):
     a = parse_args(argv)
     torch.set_num_threads(a.threads)
     torch.manual_seed(a.seed)
+    device = dist_setup()
     os.makedirs(a.run_dir, exist_ok=True)
     langs = a.langs.split(",")
     tasks = [Task(f"en-{l}", "en", l) for l in langs] + [Task(f"{l}-en", l, "en") for l in langs]
     cfg = build_config(a, tasks, langs)
-    if a.init_from and not os.path.exists(os.path.join(a.run_dir, "sentencepiece.model")):
-        import shutil
-        shutil.copyfile(os.path.join(a.init_from, "sentencepiece.model"), os.path.join(a.run_dir, "sentencepiece.model"))
-    sp, spm_path, data = prepare(a, a.run_dir, langs, tasks)
+    if RANK == 0:  # one rank builds the vocabulary and the encoded data; the others read them
+        if a.init_from and not os.path.exists(os.path.join(a.run_dir, "sentencepiece.model")):
+            import shutil
+            shutil.copyfile(os.path.join(a.init_from, "sentencepiece.model"),
+                            os.path.join(a.run_dir, "sentencepiece.model"))
+        sp, spm_path, data = prepare(a, a.run_dir, langs, tasks)
+    barrier()
+    if RANK != 0:
+        sp, spm_path, data = prepare(a, a.run_dir, langs, tasks)
     if sp.get_piece_size() != cfg.model.vocab_size:
         cfg.model.vocab_size = sp.get_piece_size()
     # Dev: 200 pairs per task for a cheap held-out loss.
@@ -295,15 +347,16 @@ def main(argv=None):
     opt = torch.optim.AdamW(model.parameters(), lr=a.lr, betas=(0.9, 0.98), eps=1e-8, weight_decay=0.0)
     ckpt_path = os.path.join(a.run_dir, "checkpoint.pt")
     step, pool, batch_i, train_seconds, total_tokens = 0, 0, 0, 0.0, 0
-    if os.path.exists(ckpt_path):
-        st = torch.load(ckpt_path)
+    resumed = os.path.exists(ckpt_path)
+    if resumed:
+        st = torch.load(ckpt_path, map_location="cpu")
         model.load_state_dict(st["model"])
-        opt.load_state_dict(st["optimizer"])
         step, pool, batch_i, train_seconds = st["step"], st["pool"], st["batch"], st["train_seconds"]
         total_tokens = st.get("total_tokens", 0)
         shape_keys = [k for k in vars(a) if k not in ("max_steps", "max_hours", "export", "save_minutes",
                                                        "log_every", "eval_every", "threads", "benchmark_steps",
-                                                       "amp", "average_last", "snapshot_minutes", "init_from")]
+                                                       "amp", "average_last", "snapshot_minutes", "init_from",
+                                                       "export_dtype", "eval_bleu", "corpus", "stop_at_step")]
         changed = [k for k in shape_keys if st["args"].get(k) != getattr(a, k)]
         if changed:
             raise SystemExit(f"{ckpt_path} was trained with different settings ({', '.join(changed)}); "
@@ -320,22 +373,37 @@ def main(argv=None):
             log(a.run_dir, f"initialised from the weights of {a.init_from} (optimizer state: fresh)")
         n_params = sum(p.numel() for p in model.parameters())
         log(a.run_dir, f"new model: {n_params / 1e6:.2f}M parameters; config {json.dumps(cfg.to_dict()['moe'])}")
-        with open(os.path.join(a.run_dir, "args.json"), "w") as f:
-            json.dump(vars(a), f, indent=2)
+        if RANK == 0:
+            with open(os.path.join(a.run_dir, "args.json"), "w") as f:
+                json.dump(vars(a), f, indent=2)
+    model.to(device)
+    if resumed:  # after .to(device): the optimizer state follows the parameters' device
+        opt.load_state_dict(st["optimizer"])
+    if WORLD > 1:  # identical start on every rank
+        import torch.distributed as dist
+        for t in model.state_dict().values():
+            dist.broadcast(t, 0)
+        log(a.run_dir, f"data parallel: {WORLD} ranks ({'nccl' if device.type == 'cuda' else 'gloo'}), "
+                       f"global batch of {a.max_tokens} padded tokens split across ranks")
 
     def save():
+        if RANK != 0:
+            return
         tmp = ckpt_path + ".tmp"
         torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "step": step, "pool": pool,
                     "batch": batch_i, "train_seconds": train_seconds, "total_tokens": total_tokens,
                     "args": vars(a)}, tmp)
         os.replace(tmp, ckpt_path)
 
-    amp = choose_amp(a, a.run_dir)
+    amp = choose_amp(a, a.run_dir, device)
     snap_dir = os.path.join(a.run_dir, "snapshots")
-    os.makedirs(snap_dir, exist_ok=True)
+    if RANK == 0:
+        os.makedirs(snap_dir, exist_ok=True)
     t_last_snap = time.time()
 
     def snapshot():
+        if RANK != 0:
+            return
         path = os.path.join(snap_dir, f"step{step:07d}.pt")
         torch.save({k: v.detach().clone() for k, v in model.state_dict().items()}, path + ".tmp")
         os.replace(path + ".tmp", path)
@@ -349,36 +417,69 @@ def main(argv=None):
     t_last_save = time.time()
     t0, ntok, acc_ce, acc_bal, acc_n = time.time(), 0, 0.0, 0.0, 0
     bench_start = None
+    params = list(model.parameters())
+    pad = cfg.model.pad_id
     for pool, batch_i, items in sampler.iterate(pool, batch_i):
-        if step >= a.max_steps or (a.max_hours and train_seconds >= a.max_hours * 3600):
-            break
-        if os.path.exists(os.path.join(a.run_dir, "STOP")):  # touch RUN_DIR/STOP: save, export, exit
+        t_step = time.time()
+        # Every rank draws the same global batch and trains on its own share (rows rank, rank+W, ...):
+        # the same batches and the same update as one process, whatever the number of ranks.
+        mine = items[RANK::WORLD]
+        if mine:
+            src, tin, tout, tids = (x.to(device) for x in make_batch(cfg, sp, data, mine, tasks))
+            n_tgt, n_src = int(tout.ne(pad).sum()), int(src.ne(pad).sum())
+        else:
+            n_tgt = n_src = 0
+        stop_here = RANK == 0 and (step >= a.max_steps or (a.stop_at_step and step >= a.stop_at_step) or bool(a.max_hours and train_seconds >= a.max_hours * 3600))
+        stop_file = RANK == 0 and os.path.exists(os.path.join(a.run_dir, "STOP"))
+        # one small collective: global token counts, rank 0's stop decision and clock
+        stats = all_reduce_(torch.tensor([n_tgt, n_src, float(stop_here), float(stop_file),
+                                          train_seconds if RANK == 0 else 0.0], dtype=torch.float64, device=device))
+        g_tgt, g_src = int(stats[0]), int(stats[1])
+        train_seconds = float(stats[4])
+        if stats[3] > 0:  # touch RUN_DIR/STOP: save, export, exit
             log(a.run_dir, "STOP file found")
             break
-        t_step = time.time()
-        src, tin, tout, tids = make_batch(cfg, sp, data, items, tasks)
+        if stats[2] > 0:
+            break
         for g in opt.param_groups:
             g["lr"] = lr_at(a, step, train_seconds)
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp == "bf16"):
-            ce, bal = loss_fn(a, cfg, model, src, tin, tout, tids)
-        loss = ce + a.aux_weight * bal
         opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        ce_v, bal_v = 0.0, 0.0
+        if mine:
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp == "bf16"):
+                logits, auxes = model(src, tin, tids)
+                ce_sum = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), tout.reshape(-1),
+                                         ignore_index=pad, label_smoothing=a.label_smoothing, reduction="sum")
+                bal = TaskMoEModel.balance_loss(auxes).to(device)
+            # mean over the global batch's target tokens (gradients are summed over ranks below)
+            loss = ce_sum / max(1, g_tgt) + a.aux_weight * bal / WORLD
+            loss.backward()
+            ce_v, bal_v = float(ce_sum), float(bal)
+        if WORLD > 1:  # one all-reduce of all gradients (+ loss terms for the log); unused experts add 0
+            flat = torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1) for p in params]
+                             + [torch.tensor([ce_v, bal_v, float(bool(mine))], dtype=params[0].dtype, device=device)])
+            all_reduce_(flat)
+            o = 0
+            for p in params:
+                p.grad = flat[o:o + p.numel()].view_as(p).clone()
+                o += p.numel()
+            ce_v, bal_v = float(flat[o]), float(flat[o + 1]) / max(1.0, float(flat[o + 2]))
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
         step += 1
         batch_i += 1  # the batch after this one is where a resume continues
         train_seconds += time.time() - t_step
-        n_tgt = int(tout.ne(cfg.model.pad_id).sum())
-        ntok += n_tgt + int(src.ne(cfg.model.pad_id).sum())
-        total_tokens += n_tgt
+        ntok += g_tgt + g_src
+        total_tokens += g_tgt
+        ce, bal = ce_v / max(1, g_tgt), bal_v
         acc_ce, acc_bal, acc_n = acc_ce + float(ce), acc_bal + float(bal), acc_n + 1
         if a.benchmark_steps:
             if step == 5:
                 bench_start, ntok = time.time(), 0
             if step == 5 + a.benchmark_steps:
                 dt = time.time() - bench_start
-                print(f"benchmark: {a.benchmark_steps / dt:.2f} steps/s, {ntok / dt:.0f} tokens/s")
+                if RANK == 0:
+                    print(f"benchmark: {a.benchmark_steps / dt:.2f} steps/s, {ntok / dt:.0f} tokens/s")
                 return
             continue
         if step % a.log_every == 0:
@@ -386,11 +487,11 @@ def main(argv=None):
             log(a.run_dir, f"step {step} lr {lr_at(a, step, train_seconds):.2e} ce {acc_ce / acc_n:.3f} bal {acc_bal / acc_n:.3f} "
                            f"tok/s {ntok / dt:.0f} trained {train_seconds / 3600:.2f} h tgt_tokens {total_tokens}")
             t0, ntok, acc_ce, acc_bal, acc_n = time.time(), 0, 0.0, 0.0, 0
-        if step % a.eval_every == 0:
+        if step % a.eval_every == 0 and RANK == 0:
             dl = dev_loss(a, cfg, model, sp, dev, tasks)
             log(a.run_dir, "dev ce " + " ".join(f"{k} {v:.3f}" for k, v in dl.items()) +
                 f" mean {sum(dl.values()) / len(dl):.3f} tgt_tokens {total_tokens}")
-            if a.eval_bleu:
+            if a.eval_bleu and device.type == "cpu":  # the reference decoder runs on CPU
                 db = dev_bleu(a, model, sp, dev_text, tasks)
                 log(a.run_dir, f"dev bleu (greedy, first {a.eval_bleu} per task) " +
                     " ".join(f"{k} {v:.2f}" for k, v in db.items()) + f" mean {sum(db.values()) / len(db):.2f}"
@@ -402,8 +503,14 @@ def main(argv=None):
             save()
             t_last_save = time.time()
     save()
+    barrier()
     log(a.run_dir, f"training stopped at step {step} after {train_seconds / 3600:.2f} h")
-    if a.export:
+    if a.stop_at_step and step >= a.stop_at_step and step < a.max_steps:
+        log(a.run_dir, f"stopped at step {step} (--stop-at-step); run again without it to continue")
+        barrier()
+        return
+    if a.export and RANK == 0:
+        model.to("cpu")
         snapshot()
         snaps = sorted(x for x in os.listdir(snap_dir) if x.endswith(".pt"))[-max(1, a.average_last):]
         if len(snaps) > 1:
