@@ -44,6 +44,12 @@ constexpr const char* usage_text =
     "  --sampling-temperature T sampling temperature (default 1.0)\n"
     "  --seed S                 random seed for sampling (default 0: random)\n"
     "  --batch-size N           sentences per batch (default 32)\n"
+    "  --max-input-length N     source pieces kept per line (default 0: what the model allows,\n"
+    "                           max_positions - 2); longer lines are cut, with a warning\n"
+    "  --no-truncate            reject lines longer than that instead: an error naming the line\n"
+    "                           and an empty output line\n"
+    "  --max-line-bytes N       lines longer than N bytes are rejected unread, so memory stays\n"
+    "                           bounded (default 16777216)\n"
     "  --threads N              worker threads, each translating part of a batch (default 1)\n"
     "  --no-verify              skip the per-tensor checksum check when opening a .tmoe file\n"
     "  -i, --input FILE         read from FILE instead of stdin\n"
@@ -53,9 +59,11 @@ constexpr const char* usage_text =
     "  --help                   this text\n"
     "  --version                the program and library version\n"
     "\n"
-    "Empty or blank lines give empty lines. A line that is not valid UTF-8 is reported on stderr\n"
-    "(naming the line), gives an empty output line, and translation continues; the exit status is\n"
-    "then 1. Trailing '\\r' is removed from each line.\n"
+    "Output stays aligned with input: one output line (or n-best block) per input line, always.\n"
+    "Empty or blank lines give empty lines. A line that is not valid UTF-8, too long in bytes, or\n"
+    "(with --no-truncate) too long in pieces is reported on stderr (naming the line), gives an\n"
+    "empty output line, and translation continues; the exit status is then 1. A trailing '\\r' is\n"
+    "removed from each line; a last line without a newline is translated.\n"
     "Exit status: 0 success, 1 error (model file, I/O, invalid input lines), 2 usage error.\n";
 
 using taskmoe_cli::usage_error;
@@ -73,6 +81,9 @@ struct cli_options {
   float sampling_temperature = 1.0f;
   unsigned long long seed = 0;
   int batch_size = 32;
+  int max_input_length = 0;
+  bool truncate = true;
+  std::size_t max_line_bytes = std::size_t{16} << 20;
   int threads = 1;
   bool verify = true;
   bool verbose = false;
@@ -118,6 +129,9 @@ cli_options parse(int argc, char** argv) {
     else if (a == "--sampling-temperature") o.sampling_temperature = to_float(a, take(), true);
     else if (a == "--seed") o.seed = static_cast<unsigned long long>(to_int(a, take(), 0));
     else if (a == "--batch-size") o.batch_size = to_int(a, take(), 1);
+    else if (a == "--max-input-length") o.max_input_length = to_int(a, take(), 0);
+    else if (a == "--no-truncate") { flag(); o.truncate = false; }
+    else if (a == "--max-line-bytes") o.max_line_bytes = static_cast<std::size_t>(to_int(a, take(), 1));
     else if (a == "--threads") o.threads = to_int(a, take(), 1);
     else if (a == "--no-verify") { flag(); o.verify = false; }
     else if (a == "--input" || a == "-i") o.input = take();
@@ -143,14 +157,27 @@ cli_options parse(int argc, char** argv) {
 
 // Reads lines from a file descriptor. fill(false) reads only what is available without blocking
 // (poll with a zero timeout), so the caller can translate a partial batch while a pipe is idle.
+// A line longer than max_bytes is never held whole: its bytes are dropped as they arrive and it
+// comes back as an empty line with overlong set, so memory stays bounded by max_bytes.
 class line_reader {
  public:
-  explicit line_reader(int fd) : fd_(fd) {}
+  line_reader(int fd, std::size_t max_bytes) : fd_(fd), max_bytes_(max_bytes) {}
 
-  bool next_line(std::string& line) {
+  bool next_line(std::string& line, bool& overlong) {
     const auto nl = buf_.find('\n', pos_);
     if (nl == std::string::npos) {
-      if (!eof_ || pos_ >= buf_.size()) return false;
+      if (buf_.size() - pos_ > max_bytes_) {  // drop what we hold of the line, keep skipping it
+        consumed_ += buf_.size() - pos_;
+        pos_ = buf_.size();
+        skipping_ = true;
+      }
+      if (!eof_ || pos_ >= buf_.size()) {
+        if (!(eof_ && skipping_)) return false;
+        line.clear();  // input ended inside an over-long last line
+        overlong = true;
+        skipping_ = false;
+        return true;
+      }
       line.assign(buf_, pos_, std::string::npos);  // last line without a newline
       consumed_ += buf_.size() - pos_;
       pos_ = buf_.size();
@@ -159,6 +186,9 @@ class line_reader {
       consumed_ += nl + 1 - pos_;
       pos_ = nl + 1;
     }
+    overlong = skipping_ || line.size() > max_bytes_;
+    skipping_ = false;
+    if (overlong) line.clear();
     if (!line.empty() && line.back() == '\r') line.pop_back();
     return true;
   }
@@ -193,11 +223,13 @@ class line_reader {
     }
   }
 
-  bool eof() const noexcept { return eof_ && pos_ >= buf_.size(); }
+  bool eof() const noexcept { return eof_ && pos_ >= buf_.size() && !skipping_; }
   std::size_t consumed() const noexcept { return consumed_; }
 
  private:
   int fd_;
+  std::size_t max_bytes_;
+  bool skipping_ = false;  // inside an over-long line whose start was dropped
   std::string buf_;
   std::size_t pos_ = 0;
   bool eof_ = false;
@@ -258,6 +290,8 @@ int run(const cli_options& o) {
   opts.sampling_temperature = o.sampling_temperature;
   opts.seed = o.seed;
   opts.return_scores = o.scores || o.n_best > 1;
+  opts.max_input_length = static_cast<std::size_t>(o.max_input_length);
+  const std::size_t max_pieces = tr.max_input_length(opts);
   try {
     tr.translate_tokens({}, opts);  // validates the options before any input is read
   } catch (const taskmoe::invalid_argument_error& e) {
@@ -292,18 +326,18 @@ int run(const cli_options& o) {
     if (!out) throw taskmoe::io_error(o.output + ": cannot open for writing: " + std::strerror(errno));
   }
 
-  line_reader reader(in_fd);
+  line_reader reader(in_fd, o.max_line_bytes);
   progress_bar bar(!o.quiet && total_bytes > 0 && ::isatty(2), total_bytes);
-  std::vector<std::string> batch;
-  std::vector<std::size_t> bad;  // indices into batch of invalid UTF-8 lines
-  std::size_t line_no = 0, sentences = 0, tokens = 0, bad_lines = 0;
+  std::vector<std::vector<int>> batch;  // the lines' pieces (translate_tokens: encoded once, here)
+  std::vector<std::size_t> bad;  // indices into batch of rejected lines (written as empty lines)
+  std::size_t line_no = 0, sentences = 0, tokens = 0, bad_lines = 0, truncated_lines = 0;
   double translate_s = 0;
   const bool moses = o.scores || o.n_best > 1;
 
   const auto flush = [&] {
     if (batch.empty()) return;
     const auto t0 = clock::now();
-    const std::vector<taskmoe::translation_result> res = tr.translate_batch(batch, opts);
+    const std::vector<taskmoe::translation_result> res = tr.translate_tokens(batch, opts);
     translate_s += std::chrono::duration<double>(clock::now() - t0).count();
     std::string text;
     std::size_t b = 0;
@@ -330,20 +364,42 @@ int run(const cli_options& o) {
     bar.update(reader.consumed(), sentences, tokens, translate_s);
   };
 
+  // A rejected line is reported here, translated as an empty line, and counted for the exit status.
+  const auto reject = [&](const char* why, std::size_t detail) {
+    if (!o.quiet)
+      std::fprintf(stderr, "taskmoe-translate: %s: line %zu: %s %zu; writing an empty line\n", in_name.c_str(),
+                   line_no, why, detail);
+    ++bad_lines;
+    bad.push_back(batch.size());
+    batch.emplace_back();
+  };
   std::string line;
+  bool overlong = false;
   for (;;) {
-    while (batch.size() < static_cast<std::size_t>(o.batch_size) && reader.next_line(line)) {
+    while (batch.size() < static_cast<std::size_t>(o.batch_size) && reader.next_line(line, overlong)) {
       ++line_no;
+      if (overlong) {
+        reject("longer than --max-line-bytes", o.max_line_bytes);
+        continue;
+      }
       const std::size_t at = taskmoe::tokenizer::find_invalid_utf8(line);
       if (at != std::string::npos) {
-        if (!o.quiet)
-          std::fprintf(stderr, "taskmoe-translate: %s: line %zu: invalid UTF-8 at byte %zu; writing an empty line\n",
-                       in_name.c_str(), line_no, at);
-        ++bad_lines;
-        bad.push_back(batch.size());
-        line.clear();
+        reject("invalid UTF-8 at byte", at);
+        continue;
       }
-      batch.push_back(line);
+      std::vector<int> pieces = tr.encode(line);
+      if (pieces.size() > max_pieces) {
+        if (!o.truncate) {
+          reject("more pieces than --max-input-length", max_pieces);
+          continue;
+        }
+        ++truncated_lines;
+        if (!o.quiet)
+          std::fprintf(stderr, "taskmoe-translate: %s: line %zu: %zu pieces, translating the first %zu "
+                       "(--max-input-length; --no-truncate rejects such lines)\n",
+                       in_name.c_str(), line_no, pieces.size(), max_pieces);
+      }
+      batch.push_back(std::move(pieces));
     }
     if (batch.size() >= static_cast<std::size_t>(o.batch_size)) {
       flush();
@@ -368,8 +424,10 @@ int run(const cli_options& o) {
                  sentences, tokens, translate_s,
                  translate_s > 0 ? static_cast<double>(tokens) / translate_s : 0.0,
                  translate_s > 0 ? static_cast<double>(sentences) / translate_s : 0.0);
+  if (truncated_lines > 0 && !o.quiet)
+    std::fprintf(stderr, "taskmoe-translate: %zu line(s) were truncated to %zu pieces\n", truncated_lines, max_pieces);
   if (bad_lines > 0) {
-    std::fprintf(stderr, "taskmoe-translate: %zu line(s) were not valid UTF-8 (empty output lines)\n", bad_lines);
+    std::fprintf(stderr, "taskmoe-translate: %zu line(s) were rejected (empty output lines; see above)\n", bad_lines);
     return 1;
   }
   return 0;

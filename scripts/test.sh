@@ -3,10 +3,12 @@
 #   1. single header is current (tools/amalgamate.py --check)
 #   2. CMake + ninja, -Wall -Wextra -Werror, ctest; every header compiled on its own
 #   3. CMake, ASan + UBSan (-fno-sanitize-recover=all), ctest
-#   4. CMake, tests compiled against single_include/, oneDNN and SentencePiece OFF (fallbacks), ctest
-#   5. meson build + meson test (-Werror)
-#   6. packaging: install to a temporary prefix, find_package(taskmoe CONFIG) from a consumer
-#   7. the PyTorch reference and BLEU scorer tests (tools/train/tests; torch tests skip without it)
+#   4. CMake, ThreadSanitizer: the concurrency, translator and thread-pool tests (oneDNN OFF: its
+#      libgomp threads are not instrumented and would report false races)
+#   5. CMake, tests compiled against single_include/, oneDNN and SentencePiece OFF (fallbacks), ctest
+#   6. meson build + meson test (-Werror)
+#   7. packaging: install to a temporary prefix, find_package(taskmoe CONFIG) from a consumer
+#   8. the PyTorch reference and BLEU scorer tests (tools/train/tests; torch tests skip without it)
 # Build directories live under build/ (gitignored). Uses ccache when installed. Stops at the first
 # failure.   usage: scripts/test.sh [-j N]
 set -euo pipefail
@@ -55,6 +57,19 @@ sanitize_leg() {
     cmake_leg build/sanitize -DTASKMOE_SANITIZE=ON -DTASKMOE_WARNINGS_AS_ERRORS=ON -DCMAKE_BUILD_TYPE=Debug
 }
 step "cmake asan+ubsan" sanitize_leg
+tsan_leg() {
+  cmake -S . -B build/tsan -G Ninja "${launcher[@]}" -DTASKMOE_TSAN=ON -DTASKMOE_WITH_ONEDNN=OFF \
+    -DTASKMOE_WARNINGS_AS_ERRORS=ON -DCMAKE_BUILD_TYPE=RelWithDebInfo -DTASKMOE_BUILD_TOOLS=OFF \
+    -DTASKMOE_BUILD_EXAMPLES=OFF -DTASKMOE_BUILD_BENCHMARKS=OFF >/dev/null
+  cmake --build build/tsan -j "$jobs" --target taskmoe_tests
+  # halt_on_error: the first race fails the leg; second_deadlock_stack for lock-order reports.
+  TSAN_OPTIONS="halt_on_error=1 abort_on_error=1 second_deadlock_stack=1" \
+    build/tsan/tests/taskmoe_tests --source-file='*test_concurrency.cpp,*test_translator.cpp' \
+    --test-case='*thread*,*parallel*,*concurren*,*many*,*several*'
+  TSAN_OPTIONS="halt_on_error=1 abort_on_error=1" \
+    build/tsan/tests/taskmoe_tests --source-file='*test_kernels.cpp' --test-case='*parallel*,gemm_packed_int8*'
+}
+step "cmake tsan (concurrency)" tsan_leg
 step "cmake single header, no oneDNN, no SentencePiece" cmake_leg build/single-fallback \
   -DTASKMOE_SINGLE_HEADER_TESTS=ON -DTASKMOE_WITH_ONEDNN=OFF -DTASKMOE_WITH_SENTENCEPIECE=OFF \
   -DTASKMOE_WARNINGS_AS_ERRORS=ON

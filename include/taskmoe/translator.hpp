@@ -12,7 +12,7 @@
 // over split each GEMM (kernels/parallel.hpp).
 // Behaviour on edge cases is documented in docs/runtime.md.
 
-#include <algorithm>    // std::stable_sort, std::min
+#include <algorithm>    // std::stable_sort, std::min, std::remove
 #include <atomic>       // std::atomic
 #include <cmath>        // std::ceil
 #include <cstdint>      // std::uint64_t
@@ -44,6 +44,10 @@ struct translator_options {
   std::string expected_task;     // non-empty: throw unless the file's task has this name
   bool fuse_qkv = true;          // fuse q/k/v projections at load (a copy of those weights)
   bool int8_output_projection = true;  // int8 files: quantize a float output projection at load
+  // Map the .tmoe file (default; shared pages, instant start) or read it into memory (immune to
+  // the file being rewritten in place or truncated while in use). A mapped file modified after
+  // opening makes every later call throw io_error instead of translating with changed weights.
+  bool use_mmap = true;
 };
 
 enum class batch_unit { examples, tokens };  // what max_batch_size counts
@@ -68,6 +72,11 @@ struct translation_options {
   std::vector<int> target_prefix_tokens;   // token API (and text API when non-empty)
   std::size_t max_batch_size = 0;          // 0: no limit
   batch_unit batch_type = batch_unit::examples;
+  // Source pieces kept per input (the target tag and </s> are added on top). 0, or more than the
+  // model allows: max_positions - 2. Longer inputs are cut to their first pieces and flagged
+  // (translation_result::truncated), or rejected with invalid_argument_error when !truncate_input.
+  std::size_t max_input_length = 0;
+  bool truncate_input = true;
 };
 
 struct translation_hypothesis {
@@ -79,6 +88,7 @@ struct translation_hypothesis {
 
 struct translation_result {
   std::vector<translation_hypothesis> hypotheses;  // best first
+  bool truncated = false;  // the input had more than max_input_length pieces and was cut
 };
 
 class translator {
@@ -88,6 +98,7 @@ class translator {
       : options_(options) {
     tmoe_load_options lo;
     lo.verify_checksums = options.verify_checksums;
+    lo.use_mmap = options.use_mmap;
     auto file = std::make_shared<const tmoe_file>(path, lo);
     init(model::weight_source::from_tmoe(std::move(file)));
   }
@@ -114,8 +125,7 @@ class translator {
     for (std::size_t i = 0; i < texts.size(); ++i)
       tokenizer::check_utf8(texts[i], "input " + std::to_string(i));
     std::vector<std::vector<int>> pieces(texts.size());
-    for (std::size_t i = 0; i < texts.size(); ++i)
-      if (!tokenizer::is_blank(texts[i])) pieces[i] = spm_->encode(texts[i]);
+    for (std::size_t i = 0; i < texts.size(); ++i) pieces[i] = encode_valid(texts[i]);
     translation_options opts = o;
     if (opts.target_prefix_tokens.empty() && !opts.target_prefix.empty()) {
       tokenizer::check_utf8(opts.target_prefix, "target_prefix");
@@ -131,21 +141,24 @@ class translator {
     return run(pieces, o, tokenizer::sentencepiece::available);
   }
 
+  // SentencePiece ids of `text` (no tag, no </s>): what translate_tokens takes. Lets a caller see
+  // lengths before translating (the CLI reports over-long lines itself).
+  std::vector<int> encode(std::string_view text) const {
+    tokenizer::check_utf8(text);
+    return encode_valid(text);
+  }
+
+  // The number of source pieces an input may have under `o` (see max_input_length).
+  std::size_t max_input_length(const translation_options& o = {}) const noexcept {
+    const auto model_limit = static_cast<std::size_t>(std::max(0, config().max_positions - 2));
+    return o.max_input_length == 0 ? model_limit : std::min(o.max_input_length, model_limit);
+  }
+
   // [target tag] + pieces + [</s>], pieces cut so the whole fits max_positions.
   std::vector<int> source_ids(const std::vector<int>& pieces) const {
-    const model_config& c = config();
-    const std::size_t keep = std::min(pieces.size(), static_cast<std::size_t>(std::max(0, c.max_positions - 2)));
-    std::vector<int> ids;
-    ids.reserve(keep + 2);
-    ids.push_back(tag_id_);
-    ids.insert(ids.end(), pieces.begin(), pieces.begin() + static_cast<std::ptrdiff_t>(keep));
-    ids.push_back(c.eos_id);
-    return ids;
+    return source_ids(pieces, max_input_length());
   }
-  std::vector<int> source_ids(std::string_view text) const {
-    tokenizer::check_utf8(text);
-    return source_ids(spm_->encode(text));
-  }
+  std::vector<int> source_ids(std::string_view text) const { return source_ids(encode(text)); }
 
  private:
   translator(model::weight_source src, const translator_options& options) : options_(options) {
@@ -188,6 +201,26 @@ class translator {
     return s;
   }
 
+  // Pieces of valid UTF-8 text; blank text has none. NUL bytes are dropped first, as the
+  // normaliser drops the other C0 controls (it keeps NUL, which would become <unk>).
+  std::vector<int> encode_valid(std::string_view text) const {
+    if (tokenizer::is_blank(text)) return {};
+    if (text.find('\0') == std::string_view::npos) return spm_->encode(text);
+    std::string clean(text);
+    clean.erase(std::remove(clean.begin(), clean.end(), '\0'), clean.end());
+    return tokenizer::is_blank(clean) ? std::vector<int>{} : spm_->encode(clean);
+  }
+
+  std::vector<int> source_ids(const std::vector<int>& pieces, std::size_t limit) const {
+    const std::size_t keep = std::min(pieces.size(), limit);
+    std::vector<int> ids;
+    ids.reserve(keep + 2);
+    ids.push_back(tag_id_);
+    ids.insert(ids.end(), pieces.begin(), pieces.begin() + static_cast<std::ptrdiff_t>(keep));
+    ids.push_back(config().eos_id);
+    return ids;
+  }
+
   void check_token(int t, const char* what) const {
     if (t < 0 || t >= config().vocab_size)
       throw invalid_argument_error(std::string(what) + ": token id " + std::to_string(t) +
@@ -206,6 +239,7 @@ class translator {
   std::vector<translation_result> run(const std::vector<std::vector<int>>& pieces,
                                       const translation_options& o, bool with_text) const {
     const decoding::search_options so = search_options(o);
+    const std::size_t limit = max_input_length(o);
     std::vector<translation_result> results(pieces.size());
     std::vector<std::vector<int>> sources(pieces.size());
     std::vector<std::size_t> order;
@@ -215,9 +249,19 @@ class translator {
         results[i].hypotheses.push_back(translation_hypothesis{});
         continue;
       }
-      sources[i] = source_ids(pieces[i]);
+      if (pieces[i].size() > limit) {
+        if (!o.truncate_input)
+          throw invalid_argument_error("input " + std::to_string(i) + ": " + std::to_string(pieces[i].size()) +
+                                       " pieces, more than max_input_length " + std::to_string(limit) +
+                                       " (truncate_input is false)");
+        results[i].truncated = true;
+      }
+      sources[i] = source_ids(pieces[i], limit);
       order.push_back(i);
     }
+    // A mapped file rewritten in place would feed changed weights to the GEMMs: refuse before
+    // and after the work, so no result computed from changed bytes is returned.
+    model_->source().check_unchanged();
     std::stable_sort(order.begin(), order.end(), [&](std::size_t a, std::size_t b) {
       return sources[a].size() < sources[b].size();
     });
@@ -251,6 +295,7 @@ class translator {
       for (auto& th : pool) th.join();
     }
     if (failure) std::rethrow_exception(failure);
+    model_->source().check_unchanged();
     return results;
   }
 
@@ -290,10 +335,7 @@ class translator {
     std::vector<decoding::sentence_constraints> cons;
     for (std::size_t i : batch) {
       srcs.push_back(sources[i]);
-      decoding::sentence_constraints c;
-      c.max_length = max_length(sources[i].size(), o);
-      c.prefix = o.target_prefix_tokens;
-      cons.push_back(std::move(c));
+      cons.push_back(decoding::sentence_constraints{max_length(sources[i].size(), o), o.target_prefix_tokens});
     }
     model::workspace ws;
     const model::encoder_output enc = model_->encode(srcs, ws);

@@ -823,7 +823,6 @@ inline void validate_tasks(const model_config& c, const std::vector<task_info>& 
 #include <algorithm>  // std::sort
 #include <cstddef>    // std::byte, std::size_t
 #include <cstdint>    // std::uint64_t
-#include <cstdio>     // std::FILE
 #include <cstring>    // std::memcpy
 #include <map>        // std::map
 #include <memory>     // std::unique_ptr
@@ -886,14 +885,200 @@ inline bool checked_align_up(std::uint64_t v, std::uint64_t align, std::uint64_t
 }  // namespace detail
 }  // namespace taskmoe
 // ---- end taskmoe/detail/checked_math.hpp ----
+// ---- begin taskmoe/detail/atomic_file.hpp ----
+// An output file that appears at its path complete or not at all (POSIX).
+//
+// Bytes go to an unnamed temporary file in the destination's directory (O_TMPFILE), which the
+// kernel frees if the process dies, even by SIGKILL: a killed writer leaves nothing behind.
+// commit() fsyncs, gives it a name (linkat) and renames it over the destination, then fsyncs the
+// directory. Where O_TMPFILE or /proc is unavailable, the temporary is a named
+// "<file>.tmp-XXXXXX" held under an exclusive flock; a killed writer leaves it, and the next
+// writer to the same path removes every such file nobody holds a lock on (remove_stale_temps).
+
+#include <cerrno>    // errno
+#include <cstddef>   // std::size_t
+#include <cstdint>   // std::uint64_t
+#include <cstdio>    // std::rename
+#include <cstring>   // std::strerror, std::strncmp
+#include <string>    // std::string
+#include <utility>   // std::move
+
+#include <dirent.h>    // opendir, readdir
+#include <fcntl.h>     // open, O_TMPFILE, linkat
+#include <stdlib.h>    // mkstemp
+#include <sys/file.h>  // flock
+#include <sys/stat.h>  // stat, fchmod
+#include <unistd.h>    // write, pwrite, fsync, close, unlink, access
+
+
+namespace taskmoe {
+namespace detail {
+
+class atomic_output_file {
+ public:
+  // overwrite = false: commit() fails if the destination exists (checked now and at commit).
+  atomic_output_file(std::string path, bool overwrite) : path_(std::move(path)), overwrite_(overwrite) {
+    if (!overwrite_ && exists(path_))
+      throw io_error(path_ + ": file exists (pass overwrite = true to replace it)");
+    remove_stale_temps(path_);
+    open_temp();
+  }
+  atomic_output_file(const atomic_output_file&) = delete;
+  atomic_output_file& operator=(const atomic_output_file&) = delete;
+  ~atomic_output_file() { abandon(); }
+
+  bool is_open() const noexcept { return fd_ >= 0; }
+  std::uint64_t size() const noexcept { return pos_; }
+
+  // Appends; a failure (disk full, EFBIG, ...) abandons the file and throws io_error.
+  void write(const void* data, std::size_t n) {
+    const auto* p = static_cast<const char*>(data);
+    while (n > 0) {
+      const ssize_t w = ::write(fd_, p, n);
+      if (w < 0) {
+        if (errno == EINTR) continue;
+        fail_errno("write failed");
+      }
+      p += w;
+      n -= static_cast<std::size_t>(w);
+      pos_ += static_cast<std::uint64_t>(w);
+    }
+  }
+  // Overwrites bytes already written (a header placeholder).
+  void write_at(std::uint64_t offset, const void* data, std::size_t n) {
+    if (::pwrite(fd_, data, n, static_cast<off_t>(offset)) != static_cast<ssize_t>(n)) fail_errno("write failed");
+  }
+
+  // Durable and atomic: after it returns the destination holds exactly these bytes.
+  void commit() {
+    if (::fsync(fd_) != 0) fail_errno("fsync failed");
+    if (tmp_.empty()) {  // unnamed: name it (no-clobber is atomic here), then rename if replacing
+      const std::string proc = "/proc/self/fd/" + std::to_string(fd_);
+      if (!overwrite_) {
+        if (::linkat(AT_FDCWD, proc.c_str(), AT_FDCWD, path_.c_str(), AT_SYMLINK_FOLLOW) != 0) {
+          if (errno == EEXIST) {
+            abandon();
+            throw io_error(path_ + ": file exists (pass overwrite = true to replace it)");
+          }
+          fail_errno("cannot create file");
+        }
+        return finish();
+      }
+      for (int attempt = 0; tmp_.empty(); ++attempt) {
+        std::string name = path_ + ".tmp-" + std::to_string(::getpid()) + "-" + std::to_string(attempt);
+        if (::linkat(AT_FDCWD, proc.c_str(), AT_FDCWD, name.c_str(), AT_SYMLINK_FOLLOW) == 0) {
+          tmp_ = std::move(name);
+        } else if (errno != EEXIST || attempt > 100) {
+          fail_errno("cannot create file");
+        }
+      }
+    } else if (!overwrite_ && exists(path_)) {
+      abandon();
+      throw io_error(path_ + ": file exists (pass overwrite = true to replace it)");
+    }
+    if (std::rename(tmp_.c_str(), path_.c_str()) != 0) fail_errno("rename failed");
+    tmp_.clear();
+    finish();
+  }
+
+  // Removes "<path>.tmp-*" files left by killed writers: those no live writer holds a flock on.
+  static void remove_stale_temps(const std::string& path) noexcept {
+    const auto slash = path.rfind('/');
+    const std::string dir = slash == std::string::npos ? "." : path.substr(0, slash + 1);
+    const std::string prefix = (slash == std::string::npos ? path : path.substr(slash + 1)) + ".tmp-";
+    DIR* d = ::opendir(dir.c_str());
+    if (d == nullptr) return;
+    while (const dirent* e = ::readdir(d)) {
+      if (std::strncmp(e->d_name, prefix.c_str(), prefix.size()) != 0) continue;
+      const std::string p = (slash == std::string::npos ? std::string() : dir) + e->d_name;
+      const int fd = ::open(p.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK);
+      if (fd < 0) continue;
+      struct stat st {};
+      if (::fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && ::flock(fd, LOCK_EX | LOCK_NB) == 0)
+        ::unlink(p.c_str());
+      ::close(fd);
+    }
+    ::closedir(d);
+  }
+
+ private:
+  static bool exists(const std::string& p) {
+    struct stat st {};
+    return ::stat(p.c_str(), &st) == 0;
+  }
+  std::string directory() const {
+    const auto slash = path_.rfind('/');
+    return slash == std::string::npos ? "." : path_.substr(0, slash + 1);
+  }
+
+  void open_temp() {
+#ifdef O_TMPFILE
+    if (::access("/proc/self/fd", X_OK) == 0)
+      fd_ = ::open(directory().c_str(), O_TMPFILE | O_WRONLY | O_CLOEXEC, 0644);
+#endif
+    if (fd_ < 0) {  // no O_TMPFILE here (filesystem, kernel or /proc): a named, locked temporary
+      tmp_ = path_ + ".tmp-XXXXXX";
+      fd_ = ::mkstemp(&tmp_[0]);
+      if (fd_ < 0) {
+        tmp_.clear();
+        throw io_error(path_ + ": cannot create temporary file: " + std::strerror(errno));
+      }
+    }
+    // Held until close: remove_stale_temps of another writer sees this file as live.
+    ::flock(fd_, LOCK_EX | LOCK_NB);
+    ::fchmod(fd_, 0644);
+  }
+
+  void finish() {
+    const int fd = fd_;
+    fd_ = -1;
+    if (::close(fd) != 0) {
+      const int saved = errno;
+      throw io_error(path_ + ": close failed: " + std::strerror(saved));
+    }
+    const int dfd = ::open(directory().c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dfd >= 0) {
+      ::fsync(dfd);  // best effort: the new name is durable once the directory is synced
+      ::close(dfd);
+    }
+  }
+
+  [[noreturn]] void fail_errno(const char* what) {
+    const std::string msg = path_ + ": " + what + ": " + std::strerror(errno);
+    abandon();
+    throw io_error(msg);
+  }
+
+  void abandon() noexcept {
+    if (fd_ >= 0) ::close(fd_);
+    fd_ = -1;
+    if (!tmp_.empty()) ::unlink(tmp_.c_str());
+    tmp_.clear();
+  }
+
+  std::string path_;
+  bool overwrite_;
+  std::string tmp_;  // empty while the temporary is unnamed (O_TMPFILE)
+  int fd_ = -1;
+  std::uint64_t pos_ = 0;
+};
+
+}  // namespace detail
+}  // namespace taskmoe
+// ---- end taskmoe/detail/atomic_file.hpp ----
 // ---- begin taskmoe/detail/mmap.hpp ----
-// Read-only memory-mapped file (POSIX). Model files are mapped, never read into buffers, so that
-// weights are used in place and pages are shared between processes serving the same model.
+// Read-only view of a whole file (POSIX). By default the file is memory-mapped, so weights are
+// used in place and pages are shared between processes serving the same model. A mapping sees
+// later writes to the same file (and faults with SIGBUS past a truncation), so the open
+// descriptor is kept and check_unchanged() compares size and modification time with those at
+// open. Replacing the file by rename (what our writers do) is safe: the mapping keeps the old
+// inode. mapping = false reads the file into owned memory instead: immune to later changes.
 
 #include <cerrno>    // errno
 #include <cstddef>   // std::size_t, std::byte
 #include <cstdint>   // std::uint64_t, std::uintptr_t
 #include <cstring>   // std::strerror
+#include <new>       // operator new(std::align_val_t)
 #include <string>    // std::string
 #include <utility>   // std::exchange
 
@@ -910,49 +1095,39 @@ class mapped_file {
  public:
   mapped_file() = default;
 
-  // Throws io_error naming the path when the file cannot be opened or mapped. An empty file is
-  // valid and maps to {nullptr, 0} (mmap of length 0 is an error on POSIX, so it is not called).
-  explicit mapped_file(std::string path) : path_(std::move(path)) {
-    const int fd = ::open(path_.c_str(), O_RDONLY | O_CLOEXEC);
-    if (fd < 0) throw_errno("cannot open file");
-    struct stat st {};
-    if (::fstat(fd, &st) != 0) {
-      const int saved = errno;
-      ::close(fd);
-      errno = saved;
-      throw_errno("cannot stat file");
-    }
-    if (!S_ISREG(st.st_mode)) {
-      ::close(fd);
-      throw io_error(path_ + ": not a regular file");
-    }
-    size_ = static_cast<std::size_t>(st.st_size);
-    if (size_ > 0) {
-      void* p = ::mmap(nullptr, size_, PROT_READ, MAP_PRIVATE, fd, 0);
-      if (p == MAP_FAILED) {
-        const int saved = errno;
-        ::close(fd);
-        errno = saved;
-        throw_errno("cannot map file");
+  // Throws io_error naming the path when the file cannot be opened, mapped or read. An empty file
+  // is valid and maps to {nullptr, 0} (mmap of length 0 is an error on POSIX, so it is not called).
+  explicit mapped_file(std::string path, bool mapping = true) : path_(std::move(path)) {
+    fd_ = ::open(path_.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd_ < 0) throw_errno("cannot open file");
+    try {
+      struct stat st {};
+      if (::fstat(fd_, &st) != 0) throw_errno("cannot stat file");
+      if (!S_ISREG(st.st_mode)) throw io_error(path_ + ": not a regular file");
+      size_ = static_cast<std::size_t>(st.st_size);
+      mtime_ = st.st_mtim;
+      if (size_ > 0 && mapping) {
+        void* p = ::mmap(nullptr, size_, PROT_READ, MAP_PRIVATE, fd_, 0);
+        if (p == MAP_FAILED) throw_errno("cannot map file");
+        data_ = static_cast<const std::byte*>(p);
+      } else if (size_ > 0) {
+        read_all();
       }
-      data_ = static_cast<const std::byte*>(p);
+    } catch (...) {
+      unmap();
+      throw;
     }
-    ::close(fd);  // the mapping keeps the file alive
+    if (!mapping) close_fd();  // owned bytes: nothing left to watch
   }
 
   mapped_file(const mapped_file&) = delete;
   mapped_file& operator=(const mapped_file&) = delete;
   // Moving keeps the mapping address, so views into the data stay valid across moves.
-  mapped_file(mapped_file&& o) noexcept
-      : path_(std::move(o.path_)),
-        data_(std::exchange(o.data_, nullptr)),
-        size_(std::exchange(o.size_, 0)) {}
+  mapped_file(mapped_file&& o) noexcept { take(o); }
   mapped_file& operator=(mapped_file&& o) noexcept {
     if (this != &o) {
       unmap();
-      path_ = std::move(o.path_);
-      data_ = std::exchange(o.data_, nullptr);
-      size_ = std::exchange(o.size_, 0);
+      take(o);
     }
     return *this;
   }
@@ -962,12 +1137,62 @@ class mapped_file {
   std::size_t size() const noexcept { return size_; }
   const std::string& path() const noexcept { return path_; }
 
+  // Throws io_error when the mapped file's size or modification time differs from when it was
+  // opened: its bytes may have changed under the mapping. One fstat; a no-op for owned bytes.
+  void check_unchanged() const {
+    if (fd_ < 0) return;
+    struct stat st {};
+    if (::fstat(fd_, &st) != 0) throw_errno("cannot stat file");
+    if (static_cast<std::size_t>(st.st_size) == size_ && st.st_mtim.tv_sec == mtime_.tv_sec &&
+        st.st_mtim.tv_nsec == mtime_.tv_nsec)
+      return;
+    throw io_error(path_ + ": the file was modified after it was opened (" +
+                   (static_cast<std::size_t>(st.st_size) == size_
+                        ? std::string("same size, new modification time")
+                        : "size " + std::to_string(size_) + " -> " + std::to_string(st.st_size)) +
+                   "); its memory-mapped weights can no longer be trusted: open it again (replace "
+                   "model files by rename, or load them with use_mmap = false)");
+  }
+
  private:
   [[noreturn]] void throw_errno(const char* what) const {
     throw io_error(path_ + ": " + what + ": " + std::strerror(errno));
   }
+  // Owned copy, 64-byte aligned like the mapping's tensors need.
+  void read_all() {
+    auto* buf = static_cast<std::byte*>(::operator new(size_, std::align_val_t{64}));
+    data_ = buf;
+    owned_ = true;
+    std::size_t done = 0;
+    while (done < size_) {
+      const ssize_t n = ::pread(fd_, buf + done, size_ - done, static_cast<off_t>(done));
+      if (n < 0 && errno == EINTR) continue;
+      if (n < 0) throw_errno("cannot read file");
+      if (n == 0) throw io_error(path_ + ": file shrank while it was read");
+      done += static_cast<std::size_t>(n);
+    }
+  }
+  void take(mapped_file& o) noexcept {
+    path_ = std::move(o.path_);
+    data_ = std::exchange(o.data_, nullptr);
+    size_ = std::exchange(o.size_, 0);
+    fd_ = std::exchange(o.fd_, -1);
+    owned_ = std::exchange(o.owned_, false);
+    mtime_ = o.mtime_;
+  }
+  void close_fd() noexcept {
+    if (fd_ >= 0) ::close(fd_);
+    fd_ = -1;
+  }
   void unmap() noexcept {
-    if (data_ != nullptr) ::munmap(const_cast<std::byte*>(data_), size_);
+    if (data_ != nullptr && owned_) {
+      ::operator delete(const_cast<std::byte*>(data_), std::align_val_t{64});
+    } else if (data_ != nullptr) {
+      ::munmap(const_cast<std::byte*>(data_), size_);
+    }
+    if (fd_ >= 0) ::close(fd_);
+    fd_ = -1;
+    owned_ = false;
     data_ = nullptr;
     size_ = 0;
   }
@@ -975,6 +1200,9 @@ class mapped_file {
   std::string path_;
   const std::byte* data_ = nullptr;
   std::size_t size_ = 0;
+  int fd_ = -1;         // kept open while mapped, for check_unchanged()
+  bool owned_ = false;  // data_ was read into memory (operator delete), not mapped
+  struct timespec mtime_ {};
 };
 
 // Tells the kernel we are done with these mapped pages: they leave our resident set (the page
@@ -1004,6 +1232,8 @@ class safetensors_file {
   explicit safetensors_file(const std::string& path) : file_(path) { parse(); }
 
   const std::string& path() const noexcept { return file_.path(); }
+  // Throws io_error when the file was modified since it was mapped (detail/mmap.hpp).
+  void check_unchanged() const { file_.check_unchanged(); }
   bool contains(const std::string& name) const { return tensors_.count(name) != 0; }
   // Throws format_error naming the file when the tensor is absent.
   const tensor_view& tensor(const std::string& name) const {
@@ -1147,6 +1377,9 @@ class safetensors_archive {
   const std::string& file_of(const std::string& name) const {
     return files_.at(index_.at(name))->path();
   }
+  void check_unchanged() const {
+    for (const auto& f : files_) f->check_unchanged();
+  }
   std::vector<std::string> names() const {
     std::vector<std::string> r;
     r.reserve(index_.size());
@@ -1208,13 +1441,12 @@ class safetensors_writer {
     return out;
   }
 
+  // Replaces `path` atomically (detail/atomic_file.hpp): complete or untouched.
   void write(const std::string& path) const {
     const auto b = bytes();
-    std::unique_ptr<std::FILE, int (*)(std::FILE*)> f(std::fopen(path.c_str(), "wb"), &std::fclose);
-    if (!f) throw io_error(path + ": cannot create file");
-    if (!b.empty() && std::fwrite(b.data(), 1, b.size(), f.get()) != b.size())
-      throw io_error(path + ": write failed");
-    if (std::fclose(f.release()) != 0) throw io_error(path + ": write failed");
+    detail::atomic_output_file out(path, /*overwrite=*/true);
+    out.write(b.data(), b.size());
+    out.commit();
   }
 
  private:
@@ -1506,6 +1738,8 @@ class checkpoint {
   bool has_tensor(const std::string& name) const { return tensors_.contains(name); }
   const tensor_view& tensor(const std::string& name) const { return tensors_.tensor(name); }
   std::vector<std::string> tensor_names() const { return tensors_.names(); }
+  // Throws io_error when a weight file was modified since it was mapped.
+  void check_unchanged() const { tensors_.check_unchanged(); }
   // Raw bytes of sentencepiece.model.
   const std::string& sentencepiece_model() const noexcept { return spm_; }
   // Names of tensors present but not required (ignored, reported so callers can warn).
@@ -1852,7 +2086,7 @@ inline void from_json(const nlohmann::json& j, tmoe_metadata& m) {
 #include <cerrno>     // errno
 #include <cstddef>    // std::byte, std::size_t
 #include <cstdint>    // fixed-width integers
-#include <cstdio>     // std::snprintf, std::rename
+#include <cstdio>     // std::snprintf
 #include <cstring>    // std::memcpy, std::memcmp, std::strerror
 #include <map>        // std::map
 #include <set>        // std::set
@@ -1860,11 +2094,6 @@ inline void from_json(const nlohmann::json& j, tmoe_metadata& m) {
 #include <string_view>
 #include <utility>    // std::pair
 #include <vector>     // std::vector
-
-#include <fcntl.h>     // open
-#include <stdlib.h>    // mkstemp
-#include <sys/stat.h>  // stat, fchmod
-#include <unistd.h>    // write, pwrite, fsync, close, unlink
 
 #include <nlohmann/json.hpp>
 
@@ -1976,11 +2205,15 @@ struct tmoe_load_options {
   // Verify each tensor's CRC32C on load (reads every byte once). false skips it for a faster
   // start; the header CRC (header + metadata + table) is always checked.
   bool verify_checksums = true;
+  // Map the file (weights used in place, pages shared between processes) or read it into memory
+  // (a private copy, immune to the file being rewritten or truncated later: detail/mmap.hpp).
+  bool use_mmap = true;
 };
 
 class tmoe_file {
  public:
-  explicit tmoe_file(const std::string& path, tmoe_load_options opts = {}) : file_(path) {
+  explicit tmoe_file(const std::string& path, tmoe_load_options opts = {})
+      : file_(path, opts.use_mmap) {
     parse(opts);
   }
 
@@ -2020,6 +2253,8 @@ class tmoe_file {
     const tensor_view& v = require(tmoe_tokenizer_tensor);
     return {reinterpret_cast<const char*>(v.data), static_cast<std::size_t>(v.byte_size)};
   }
+  // Throws io_error when a mapped file was modified since it was opened (one fstat).
+  void check_unchanged() const { file_.check_unchanged(); }
   // Verify every tensor's CRC now (for files loaded with verify_checksums = false).
   void verify_checksums() const {
     for (const auto& r : records_) verify_crc(r);
@@ -2243,25 +2478,19 @@ struct tmoe_write_options {
   bool overwrite = false;  // replace an existing file (atomically); otherwise refuse
 };
 
-// Streams tensors to a temporary file beside the destination; finish() appends metadata and the
+// Streams tensors to a temporary file beside the destination (detail/atomic_file.hpp: unnamed
+// where the system allows, so even SIGKILL leaves nothing); finish() appends metadata and the
 // table, writes the header, fsyncs and renames. A writer destroyed before finish() (or one whose
-// finish() threw) removes the temporary: the destination is never left partial.
+// finish() threw) drops the temporary: the destination is never left partial.
 class tmoe_writer {
  public:
   explicit tmoe_writer(std::string path, tmoe_write_options opts = {})
-      : path_(std::move(path)), opts_(opts) {
-    if (!opts_.overwrite && exists(path_))
-      throw io_error(path_ + ": file exists (pass overwrite = true to replace it)");
-    tmp_ = path_ + ".tmp-XXXXXX";
-    fd_ = ::mkstemp(&tmp_[0]);
-    if (fd_ < 0) throw io_error(path_ + ": cannot create temporary file: " + std::strerror(errno));
-    ::fchmod(fd_, 0644);
+      : path_(std::move(path)), out_(path_, opts.overwrite) {
     const std::byte zeros[detail::tmoe_header_size] = {};
     write_all(zeros, sizeof zeros);  // placeholder, rewritten by finish()
   }
   tmoe_writer(const tmoe_writer&) = delete;
   tmoe_writer& operator=(const tmoe_writer&) = delete;
-  ~tmoe_writer() { abandon(); }
 
   void set_metadata(const tmoe_metadata& m) {
     try {
@@ -2335,10 +2564,10 @@ class tmoe_writer {
     for (const auto& r : records_) detail::tmoe_encode_record(r, table);
     detail::tmoe_header h;
     h.data_offset = detail::tmoe_header_size;
-    h.metadata_offset = pos_;
+    h.metadata_offset = out_.size();
     h.metadata_size = meta.size();
     write_all(meta.data(), meta.size());
-    h.table_offset = pos_;
+    h.table_offset = out_.size();
     h.table_size = table.size();
     write_all(table.data(), table.size());
     h.tensor_count = static_cast<std::uint32_t>(records_.size());
@@ -2346,83 +2575,29 @@ class tmoe_writer {
     detail::tmoe_encode_header(h, hb);
     h.header_crc = detail::tmoe_header_crc(hb, meta.data(), meta.size(), table.data(), table.size());
     detail::tmoe_encode_header(h, hb);
-    if (::pwrite(fd_, hb, sizeof hb, 0) != static_cast<ssize_t>(sizeof hb)) fail_errno("write failed");
-    if (::fsync(fd_) != 0) fail_errno("fsync failed");
-    const int fd = fd_;
-    fd_ = -1;
-    if (::close(fd) != 0) fail_errno("close failed");
-    if (!opts_.overwrite && exists(path_)) {
-      ::unlink(tmp_.c_str());
-      tmp_.clear();
-      throw io_error(path_ + ": file exists (pass overwrite = true to replace it)");
-    }
-    if (std::rename(tmp_.c_str(), path_.c_str()) != 0) fail_errno("rename failed");
-    tmp_.clear();
-    sync_directory();
+    out_.write_at(0, hb, sizeof hb);
+    out_.commit();
   }
 
  private:
-  static bool exists(const std::string& p) {
-    struct stat st {};
-    return ::stat(p.c_str(), &st) == 0;
-  }
-
   void check_open() const {
-    if (fd_ < 0) throw invalid_argument_error("tmoe_writer: already finished or failed");
+    if (!out_.is_open()) throw invalid_argument_error("tmoe_writer: already finished or failed");
   }
 
-  [[noreturn]] void fail_errno(const char* what) {
-    const std::string msg = path_ + ": " + what + ": " + std::strerror(errno);
-    abandon();
-    throw io_error(msg);
-  }
-
-  void abandon() noexcept {
-    if (fd_ >= 0) ::close(fd_);
-    fd_ = -1;
-    if (!tmp_.empty()) ::unlink(tmp_.c_str());
-    tmp_.clear();
-  }
-
-  void write_all(const void* data, std::size_t n) {
-    const auto* p = static_cast<const char*>(data);
-    while (n > 0) {
-      const ssize_t w = ::write(fd_, p, n);
-      if (w < 0) {
-        if (errno == EINTR) continue;
-        fail_errno("write failed");
-      }
-      p += w;
-      n -= static_cast<std::size_t>(w);
-      pos_ += static_cast<std::uint64_t>(w);
-    }
-  }
+  void write_all(const void* data, std::size_t n) { out_.write(data, n); }
 
   // Pads to 64 and writes; returns the offset relative to the data section (which starts at 64).
   std::uint64_t append_blob(const void* data, std::size_t n) {
     static const char zeros[tmoe_alignment] = {};
-    const std::uint64_t pad = (tmoe_alignment - pos_ % tmoe_alignment) % tmoe_alignment;
+    const std::uint64_t pad = (tmoe_alignment - out_.size() % tmoe_alignment) % tmoe_alignment;
     write_all(zeros, static_cast<std::size_t>(pad));
-    const std::uint64_t rel = pos_ - detail::tmoe_header_size;
+    const std::uint64_t rel = out_.size() - detail::tmoe_header_size;
     if (n) write_all(data, n);
     return rel;
   }
 
-  void sync_directory() noexcept {
-    const auto slash = path_.rfind('/');
-    const std::string dir = slash == std::string::npos ? "." : path_.substr(0, slash + 1);
-    const int dfd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (dfd >= 0) {
-      ::fsync(dfd);  // best effort: the rename is durable once the directory is synced
-      ::close(dfd);
-    }
-  }
-
   std::string path_;
-  tmoe_write_options opts_;
-  std::string tmp_;
-  int fd_ = -1;
-  std::uint64_t pos_ = 0;
+  detail::atomic_output_file out_;
   tmoe_metadata metadata_;
   bool has_metadata_ = false;
   std::vector<detail::tmoe_record> records_;
@@ -4755,6 +4930,11 @@ class weight_source {
   bool is_tmoe() const noexcept { return tmoe_ != nullptr; }
   const tmoe_file* tmoe() const noexcept { return tmoe_.get(); }
   const checkpoint* ckpt() const noexcept { return ckpt_.get(); }
+  // Throws io_error when the mapped file(s) changed on disk since they were opened.
+  void check_unchanged() const {
+    if (tmoe_) tmoe_->check_unchanged();
+    if (ckpt_) ckpt_->check_unchanged();
+  }
 
   std::string sentencepiece_model() const {
     if (tmoe_) return std::string(tmoe_->sentencepiece_model());
@@ -6386,7 +6566,7 @@ class sentencepiece {
 // over split each GEMM (kernels/parallel.hpp).
 // Behaviour on edge cases is documented in docs/runtime.md.
 
-#include <algorithm>    // std::stable_sort, std::min
+#include <algorithm>    // std::stable_sort, std::min, std::remove
 #include <atomic>       // std::atomic
 #include <cmath>        // std::ceil
 #include <cstdint>      // std::uint64_t
@@ -6407,6 +6587,10 @@ struct translator_options {
   std::string expected_task;     // non-empty: throw unless the file's task has this name
   bool fuse_qkv = true;          // fuse q/k/v projections at load (a copy of those weights)
   bool int8_output_projection = true;  // int8 files: quantize a float output projection at load
+  // Map the .tmoe file (default; shared pages, instant start) or read it into memory (immune to
+  // the file being rewritten in place or truncated while in use). A mapped file modified after
+  // opening makes every later call throw io_error instead of translating with changed weights.
+  bool use_mmap = true;
 };
 
 enum class batch_unit { examples, tokens };  // what max_batch_size counts
@@ -6431,6 +6615,11 @@ struct translation_options {
   std::vector<int> target_prefix_tokens;   // token API (and text API when non-empty)
   std::size_t max_batch_size = 0;          // 0: no limit
   batch_unit batch_type = batch_unit::examples;
+  // Source pieces kept per input (the target tag and </s> are added on top). 0, or more than the
+  // model allows: max_positions - 2. Longer inputs are cut to their first pieces and flagged
+  // (translation_result::truncated), or rejected with invalid_argument_error when !truncate_input.
+  std::size_t max_input_length = 0;
+  bool truncate_input = true;
 };
 
 struct translation_hypothesis {
@@ -6442,6 +6631,7 @@ struct translation_hypothesis {
 
 struct translation_result {
   std::vector<translation_hypothesis> hypotheses;  // best first
+  bool truncated = false;  // the input had more than max_input_length pieces and was cut
 };
 
 class translator {
@@ -6451,6 +6641,7 @@ class translator {
       : options_(options) {
     tmoe_load_options lo;
     lo.verify_checksums = options.verify_checksums;
+    lo.use_mmap = options.use_mmap;
     auto file = std::make_shared<const tmoe_file>(path, lo);
     init(model::weight_source::from_tmoe(std::move(file)));
   }
@@ -6477,8 +6668,7 @@ class translator {
     for (std::size_t i = 0; i < texts.size(); ++i)
       tokenizer::check_utf8(texts[i], "input " + std::to_string(i));
     std::vector<std::vector<int>> pieces(texts.size());
-    for (std::size_t i = 0; i < texts.size(); ++i)
-      if (!tokenizer::is_blank(texts[i])) pieces[i] = spm_->encode(texts[i]);
+    for (std::size_t i = 0; i < texts.size(); ++i) pieces[i] = encode_valid(texts[i]);
     translation_options opts = o;
     if (opts.target_prefix_tokens.empty() && !opts.target_prefix.empty()) {
       tokenizer::check_utf8(opts.target_prefix, "target_prefix");
@@ -6494,21 +6684,24 @@ class translator {
     return run(pieces, o, tokenizer::sentencepiece::available);
   }
 
+  // SentencePiece ids of `text` (no tag, no </s>): what translate_tokens takes. Lets a caller see
+  // lengths before translating (the CLI reports over-long lines itself).
+  std::vector<int> encode(std::string_view text) const {
+    tokenizer::check_utf8(text);
+    return encode_valid(text);
+  }
+
+  // The number of source pieces an input may have under `o` (see max_input_length).
+  std::size_t max_input_length(const translation_options& o = {}) const noexcept {
+    const auto model_limit = static_cast<std::size_t>(std::max(0, config().max_positions - 2));
+    return o.max_input_length == 0 ? model_limit : std::min(o.max_input_length, model_limit);
+  }
+
   // [target tag] + pieces + [</s>], pieces cut so the whole fits max_positions.
   std::vector<int> source_ids(const std::vector<int>& pieces) const {
-    const model_config& c = config();
-    const std::size_t keep = std::min(pieces.size(), static_cast<std::size_t>(std::max(0, c.max_positions - 2)));
-    std::vector<int> ids;
-    ids.reserve(keep + 2);
-    ids.push_back(tag_id_);
-    ids.insert(ids.end(), pieces.begin(), pieces.begin() + static_cast<std::ptrdiff_t>(keep));
-    ids.push_back(c.eos_id);
-    return ids;
+    return source_ids(pieces, max_input_length());
   }
-  std::vector<int> source_ids(std::string_view text) const {
-    tokenizer::check_utf8(text);
-    return source_ids(spm_->encode(text));
-  }
+  std::vector<int> source_ids(std::string_view text) const { return source_ids(encode(text)); }
 
  private:
   translator(model::weight_source src, const translator_options& options) : options_(options) {
@@ -6551,6 +6744,26 @@ class translator {
     return s;
   }
 
+  // Pieces of valid UTF-8 text; blank text has none. NUL bytes are dropped first, as the
+  // normaliser drops the other C0 controls (it keeps NUL, which would become <unk>).
+  std::vector<int> encode_valid(std::string_view text) const {
+    if (tokenizer::is_blank(text)) return {};
+    if (text.find('\0') == std::string_view::npos) return spm_->encode(text);
+    std::string clean(text);
+    clean.erase(std::remove(clean.begin(), clean.end(), '\0'), clean.end());
+    return tokenizer::is_blank(clean) ? std::vector<int>{} : spm_->encode(clean);
+  }
+
+  std::vector<int> source_ids(const std::vector<int>& pieces, std::size_t limit) const {
+    const std::size_t keep = std::min(pieces.size(), limit);
+    std::vector<int> ids;
+    ids.reserve(keep + 2);
+    ids.push_back(tag_id_);
+    ids.insert(ids.end(), pieces.begin(), pieces.begin() + static_cast<std::ptrdiff_t>(keep));
+    ids.push_back(config().eos_id);
+    return ids;
+  }
+
   void check_token(int t, const char* what) const {
     if (t < 0 || t >= config().vocab_size)
       throw invalid_argument_error(std::string(what) + ": token id " + std::to_string(t) +
@@ -6569,6 +6782,7 @@ class translator {
   std::vector<translation_result> run(const std::vector<std::vector<int>>& pieces,
                                       const translation_options& o, bool with_text) const {
     const decoding::search_options so = search_options(o);
+    const std::size_t limit = max_input_length(o);
     std::vector<translation_result> results(pieces.size());
     std::vector<std::vector<int>> sources(pieces.size());
     std::vector<std::size_t> order;
@@ -6578,9 +6792,19 @@ class translator {
         results[i].hypotheses.push_back(translation_hypothesis{});
         continue;
       }
-      sources[i] = source_ids(pieces[i]);
+      if (pieces[i].size() > limit) {
+        if (!o.truncate_input)
+          throw invalid_argument_error("input " + std::to_string(i) + ": " + std::to_string(pieces[i].size()) +
+                                       " pieces, more than max_input_length " + std::to_string(limit) +
+                                       " (truncate_input is false)");
+        results[i].truncated = true;
+      }
+      sources[i] = source_ids(pieces[i], limit);
       order.push_back(i);
     }
+    // A mapped file rewritten in place would feed changed weights to the GEMMs: refuse before
+    // and after the work, so no result computed from changed bytes is returned.
+    model_->source().check_unchanged();
     std::stable_sort(order.begin(), order.end(), [&](std::size_t a, std::size_t b) {
       return sources[a].size() < sources[b].size();
     });
@@ -6614,6 +6838,7 @@ class translator {
       for (auto& th : pool) th.join();
     }
     if (failure) std::rethrow_exception(failure);
+    model_->source().check_unchanged();
     return results;
   }
 
@@ -6653,10 +6878,7 @@ class translator {
     std::vector<decoding::sentence_constraints> cons;
     for (std::size_t i : batch) {
       srcs.push_back(sources[i]);
-      decoding::sentence_constraints c;
-      c.max_length = max_length(sources[i].size(), o);
-      c.prefix = o.target_prefix_tokens;
-      cons.push_back(std::move(c));
+      cons.push_back(decoding::sentence_constraints{max_length(sources[i].size(), o), o.target_prefix_tokens});
     }
     model::workspace ws;
     const model::encoder_output enc = model_->encode(srcs, ws);

@@ -175,6 +175,8 @@ class checkpoint {
   bool has_tensor(const std::string& name) const { return tensors_.contains(name); }
   const tensor_view& tensor(const std::string& name) const { return tensors_.tensor(name); }
   std::vector<std::string> tensor_names() const { return tensors_.names(); }
+  // Throws io_error when a weight file was modified since it was mapped.
+  void check_unchanged() const { tensors_.check_unchanged(); }
   // Raw bytes of sentencepiece.model.
   const std::string& sentencepiece_model() const noexcept { return spm_; }
   // Names of tensors present but not required (ignored, reported so callers can warn).

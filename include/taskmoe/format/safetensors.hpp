@@ -6,7 +6,6 @@
 #include <algorithm>  // std::sort
 #include <cstddef>    // std::byte, std::size_t
 #include <cstdint>    // std::uint64_t
-#include <cstdio>     // std::FILE
 #include <cstring>    // std::memcpy
 #include <map>        // std::map
 #include <memory>     // std::unique_ptr
@@ -17,6 +16,7 @@
 #include <nlohmann/json.hpp>
 
 #include <taskmoe/detail/checked_math.hpp>
+#include <taskmoe/detail/atomic_file.hpp>
 #include <taskmoe/detail/mmap.hpp>
 #include <taskmoe/error.hpp>
 #include <taskmoe/tensor/dtype.hpp>
@@ -32,6 +32,8 @@ class safetensors_file {
   explicit safetensors_file(const std::string& path) : file_(path) { parse(); }
 
   const std::string& path() const noexcept { return file_.path(); }
+  // Throws io_error when the file was modified since it was mapped (detail/mmap.hpp).
+  void check_unchanged() const { file_.check_unchanged(); }
   bool contains(const std::string& name) const { return tensors_.count(name) != 0; }
   // Throws format_error naming the file when the tensor is absent.
   const tensor_view& tensor(const std::string& name) const {
@@ -175,6 +177,9 @@ class safetensors_archive {
   const std::string& file_of(const std::string& name) const {
     return files_.at(index_.at(name))->path();
   }
+  void check_unchanged() const {
+    for (const auto& f : files_) f->check_unchanged();
+  }
   std::vector<std::string> names() const {
     std::vector<std::string> r;
     r.reserve(index_.size());
@@ -236,13 +241,12 @@ class safetensors_writer {
     return out;
   }
 
+  // Replaces `path` atomically (detail/atomic_file.hpp): complete or untouched.
   void write(const std::string& path) const {
     const auto b = bytes();
-    std::unique_ptr<std::FILE, int (*)(std::FILE*)> f(std::fopen(path.c_str(), "wb"), &std::fclose);
-    if (!f) throw io_error(path + ": cannot create file");
-    if (!b.empty() && std::fwrite(b.data(), 1, b.size(), f.get()) != b.size())
-      throw io_error(path + ": write failed");
-    if (std::fclose(f.release()) != 0) throw io_error(path + ": write failed");
+    detail::atomic_output_file out(path, /*overwrite=*/true);
+    out.write(b.data(), b.size());
+    out.commit();
   }
 
  private:

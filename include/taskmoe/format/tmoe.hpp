@@ -7,7 +7,7 @@
 #include <cerrno>     // errno
 #include <cstddef>    // std::byte, std::size_t
 #include <cstdint>    // fixed-width integers
-#include <cstdio>     // std::snprintf, std::rename
+#include <cstdio>     // std::snprintf
 #include <cstring>    // std::memcpy, std::memcmp, std::strerror
 #include <map>        // std::map
 #include <set>        // std::set
@@ -16,13 +16,9 @@
 #include <utility>    // std::pair
 #include <vector>     // std::vector
 
-#include <fcntl.h>     // open
-#include <stdlib.h>    // mkstemp
-#include <sys/stat.h>  // stat, fchmod
-#include <unistd.h>    // write, pwrite, fsync, close, unlink
-
 #include <nlohmann/json.hpp>
 
+#include <taskmoe/detail/atomic_file.hpp>
 #include <taskmoe/detail/checked_math.hpp>
 #include <taskmoe/detail/crc32c.hpp>
 #include <taskmoe/detail/mmap.hpp>
@@ -138,11 +134,15 @@ struct tmoe_load_options {
   // Verify each tensor's CRC32C on load (reads every byte once). false skips it for a faster
   // start; the header CRC (header + metadata + table) is always checked.
   bool verify_checksums = true;
+  // Map the file (weights used in place, pages shared between processes) or read it into memory
+  // (a private copy, immune to the file being rewritten or truncated later: detail/mmap.hpp).
+  bool use_mmap = true;
 };
 
 class tmoe_file {
  public:
-  explicit tmoe_file(const std::string& path, tmoe_load_options opts = {}) : file_(path) {
+  explicit tmoe_file(const std::string& path, tmoe_load_options opts = {})
+      : file_(path, opts.use_mmap) {
     parse(opts);
   }
 
@@ -182,6 +182,8 @@ class tmoe_file {
     const tensor_view& v = require(tmoe_tokenizer_tensor);
     return {reinterpret_cast<const char*>(v.data), static_cast<std::size_t>(v.byte_size)};
   }
+  // Throws io_error when a mapped file was modified since it was opened (one fstat).
+  void check_unchanged() const { file_.check_unchanged(); }
   // Verify every tensor's CRC now (for files loaded with verify_checksums = false).
   void verify_checksums() const {
     for (const auto& r : records_) verify_crc(r);
@@ -405,25 +407,19 @@ struct tmoe_write_options {
   bool overwrite = false;  // replace an existing file (atomically); otherwise refuse
 };
 
-// Streams tensors to a temporary file beside the destination; finish() appends metadata and the
+// Streams tensors to a temporary file beside the destination (detail/atomic_file.hpp: unnamed
+// where the system allows, so even SIGKILL leaves nothing); finish() appends metadata and the
 // table, writes the header, fsyncs and renames. A writer destroyed before finish() (or one whose
-// finish() threw) removes the temporary: the destination is never left partial.
+// finish() threw) drops the temporary: the destination is never left partial.
 class tmoe_writer {
  public:
   explicit tmoe_writer(std::string path, tmoe_write_options opts = {})
-      : path_(std::move(path)), opts_(opts) {
-    if (!opts_.overwrite && exists(path_))
-      throw io_error(path_ + ": file exists (pass overwrite = true to replace it)");
-    tmp_ = path_ + ".tmp-XXXXXX";
-    fd_ = ::mkstemp(&tmp_[0]);
-    if (fd_ < 0) throw io_error(path_ + ": cannot create temporary file: " + std::strerror(errno));
-    ::fchmod(fd_, 0644);
+      : path_(std::move(path)), out_(path_, opts.overwrite) {
     const std::byte zeros[detail::tmoe_header_size] = {};
     write_all(zeros, sizeof zeros);  // placeholder, rewritten by finish()
   }
   tmoe_writer(const tmoe_writer&) = delete;
   tmoe_writer& operator=(const tmoe_writer&) = delete;
-  ~tmoe_writer() { abandon(); }
 
   void set_metadata(const tmoe_metadata& m) {
     try {
@@ -497,10 +493,10 @@ class tmoe_writer {
     for (const auto& r : records_) detail::tmoe_encode_record(r, table);
     detail::tmoe_header h;
     h.data_offset = detail::tmoe_header_size;
-    h.metadata_offset = pos_;
+    h.metadata_offset = out_.size();
     h.metadata_size = meta.size();
     write_all(meta.data(), meta.size());
-    h.table_offset = pos_;
+    h.table_offset = out_.size();
     h.table_size = table.size();
     write_all(table.data(), table.size());
     h.tensor_count = static_cast<std::uint32_t>(records_.size());
@@ -508,83 +504,29 @@ class tmoe_writer {
     detail::tmoe_encode_header(h, hb);
     h.header_crc = detail::tmoe_header_crc(hb, meta.data(), meta.size(), table.data(), table.size());
     detail::tmoe_encode_header(h, hb);
-    if (::pwrite(fd_, hb, sizeof hb, 0) != static_cast<ssize_t>(sizeof hb)) fail_errno("write failed");
-    if (::fsync(fd_) != 0) fail_errno("fsync failed");
-    const int fd = fd_;
-    fd_ = -1;
-    if (::close(fd) != 0) fail_errno("close failed");
-    if (!opts_.overwrite && exists(path_)) {
-      ::unlink(tmp_.c_str());
-      tmp_.clear();
-      throw io_error(path_ + ": file exists (pass overwrite = true to replace it)");
-    }
-    if (std::rename(tmp_.c_str(), path_.c_str()) != 0) fail_errno("rename failed");
-    tmp_.clear();
-    sync_directory();
+    out_.write_at(0, hb, sizeof hb);
+    out_.commit();
   }
 
  private:
-  static bool exists(const std::string& p) {
-    struct stat st {};
-    return ::stat(p.c_str(), &st) == 0;
-  }
-
   void check_open() const {
-    if (fd_ < 0) throw invalid_argument_error("tmoe_writer: already finished or failed");
+    if (!out_.is_open()) throw invalid_argument_error("tmoe_writer: already finished or failed");
   }
 
-  [[noreturn]] void fail_errno(const char* what) {
-    const std::string msg = path_ + ": " + what + ": " + std::strerror(errno);
-    abandon();
-    throw io_error(msg);
-  }
-
-  void abandon() noexcept {
-    if (fd_ >= 0) ::close(fd_);
-    fd_ = -1;
-    if (!tmp_.empty()) ::unlink(tmp_.c_str());
-    tmp_.clear();
-  }
-
-  void write_all(const void* data, std::size_t n) {
-    const auto* p = static_cast<const char*>(data);
-    while (n > 0) {
-      const ssize_t w = ::write(fd_, p, n);
-      if (w < 0) {
-        if (errno == EINTR) continue;
-        fail_errno("write failed");
-      }
-      p += w;
-      n -= static_cast<std::size_t>(w);
-      pos_ += static_cast<std::uint64_t>(w);
-    }
-  }
+  void write_all(const void* data, std::size_t n) { out_.write(data, n); }
 
   // Pads to 64 and writes; returns the offset relative to the data section (which starts at 64).
   std::uint64_t append_blob(const void* data, std::size_t n) {
     static const char zeros[tmoe_alignment] = {};
-    const std::uint64_t pad = (tmoe_alignment - pos_ % tmoe_alignment) % tmoe_alignment;
+    const std::uint64_t pad = (tmoe_alignment - out_.size() % tmoe_alignment) % tmoe_alignment;
     write_all(zeros, static_cast<std::size_t>(pad));
-    const std::uint64_t rel = pos_ - detail::tmoe_header_size;
+    const std::uint64_t rel = out_.size() - detail::tmoe_header_size;
     if (n) write_all(data, n);
     return rel;
   }
 
-  void sync_directory() noexcept {
-    const auto slash = path_.rfind('/');
-    const std::string dir = slash == std::string::npos ? "." : path_.substr(0, slash + 1);
-    const int dfd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (dfd >= 0) {
-      ::fsync(dfd);  // best effort: the rename is durable once the directory is synced
-      ::close(dfd);
-    }
-  }
-
   std::string path_;
-  tmoe_write_options opts_;
-  std::string tmp_;
-  int fd_ = -1;
-  std::uint64_t pos_ = 0;
+  detail::atomic_output_file out_;
   tmoe_metadata metadata_;
   bool has_metadata_ = false;
   std::vector<detail::tmoe_record> records_;

@@ -96,6 +96,11 @@ class weight_source {
   bool is_tmoe() const noexcept { return tmoe_ != nullptr; }
   const tmoe_file* tmoe() const noexcept { return tmoe_.get(); }
   const checkpoint* ckpt() const noexcept { return ckpt_.get(); }
+  // Throws io_error when the mapped file(s) changed on disk since they were opened.
+  void check_unchanged() const {
+    if (tmoe_) tmoe_->check_unchanged();
+    if (ckpt_) ckpt_->check_unchanged();
+  }
 
   std::string sentencepiece_model() const {
     if (tmoe_) return std::string(tmoe_->sentencepiece_model());
