@@ -82,6 +82,25 @@ PY
 expect 1 "tensor 'decoder.layers.2.ffn.fc2.weight' has a non-finite value at element 10" -- --checkpoint "$T/nan" --task de-en --output "$T/nanout/de-en.tmoe"
 [ -z "$(ls -A "$T/nanout")" ] || { echo "FAIL: failed conversion left: $(ls -A "$T/nanout")"; fails=$((fails + 1)); }
 
+# Disk full: a file-size limit (RLIMIT_FSIZE, with SIGXFSZ ignored so write() fails with EFBIG)
+# stands in for a full disk; then, where mounting is allowed (root), a real 64 KiB tmpfs (ENOSPC).
+mkdir "$T/full"
+(ulimit -f 16; trap '' XFSZ; exec "$BIN" --checkpoint "$FIX/task_target" --task de-en --output "$T/full/x.tmoe" \
+  --quantization float32 --quiet) 2>"$T/err"
+rc=$?
+{ [ "$rc" = 1 ] && grep -q "write failed: File too large" "$T/err"; } || { echo "FAIL: file-size limit: rc $rc"; cat "$T/err"; fails=$((fails + 1)); }
+[ -z "$(ls -A "$T/full")" ] || { echo "FAIL: file-size limit left: $(ls -A "$T/full")"; fails=$((fails + 1)); }
+mkdir "$T/tmpfs"
+if [ "$(id -u)" = 0 ] && mount -t tmpfs -o size=64k tmpfs "$T/tmpfs" 2>/dev/null; then
+  "$BIN" --checkpoint "$FIX/task_target" --task de-en --output "$T/tmpfs/x.tmoe" --quantization float32 --quiet 2>"$T/err"
+  rc=$?
+  { [ "$rc" = 1 ] && grep -q "No space left on device" "$T/err"; } || { echo "FAIL: full tmpfs: rc $rc"; cat "$T/err"; fails=$((fails + 1)); }
+  [ -z "$(ls -A "$T/tmpfs")" ] || { echo "FAIL: full tmpfs left: $(ls -A "$T/tmpfs")"; fails=$((fails + 1)); }
+  umount "$T/tmpfs"
+else
+  echo "convert_cli: note: no tmpfs could be mounted here; the disk-full case ran with a file-size limit only"
+fi
+
 # --list-tasks, --help, --version on stdout.
 "$BIN" --checkpoint "$FIX/token_task" --list-tasks >"$T/stdout" 2>&1 || { echo "FAIL: --list-tasks"; fails=$((fails + 1)); }
 grep -q "decoder.1: experts 4 (gate 0.5177), 5 (gate 0.4823)" "$T/stdout" || { echo "FAIL: --list-tasks gates"; cat "$T/stdout"; fails=$((fails + 1)); }

@@ -96,6 +96,55 @@ grep -q "line 2: invalid UTF-8 at byte 0" "$T/err" || { fail "invalid UTF-8 mess
 [ "$(wc -l <"$T/out.txt")" = 3 ] && [ -z "$(sed -n 2p "$T/out.txt")" ] && [ -n "$(sed -n 3p "$T/out.txt")" ] ||
   fail "invalid UTF-8: want 3 lines, the second empty"
 
+# Hostile lines (docs/runtime.md, "Hostile input"): one output line per input line, always.
+# Lines: ok, NUL, controls, blank, mixed scripts, emoji, RTL, CRLF, 100,000 tokens, a 1 MB line,
+# invalid UTF-8, a 3 MB line (over --max-line-bytes 2 MB), and a last line without a newline.
+/usr/bin/python3 - "$T/hostile.txt" <<'PY'
+import sys
+lines = [b"Hello.", b"nul\x00byte", b"\x01\x1b[31mred\x07", b" \t ", "Кириллица 漢字 ελληνικά".encode(),
+         "emoji 😀👩‍👩‍👧🇩🇪".encode(), "עברית مرحبا \u202e".encode(), b"crlf\r", b"a " * 100000, b"x" * (1 << 20),
+         b"bad \xff", b"y" * (3 << 20)]
+open(sys.argv[1], "wb").write(b"\n".join(lines) + b"\nno final newline")
+PY
+"$BIN" --model "$M" --beam 1 --max-length 8 --max-line-bytes 2097152 -i "$T/hostile.txt" >"$T/out.txt" 2>"$T/err"
+rc=$?
+[ "$rc" = 1 ] || fail "hostile: exit $rc, want 1 (two rejected lines)"
+[ "$(wc -l <"$T/out.txt")" = 13 ] || fail "hostile: $(wc -l <"$T/out.txt") output lines, want 13"
+grep -q "line 9: 100000 pieces, translating the first" "$T/err" || { fail "hostile: no truncation warning for line 9"; cat "$T/err"; }
+grep -q "line 10: .* pieces, translating the first" "$T/err" || fail "hostile: no truncation warning for line 10"
+grep -q "line 11: invalid UTF-8 at byte 4" "$T/err" || fail "hostile: line 11 not rejected"
+grep -q "line 12: longer than --max-line-bytes 2097152" "$T/err" || fail "hostile: line 12 not rejected"
+grep -q "2 line(s) were rejected" "$T/err" || fail "hostile: summary"
+[ -z "$(sed -n 4p "$T/out.txt")" ] && [ -z "$(sed -n 11p "$T/out.txt")" ] && [ -z "$(sed -n 12p "$T/out.txt")" ] ||
+  fail "hostile: blank and rejected lines must give empty lines"
+[ -n "$(sed -n 1p "$T/out.txt")" ] && [ -n "$(sed -n 13p "$T/out.txt")" ] || fail "hostile: first/last line not translated"
+# --no-truncate: the over-long lines become errors instead.
+"$BIN" --model "$M" --beam 1 --max-length 8 --max-input-length 50 --no-truncate -i "$T/hostile.txt" >"$T/out.txt" 2>"$T/err"
+[ "$(wc -l <"$T/out.txt")" = 13 ] || fail "--no-truncate: output not aligned"
+grep -q "line 9: more pieces than --max-input-length 50" "$T/err" || { fail "--no-truncate message:"; cat "$T/err"; }
+grep -q "4 line(s) were rejected" "$T/err" || fail "--no-truncate: want 4 rejected lines"
+# A million lines through a pipe: every line answered, memory flat (peak RSS within 16 MB of a
+# 1,000-line run).
+rss() { /usr/bin/python3 -c '
+import resource, subprocess, sys
+n = int(sys.argv[1])
+p = subprocess.Popen(sys.argv[2:], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+import threading
+def feed():
+    chunk = b"".join(b"Hello world.\n" if i % 2000 == 0 else b"\n" for i in range(10000))
+    for _ in range(n // 10000): p.stdin.write(chunk)
+    p.stdin.write(b"".join(b"Hello world.\n" if i % 2000 == 0 else b"\n" for i in range(n % 10000)))
+    p.stdin.close()
+threading.Thread(target=feed).start()
+lines = sum(buf.count(b"\n") for buf in iter(lambda: p.stdout.read(1 << 16), b""))
+p.wait()
+print(lines, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)' "$@"; }
+read -r small_lines small_kb < <(rss 1000 "$BIN" --model "$M" --beam 1 --max-length 8)
+read -r big_lines big_kb < <(rss 1000000 "$BIN" --model "$M" --beam 1 --max-length 8)
+[ "$small_lines" = 1000 ] && [ "$big_lines" = 1000000 ] || fail "pipe: $small_lines / $big_lines lines out, want 1000 / 1000000"
+echo "translate_cli: 1,000 lines: peak RSS $small_kb KB; 1,000,000 lines: $big_kb KB"
+[ "$big_kb" -le $((small_kb + 16384)) ] || fail "pipe: peak RSS $big_kb KB for 1M lines vs $small_kb KB for 1,000"
+
 # Streaming: the answer to the first line arrives while stdin is still open.
 coproc TR { "$BIN" --model "$M" --beam 1 --batch-size 64 2>/dev/null; }
 echo "The first line." >&"${TR[1]}"
