@@ -147,15 +147,17 @@ echo "translate_cli: 1,000 lines: peak RSS $small_kb KB; 1,000,000 lines: $big_k
 
 # Streaming: the answer to the first line arrives while stdin is still open.
 coproc TR { "$BIN" --model "$M" --beam 1 --batch-size 64 2>/dev/null; }
-echo "The first line." >&"${TR[1]}"
-if read -r -t 30 answer <&"${TR[0]}"; then
-  echo "The second line." >&"${TR[1]}"
-  read -r -t 30 answer <&"${TR[0]}" || fail "streaming: no answer to the second line before EOF"
+# Copies: bash unsets TR and TR_PID as soon as the coprocess exits.
+tr_pid=$TR_PID tr_out=${TR[0]} tr_in=${TR[1]}
+echo "The first line." >&"$tr_in"
+if read -r -t 30 answer <&"$tr_out"; then
+  echo "The second line." >&"$tr_in"
+  read -r -t 30 answer <&"$tr_out" || fail "streaming: no answer to the second line before EOF"
 else
   fail "streaming: no answer to the first line before EOF"
 fi
-exec {TR[1]}>&-
-wait "$TR_PID" || fail "streaming: exit status $?"
+exec {tr_in}>&-
+wait "$tr_pid" || fail "streaming: exit status $?"
 
 # --verbose summary.
 "$BIN" --model "$M" --beam 1 --verbose <"$T/in.txt" >/dev/null 2>"$T/err" || fail "--verbose"
