@@ -107,14 +107,7 @@ void write_seeds(const std::string& dir) {
 
 }  // namespace
 
-extern "C" int LLVMFuzzerInitialize(int*, char***) {
-  const std::string dir = taskmoe_fuzz::seed_dir();
-  if (!dir.empty()) {
-    write_seeds(dir);
-    std::exit(0);
-  }
-  return 0;
-}
+TASKMOE_FUZZ_SEEDS(write_seeds)
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
   static const checkpoint_dir dir;

@@ -215,3 +215,15 @@ inline void poke(std::string& bytes, std::size_t offset, T value) {
 }
 
 }  // namespace taskmoe_fuzz
+
+// Defines LLVMFuzzerInitialize: with TASKMOE_FUZZ_MAKE_SEEDS=<dir>, the harness writes its seed
+// corpus there with `writer(dir)` and exits instead of fuzzing.
+#define TASKMOE_FUZZ_SEEDS(writer)                            \
+  extern "C" int LLVMFuzzerInitialize(int*, char***) {        \
+    const std::string seeds = taskmoe_fuzz::seed_dir();       \
+    if (!seeds.empty()) {                                     \
+      writer(seeds);                                          \
+      std::exit(0);                                           \
+    }                                                         \
+    return 0;                                                 \
+  }
