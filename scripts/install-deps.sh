@@ -20,6 +20,12 @@ packages=(
   libeigen3-dev libdnnl-dev libsentencepiece-dev sentencepiece libxsimd-dev
   doctest-dev nlohmann-json3-dev libbenchmark-dev
   clang-14 libclang-rt-14-dev  # the libFuzzer harnesses (tests/fuzz, the fuzz leg of scripts/test.sh)
+  # taskmoe-server (tools/server) and its tests: HTTP library, a real client, the nginx scale-out
+  # test, the load test and the web page's headless-browser test.
+  libcpp-httplib-dev python3-requests nginx wrk chromium chromium-driver python3-selenium
+  # The Python module (python/): pybind11, headers, pip install . into a venv, pytest.
+  python3-dev python3-pybind11 pybind11-dev python3-venv python3-setuptools python3-wheel python3-pip
+  python3-pytest python3-numpy
 )
 if [ "$minimal" = 0 ]; then
   # The PyTorch reference model, its trainer and the golden-fixture generator (tools/train).

@@ -1,0 +1,125 @@
+#pragma once
+// Every task of a model behind one object: what a server needs.
+//
+//   auto set = taskmoe::translator_set::from_checkpoint("models/demo");   // all 8 tasks
+//   const taskmoe::translator& t = set.at("en-de");                      // or find("en", "de")
+//   t.translate("Open the file.");
+//
+// From a full multi-task checkpoint, the weights every task uses (embeddings, attention, dense
+// FFNs, norms) are loaded once and shared; each task adds only its kept experts. From a directory
+// of per-task .tmoe files, each file is mapped (the page cache shares what the kernel can).
+// A translator_set is immutable after construction; its translators are safe to call from any
+// number of threads (translator.hpp).
+
+#include <algorithm>    // std::sort, std::find
+#include <filesystem> // std::filesystem::directory_iterator
+#include <memory>       // std::shared_ptr
+#include <string>       // std::string
+#include <string_view>  // std::string_view
+#include <vector>       // std::vector
+
+#include <taskmoe/error.hpp>
+#include <taskmoe/translator.hpp>
+
+namespace taskmoe {
+
+struct translator_set_options {
+  translator_options translator;  // threads per call, checksums, mmap... (expected_task unused)
+  // Checkpoint sources only: "" serves the stored dtype (a float16 checkpoint runs float32);
+  // "int8" quantizes at load exactly as `taskmoe-convert --quantization int8` does, so each task
+  // translates exactly like its converted int8 file.
+  std::string quantization;
+  std::vector<std::string> tasks;  // empty: every task; else only these (unknown names throw)
+};
+
+class translator_set {
+ public:
+  // Every task of a full checkpoint directory (config.json + model.safetensors + sentencepiece).
+  static translator_set from_checkpoint(const std::string& dir, const translator_set_options& o = {});
+  // Every *.tmoe file directly in `dir` (one task each; two files of one task throw).
+  static translator_set from_directory(const std::string& dir, const translator_set_options& o = {});
+
+  // Task names, sorted ("de-en", "en-de", ...).
+  std::vector<std::string> tasks() const {
+    std::vector<std::string> names;
+    for (const auto& e : entries_) names.push_back(e.name);
+    return names;
+  }
+  std::size_t size() const noexcept { return entries_.size(); }
+
+  // nullptr when the task is not served.
+  const translator* find(std::string_view task) const noexcept {
+    for (const auto& e : entries_)
+      if (e.name == task) return e.t.get();
+    return nullptr;
+  }
+  // By languages (task_info::source / target), as LibreTranslate clients ask.
+  const translator* find(std::string_view source, std::string_view target) const noexcept {
+    for (const auto& e : entries_)
+      if (e.t->task().source == source && e.t->task().target == target) return e.t.get();
+    return nullptr;
+  }
+  // Throws invalid_argument_error naming the served tasks.
+  const translator& at(std::string_view task) const {
+    if (const translator* t = find(task)) return *t;
+    std::string known;
+    for (const auto& e : entries_) known += (known.empty() ? "" : ", ") + e.name;
+    throw invalid_argument_error("unknown task '" + std::string(task) + "' (served: " + known + ")");
+  }
+
+  // Bytes the set owns outside the mapped files (converted/packed weights), shared ones once.
+  std::size_t owned_bytes() const noexcept { return owned_bytes_; }
+
+ private:
+  struct entry {
+    std::string name;
+    std::shared_ptr<const translator> t;
+  };
+  void add(std::string name, std::shared_ptr<const translator> t) {
+    for (const auto& e : entries_)
+      if (e.name == name) throw invalid_argument_error("task '" + name + "' is served twice");
+    entries_.push_back(entry{std::move(name), std::move(t)});
+    std::sort(entries_.begin(), entries_.end(), [](const entry& a, const entry& b) { return a.name < b.name; });
+  }
+
+  std::vector<entry> entries_;
+  std::size_t owned_bytes_ = 0;
+};
+
+inline translator_set translator_set::from_checkpoint(const std::string& dir, const translator_set_options& o) {
+  translator_set set;
+  const checkpoint ck(dir);
+  std::vector<std::string> names = o.tasks;
+  if (names.empty())
+    for (const auto& t : ck.tasks()) names.push_back(t.name);
+  for (const auto& n : names) {
+    auto t = std::make_shared<const translator>(translator::from_checkpoint(dir, n, o.translator));
+    set.owned_bytes_ += t->model().owned_bytes();
+    set.add(n, std::move(t));
+  }
+  return set;
+}
+
+inline translator_set translator_set::from_directory(const std::string& dir, const translator_set_options& o) {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  if (!fs::is_directory(dir, ec)) throw io_error(dir + ": not a directory");
+  std::vector<std::string> paths;
+  for (const auto& de : fs::directory_iterator(dir))
+    if (de.path().extension() == ".tmoe") paths.push_back(de.path().string());
+  std::sort(paths.begin(), paths.end());
+  translator_set set;
+  for (const auto& p : paths) {
+    auto t = std::make_shared<const translator>(p, o.translator);
+    const std::string name = t->task().name;
+    if (!o.tasks.empty() && std::find(o.tasks.begin(), o.tasks.end(), name) == o.tasks.end()) continue;
+    set.owned_bytes_ += t->model().owned_bytes();
+    set.add(name, std::move(t));
+  }
+  for (const auto& n : o.tasks)
+    if (!set.find(n)) throw invalid_argument_error(dir + ": no .tmoe file holds task '" + n + "'");
+  if (set.size() == 0) throw invalid_argument_error(dir + ": no .tmoe files");
+  return set;
+}
+
+}  // namespace taskmoe
