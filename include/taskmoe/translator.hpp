@@ -91,6 +91,29 @@ struct translation_result {
   bool truncated = false;  // the input had more than max_input_length pieces and was cut
 };
 
+// score_batch / score_tokens: batching and source length as in translation_options (CTranslate2's
+// ScoringOptions). The decoding options do not apply: scores are the model's plain log-softmax.
+struct scoring_options {
+  std::size_t max_batch_size = 0;                // 0: no limit
+  batch_unit batch_type = batch_unit::examples;  // tokens: source tokens
+  std::size_t max_input_length = 0;              // source pieces kept, as in translation_options
+  bool truncate_input = true;
+};
+
+// Forced decoding of one given target: log p(tokens[i] | source, tokens[0..i)) per token.
+struct scoring_result {
+  std::vector<int> tokens;       // the target's pieces, then EOS (which is scored too)
+  std::vector<float> log_probs;  // one per token
+  bool truncated = false;        // the source had more than max_input_length pieces and was cut
+  // Sum of log_probs, accumulated in double like the search's hypothesis score, so scoring a
+  // greedy translation gives that translation's `score`.
+  float score() const noexcept {
+    double s = 0;
+    for (float p : log_probs) s += static_cast<double>(p);
+    return static_cast<float>(s);
+  }
+};
+
 class translator {
  public:
   // Opens a .tmoe file (memory-mapped; weights used in place).
@@ -159,6 +182,72 @@ class translator {
     return source_ids(pieces, max_input_length());
   }
   std::vector<int> source_ids(std::string_view text) const { return source_ids(encode(text)); }
+
+  // Log-probabilities of given translations (forced decoding): targets[i] scored as a
+  // translation of sources[i]. What `taskmoe-convert --verify` does by hand with model().step.
+  // A blank source is scored as the tag and </s> alone; an empty target scores just EOS.
+  std::vector<scoring_result> score_batch(const std::vector<std::string>& sources,
+                                          const std::vector<std::string>& targets,
+                                          const scoring_options& o = {}) const {
+    if (sources.size() != targets.size())
+      throw invalid_argument_error("score_batch: " + std::to_string(sources.size()) + " sources but " +
+                                   std::to_string(targets.size()) + " targets");
+    for (std::size_t i = 0; i < sources.size(); ++i) {
+      tokenizer::check_utf8(sources[i], "input " + std::to_string(i));
+      tokenizer::check_utf8(targets[i], "target " + std::to_string(i));
+    }
+    std::vector<std::vector<int>> src(sources.size()), tgt(targets.size());
+    for (std::size_t i = 0; i < sources.size(); ++i) {
+      src[i] = encode_valid(sources[i]);
+      tgt[i] = encode_valid(targets[i]);
+    }
+    return score_tokens(src, tgt, o);
+  }
+
+  // Token API of score_batch: source pieces (no tag, no </s>) and target pieces (no BOS/EOS).
+  std::vector<scoring_result> score_tokens(const std::vector<std::vector<int>>& source_pieces,
+                                           const std::vector<std::vector<int>>& target_pieces,
+                                           const scoring_options& o = {}) const {
+    if (source_pieces.size() != target_pieces.size())
+      throw invalid_argument_error("score_tokens: " + std::to_string(source_pieces.size()) +
+                                   " sources but " + std::to_string(target_pieces.size()) + " targets");
+    translation_options limits;  // the batching and source-length fields, shared with translation
+    limits.max_batch_size = o.max_batch_size;
+    limits.batch_type = o.batch_type;
+    limits.max_input_length = o.max_input_length;
+    const std::size_t limit = max_input_length(limits);
+    // Each target and its EOS must fit the decoder's positions (the search has the same bound).
+    const std::size_t target_limit = static_cast<std::size_t>(std::max(1, config().max_positions)) - 1;
+    std::vector<scoring_result> results(source_pieces.size());
+    std::vector<std::vector<int>> sources(source_pieces.size());
+    std::vector<std::size_t> order;
+    for (std::size_t i = 0; i < source_pieces.size(); ++i) {
+      for (int t : source_pieces[i]) check_token(t, "source");
+      for (int t : target_pieces[i]) check_token(t, "target");
+      if (target_pieces[i].size() > target_limit)
+        throw invalid_argument_error("target " + std::to_string(i) + ": " + std::to_string(target_pieces[i].size()) +
+                                     " pieces, more than max_positions - 1 = " + std::to_string(target_limit));
+      if (source_pieces[i].size() > limit) {
+        if (!o.truncate_input)
+          throw invalid_argument_error("input " + std::to_string(i) + ": " + std::to_string(source_pieces[i].size()) +
+                                       " pieces, more than max_input_length " + std::to_string(limit) +
+                                       " (truncate_input is false)");
+        results[i].truncated = true;
+      }
+      sources[i] = source_ids(source_pieces[i], limit);
+      results[i].tokens = target_pieces[i];
+      results[i].tokens.push_back(config().eos_id);
+      order.push_back(i);
+    }
+    model_->source().check_unchanged();
+    std::stable_sort(order.begin(), order.end(), [&](std::size_t a, std::size_t b) {
+      return sources[a].size() < sources[b].size();
+    });
+    const std::vector<std::vector<std::size_t>> batches = split(order, sources, limits);
+    for_each_batch(batches.size(), [&](std::size_t bi) { score_sub_batch(batches[bi], sources, results); });
+    model_->source().check_unchanged();
+    return results;
+  }
 
  private:
   translator(model::weight_source src, const translator_options& options) : options_(options) {
@@ -354,6 +443,74 @@ class translator {
         }
         r.hypotheses.push_back(std::move(th));
       }
+    }
+  }
+
+  // Runs fn(0..count) on up to `threads` workers as run() does (threads left over split the
+  // GEMMs); the first exception is rethrown after all workers stopped.
+  template <class Fn>
+  void for_each_batch(std::size_t count, const Fn& fn) const {
+    std::atomic<std::size_t> next{0};
+    std::exception_ptr failure;
+    std::mutex failure_mutex;
+    const std::size_t n_threads = std::min<std::size_t>(static_cast<std::size_t>(options_.threads), count);
+    const int intra = n_threads == 0 ? 1 : options_.threads / static_cast<int>(n_threads);
+    const auto worker = [&] {
+      const kernels::scoped_intra_op_threads scope(intra);
+      for (;;) {
+        const std::size_t bi = next.fetch_add(1);
+        if (bi >= count) return;
+        try {
+          fn(bi);
+        } catch (...) {
+          std::lock_guard<std::mutex> lock(failure_mutex);
+          if (!failure) failure = std::current_exception();
+          next.store(count);
+        }
+      }
+    };
+    if (n_threads <= 1) {
+      worker();
+    } else {
+      std::vector<std::thread> pool;
+      for (std::size_t t = 0; t < n_threads; ++t) pool.emplace_back(worker);
+      for (auto& th : pool) th.join();
+    }
+    if (failure) std::rethrow_exception(failure);
+  }
+
+  // Teacher forcing: the decoder reads BOS then the target, and each step's log-softmax gives the
+  // next target token's log-probability. Rows leave the batch when their target is scored.
+  void score_sub_batch(const std::vector<std::size_t>& batch, const std::vector<std::vector<int>>& sources,
+                       std::vector<scoring_result>& results) const {
+    std::vector<std::vector<int>> srcs;
+    for (std::size_t i : batch) srcs.push_back(sources[i]);
+    model::workspace ws;
+    const model::encoder_output enc = model_->encode(srcs, ws);
+    decoding::model_session session(*model_, enc);
+    const int vocab = config().vocab_size;
+    std::vector<std::size_t> alive = batch;  // result index of each decoder row
+    std::vector<int> tokens(batch.size(), config().bos_id);
+    std::vector<float> logits;
+    for (std::size_t pos = 0; !alive.empty(); ++pos) {
+      session.step(tokens, logits);
+      std::vector<int> keep;
+      std::vector<int> next;
+      std::vector<std::size_t> still;
+      for (std::size_t r = 0; r < alive.size(); ++r) {
+        scoring_result& res = results[alive[r]];
+        float* row = logits.data() + r * static_cast<std::size_t>(vocab);
+        kernels::log_softmax(row, 1, vocab, vocab, row, vocab);
+        res.log_probs.push_back(row[res.tokens[pos]]);
+        if (pos + 1 < res.tokens.size()) {
+          keep.push_back(static_cast<int>(r));
+          next.push_back(res.tokens[pos]);
+          still.push_back(alive[r]);
+        }
+      }
+      if (still.size() != alive.size() && !still.empty()) session.reorder(keep);
+      alive.swap(still);
+      tokens.swap(next);
     }
   }
 
