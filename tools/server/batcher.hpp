@@ -109,6 +109,15 @@ class batcher {
       if (w.joinable()) w.join();
   }
 
+  // Stops waiting for company (shutdown: translate what is queued now); still accepts jobs.
+  void hurry() {
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      hurry_ = true;
+    }
+    cv_.notify_all();
+  }
+
   std::size_t queued() const {
     std::lock_guard<std::mutex> lock(mutex_);
     return queued_;
@@ -137,7 +146,7 @@ class batcher {
       for (auto& [k, q] : queues_) {
         if (q.items.empty()) continue;
         const bool full = q.tokens >= o_.max_batch_tokens;
-        const auto ready_at = (stopping_ || full || !o_.batching) ? q.items.front().enqueued
+        const auto ready_at = (stopping_ || hurry_ || full || !o_.batching) ? q.items.front().enqueued
                                                                   : q.items.front().enqueued + o_.batch_wait;
         if (ready_at > now) {
           next_ready = std::min(next_ready, ready_at);
@@ -239,6 +248,7 @@ class batcher {
   std::map<key, queue> queues_;
   std::size_t queued_ = 0;
   bool stopping_ = false;
+  bool hurry_ = false;
   std::vector<std::thread> workers_;
 };
 

@@ -266,6 +266,7 @@ int run(const server_options& o) {
       std::fprintf(stderr, "taskmoe-server: %s: finishing requests in flight, then exiting\n",
                    sig == SIGTERM ? "SIGTERM" : "SIGINT");
       stop_requested = true;
+      batcher.hurry();  // queued sentences go now, not after their batch wait
       svr.stop();
     }
   });
