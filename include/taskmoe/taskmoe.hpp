@@ -35,6 +35,7 @@
 #include <taskmoe/tokenizer/vocabulary.hpp>
 #include <taskmoe/tokenizer/sentencepiece.hpp>
 #include <taskmoe/translator.hpp>
+#include <taskmoe/translator_set.hpp>
 
 // Conversion: extract a per-task .tmoe from a multi-task checkpoint (taskmoe-convert's library).
 #include <taskmoe/convert/convert.hpp>

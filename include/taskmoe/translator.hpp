@@ -133,7 +133,7 @@ class translator {
     return translator(model::weight_source::from_checkpoint(std::move(ck), task), options);
   }
 
-  const task_info& task() const noexcept { return model_->task(); }
+  const task_info& task() const noexcept { return task_; }
   const model_config& config() const noexcept { return model_->config(); }
   const model::transformer& model() const noexcept { return *model_; }
   int target_tag_id() const noexcept { return tag_id_; }
@@ -250,25 +250,49 @@ class translator {
   }
 
  private:
+  friend class translator_set;  // builds translators over shared models and tokenizers
+
   translator(model::weight_source src, const translator_options& options) : options_(options) {
     init(std::move(src));
   }
+  // `task` of a model (possibly shared with other tasks) and its tokenizer.
+  translator(std::shared_ptr<const model::transformer> model,
+             std::shared_ptr<const tokenizer::sentencepiece> spm, const task_info& task,
+             const translator_options& options)
+      : options_(options), model_(std::move(model)), spm_(std::move(spm)), task_(task) {
+    check_options(model_->source().name());
+    tag_id_ = target_tag_id(model_->source().sentencepiece_model(), task_, model_->source());
+  }
+
+  static model::model_options model_options(const translator_options& o) {
+    model::model_options mo;
+    mo.fuse_qkv = o.fuse_qkv;
+    mo.int8_output_projection = o.int8_output_projection;
+    return mo;
+  }
+
+  void check_options(const std::string& source_name) const {
+    if (options_.threads < 1) throw invalid_argument_error("translator_options.threads must be >= 1");
+    if (!options_.expected_task.empty() && task_.name != options_.expected_task)
+      throw invalid_argument_error(source_name + " holds task '" + task_.name + "', but task '" +
+                                   options_.expected_task + "' was requested");
+  }
+
+  static int target_tag_id(const std::string& spm, const task_info& task, const model::weight_source& src) {
+    const int id = tokenizer::find_piece_id(spm, task.target_tag);
+    if (id < 0 || id >= src.config().vocab_size)
+      throw format_error(src.name(), "target tag '" + task.target_tag +
+                                         "' is not a piece of the SentencePiece model");
+    return id;
+  }
 
   void init(model::weight_source src) {
-    if (options_.threads < 1) throw invalid_argument_error("translator_options.threads must be >= 1");
-    if (!options_.expected_task.empty() && src.task().name != options_.expected_task)
-      throw invalid_argument_error(src.name() + " holds task '" + src.task().name +
-                                   "', but task '" + options_.expected_task + "' was requested");
+    task_ = src.task();
+    check_options(src.name());
     const std::string spm = src.sentencepiece_model();
-    tag_id_ = tokenizer::find_piece_id(spm, src.task().target_tag);
-    if (tag_id_ < 0 || tag_id_ >= src.config().vocab_size)
-      throw format_error(src.name(), "target tag '" + src.task().target_tag +
-                                         "' is not a piece of the SentencePiece model");
+    tag_id_ = target_tag_id(spm, task_, src);
     spm_ = std::make_shared<const tokenizer::sentencepiece>(spm);
-    model::model_options mo;
-    mo.fuse_qkv = options_.fuse_qkv;
-    mo.int8_output_projection = options_.int8_output_projection;
-    model_ = std::make_shared<const model::transformer>(std::move(src), mo);
+    model_ = std::make_shared<const model::transformer>(std::move(src), model_options(options_));
   }
 
   decoding::search_options search_options(const translation_options& o) const {
@@ -517,6 +541,7 @@ class translator {
   translator_options options_;
   std::shared_ptr<const model::transformer> model_;
   std::shared_ptr<const tokenizer::sentencepiece> spm_;
+  task_info task_;
   int tag_id_ = -1;
 };
 

@@ -22,6 +22,23 @@
 #include <taskmoe/translator.hpp>
 
 namespace taskmoe {
+namespace detail {
+
+// `m` runs exactly the experts and gates `src`'s task would (so it computes the same function).
+inline bool same_routing(const model::transformer& m, const model::weight_source& src) {
+  std::size_t i = 0;
+  const auto sig = m.moe_signature();
+  for (stack s : {stack::encoder, stack::decoder})
+    for (int l = 0; l < m.config().num_layers(s); ++l) {
+      if (!m.config().has_moe || !m.config().is_moe_layer(s, l)) continue;
+      const model::moe_layer_spec want = src.moe_layer(s, l);
+      if (i >= sig.size() || sig[i].expert_ids != want.expert_ids || sig[i].gates != want.gates) return false;
+      ++i;
+    }
+  return i == sig.size();
+}
+
+}  // namespace detail
 
 struct translator_set_options {
   translator_options translator;  // threads per call, checksums, mmap... (expected_task unused)
@@ -87,15 +104,39 @@ class translator_set {
 };
 
 inline translator_set translator_set::from_checkpoint(const std::string& dir, const translator_set_options& o) {
+  if (!o.quantization.empty() && o.quantization != "int8")
+    throw invalid_argument_error("translator_set: unknown quantization '" + o.quantization +
+                                 "' (expected \"\" or \"int8\")");
+  auto ck = std::make_shared<const checkpoint>(dir);
+  std::vector<task_info> tasks;
+  if (o.tasks.empty()) {
+    tasks = ck->tasks();
+  } else {
+    for (const auto& n : o.tasks) tasks.push_back(ck->task(n));  // throws listing the known tasks
+  }
+  if (tasks.empty()) throw format_error(dir, "the checkpoint has no tasks");
+  model::model_options mo = translator::model_options(o.translator);
+  mo.quantize_int8 = o.quantization == "int8";
+  // The first task's model owns every shared layer; the others load only their experts. Tasks
+  // routed to the same experts with the same gates (one target language under task:target
+  // routing; every task under token routing) share one model outright.
+  const auto base = std::make_shared<const model::transformer>(
+      model::weight_source::from_checkpoint(ck, tasks.front().name), mo);
+  const auto spm = std::make_shared<const tokenizer::sentencepiece>(ck->sentencepiece_model());
+  std::vector<std::shared_ptr<const model::transformer>> models{base};
   translator_set set;
-  const checkpoint ck(dir);
-  std::vector<std::string> names = o.tasks;
-  if (names.empty())
-    for (const auto& t : ck.tasks()) names.push_back(t.name);
-  for (const auto& n : names) {
-    auto t = std::make_shared<const translator>(translator::from_checkpoint(dir, n, o.translator));
-    set.owned_bytes_ += t->model().owned_bytes();
-    set.add(n, std::move(t));
+  set.owned_bytes_ = base->owned_bytes();
+  for (const task_info& t : tasks) {
+    auto src = model::weight_source::from_checkpoint(ck, t.name);
+    std::shared_ptr<const model::transformer> m;
+    for (const auto& candidate : models)
+      if (detail::same_routing(*candidate, src)) m = candidate;
+    if (!m) {
+      m = std::make_shared<const model::transformer>(base, std::move(src));
+      set.owned_bytes_ += m->owned_bytes();
+      models.push_back(m);
+    }
+    set.add(t.name, std::shared_ptr<const translator>(new translator(m, spm, t, o.translator)));
   }
   return set;
 }

@@ -5032,6 +5032,27 @@ class weight_loader {
     return out.data();
   }
 
+  // matrix(), quantized per row into the store when it is float: the converter's quantizer, so
+  // the values equal those of a converted int8 file. A float16 source is widened in a scratch
+  // buffer that is not kept.
+  weight_matrix matrix_int8(const std::string& name, int rows, int cols, int slot = -1) const {
+    const tensor_view& v = src_.tensor(name);
+    if (v.type == dtype::i8) return matrix(name, rows, cols, slot);
+    check_shape(name, v, rows, cols, slot);
+    const std::size_t n = static_cast<std::size_t>(rows) * static_cast<std::size_t>(cols);
+    std::vector<float> scratch;
+    const float* f = floats(name, v, slot < 0 ? 0 : static_cast<std::size_t>(slot) * n, n, &scratch);
+    weight_matrix q;
+    q.rows = rows;
+    q.cols = cols;
+    auto& data = store_.new_i8(n);
+    auto& sc = store_.new_f32(static_cast<std::size_t>(rows));
+    kernels::quantize_rows_int8(f, rows, cols, data.data(), sc.data());
+    q.i8 = data.data();
+    q.scales = sc.data();
+    return q;
+  }
+
   // Row-wise concatenation of matrices with the same cols and dtype (fused QKV): owned copy.
   weight_matrix concat_rows(const std::vector<weight_matrix>& parts) const {
     weight_matrix w;
@@ -5098,12 +5119,14 @@ class weight_loader {
       throw format_error(src_.name(), "tensor '" + name + "' has dtype u8, expected a number type");
   }
 
-  // n floats starting at element `first`: in place for aligned f32, else widened into the store.
+  // n floats starting at element `first`: in place for aligned f32, else widened into `scratch`
+  // (when given) or the store.
   const float* floats(const std::string& name, const tensor_view& v, std::size_t first,
-                      std::size_t n) const {
+                      std::size_t n, std::vector<float>* scratch = nullptr) const {
     if (v.type == dtype::f32 && reinterpret_cast<std::uintptr_t>(v.data) % alignof(float) == 0)
       return v.data_as<float>() + first;
-    auto& out = store_.new_f32(n);
+    std::vector<float>& out = scratch ? *scratch : store_.new_f32(n);
+    out.resize(n);
     tensor_view part = v;
     const std::size_t es = dtype_size(v.type);
     part.data = v.data + first * es;
@@ -5489,6 +5512,11 @@ struct model_options {
   // quantizer as the converter) so the largest decoder GEMM runs int8 too. BENCHMARKS.md
   // section 4 has its measured BLEU cost.
   bool int8_output_projection = true;
+  // Quantize float weights per row at load exactly as `taskmoe-convert --quantization int8`
+  // (its defaults: attention projections, dense FFNs and experts; embeddings, router and small
+  // tensors stay float), so a checkpoint runs like its converted int8 file. Weights already int8
+  // are used as they are.
+  bool quantize_int8 = false;
 };
 
 // Encoder output for a batch of sentences, packed without padding.
@@ -5524,8 +5552,30 @@ struct decoder_state {
 class transformer {
  public:
   explicit transformer(weight_source source, model_options opts = {})
-      : src_(std::move(source)), cfg_(src_.config()) {
-    load(opts);
+      : src_(std::move(source)), cfg_(src_.config()), opts_(opts) {
+    load();
+  }
+  // Another task of `base`'s checkpoint: every layer but the task-routed MoE layers is shared
+  // with `base` (kept alive through the pointer), so serving many tasks maps, converts and packs
+  // the common weights once; only `source`'s kept experts are loaded.
+  transformer(std::shared_ptr<const transformer> base, weight_source source)
+      : src_(std::move(source)), cfg_(base->cfg_), opts_(base->opts_), base_(std::move(base)) {
+    if (!base_->src_.ckpt() || src_.ckpt() != base_->src_.ckpt())
+      throw invalid_argument_error("transformer: a task model can share weights only with a model "
+                                   "of the same checkpoint object");
+    pre_ = base_->pre_;
+    embed_scale_ = base_->embed_scale_;
+    encoder_ = base_->encoder_;
+    decoder_ = base_->decoder_;
+    output_ = base_->output_;
+    const weight_loader w(src_, store_);
+    for (stack s : {stack::encoder, stack::decoder}) {
+      stack_weights& sw = s == stack::encoder ? encoder_ : decoder_;
+      for (int i = 0; i < cfg_.num_layers(s); ++i) {
+        layer& l = sw.layers[static_cast<std::size_t>(i)];
+        if (l.is_moe && l.moe.task_routed()) l.moe = load_moe(w, s, i);
+      }
+    }
   }
   // Layers point into store_ and into the source's mapping: never copy or move a model (share it
   // through a pointer instead).
@@ -5535,7 +5585,19 @@ class transformer {
   const model_config& config() const noexcept { return cfg_; }
   const task_info& task() const noexcept { return src_.task(); }
   const weight_source& source() const noexcept { return src_; }
+  // Bytes of converted weights this model owns (a shared base's not included).
   std::size_t owned_bytes() const noexcept { return store_.bytes(); }
+  // The model whose layers this one shares (nullptr: none).
+  const transformer* base() const noexcept { return base_.get(); }
+  // The experts and gates every MoE layer runs, in layer order: equal signatures mean the two
+  // models compute the same function (tasks with the same target under task:target routing).
+  std::vector<moe_layer_spec> moe_signature() const {
+    std::vector<moe_layer_spec> sig;
+    for (const stack_weights* sw : {&encoder_, &decoder_})
+      for (const layer& l : sw->layers)
+        if (l.is_moe) sig.push_back(moe_layer_spec{l.moe.route, {}, l.moe.expert_ids, l.moe.gates});
+    return sig;
+  }
 
   // Encoder over `sources` (token ids, each 1..max_positions long).
   encoder_output encode(const std::vector<std::vector<int>>& sources, workspace& ws) const {
@@ -5816,7 +5878,7 @@ class transformer {
   }
 
   // ---- loading -----------------------------------------------------------------------------
-  void load(const model_options& opts) {
+  void load() {
     cfg_.validate();
     pre_ = cfg_.norm == norm_placement::pre;
     embed_scale_ = cfg_.scale_embeddings ? static_cast<float>(std::sqrt(static_cast<double>(cfg_.d_model))) : 1.0f;
@@ -5837,13 +5899,13 @@ class transformer {
       }
       if (pre_) sw.final_ln = norm(w, sn + ".layer_norm");
       for (int i = 0; i < cfg_.num_layers(s); ++i)
-        sw.layers.push_back(load_layer(w, s, i, opts));
+        sw.layers.push_back(load_layer(w, s, i));
     }
     output_.weight = cfg_.shared_embeddings ? encoder_.embed
                                             : w.matrix("decoder.output_projection.weight", v, d);
     if (output_.weight.is_int8()) {
       output_.pack();
-    } else if (opts.int8_output_projection && has_int8_layers()) {
+    } else if (opts_.int8_output_projection && has_int8_layers()) {
       output_.packed = std::make_shared<const kernels::packed_int8>(
           kernels::quantize_pack(output_.weight.f32, v, d, d));
     }
@@ -5871,13 +5933,13 @@ class transformer {
   layers::linear lin(const weight_loader& w, const std::string& prefix, int out, int in, bool bias = true,
                      int slot = -1) const {
     layers::linear l;
-    l.weight = w.matrix(prefix + ".weight", out, in, slot);
+    l.weight = opts_.quantize_int8 ? w.matrix_int8(prefix + ".weight", out, in, slot)
+                                   : w.matrix(prefix + ".weight", out, in, slot);
     if (bias) l.bias = w.vector(prefix + ".bias", out, slot);
     return l;
   }
 
-  attention_block attention(const weight_loader& w, const std::string& p, bool self,
-                            const model_options& opts) const {
+  attention_block attention(const weight_loader& w, const std::string& p, bool self) const {
     const int d = cfg_.d_model;
     attention_block a;
     a.q = lin(w, p + ".q_proj", d, d);
@@ -5886,7 +5948,7 @@ class transformer {
     a.out = lin(w, p + ".out_proj", d, d);
     const bool same = a.q.weight.is_int8() == a.k.weight.is_int8() && a.k.weight.is_int8() == a.v.weight.is_int8();
     const bool int8 = a.q.weight.is_int8();
-    if (opts.fuse_qkv && same && int8) {
+    if (opts_.fuse_qkv && same && int8) {
       // Packed straight from the parts: no row-major copy of the fused matrix.
       a.fused = true;
       std::vector<kernels::packed_int8::part> parts;
@@ -5897,7 +5959,7 @@ class transformer {
           std::make_shared<const kernels::packed_int8>(kernels::packed_int8::pack(parts, d));
       if (!self) a.q.pack();
       a.out.pack();
-    } else if (opts.fuse_qkv && same) {
+    } else if (opts_.fuse_qkv && same) {
       a.fused = true;
       if (self) {
         a.qkv.weight = w.concat_rows({a.q.weight, a.k.weight, a.v.weight});
@@ -5912,15 +5974,15 @@ class transformer {
     return a;
   }
 
-  layer load_layer(const weight_loader& w, stack s, int i, const model_options& opts) const {
+  layer load_layer(const weight_loader& w, stack s, int i) const {
     const int d = cfg_.d_model;
     const std::string p = std::string(stack_name(s)) + ".layers." + std::to_string(i) + ".";
     layer l;
     l.self_ln = norm(w, p + "self_attn_layer_norm");
-    l.self = attention(w, p + "self_attn", true, opts);
+    l.self = attention(w, p + "self_attn", true);
     if (s == stack::decoder) {
       l.cross_ln = norm(w, p + "encoder_attn_layer_norm");
-      l.cross = attention(w, p + "encoder_attn", false, opts);
+      l.cross = attention(w, p + "encoder_attn", false);
     }
     l.ffn_ln = norm(w, p + "final_layer_norm");
     l.is_moe = cfg_.has_moe && cfg_.is_moe_layer(s, i);
@@ -5931,8 +5993,15 @@ class transformer {
       l.ffn.pack();
       return l;
     }
+    l.moe = load_moe(w, s, i);
+    return l;
+  }
+
+  moe::moe_layer load_moe(const weight_loader& w, stack s, int i) const {
+    const int d = cfg_.d_model;
+    const std::string p = std::string(stack_name(s)) + ".layers." + std::to_string(i) + ".";
     const moe_layer_spec spec = src_.moe_layer(s, i);
-    moe::moe_layer& m = l.moe;
+    moe::moe_layer m;
     m.route = spec.route;
     m.expert_ids = spec.expert_ids;
     m.gates = spec.gates;
@@ -5957,11 +6026,13 @@ class transformer {
       throw format_error(src_.name(), p + "moe: needs one gate per kept expert");
     }
     m.pack();
-    return l;
+    return m;
   }
 
   weight_source src_;
   model_config cfg_;
+  model_options opts_;
+  std::shared_ptr<const transformer> base_;  // shared layers point into its store and mapping
   weight_store store_;
   bool pre_ = true;
   float embed_scale_ = 1.0f;
@@ -6634,6 +6705,29 @@ struct translation_result {
   bool truncated = false;  // the input had more than max_input_length pieces and was cut
 };
 
+// score_batch / score_tokens: batching and source length as in translation_options (CTranslate2's
+// ScoringOptions). The decoding options do not apply: scores are the model's plain log-softmax.
+struct scoring_options {
+  std::size_t max_batch_size = 0;                // 0: no limit
+  batch_unit batch_type = batch_unit::examples;  // tokens: source tokens
+  std::size_t max_input_length = 0;              // source pieces kept, as in translation_options
+  bool truncate_input = true;
+};
+
+// Forced decoding of one given target: log p(tokens[i] | source, tokens[0..i)) per token.
+struct scoring_result {
+  std::vector<int> tokens;       // the target's pieces, then EOS (which is scored too)
+  std::vector<float> log_probs;  // one per token
+  bool truncated = false;        // the source had more than max_input_length pieces and was cut
+  // Sum of log_probs, accumulated in double like the search's hypothesis score, so scoring a
+  // greedy translation gives that translation's `score`.
+  float score() const noexcept {
+    double s = 0;
+    for (float p : log_probs) s += static_cast<double>(p);
+    return static_cast<float>(s);
+  }
+};
+
 class translator {
  public:
   // Opens a .tmoe file (memory-mapped; weights used in place).
@@ -6653,7 +6747,7 @@ class translator {
     return translator(model::weight_source::from_checkpoint(std::move(ck), task), options);
   }
 
-  const task_info& task() const noexcept { return model_->task(); }
+  const task_info& task() const noexcept { return task_; }
   const model_config& config() const noexcept { return model_->config(); }
   const model::transformer& model() const noexcept { return *model_; }
   int target_tag_id() const noexcept { return tag_id_; }
@@ -6703,26 +6797,116 @@ class translator {
   }
   std::vector<int> source_ids(std::string_view text) const { return source_ids(encode(text)); }
 
+  // Log-probabilities of given translations (forced decoding): targets[i] scored as a
+  // translation of sources[i]. What `taskmoe-convert --verify` does by hand with model().step.
+  // A blank source is scored as the tag and </s> alone; an empty target scores just EOS.
+  std::vector<scoring_result> score_batch(const std::vector<std::string>& sources,
+                                          const std::vector<std::string>& targets,
+                                          const scoring_options& o = {}) const {
+    if (sources.size() != targets.size())
+      throw invalid_argument_error("score_batch: " + std::to_string(sources.size()) + " sources but " +
+                                   std::to_string(targets.size()) + " targets");
+    for (std::size_t i = 0; i < sources.size(); ++i) {
+      tokenizer::check_utf8(sources[i], "input " + std::to_string(i));
+      tokenizer::check_utf8(targets[i], "target " + std::to_string(i));
+    }
+    std::vector<std::vector<int>> src(sources.size()), tgt(targets.size());
+    for (std::size_t i = 0; i < sources.size(); ++i) {
+      src[i] = encode_valid(sources[i]);
+      tgt[i] = encode_valid(targets[i]);
+    }
+    return score_tokens(src, tgt, o);
+  }
+
+  // Token API of score_batch: source pieces (no tag, no </s>) and target pieces (no BOS/EOS).
+  std::vector<scoring_result> score_tokens(const std::vector<std::vector<int>>& source_pieces,
+                                           const std::vector<std::vector<int>>& target_pieces,
+                                           const scoring_options& o = {}) const {
+    if (source_pieces.size() != target_pieces.size())
+      throw invalid_argument_error("score_tokens: " + std::to_string(source_pieces.size()) +
+                                   " sources but " + std::to_string(target_pieces.size()) + " targets");
+    translation_options limits;  // the batching and source-length fields, shared with translation
+    limits.max_batch_size = o.max_batch_size;
+    limits.batch_type = o.batch_type;
+    limits.max_input_length = o.max_input_length;
+    const std::size_t limit = max_input_length(limits);
+    // Each target and its EOS must fit the decoder's positions (the search has the same bound).
+    const std::size_t target_limit = static_cast<std::size_t>(std::max(1, config().max_positions)) - 1;
+    std::vector<scoring_result> results(source_pieces.size());
+    std::vector<std::vector<int>> sources(source_pieces.size());
+    std::vector<std::size_t> order;
+    for (std::size_t i = 0; i < source_pieces.size(); ++i) {
+      for (int t : source_pieces[i]) check_token(t, "source");
+      for (int t : target_pieces[i]) check_token(t, "target");
+      if (target_pieces[i].size() > target_limit)
+        throw invalid_argument_error("target " + std::to_string(i) + ": " + std::to_string(target_pieces[i].size()) +
+                                     " pieces, more than max_positions - 1 = " + std::to_string(target_limit));
+      if (source_pieces[i].size() > limit) {
+        if (!o.truncate_input)
+          throw invalid_argument_error("input " + std::to_string(i) + ": " + std::to_string(source_pieces[i].size()) +
+                                       " pieces, more than max_input_length " + std::to_string(limit) +
+                                       " (truncate_input is false)");
+        results[i].truncated = true;
+      }
+      sources[i] = source_ids(source_pieces[i], limit);
+      results[i].tokens = target_pieces[i];
+      results[i].tokens.push_back(config().eos_id);
+      order.push_back(i);
+    }
+    model_->source().check_unchanged();
+    std::stable_sort(order.begin(), order.end(), [&](std::size_t a, std::size_t b) {
+      return sources[a].size() < sources[b].size();
+    });
+    const std::vector<std::vector<std::size_t>> batches = split(order, sources, limits);
+    for_each_batch(batches.size(), [&](std::size_t bi) { score_sub_batch(batches[bi], sources, results); });
+    model_->source().check_unchanged();
+    return results;
+  }
+
  private:
+  friend class translator_set;  // builds translators over shared models and tokenizers
+
   translator(model::weight_source src, const translator_options& options) : options_(options) {
     init(std::move(src));
   }
+  // `task` of a model (possibly shared with other tasks) and its tokenizer.
+  translator(std::shared_ptr<const model::transformer> model,
+             std::shared_ptr<const tokenizer::sentencepiece> spm, const task_info& task,
+             const translator_options& options)
+      : options_(options), model_(std::move(model)), spm_(std::move(spm)), task_(task) {
+    check_options(model_->source().name());
+    tag_id_ = target_tag_id(model_->source().sentencepiece_model(), task_, model_->source());
+  }
+
+  static model::model_options model_options(const translator_options& o) {
+    model::model_options mo;
+    mo.fuse_qkv = o.fuse_qkv;
+    mo.int8_output_projection = o.int8_output_projection;
+    return mo;
+  }
+
+  void check_options(const std::string& source_name) const {
+    if (options_.threads < 1) throw invalid_argument_error("translator_options.threads must be >= 1");
+    if (!options_.expected_task.empty() && task_.name != options_.expected_task)
+      throw invalid_argument_error(source_name + " holds task '" + task_.name + "', but task '" +
+                                   options_.expected_task + "' was requested");
+  }
+
+  static int target_tag_id(const std::string& spm, const task_info& task, const model::weight_source& src) {
+    const int id = tokenizer::find_piece_id(spm, task.target_tag);
+    if (id < 0 || id >= src.config().vocab_size)
+      throw format_error(src.name(), "target tag '" + task.target_tag +
+                                         "' is not a piece of the SentencePiece model");
+    return id;
+  }
 
   void init(model::weight_source src) {
-    if (options_.threads < 1) throw invalid_argument_error("translator_options.threads must be >= 1");
-    if (!options_.expected_task.empty() && src.task().name != options_.expected_task)
-      throw invalid_argument_error(src.name() + " holds task '" + src.task().name +
-                                   "', but task '" + options_.expected_task + "' was requested");
+    task_ = src.task();
+    check_options(src.name());
     const std::string spm = src.sentencepiece_model();
-    tag_id_ = tokenizer::find_piece_id(spm, src.task().target_tag);
-    if (tag_id_ < 0 || tag_id_ >= src.config().vocab_size)
-      throw format_error(src.name(), "target tag '" + src.task().target_tag +
-                                         "' is not a piece of the SentencePiece model");
+    tag_id_ = target_tag_id(spm, task_, src);
     spm_ = std::make_shared<const tokenizer::sentencepiece>(spm);
-    model::model_options mo;
-    mo.fuse_qkv = options_.fuse_qkv;
-    mo.int8_output_projection = options_.int8_output_projection;
-    model_ = std::make_shared<const model::transformer>(std::move(src), mo);
+    model_ = std::make_shared<const model::transformer>(std::move(src), model_options(options_));
   }
 
   decoding::search_options search_options(const translation_options& o) const {
@@ -6900,14 +7084,248 @@ class translator {
     }
   }
 
+  // Runs fn(0..count) on up to `threads` workers as run() does (threads left over split the
+  // GEMMs); the first exception is rethrown after all workers stopped.
+  template <class Fn>
+  void for_each_batch(std::size_t count, const Fn& fn) const {
+    std::atomic<std::size_t> next{0};
+    std::exception_ptr failure;
+    std::mutex failure_mutex;
+    const std::size_t n_threads = std::min<std::size_t>(static_cast<std::size_t>(options_.threads), count);
+    const int intra = n_threads == 0 ? 1 : options_.threads / static_cast<int>(n_threads);
+    const auto worker = [&] {
+      const kernels::scoped_intra_op_threads scope(intra);
+      for (;;) {
+        const std::size_t bi = next.fetch_add(1);
+        if (bi >= count) return;
+        try {
+          fn(bi);
+        } catch (...) {
+          std::lock_guard<std::mutex> lock(failure_mutex);
+          if (!failure) failure = std::current_exception();
+          next.store(count);
+        }
+      }
+    };
+    if (n_threads <= 1) {
+      worker();
+    } else {
+      std::vector<std::thread> pool;
+      for (std::size_t t = 0; t < n_threads; ++t) pool.emplace_back(worker);
+      for (auto& th : pool) th.join();
+    }
+    if (failure) std::rethrow_exception(failure);
+  }
+
+  // Teacher forcing: the decoder reads BOS then the target, and each step's log-softmax gives the
+  // next target token's log-probability. Rows leave the batch when their target is scored.
+  void score_sub_batch(const std::vector<std::size_t>& batch, const std::vector<std::vector<int>>& sources,
+                       std::vector<scoring_result>& results) const {
+    std::vector<std::vector<int>> srcs;
+    for (std::size_t i : batch) srcs.push_back(sources[i]);
+    model::workspace ws;
+    const model::encoder_output enc = model_->encode(srcs, ws);
+    decoding::model_session session(*model_, enc);
+    const int vocab = config().vocab_size;
+    std::vector<std::size_t> alive = batch;  // result index of each decoder row
+    std::vector<int> tokens(batch.size(), config().bos_id);
+    std::vector<float> logits;
+    for (std::size_t pos = 0; !alive.empty(); ++pos) {
+      session.step(tokens, logits);
+      std::vector<int> keep;
+      std::vector<int> next;
+      std::vector<std::size_t> still;
+      for (std::size_t r = 0; r < alive.size(); ++r) {
+        scoring_result& res = results[alive[r]];
+        float* row = logits.data() + r * static_cast<std::size_t>(vocab);
+        kernels::log_softmax(row, 1, vocab, vocab, row, vocab);
+        res.log_probs.push_back(row[res.tokens[pos]]);
+        if (pos + 1 < res.tokens.size()) {
+          keep.push_back(static_cast<int>(r));
+          next.push_back(res.tokens[pos]);
+          still.push_back(alive[r]);
+        }
+      }
+      if (still.size() != alive.size() && !still.empty()) session.reorder(keep);
+      alive.swap(still);
+      tokens.swap(next);
+    }
+  }
+
   translator_options options_;
   std::shared_ptr<const model::transformer> model_;
   std::shared_ptr<const tokenizer::sentencepiece> spm_;
+  task_info task_;
   int tag_id_ = -1;
 };
 
 }  // namespace taskmoe
 // ---- end taskmoe/translator.hpp ----
+// ---- begin taskmoe/translator_set.hpp ----
+// Every task of a model behind one object: what a server needs.
+//
+//   auto set = taskmoe::translator_set::from_checkpoint("models/demo");   // all 8 tasks
+//   const taskmoe::translator& t = set.at("en-de");                      // or find("en", "de")
+//   t.translate("Open the file.");
+//
+// From a full multi-task checkpoint, the weights every task uses (embeddings, attention, dense
+// FFNs, norms) are loaded once and shared; each task adds only its kept experts. From a directory
+// of per-task .tmoe files, each file is mapped (the page cache shares what the kernel can).
+// A translator_set is immutable after construction; its translators are safe to call from any
+// number of threads (translator.hpp).
+
+#include <algorithm>    // std::sort, std::find
+#include <filesystem> // std::filesystem::directory_iterator
+#include <memory>       // std::shared_ptr
+#include <string>       // std::string
+#include <string_view>  // std::string_view
+#include <vector>       // std::vector
+
+
+namespace taskmoe {
+namespace detail {
+
+// `m` runs exactly the experts and gates `src`'s task would (so it computes the same function).
+inline bool same_routing(const model::transformer& m, const model::weight_source& src) {
+  std::size_t i = 0;
+  const auto sig = m.moe_signature();
+  for (stack s : {stack::encoder, stack::decoder})
+    for (int l = 0; l < m.config().num_layers(s); ++l) {
+      if (!m.config().has_moe || !m.config().is_moe_layer(s, l)) continue;
+      const model::moe_layer_spec want = src.moe_layer(s, l);
+      if (i >= sig.size() || sig[i].expert_ids != want.expert_ids || sig[i].gates != want.gates) return false;
+      ++i;
+    }
+  return i == sig.size();
+}
+
+}  // namespace detail
+
+struct translator_set_options {
+  translator_options translator;  // threads per call, checksums, mmap... (expected_task unused)
+  // Checkpoint sources only: "" serves the stored dtype (a float16 checkpoint runs float32);
+  // "int8" quantizes at load exactly as `taskmoe-convert --quantization int8` does, so each task
+  // translates exactly like its converted int8 file.
+  std::string quantization;
+  std::vector<std::string> tasks;  // empty: every task; else only these (unknown names throw)
+};
+
+class translator_set {
+ public:
+  // Every task of a full checkpoint directory (config.json + model.safetensors + sentencepiece).
+  static translator_set from_checkpoint(const std::string& dir, const translator_set_options& o = {});
+  // Every *.tmoe file directly in `dir` (one task each; two files of one task throw).
+  static translator_set from_directory(const std::string& dir, const translator_set_options& o = {});
+
+  // Task names, sorted ("de-en", "en-de", ...).
+  std::vector<std::string> tasks() const {
+    std::vector<std::string> names;
+    for (const auto& e : entries_) names.push_back(e.name);
+    return names;
+  }
+  std::size_t size() const noexcept { return entries_.size(); }
+
+  // nullptr when the task is not served.
+  const translator* find(std::string_view task) const noexcept {
+    for (const auto& e : entries_)
+      if (e.name == task) return e.t.get();
+    return nullptr;
+  }
+  // By languages (task_info::source / target), as LibreTranslate clients ask.
+  const translator* find(std::string_view source, std::string_view target) const noexcept {
+    for (const auto& e : entries_)
+      if (e.t->task().source == source && e.t->task().target == target) return e.t.get();
+    return nullptr;
+  }
+  // Throws invalid_argument_error naming the served tasks.
+  const translator& at(std::string_view task) const {
+    if (const translator* t = find(task)) return *t;
+    std::string known;
+    for (const auto& e : entries_) known += (known.empty() ? "" : ", ") + e.name;
+    throw invalid_argument_error("unknown task '" + std::string(task) + "' (served: " + known + ")");
+  }
+
+  // Bytes the set owns outside the mapped files (converted/packed weights), shared ones once.
+  std::size_t owned_bytes() const noexcept { return owned_bytes_; }
+
+ private:
+  struct entry {
+    std::string name;
+    std::shared_ptr<const translator> t;
+  };
+  void add(std::string name, std::shared_ptr<const translator> t) {
+    for (const auto& e : entries_)
+      if (e.name == name) throw invalid_argument_error("task '" + name + "' is served twice");
+    entries_.push_back(entry{std::move(name), std::move(t)});
+    std::sort(entries_.begin(), entries_.end(), [](const entry& a, const entry& b) { return a.name < b.name; });
+  }
+
+  std::vector<entry> entries_;
+  std::size_t owned_bytes_ = 0;
+};
+
+inline translator_set translator_set::from_checkpoint(const std::string& dir, const translator_set_options& o) {
+  if (!o.quantization.empty() && o.quantization != "int8")
+    throw invalid_argument_error("translator_set: unknown quantization '" + o.quantization +
+                                 "' (expected \"\" or \"int8\")");
+  auto ck = std::make_shared<const checkpoint>(dir);
+  std::vector<task_info> tasks;
+  if (o.tasks.empty()) {
+    tasks = ck->tasks();
+  } else {
+    for (const auto& n : o.tasks) tasks.push_back(ck->task(n));  // throws listing the known tasks
+  }
+  if (tasks.empty()) throw format_error(dir, "the checkpoint has no tasks");
+  model::model_options mo = translator::model_options(o.translator);
+  mo.quantize_int8 = o.quantization == "int8";
+  // The first task's model owns every shared layer; the others load only their experts. Tasks
+  // routed to the same experts with the same gates (one target language under task:target
+  // routing; every task under token routing) share one model outright.
+  const auto base = std::make_shared<const model::transformer>(
+      model::weight_source::from_checkpoint(ck, tasks.front().name), mo);
+  const auto spm = std::make_shared<const tokenizer::sentencepiece>(ck->sentencepiece_model());
+  std::vector<std::shared_ptr<const model::transformer>> models{base};
+  translator_set set;
+  set.owned_bytes_ = base->owned_bytes();
+  for (const task_info& t : tasks) {
+    auto src = model::weight_source::from_checkpoint(ck, t.name);
+    std::shared_ptr<const model::transformer> m;
+    for (const auto& candidate : models)
+      if (detail::same_routing(*candidate, src)) m = candidate;
+    if (!m) {
+      m = std::make_shared<const model::transformer>(base, std::move(src));
+      set.owned_bytes_ += m->owned_bytes();
+      models.push_back(m);
+    }
+    set.add(t.name, std::shared_ptr<const translator>(new translator(m, spm, t, o.translator)));
+  }
+  return set;
+}
+
+inline translator_set translator_set::from_directory(const std::string& dir, const translator_set_options& o) {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  if (!fs::is_directory(dir, ec)) throw io_error(dir + ": not a directory");
+  std::vector<std::string> paths;
+  for (const auto& de : fs::directory_iterator(dir))
+    if (de.path().extension() == ".tmoe") paths.push_back(de.path().string());
+  std::sort(paths.begin(), paths.end());
+  translator_set set;
+  for (const auto& p : paths) {
+    auto t = std::make_shared<const translator>(p, o.translator);
+    const std::string name = t->task().name;
+    if (!o.tasks.empty() && std::find(o.tasks.begin(), o.tasks.end(), name) == o.tasks.end()) continue;
+    set.owned_bytes_ += t->model().owned_bytes();
+    set.add(name, std::move(t));
+  }
+  for (const auto& n : o.tasks)
+    if (!set.find(n)) throw invalid_argument_error(dir + ": no .tmoe file holds task '" + n + "'");
+  if (set.size() == 0) throw invalid_argument_error(dir + ": no .tmoe files");
+  return set;
+}
+
+}  // namespace taskmoe
+// ---- end taskmoe/translator_set.hpp ----
 
 // Conversion: extract a per-task .tmoe from a multi-task checkpoint (taskmoe-convert's library).
 // ---- begin taskmoe/convert/convert.hpp ----

@@ -56,6 +56,11 @@ struct model_options {
   // quantizer as the converter) so the largest decoder GEMM runs int8 too. BENCHMARKS.md
   // section 4 has its measured BLEU cost.
   bool int8_output_projection = true;
+  // Quantize float weights per row at load exactly as `taskmoe-convert --quantization int8`
+  // (its defaults: attention projections, dense FFNs and experts; embeddings, router and small
+  // tensors stay float), so a checkpoint runs like its converted int8 file. Weights already int8
+  // are used as they are.
+  bool quantize_int8 = false;
 };
 
 // Encoder output for a batch of sentences, packed without padding.
@@ -91,8 +96,30 @@ struct decoder_state {
 class transformer {
  public:
   explicit transformer(weight_source source, model_options opts = {})
-      : src_(std::move(source)), cfg_(src_.config()) {
-    load(opts);
+      : src_(std::move(source)), cfg_(src_.config()), opts_(opts) {
+    load();
+  }
+  // Another task of `base`'s checkpoint: every layer but the task-routed MoE layers is shared
+  // with `base` (kept alive through the pointer), so serving many tasks maps, converts and packs
+  // the common weights once; only `source`'s kept experts are loaded.
+  transformer(std::shared_ptr<const transformer> base, weight_source source)
+      : src_(std::move(source)), cfg_(base->cfg_), opts_(base->opts_), base_(std::move(base)) {
+    if (!base_->src_.ckpt() || src_.ckpt() != base_->src_.ckpt())
+      throw invalid_argument_error("transformer: a task model can share weights only with a model "
+                                   "of the same checkpoint object");
+    pre_ = base_->pre_;
+    embed_scale_ = base_->embed_scale_;
+    encoder_ = base_->encoder_;
+    decoder_ = base_->decoder_;
+    output_ = base_->output_;
+    const weight_loader w(src_, store_);
+    for (stack s : {stack::encoder, stack::decoder}) {
+      stack_weights& sw = s == stack::encoder ? encoder_ : decoder_;
+      for (int i = 0; i < cfg_.num_layers(s); ++i) {
+        layer& l = sw.layers[static_cast<std::size_t>(i)];
+        if (l.is_moe && l.moe.task_routed()) l.moe = load_moe(w, s, i);
+      }
+    }
   }
   // Layers point into store_ and into the source's mapping: never copy or move a model (share it
   // through a pointer instead).
@@ -102,7 +129,19 @@ class transformer {
   const model_config& config() const noexcept { return cfg_; }
   const task_info& task() const noexcept { return src_.task(); }
   const weight_source& source() const noexcept { return src_; }
+  // Bytes of converted weights this model owns (a shared base's not included).
   std::size_t owned_bytes() const noexcept { return store_.bytes(); }
+  // The model whose layers this one shares (nullptr: none).
+  const transformer* base() const noexcept { return base_.get(); }
+  // The experts and gates every MoE layer runs, in layer order: equal signatures mean the two
+  // models compute the same function (tasks with the same target under task:target routing).
+  std::vector<moe_layer_spec> moe_signature() const {
+    std::vector<moe_layer_spec> sig;
+    for (const stack_weights* sw : {&encoder_, &decoder_})
+      for (const layer& l : sw->layers)
+        if (l.is_moe) sig.push_back(moe_layer_spec{l.moe.route, {}, l.moe.expert_ids, l.moe.gates});
+    return sig;
+  }
 
   // Encoder over `sources` (token ids, each 1..max_positions long).
   encoder_output encode(const std::vector<std::vector<int>>& sources, workspace& ws) const {
@@ -383,7 +422,7 @@ class transformer {
   }
 
   // ---- loading -----------------------------------------------------------------------------
-  void load(const model_options& opts) {
+  void load() {
     cfg_.validate();
     pre_ = cfg_.norm == norm_placement::pre;
     embed_scale_ = cfg_.scale_embeddings ? static_cast<float>(std::sqrt(static_cast<double>(cfg_.d_model))) : 1.0f;
@@ -404,13 +443,13 @@ class transformer {
       }
       if (pre_) sw.final_ln = norm(w, sn + ".layer_norm");
       for (int i = 0; i < cfg_.num_layers(s); ++i)
-        sw.layers.push_back(load_layer(w, s, i, opts));
+        sw.layers.push_back(load_layer(w, s, i));
     }
     output_.weight = cfg_.shared_embeddings ? encoder_.embed
                                             : w.matrix("decoder.output_projection.weight", v, d);
     if (output_.weight.is_int8()) {
       output_.pack();
-    } else if (opts.int8_output_projection && has_int8_layers()) {
+    } else if (opts_.int8_output_projection && has_int8_layers()) {
       output_.packed = std::make_shared<const kernels::packed_int8>(
           kernels::quantize_pack(output_.weight.f32, v, d, d));
     }
@@ -438,13 +477,13 @@ class transformer {
   layers::linear lin(const weight_loader& w, const std::string& prefix, int out, int in, bool bias = true,
                      int slot = -1) const {
     layers::linear l;
-    l.weight = w.matrix(prefix + ".weight", out, in, slot);
+    l.weight = opts_.quantize_int8 ? w.matrix_int8(prefix + ".weight", out, in, slot)
+                                   : w.matrix(prefix + ".weight", out, in, slot);
     if (bias) l.bias = w.vector(prefix + ".bias", out, slot);
     return l;
   }
 
-  attention_block attention(const weight_loader& w, const std::string& p, bool self,
-                            const model_options& opts) const {
+  attention_block attention(const weight_loader& w, const std::string& p, bool self) const {
     const int d = cfg_.d_model;
     attention_block a;
     a.q = lin(w, p + ".q_proj", d, d);
@@ -453,7 +492,7 @@ class transformer {
     a.out = lin(w, p + ".out_proj", d, d);
     const bool same = a.q.weight.is_int8() == a.k.weight.is_int8() && a.k.weight.is_int8() == a.v.weight.is_int8();
     const bool int8 = a.q.weight.is_int8();
-    if (opts.fuse_qkv && same && int8) {
+    if (opts_.fuse_qkv && same && int8) {
       // Packed straight from the parts: no row-major copy of the fused matrix.
       a.fused = true;
       std::vector<kernels::packed_int8::part> parts;
@@ -464,7 +503,7 @@ class transformer {
           std::make_shared<const kernels::packed_int8>(kernels::packed_int8::pack(parts, d));
       if (!self) a.q.pack();
       a.out.pack();
-    } else if (opts.fuse_qkv && same) {
+    } else if (opts_.fuse_qkv && same) {
       a.fused = true;
       if (self) {
         a.qkv.weight = w.concat_rows({a.q.weight, a.k.weight, a.v.weight});
@@ -479,15 +518,15 @@ class transformer {
     return a;
   }
 
-  layer load_layer(const weight_loader& w, stack s, int i, const model_options& opts) const {
+  layer load_layer(const weight_loader& w, stack s, int i) const {
     const int d = cfg_.d_model;
     const std::string p = std::string(stack_name(s)) + ".layers." + std::to_string(i) + ".";
     layer l;
     l.self_ln = norm(w, p + "self_attn_layer_norm");
-    l.self = attention(w, p + "self_attn", true, opts);
+    l.self = attention(w, p + "self_attn", true);
     if (s == stack::decoder) {
       l.cross_ln = norm(w, p + "encoder_attn_layer_norm");
-      l.cross = attention(w, p + "encoder_attn", false, opts);
+      l.cross = attention(w, p + "encoder_attn", false);
     }
     l.ffn_ln = norm(w, p + "final_layer_norm");
     l.is_moe = cfg_.has_moe && cfg_.is_moe_layer(s, i);
@@ -498,8 +537,15 @@ class transformer {
       l.ffn.pack();
       return l;
     }
+    l.moe = load_moe(w, s, i);
+    return l;
+  }
+
+  moe::moe_layer load_moe(const weight_loader& w, stack s, int i) const {
+    const int d = cfg_.d_model;
+    const std::string p = std::string(stack_name(s)) + ".layers." + std::to_string(i) + ".";
     const moe_layer_spec spec = src_.moe_layer(s, i);
-    moe::moe_layer& m = l.moe;
+    moe::moe_layer m;
     m.route = spec.route;
     m.expert_ids = spec.expert_ids;
     m.gates = spec.gates;
@@ -524,11 +570,13 @@ class transformer {
       throw format_error(src_.name(), p + "moe: needs one gate per kept expert");
     }
     m.pack();
-    return l;
+    return m;
   }
 
   weight_source src_;
   model_config cfg_;
+  model_options opts_;
+  std::shared_ptr<const transformer> base_;  // shared layers point into its store and mapping
   weight_store store_;
   bool pre_ = true;
   float embed_scale_ = 1.0f;

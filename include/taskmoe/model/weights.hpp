@@ -22,6 +22,7 @@
 #include <taskmoe/format/checkpoint.hpp>
 #include <taskmoe/format/model_config.hpp>
 #include <taskmoe/format/tmoe.hpp>
+#include <taskmoe/kernels/gemm.hpp>  // quantize_rows_int8 (quantize at load)
 #include <taskmoe/tensor/tensor_view.hpp>
 #include <taskmoe/tensor/weight_matrix.hpp>
 
@@ -198,6 +199,27 @@ class weight_loader {
     return out.data();
   }
 
+  // matrix(), quantized per row into the store when it is float: the converter's quantizer, so
+  // the values equal those of a converted int8 file. A float16 source is widened in a scratch
+  // buffer that is not kept.
+  weight_matrix matrix_int8(const std::string& name, int rows, int cols, int slot = -1) const {
+    const tensor_view& v = src_.tensor(name);
+    if (v.type == dtype::i8) return matrix(name, rows, cols, slot);
+    check_shape(name, v, rows, cols, slot);
+    const std::size_t n = static_cast<std::size_t>(rows) * static_cast<std::size_t>(cols);
+    std::vector<float> scratch;
+    const float* f = floats(name, v, slot < 0 ? 0 : static_cast<std::size_t>(slot) * n, n, &scratch);
+    weight_matrix q;
+    q.rows = rows;
+    q.cols = cols;
+    auto& data = store_.new_i8(n);
+    auto& sc = store_.new_f32(static_cast<std::size_t>(rows));
+    kernels::quantize_rows_int8(f, rows, cols, data.data(), sc.data());
+    q.i8 = data.data();
+    q.scales = sc.data();
+    return q;
+  }
+
   // Row-wise concatenation of matrices with the same cols and dtype (fused QKV): owned copy.
   weight_matrix concat_rows(const std::vector<weight_matrix>& parts) const {
     weight_matrix w;
@@ -264,12 +286,14 @@ class weight_loader {
       throw format_error(src_.name(), "tensor '" + name + "' has dtype u8, expected a number type");
   }
 
-  // n floats starting at element `first`: in place for aligned f32, else widened into the store.
+  // n floats starting at element `first`: in place for aligned f32, else widened into `scratch`
+  // (when given) or the store.
   const float* floats(const std::string& name, const tensor_view& v, std::size_t first,
-                      std::size_t n) const {
+                      std::size_t n, std::vector<float>* scratch = nullptr) const {
     if (v.type == dtype::f32 && reinterpret_cast<std::uintptr_t>(v.data) % alignof(float) == 0)
       return v.data_as<float>() + first;
-    auto& out = store_.new_f32(n);
+    std::vector<float>& out = scratch ? *scratch : store_.new_f32(n);
+    out.resize(n);
     tensor_view part = v;
     const std::size_t es = dtype_size(v.type);
     part.data = v.data + first * es;
