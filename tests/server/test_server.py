@@ -344,7 +344,8 @@ class Api(Base):
             (b"q=%FF%FEx&source=en&target=de", {"Content-Type": "application/x-www-form-urlencoded"}, 400,
              "not valid UTF-8"),
             (b'{"q": ' + b"[" * 100000 + b"]" * 100000 + b', "source": "en", "target": "de"}', js, 400,
-             "item 0 is array"),
+             "nested deeper than 16"),
+            (b'{"q": ["a", ["b", ["c"]]], "source": "en", "target": "de"}', js, 400, "item 1 is array"),
         ]
         for data, headers, status, pattern in cases:
             with self.subTest(data=data[:60]):

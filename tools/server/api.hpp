@@ -60,6 +60,28 @@ inline std::size_t count_code_points(std::string_view s) {
   return n;
 }
 
+// Nesting depth of a JSON text (brackets outside strings). Deep documents are refused before
+// nlohmann builds them: copying or destroying a document recurses once per level, and 100,000
+// levels of brackets would overflow an HTTP thread's stack.
+inline std::size_t json_depth(std::string_view s) {
+  std::size_t depth = 0, deepest = 0;
+  bool in_string = false, escaped = false;
+  for (const char c : s) {
+    if (in_string) {
+      if (escaped) escaped = false;
+      else if (c == '\\') escaped = true;
+      else if (c == '"') in_string = false;
+    } else if (c == '"') {
+      in_string = true;
+    } else if (c == '[' || c == '{') {
+      deepest = std::max(deepest, ++depth);
+    } else if ((c == ']' || c == '}') && depth > 0) {
+      --depth;
+    }
+  }
+  return deepest;
+}
+
 class api {
  public:
   api(const translator_set& set, batcher& b, metrics& m, api_options o)
@@ -243,6 +265,9 @@ class api {
     fields f;
     const bool json = type == "application/json" || (type.size() > 5 && type.compare(type.size() - 5, 5, "+json") == 0);
     if (json) {
+      constexpr std::size_t max_depth = 16;  // a request needs 2 (an object holding a list)
+      if (json_depth(req.body) > max_depth)
+        throw http_error{400, "Invalid request: JSON nested deeper than " + std::to_string(max_depth) + " levels"};
       try {
         body = nlohmann::json::parse(req.body);
       } catch (const nlohmann::json::exception& e) {
