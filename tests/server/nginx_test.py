@@ -1,4 +1,4 @@
-#!/usr/bin/env python3
+#!/usr/bin/python3
 """Scale-out as people run it: two taskmoe-servers, each serving the tasks into some target
 languages, behind nginx (Debian's package) as the load balancer, with the configuration
 tools/server/nginx_conf.py writes. All on loopback, no root needed (nginx -p DIR).

@@ -1,4 +1,4 @@
-#!/usr/bin/env python3
+#!/usr/bin/python3
 """taskmoe-server integration tests: the real server on loopback ports, python3-requests as the
 client. Every endpoint, every error status, unicode, list q, concurrent clients, answers equal to
 taskmoe-translate's, graceful SIGTERM with requests in flight, hostile HTTP.

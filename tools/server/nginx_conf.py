@@ -1,4 +1,4 @@
-#!/usr/bin/env python3
+#!/usr/bin/python3
 """Writes an nginx configuration that puts several taskmoe-servers behind one address, routed
 by target language (docs/serving.md, "Scale-out behind nginx").
 
