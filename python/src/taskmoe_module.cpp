@@ -187,6 +187,29 @@ taskmoe::scoring_options make_scoring_options(long long max_batch_size, const st
   return o;
 }
 
+// A list of str as UTF-8 strings. Done by hand rather than by pybind11's list caster so that a
+// string that cannot be encoded (a lone surrogate) raises UnicodeEncodeError naming the problem
+// instead of "incompatible function arguments", and so a bare str is refused, not iterated.
+std::vector<std::string> utf8_texts(const py::handle& seq, const char* what) {
+  if (py::isinstance<py::str>(seq) || py::isinstance<py::bytes>(seq) || !py::isinstance<py::sequence>(seq))
+    throw py::type_error(std::string(what) + " must be a list of str, not " +
+                         py::str(py::type::handle_of(seq).attr("__name__")).cast<std::string>());
+  const py::sequence s = py::reinterpret_borrow<py::sequence>(seq);
+  std::vector<std::string> out;
+  out.reserve(s.size());
+  for (std::size_t i = 0; i < s.size(); ++i) {
+    const py::object item = s[i];
+    if (!py::isinstance<py::str>(item))
+      throw py::type_error(std::string(what) + "[" + std::to_string(i) + "] must be str, not " +
+                           py::str(py::type::handle_of(item).attr("__name__")).cast<std::string>());
+    Py_ssize_t size = 0;
+    const char* data = PyUnicode_AsUTF8AndSize(item.ptr(), &size);
+    if (data == nullptr) throw py::error_already_set();
+    out.emplace_back(data, static_cast<std::size_t>(size));
+  }
+  return out;
+}
+
 std::string hypothesis_repr(const taskmoe::translation_hypothesis& h) {
   return "Hypothesis(text=" + py::repr(py::str(h.text)).cast<std::string>() +
          ", score=" + std::to_string(h.score) + ", normalized_score=" + std::to_string(h.normalized_score) + ")";
@@ -313,17 +336,19 @@ PYBIND11_MODULE(_taskmoe, m) {
           py::arg("checkpoint"), py::arg("task"), py::kw_only(), py::arg("threads") = 1,
           py::arg("fuse_qkv") = true, py::arg("int8_output_projection") = true,
           "One task of a full multi-task checkpoint directory (comparisons, debugging).")
-      .def_property_readonly("task", &taskmoe::translator::task, py::return_value_policy::copy)
+      .def_property_readonly(
+          "task", [](const taskmoe::translator& t) { return t.task(); }, "The task this model translates.")
       .def_property_readonly(
           "config", [](const taskmoe::translator& t) { return to_python(nlohmann::json(t.config())); },
           "The model configuration, as the 'model' and 'moe' objects of config.json.")
       .def_property_readonly(
           "isa", [](const taskmoe::translator&) { return std::string(taskmoe::kernels::to_string(taskmoe::kernels::active_isa())); },
           "The instruction set the kernels dispatch to (process-wide).")
-      .def_property_readonly("target_tag_id", &taskmoe::translator::target_tag_id)
+      .def_property_readonly("target_tag_id", [](const taskmoe::translator& t) { return t.target_tag_id(); },
+                             "SentencePiece id of the target tag put before every source.")
       .def(
           "translate_batch",
-          [](const taskmoe::translator& t, const std::vector<std::string>& texts, int beam_size,
+          [](const taskmoe::translator& t, const py::object& texts_in, int beam_size,
              int num_hypotheses, float length_penalty, int max_decoding_length, int min_decoding_length,
              float max_length_ratio, int max_length_offset, int sampling_topk, float sampling_topp,
              float sampling_temperature, std::uint64_t seed, float repetition_penalty,
@@ -336,6 +361,7 @@ PYBIND11_MODULE(_taskmoe, m) {
                 repetition_penalty, no_repeat_ngram_size, return_scores, max_batch_size, batch_type,
                 max_input_length, truncate_input);
             if (target_prefix) o.target_prefix = *target_prefix;
+            const std::vector<std::string> texts = utf8_texts(texts_in, "texts");
             py::gil_scoped_release release;
             return t.translate_batch(texts, o);
           },
@@ -363,10 +389,12 @@ PYBIND11_MODULE(_taskmoe, m) {
           "Translates SentencePiece ids (no tag, no </s>: what encode() returns).")
       .def(
           "score_batch",
-          [](const taskmoe::translator& t, const std::vector<std::string>& sources,
-             const std::vector<std::string>& targets, long long max_batch_size, const std::string& batch_type,
+          [](const taskmoe::translator& t, const py::object& sources_in, const py::object& targets_in,
+             long long max_batch_size, const std::string& batch_type,
              long long max_input_length, bool truncate_input) {
             const auto o = make_scoring_options(max_batch_size, batch_type, max_input_length, truncate_input);
+            const std::vector<std::string> sources = utf8_texts(sources_in, "sources");
+            const std::vector<std::string> targets = utf8_texts(targets_in, "targets");
             py::gil_scoped_release release;
             return t.score_batch(sources, targets, o);
           },

@@ -1,0 +1,46 @@
+"""taskmoe.convert and taskmoe.list_tasks against the checkpoint and the translator."""
+import json
+import os
+
+import pytest
+
+import taskmoe
+
+
+def test_list_tasks_follows_the_checkpoint(demo_dir):
+    with open(os.path.join(demo_dir, "config.json"), encoding="utf-8") as f:
+        cfg = json.load(f)
+    tasks = taskmoe.list_tasks(demo_dir)
+    assert [t.name for t in tasks] == [t["name"] for t in cfg["tasks"]]
+    assert all(t.target_tag == cfg["target_tags"][t.target] for t in tasks) if "target_tags" in cfg else True
+
+
+@pytest.mark.parametrize("quantization", ["float32", "float16", "int8"])
+def test_convert_then_translate(demo_dir, tmp_path, quantization):
+    out = str(tmp_path / ("fr-en.%s.tmoe" % quantization))
+    info = taskmoe.convert(demo_dir, "fr-en", out, quantization=quantization)
+    assert info["path"] == out and info["file_size"] == os.path.getsize(out) and info["tensor_count"] > 0
+    t = taskmoe.Translator(out)
+    assert t.task.name == "fr-en"
+    text = t.translate_batch(["Sélectionnez un dossier."], beam_size=4)[0].hypotheses[0]
+    assert text
+    if quantization == "float32":  # extraction is exact: same as the full checkpoint
+        full = taskmoe.Translator.from_checkpoint(demo_dir, "fr-en")
+        assert full.translate_batch(["Sélectionnez un dossier."], beam_size=4)[0].hypotheses[0] == text
+
+
+def test_convert_errors(demo_dir, tmp_path):
+    out = str(tmp_path / "x.tmoe")
+    with pytest.raises(taskmoe.Error, match="xx-yy"):
+        taskmoe.convert(demo_dir, "xx-yy", out)
+    assert not os.path.exists(out)
+    with pytest.raises(taskmoe.InvalidArgumentError, match="int4"):
+        taskmoe.convert(demo_dir, "en-de", out, quantization="int4")
+    taskmoe.convert(demo_dir, "en-de", out)
+    with pytest.raises(taskmoe.FileError):
+        taskmoe.convert(demo_dir, "en-de", out)  # exists
+    taskmoe.convert(demo_dir, "en-de", out, overwrite=True)
+    with pytest.raises(taskmoe.FormatError, match="not a checkpoint"):  # the library's choice
+        taskmoe.convert(str(tmp_path / "no-such-checkpoint"), "en-de", out, overwrite=True)
+    with pytest.raises(taskmoe.FileError):
+        taskmoe.convert(demo_dir, "en-de", str(tmp_path / "no" / "dir" / "x.tmoe"))
