@@ -6,7 +6,9 @@
 // batches: a queue is ready when its oldest sentence has waited batch_wait, or it holds
 // max_batch_tokens source tokens, or the server is stopping; the worker takes the ready queue
 // whose oldest sentence is oldest (so no task starves) and as many sentences, in arrival order, as
-// fit in max_batch_tokens (at least one). Different tasks, and different batches of one task, run
+// fit in max_batch_tokens (at least one), and no more than its share when other workers are idle
+// (a queue of 8 sentences and 2 idle workers: two batches of 4, one per core, not one of 8 and an
+// idle core). Different tasks, and different batches of one task, run
 // side by side on different workers: translators are safe to call concurrently.
 // While every worker is busy, sentences pile up and the next batch is bigger: throughput grows
 // with load, and a lone request waits at most batch_wait.
@@ -156,10 +158,14 @@ class batcher {
         }
       }
       if (best) {
-        std::vector<item> batch = take(*best);
+        const std::size_t idle = static_cast<std::size_t>(std::max(1, o_.workers)) - busy_;  // this one included
+        const std::size_t share = (best->items.size() + idle - 1) / idle;
+        std::vector<item> batch = take(*best, share);
+        ++busy_;
         lock.unlock();
         run(best_key, batch);
         lock.lock();
+        --busy_;
         continue;
       }
       if (stopping_ && queued_ == 0) return;
@@ -169,7 +175,7 @@ class batcher {
   }
 
   // Pops the next batch of `q` (lock held). Sentences of cancelled or expired jobs are dropped.
-  std::vector<item> take(queue& q) {
+  std::vector<item> take(queue& q, std::size_t max_sentences) {
     std::vector<item> batch;
     std::size_t tokens = 0;
     const auto now = clock::now();
@@ -179,7 +185,8 @@ class batcher {
         drop(q);
         continue;
       }
-      if (!batch.empty() && (tokens + it.tokens > o_.max_batch_tokens || (!o_.batching && it.j != batch.front().j)))
+      if (!batch.empty() && (tokens + it.tokens > o_.max_batch_tokens || batch.size() >= max_sentences ||
+                             (!o_.batching && it.j != batch.front().j)))
         break;
       tokens += it.tokens;
       batch.push_back(std::move(it));
@@ -249,6 +256,7 @@ class batcher {
   std::size_t queued_ = 0;
   bool stopping_ = false;
   bool hurry_ = false;
+  std::size_t busy_ = 0;  // workers running a batch
   std::vector<std::thread> workers_;
 };
 

@@ -1,0 +1,192 @@
+#!/usr/bin/python3
+"""Load test of taskmoe-server (BENCHMARKS.md section 6): throughput and p50/p99 latency at 1, 8
+and 64 concurrent clients, with and without dynamic batching. Loopback only; each point is bounded
+in time (--seconds) and in requests (--max-requests). Clients are Python threads with keep-alive
+sessions, each sending one sentence per request (the common case of browser extensions and
+SearXNG), cycling through a fixed list of sentences of different lengths.
+
+  benchmarks/bench_server.py --server build/release/tools/taskmoe-server --checkpoint models/demo
+  benchmarks/bench_server.py ... --smoke     # CI: 1 and 8 clients, 2 s, checks instead of numbers
+
+Every answer must be 200 (any other status is counted and fails --smoke). The server's own
+/metrics give the mean batch size of each point.
+"""
+
+import argparse
+import os
+import platform
+import re
+import statistics
+import subprocess
+import sys
+import threading
+import time
+
+import requests
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "server"))
+from server_util import Server  # noqa: E402
+
+SENTENCES = [
+    "Could not open the file.",
+    "The printer is not connected.",
+    "Save the document before closing the window.",
+    "Show hidden files",
+    "Select a folder.",
+    "The connection to the server was lost; trying again in 10 seconds.",
+    "Delete the selected items?",
+    "You do not have permission to change these settings.",
+    "Open the file",
+    "The update was installed successfully and will take effect after a restart.",
+    "Cancel",
+    "A new version of this application is available.",
+    "The file name contains characters that are not allowed.",
+    "Check your network connection and try again.",
+    "Print",
+    "Are you sure you want to quit without saving your changes?",
+]
+
+
+def machine_line():
+    model = "unknown CPU"
+    try:
+        out = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
+        m = re.search(r"^Model name:\s*(.+)$", out, re.M)
+        model = m.group(1).strip() if m else model
+    except OSError:
+        pass
+    return "%s, %d vCPU, %s, Python %s" % (model, os.cpu_count() or 0, platform.platform(terse=True),
+                                          platform.python_version())
+
+
+def metric(text, name):
+    m = re.search("^" + re.escape(name) + r" (\S+)$", text, re.M)
+    return float(m.group(1)) if m else 0.0
+
+
+def tokens_total(text):
+    return sum(float(v) for v in re.findall(r"^taskmoe_target_tokens_total\{[^}]*\} (\S+)$", text, re.M))
+
+
+def run_point(url, clients, seconds, max_requests, source, target):
+    latencies, statuses = [], {}
+    lock = threading.Lock()
+    sent = [0]
+    stop_at = time.monotonic() + seconds
+
+    def client(i):
+        s = requests.Session()
+        k = i
+        while time.monotonic() < stop_at:
+            with lock:
+                if sent[0] >= max_requests:
+                    return
+                sent[0] += 1
+            q = SENTENCES[k % len(SENTENCES)]
+            k += 1
+            t0 = time.monotonic()
+            try:
+                r = s.post(url + "/translate", json={"q": q, "source": source, "target": target}, timeout=120)
+                status = r.status_code
+                ok = status == 200 and isinstance(r.json().get("translatedText"), str)
+            except requests.RequestException as e:
+                status, ok = type(e).__name__, False
+            dt = time.monotonic() - t0
+            with lock:
+                statuses[status] = statuses.get(status, 0) + 1
+                if ok:
+                    latencies.append(dt)
+
+    before = requests.get(url + "/metrics", timeout=10).text
+    t0 = time.monotonic()
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(clients)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    wall = time.monotonic() - t0
+    after = requests.get(url + "/metrics", timeout=10).text
+    batches = metric(after, "taskmoe_batch_sentences_count") - metric(before, "taskmoe_batch_sentences_count")
+    batched = metric(after, "taskmoe_batch_sentences_sum") - metric(before, "taskmoe_batch_sentences_sum")
+    lat = sorted(latencies)
+
+    def pct(p):
+        return lat[min(len(lat) - 1, int(round(p / 100.0 * (len(lat) - 1))))] * 1000 if lat else float("nan")
+
+    return {
+        "clients": clients, "requests": len(lat), "statuses": statuses, "seconds": wall,
+        "rps": len(lat) / wall if wall > 0 else 0.0,
+        "tokens_per_s": (tokens_total(after) - tokens_total(before)) / wall if wall > 0 else 0.0,
+        "p50_ms": pct(50), "p99_ms": pct(99), "mean_ms": statistics.mean(lat) * 1000 if lat else float("nan"),
+        "mean_batch": batched / batches if batches else 0.0,
+    }
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--server", required=True, help="the taskmoe-server binary")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--checkpoint")
+    src.add_argument("--models")
+    p.add_argument("--quantization", default="")
+    p.add_argument("--task", default="en-de")
+    p.add_argument("--threads", type=int, default=2, help="server workers (default 2)")
+    p.add_argument("--clients", default="1,8,64")
+    p.add_argument("--seconds", type=float, default=15.0, help="per point (default 15)")
+    p.add_argument("--max-requests", type=int, default=5000, help="per point (default 5000)")
+    p.add_argument("--batch-wait-ms", type=int, default=10)
+    p.add_argument("--modes", default="batching,no-batching")
+    p.add_argument("--smoke", action="store_true", help="CI: 1 and 8 clients, 2 s each; check, do not measure")
+    a = p.parse_args()
+    if a.smoke:
+        a.clients, a.seconds = "1,8", 2.0
+    clients = [int(c) for c in a.clients.split(",")]
+    source, target = a.task.split("-")
+    model = ["--checkpoint", a.checkpoint] if a.checkpoint else ["--models", a.models]
+    if a.quantization:
+        model += ["--quantization", a.quantization]
+
+    print("machine:", machine_line())
+    print("model: %s, task %s, server --threads %d, --batch-wait-ms %d, beam 4 (the default), %.0f s or %d "
+          "requests per point" % (" ".join(model), a.task, a.threads, a.batch_wait_ms, a.seconds, a.max_requests))
+    print()
+    print("| mode | clients | requests | req/s | target tok/s | p50 ms | p99 ms | mean batch |")
+    print("|---|---|---|---|---|---|---|---|")
+    failures = []
+    results = {}
+    for mode in a.modes.split(","):
+        args = model + ["--threads", str(a.threads), "--batch-wait-ms", str(a.batch_wait_ms), "--tasks", a.task,
+                        "--queue", "4096"]
+        if mode == "no-batching":
+            args.append("--no-batching")
+        elif mode != "batching":
+            sys.exit("unknown mode %r" % mode)
+        with Server(a.server, args) as s:
+            run_point(s.url, 1, 1.0, 10, source, target)  # warm-up: page in the weights
+            for c in clients:
+                r = run_point(s.url, c, a.seconds, a.max_requests, source, target)
+                results[(mode, c)] = r
+                print("| %s | %d | %d | %.1f | %.0f | %.0f | %.0f | %.2f |" % (
+                    mode, c, r["requests"], r["rps"], r["tokens_per_s"], r["p50_ms"], r["p99_ms"], r["mean_batch"]),
+                    flush=True)
+                bad = {k: v for k, v in r["statuses"].items() if k != 200}
+                if bad:
+                    failures.append("%s, %d clients: answers other than 200: %s" % (mode, c, bad))
+                if r["requests"] == 0:
+                    failures.append("%s, %d clients: no request answered" % (mode, c))
+            if s.stop() != 0:
+                failures.append("%s: the server did not exit 0 after SIGTERM" % mode)
+    if a.smoke:
+        # Batching must be real: with 8 clients, batches hold more than one sentence; without, one.
+        if ("batching", 8) in results and results[("batching", 8)]["mean_batch"] <= 1.0:
+            failures.append("batching on, 8 clients: mean batch %.2f, expected > 1" % results[("batching", 8)]["mean_batch"])
+        if ("no-batching", 8) in results and results[("no-batching", 8)]["mean_batch"] != 1.0:
+            failures.append("batching off, 8 clients: mean batch %.2f, expected 1" %
+                            results[("no-batching", 8)]["mean_batch"])
+    for f in failures:
+        print("FAIL:", f, file=sys.stderr)
+    sys.exit(1 if failures else 0)
+
+
+if __name__ == "__main__":
+    main()
