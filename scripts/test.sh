@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # THE test command (README, .ci/run). Runs every check CI runs, in order of cost:
 #   1. single header is current (tools/amalgamate.py --check)
-#   2. CMake + ninja, -Wall -Wextra -Werror, ctest; every header compiled on its own
+#   2. CMake + ninja, -Wall -Wextra -Werror, ctest; every header compiled on its own; the server's
+#      nginx, browser and load-smoke tests
 #   3. CMake, ASan + UBSan (-fno-sanitize-recover=all), ctest
 #   4. CMake, ThreadSanitizer: the concurrency, translator and thread-pool tests (oneDNN OFF: its
 #      libgomp threads are not instrumented and would report false races)
@@ -9,6 +10,10 @@
 #   6. meson build + meson test (-Werror)
 #   7. packaging: install to a temporary prefix, find_package(taskmoe CONFIG) from a consumer
 #   8. the PyTorch reference and BLEU scorer tests (tools/train/tests; torch tests skip without it)
+#   9. the Python module: pip install --no-build-isolation . into build/venv (as the README says),
+#      pytest python/tests against build/werror's CLIs, and the reference's exporter check through
+#      the module (tools/train/tests/test_module.py). The C API (taskmoe_c, its C test and the C
+#      example compared with taskmoe-translate) is built and run by ctest in legs 2 and 3.
 # Build directories live under build/ (gitignored). Uses ccache when installed. Stops at the first
 # failure.   usage: scripts/test.sh [-j N]
 set -euo pipefail
@@ -33,24 +38,25 @@ cmake_leg() {  # cmake_leg BUILD_DIR CMAKE_ARGS...
   # Tools and examples everywhere (their CLI tests run in each leg); benchmarks only where a leg
   # asks for them (-DTASKMOE_BUILD_BENCHMARKS=ON): they add build time, not test coverage.
   cmake -S . -B "$dir" -G Ninja "${launcher[@]}" -DTASKMOE_BUILD_TOOLS=ON -DTASKMOE_BUILD_EXAMPLES=ON \
-    -DTASKMOE_BUILD_BENCHMARKS=OFF "$@" >/dev/null
+    -DTASKMOE_BUILD_BENCHMARKS=OFF -DTASKMOE_BUILD_C_API=ON "$@" >/dev/null
   cmake --build "$dir" -j "$jobs"
   ctest --test-dir "$dir" --output-on-failure -j "$jobs"
 }
 
 meson_leg() {
   if [ -d build/meson ]; then
-    meson setup --reconfigure build/meson -Dwerror_tests=true -Dbenchmarks=false >/dev/null
+    meson setup --reconfigure build/meson -Dwerror_tests=true -Dbenchmarks=false -Dcapi=true >/dev/null
   else
-    meson setup build/meson -Dwerror_tests=true -Dbenchmarks=false >/dev/null
+    meson setup build/meson -Dwerror_tests=true -Dbenchmarks=false -Dcapi=true >/dev/null
   fi
   ninja -C build/meson -j "$jobs"
   meson test -C build/meson --print-errorlogs --num-processes "$jobs"
 }
 
 step "single header is current" /usr/bin/python3 tools/amalgamate.py --check
+# The server's heavy tests (nginx scale-out, headless Chromium, load smoke) run in this leg only.
 step "cmake -Werror, each header alone" cmake_leg build/werror -DTASKMOE_WARNINGS_AS_ERRORS=ON \
-  -DTASKMOE_BUILD_BENCHMARKS=ON \
+  -DTASKMOE_BUILD_BENCHMARKS=ON -DTASKMOE_SERVER_HEAVY_TESTS=ON \
   -DTASKMOE_HEADER_CHECK=ON
 sanitize_leg() {
   ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
@@ -72,7 +78,7 @@ tsan_leg() {
 step "cmake tsan (concurrency)" tsan_leg
 step "cmake single header, no oneDNN, no SentencePiece" cmake_leg build/single-fallback \
   -DTASKMOE_SINGLE_HEADER_TESTS=ON -DTASKMOE_WITH_ONEDNN=OFF -DTASKMOE_WITH_SENTENCEPIECE=OFF \
-  -DTASKMOE_WARNINGS_AS_ERRORS=ON
+  -DTASKMOE_WARNINGS_AS_ERRORS=ON -DTASKMOE_BUILD_C_API=OFF
 step "meson" meson_leg
 step "packaging" tests/package/run.sh . build/package
 fuzz_leg() {
@@ -116,4 +122,17 @@ python_leg() {
   /usr/bin/python3 -m unittest discover -s tools/train/tests -t tools/train/tests
 }
 step "python reference tests" python_leg
+python_module_leg() {
+  # Built once, by pip as a user would (README); setuptools keeps its objects in build/setuptools,
+  # so a rerun without changes does not recompile. Warnings are errors here as in leg 2.
+  [ -x build/venv/bin/python ] || /usr/bin/python3 -m venv --system-site-packages build/venv
+  TASKMOE_WARNINGS_AS_ERRORS=1 build/venv/bin/pip install --no-build-isolation --no-index --no-deps -q .
+  # TASKMOE_REQUIRE_ALL: a missing CLI or model fails instead of skipping.
+  TASKMOE_REQUIRE_ALL=1 TASKMOE_TRANSLATE=build/werror/examples/taskmoe-translate \
+    TASKMOE_CONVERT=build/werror/tools/taskmoe-convert \
+    build/venv/bin/python -m pytest -q -rs -p no:cacheprovider python/tests
+  # The exporter check needs the module: run the reference tests that use it with the venv.
+  build/venv/bin/python -m unittest discover -s tools/train/tests -t tools/train/tests -p 'test_module.py'
+}
+step "python module (pip install, pytest) and exporter check" python_module_leg
 echo "scripts/test.sh: all checks passed in $((SECONDS - start_all)) s"

@@ -448,10 +448,10 @@ class Limits(Base):
         cls.server = Server(ARGS.server, ["--checkpoint", ARGS.checkpoint, "--tasks", "en-de,de-en",
                                           "--threads", "1", "--api-keys", keys, "--max-chars", "50",
                                           "--batch-limit", "3"])
-        # Sentences wait 2 s for company, longer than the 0.5 s timeout: every request times out,
+        # Sentences wait 5 s for company, longer than the 1.5 s timeout: every request times out,
         # and the queue (4 sentences) fills.
         cls.slow = Server(ARGS.server, ["--checkpoint", ARGS.checkpoint, "--tasks", "en-de", "--threads", "1",
-                                        "--batch-wait-ms", "2000", "--timeout-ms", "500", "--queue", "4",
+                                        "--batch-wait-ms", "5000", "--timeout-ms", "1500", "--queue", "4",
                                         "--batch-limit", "4"])
 
     @classmethod
@@ -496,7 +496,7 @@ class Limits(Base):
             r2, r1 = second.result(), first.result()
         self.assert_error(r2, 503, "busy")
         self.assertEqual(r2.headers.get("Retry-After"), "1")
-        self.assert_error(r1, 503, "timed out after 500 ms")
+        self.assert_error(r1, 503, "timed out after 1500 ms")
         # A request that is not answered in time is dropped from the queue, not translated later.
         self.assertTrue(wait_until(lambda: requests.get(self.slow.url + "/health", timeout=5).json()["queued"] == 0, 5))
         metrics = requests.get(self.slow.url + "/metrics", timeout=5).text

@@ -148,11 +148,14 @@ class batcher {
       for (auto& [k, q] : queues_) {
         if (q.items.empty()) continue;
         const bool full = q.tokens >= o_.max_batch_tokens;
-        const auto ready_at = (stopping_ || hurry_ || full || !o_.batching) ? q.items.front().enqueued
-                                                                  : q.items.front().enqueued + o_.batch_wait;
+        const item& front = q.items.front();
+        // At its deadline the front is ready too: taking it drops it, freeing its queue places.
+        const auto ready_at = (stopping_ || hurry_ || full || !o_.batching)
+                                  ? front.enqueued
+                                  : std::min(front.enqueued + o_.batch_wait, front.j->deadline);
         if (ready_at > now) {
           next_ready = std::min(next_ready, ready_at);
-        } else if (!best || q.items.front().enqueued < best->items.front().enqueued) {
+        } else if (!best || front.enqueued < best->items.front().enqueued) {
           best = &q;
           best_key = k;
         }
