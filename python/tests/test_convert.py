@@ -44,3 +44,33 @@ def test_convert_errors(demo_dir, tmp_path):
         taskmoe.convert(str(tmp_path / "no-such-checkpoint"), "en-de", out, overwrite=True)
     with pytest.raises(taskmoe.FileError):
         taskmoe.convert(demo_dir, "en-de", str(tmp_path / "no" / "dir" / "x.tmoe"))
+
+
+def test_an_interrupted_conversion_leaves_nothing_behind(demo_dir, tmp_path):
+    import signal
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    out = tmp_path / "x.tmoe"
+    old = signal.signal(signal.SIGALRM, interrupt)
+    interrupted = 0
+    try:
+        for delay in (0.002, 0.005, 0.01, 0.02) * 3:
+            signal.setitimer(signal.ITIMER_REAL, delay)
+            try:
+                taskmoe.convert(demo_dir, "en-de", str(out), quantization="float32", overwrite=True)
+                signal.setitimer(signal.ITIMER_REAL, 0)
+                out.unlink()
+            except KeyboardInterrupt:
+                signal.setitimer(signal.ITIMER_REAL, 0)
+                left = sorted(p.name for p in tmp_path.iterdir())
+                if left == ["x.tmoe"]:  # the alarm came after convert had returned
+                    out.unlink()
+                    continue
+                interrupted += 1
+                assert left == []  # no output, no temporary file
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)
+    assert interrupted > 0
