@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # THE test command (README, .ci/run). Runs every check CI runs, in order of cost:
 #   1. single header is current (tools/amalgamate.py --check)
-#   2. CMake + ninja, -Wall -Wextra -Werror, ctest; every header compiled on its own
+#   2. CMake + ninja, -Wall -Wextra -Werror, ctest; every header compiled on its own; the server's
+#      nginx, browser and load-smoke tests
 #   3. CMake, ASan + UBSan (-fno-sanitize-recover=all), ctest
 #   4. CMake, ThreadSanitizer: the concurrency, translator and thread-pool tests (oneDNN OFF: its
 #      libgomp threads are not instrumented and would report false races)
@@ -53,8 +54,9 @@ meson_leg() {
 }
 
 step "single header is current" /usr/bin/python3 tools/amalgamate.py --check
+# The server's heavy tests (nginx scale-out, headless Chromium, load smoke) run in this leg only.
 step "cmake -Werror, each header alone" cmake_leg build/werror -DTASKMOE_WARNINGS_AS_ERRORS=ON \
-  -DTASKMOE_BUILD_BENCHMARKS=ON \
+  -DTASKMOE_BUILD_BENCHMARKS=ON -DTASKMOE_SERVER_HEAVY_TESTS=ON \
   -DTASKMOE_HEADER_CHECK=ON
 sanitize_leg() {
   ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
