@@ -17,6 +17,7 @@
 #include <vector>     // std::vector
 
 #include <taskmoe/convert/convert.hpp>
+#include <taskmoe/convert/verify.hpp>
 #include <taskmoe/error.hpp>
 #include <taskmoe/format/checkpoint.hpp>
 #include <taskmoe/kernels/isa.hpp>
@@ -475,4 +476,29 @@ PYBIND11_MODULE(_taskmoe, m) {
       py::arg("overwrite") = false,
       "Extracts one task of a checkpoint into a .tmoe file (as taskmoe-convert --task). Returns "
       "{'path', 'file_size', 'tensor_count', 'seconds'}.");
+
+  m.def(
+      "verify",
+      [](const std::string& checkpoint, const std::string& task, const std::string& tmoe, int probes,
+         std::optional<std::vector<std::string>> texts, int max_steps) {
+        taskmoe::verify_options vo;
+        vo.probes = probes;
+        if (texts) vo.texts = *texts;
+        vo.max_steps = max_steps;
+        taskmoe::verify_result r;
+        {
+          py::gil_scoped_release release;
+          r = taskmoe::verify_task(checkpoint, task, tmoe, vo);
+        }
+        py::dict info;
+        info["probes"] = r.probes;
+        info["identical"] = r.identical;
+        info["max_abs_logit_diff"] = r.max_abs_logit_diff;
+        return info;
+      },
+      py::arg("checkpoint"), py::arg("task"), py::arg("tmoe"), py::kw_only(), py::arg("probes") = 16,
+      py::arg("texts") = py::none(), py::arg("max_steps") = 48,
+      "taskmoe-convert --verify: the extracted file against the full checkpoint on probe sentences "
+      "(generated, or `texts`). Returns {'probes', 'identical', 'max_abs_logit_diff'}; a float32 "
+      "extraction has identical == probes.");
 }

@@ -29,6 +29,7 @@ from ._taskmoe import (  # noqa: F401  (re-exported)
     active_isa,
     convert,
     list_tasks,
+    verify,
     with_onednn,
     with_sentencepiece,
 )
@@ -36,7 +37,7 @@ from ._taskmoe import (  # noqa: F401  (re-exported)
 __all__ = [
     "ConfigError", "Error", "FileError", "FormatError", "Hypothesis", "InvalidArgumentError",
     "ScoringResult", "Task", "TranslationResult", "Translator", "__version__", "active_isa",
-    "convert", "list_tasks", "with_onednn", "with_sentencepiece",
+    "convert", "list_tasks", "verify", "with_onednn", "with_sentencepiece",
 ]
 
 

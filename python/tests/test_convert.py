@@ -24,9 +24,16 @@ def test_convert_then_translate(demo_dir, tmp_path, quantization):
     assert t.task.name == "fr-en"
     text = t.translate_batch(["Sélectionnez un dossier."], beam_size=4)[0].hypotheses[0]
     assert text
+    v = taskmoe.verify(demo_dir, "fr-en", out, probes=4)
+    assert v["probes"] == 4
     if quantization == "float32":  # extraction is exact: same as the full checkpoint
         full = taskmoe.Translator.from_checkpoint(demo_dir, "fr-en")
         assert full.translate_batch(["Sélectionnez un dossier."], beam_size=4)[0].hypotheses[0] == text
+        assert v["identical"] == 4 and v["max_abs_logit_diff"] == 0
+    elif quantization == "int8":  # rounded weights: close, not equal
+        assert v["max_abs_logit_diff"] > 0
+    by_text = taskmoe.verify(demo_dir, "fr-en", out, texts=["Sélectionnez un dossier.", "Fichier"])
+    assert by_text["probes"] == 2
 
 
 def test_convert_errors(demo_dir, tmp_path):
@@ -44,6 +51,8 @@ def test_convert_errors(demo_dir, tmp_path):
         taskmoe.convert(str(tmp_path / "no-such-checkpoint"), "en-de", out, overwrite=True)
     with pytest.raises(taskmoe.FileError):
         taskmoe.convert(demo_dir, "en-de", str(tmp_path / "no" / "dir" / "x.tmoe"))
+    with pytest.raises(taskmoe.InvalidArgumentError, match="holds task 'en-de', not 'fr-en'"):
+        taskmoe.verify(demo_dir, "fr-en", out)
 
 
 def test_an_interrupted_conversion_leaves_nothing_behind(demo_dir, tmp_path):

@@ -2,12 +2,12 @@
  * usage: test_c_api FIXTURE_CHECKPOINT_DIR  (tests/data/fixtures/task_target)
  * Exit status 0 when every check passed; each failure is printed with its line. */
 #define _POSIX_C_SOURCE 200809L
+#include <taskmoe.h> /* first: the header compiles on its own in C */
+
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-#include <taskmoe.h>
 
 static int failures = 0;
 #define CHECK(cond)                                                           \
