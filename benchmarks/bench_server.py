@@ -134,8 +134,9 @@ def main():
     p.add_argument("--clients", default="1,8,64")
     p.add_argument("--seconds", type=float, default=15.0, help="per point (default 15)")
     p.add_argument("--max-requests", type=int, default=5000, help="per point (default 5000)")
-    p.add_argument("--batch-wait-ms", type=int, default=10)
-    p.add_argument("--modes", default="batching,no-batching")
+    p.add_argument("--modes", default="batching,no-batching",
+                   help="comma-separated: batching (the default --batch-wait-ms 0), batching-wait-N "
+                        "(--batch-wait-ms N), no-batching")
     p.add_argument("--smoke", action="store_true", help="CI: 1 and 8 clients, 2 s each; check, do not measure")
     a = p.parse_args()
     if a.smoke:
@@ -147,18 +148,19 @@ def main():
         model += ["--quantization", a.quantization]
 
     print("machine:", machine_line())
-    print("model: %s, task %s, server --threads %d, --batch-wait-ms %d, beam 4 (the default), %.0f s or %d "
-          "requests per point" % (" ".join(model), a.task, a.threads, a.batch_wait_ms, a.seconds, a.max_requests))
+    print("model: %s, task %s, server --threads %d, beam 4 (the default), %.0f s or %d requests per point" % (
+        " ".join(model), a.task, a.threads, a.seconds, a.max_requests))
     print()
     print("| mode | clients | requests | req/s | target tok/s | p50 ms | p99 ms | mean batch |")
     print("|---|---|---|---|---|---|---|---|")
     failures = []
     results = {}
     for mode in a.modes.split(","):
-        args = model + ["--threads", str(a.threads), "--batch-wait-ms", str(a.batch_wait_ms), "--tasks", a.task,
-                        "--queue", "4096"]
+        args = model + ["--threads", str(a.threads), "--tasks", a.task, "--queue", "4096"]
         if mode == "no-batching":
             args.append("--no-batching")
+        elif mode.startswith("batching-wait-") and mode[len("batching-wait-"):].isdigit():
+            args += ["--batch-wait-ms", mode[len("batching-wait-"):]]
         elif mode != "batching":
             sys.exit("unknown mode %r" % mode)
         with Server(a.server, args) as s:

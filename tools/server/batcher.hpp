@@ -38,7 +38,7 @@ using clock = std::chrono::steady_clock;
 struct batcher_options {
   int workers = 1;
   std::size_t max_batch_tokens = 1024;  // source tokens (pieces + tag + </s>) per call
-  std::chrono::milliseconds batch_wait{10};
+  std::chrono::milliseconds batch_wait{0};
   std::size_t max_queued = 1024;  // sentences waiting, all tasks together; more: submit refuses
   bool batching = true;           // false: a call holds one request's sentences, never more
   translation_options decoding;   // num_hypotheses is set per request

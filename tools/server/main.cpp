@@ -53,7 +53,8 @@ constexpr const char* usage_text =
     "Batching and limits:\n"
     "  --threads N             translation workers, one batch each (default: hardware threads)\n"
     "  --max-batch-tokens N    source tokens per batch at most (default 1024)\n"
-    "  --batch-wait-ms N       how long a sentence waits for others to join its batch (default 10)\n"
+    "  --batch-wait-ms N       how long a sentence may wait for others to join its batch (default 0:\n"
+    "                          batches form from what piles up while the workers are busy)\n"
     "  --no-batching           a batch holds one request's lines only (no merging of requests)\n"
     "  --queue N               sentences waiting at most, all tasks together; more: 503 (default 1024)\n"
     "  --timeout-ms N          a request not answered by then gets 503 (default 30000)\n"
@@ -77,7 +78,7 @@ struct server_options {
   int http_threads = 128;
   int threads = 0;
   int max_batch_tokens = 1024;
-  int batch_wait_ms = 10;
+  int batch_wait_ms = 0;
   bool batching = true;
   int queue = 1024;
   int timeout_ms = 30000;
