@@ -211,6 +211,12 @@ std::vector<std::string> utf8_texts(const py::handle& seq, const char* what) {
   return out;
 }
 
+// A file system path from str, bytes or os.PathLike (pathlib.Path), as open() takes.
+std::string fspath(const py::handle& p) {
+  const py::object v = py::module_::import("os").attr("fspath")(p);
+  return v.cast<std::string>();  // str as UTF-8, bytes as they are
+}
+
 std::string hypothesis_repr(const taskmoe::translation_hypothesis& h) {
   return "Hypothesis(text=" + py::repr(py::str(h.text)).cast<std::string>() +
          ", score=" + std::to_string(h.score) + ", normalized_score=" + std::to_string(h.normalized_score) + ")";
@@ -315,11 +321,12 @@ PYBIND11_MODULE(_taskmoe, m) {
   py::class_<taskmoe::translator>(m, "Translator",
                                   "A model for one task: a .tmoe file, or a task of a full checkpoint. "
                                   "Immutable; any number of threads may use it at once.")
-      .def(py::init([](const std::string& path, int threads, bool verify_checksums,
+      .def(py::init([](const py::object& path_in, int threads, bool verify_checksums,
                        std::optional<std::string> expected_task, bool use_mmap, bool fuse_qkv,
                        bool int8_output_projection) {
              const auto o = make_translator_options(threads, verify_checksums, expected_task.value_or(""),
                                                     use_mmap, fuse_qkv, int8_output_projection);
+             const std::string path = fspath(path_in);
              py::gil_scoped_release release;  // loading verifies checksums and packs weights
              return std::make_unique<taskmoe::translator>(path, o);
            }),
@@ -328,9 +335,10 @@ PYBIND11_MODULE(_taskmoe, m) {
            py::arg("int8_output_projection") = true, "Opens a .tmoe file (memory-mapped).")
       .def_static(
           "from_checkpoint",
-          [](const std::string& dir, const std::string& task, int threads, bool fuse_qkv,
+          [](const py::object& dir_in, const std::string& task, int threads, bool fuse_qkv,
              bool int8_output_projection) {
             const auto o = make_translator_options(threads, true, "", true, fuse_qkv, int8_output_projection);
+            const std::string dir = fspath(dir_in);
             py::gil_scoped_release release;
             return std::make_unique<taskmoe::translator>(taskmoe::translator::from_checkpoint(dir, task, o));
           },
@@ -430,7 +438,8 @@ PYBIND11_MODULE(_taskmoe, m) {
 
   m.def(
       "list_tasks",
-      [](const std::string& checkpoint) {
+      [](const py::object& checkpoint_in) {
+        const std::string checkpoint = fspath(checkpoint_in);
         py::gil_scoped_release release;
         taskmoe::checkpoint_options copts;
         copts.check_finite = false;  // listing reads no weights
@@ -441,8 +450,9 @@ PYBIND11_MODULE(_taskmoe, m) {
 
   m.def(
       "convert",
-      [](const std::string& checkpoint, const std::string& task, const std::string& output,
+      [](const py::object& checkpoint_in, const std::string& task, const py::object& output_in,
          const std::string& quantization, bool overwrite) {
+        const std::string checkpoint = fspath(checkpoint_in), output = fspath(output_in);
         taskmoe::convert_options co;
         co.quantization = taskmoe::parse_quantization(quantization);
         co.overwrite = overwrite;
@@ -479,8 +489,9 @@ PYBIND11_MODULE(_taskmoe, m) {
 
   m.def(
       "verify",
-      [](const std::string& checkpoint, const std::string& task, const std::string& tmoe, int probes,
+      [](const py::object& checkpoint_in, const std::string& task, const py::object& tmoe_in, int probes,
          std::optional<std::vector<std::string>> texts, int max_steps) {
+        const std::string checkpoint = fspath(checkpoint_in), tmoe = fspath(tmoe_in);
         taskmoe::verify_options vo;
         vo.probes = probes;
         if (texts) vo.texts = *texts;

@@ -1,7 +1,10 @@
 # Type stubs of the taskmoe package (the C++ extension taskmoe._taskmoe plus __init__.py), so that
 # editors and type checkers complete it. Keep in step with python/src/taskmoe_module.cpp;
 # python/tests/test_stubs.py checks that every name and keyword argument here exists.
-from typing import Any, Dict, Iterable, Iterator, List, Literal, Optional, Sequence
+import os
+from typing import Any, Dict, Iterable, Iterator, List, Literal, Optional, Sequence, Union
+
+Path = Union[str, bytes, "os.PathLike[str]"]
 
 __version__: str
 with_sentencepiece: bool
@@ -62,11 +65,11 @@ class ScoringResult:
 BatchType = Literal["examples", "tokens"]
 
 class Translator:
-    def __init__(self, path: str, *, threads: int = 1, verify_checksums: bool = True,
+    def __init__(self, path: Path, *, threads: int = 1, verify_checksums: bool = True,
                  expected_task: Optional[str] = None, use_mmap: bool = True, fuse_qkv: bool = True,
                  int8_output_projection: bool = True) -> None: ...
     @staticmethod
-    def from_checkpoint(checkpoint: str, task: str, *, threads: int = 1, fuse_qkv: bool = True,
+    def from_checkpoint(checkpoint: Path, task: str, *, threads: int = 1, fuse_qkv: bool = True,
                         int8_output_projection: bool = True) -> "Translator": ...
     @property
     def task(self) -> Task: ...
@@ -110,8 +113,8 @@ class Translator:
     def encode(self, text: str) -> List[int]: ...
     def max_input_length(self) -> int: ...
 
-def list_tasks(checkpoint: str) -> List[Task]: ...
-def convert(checkpoint: str, task: str, output: str, *, quantization: str = "int8",
+def list_tasks(checkpoint: Path) -> List[Task]: ...
+def convert(checkpoint: Path, task: str, output: Path, *, quantization: str = "int8",
             overwrite: bool = False) -> Dict[str, Any]: ...
-def verify(checkpoint: str, task: str, tmoe: str, *, probes: int = 16, texts: Optional[Sequence[str]] = None,
+def verify(checkpoint: Path, task: str, tmoe: Path, *, probes: int = 16, texts: Optional[Sequence[str]] = None,
            max_steps: int = 48) -> Dict[str, Any]: ...

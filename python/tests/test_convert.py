@@ -32,7 +32,10 @@ def test_convert_then_translate(demo_dir, tmp_path, quantization):
         assert v["identical"] == 4 and v["max_abs_logit_diff"] == 0
     elif quantization == "int8":  # rounded weights: close, not equal
         assert v["max_abs_logit_diff"] > 0
-    by_text = taskmoe.verify(demo_dir, "fr-en", out, texts=["Sélectionnez un dossier.", "Fichier"])
+    import pathlib  # paths may be str or os.PathLike everywhere
+    by_text = taskmoe.verify(pathlib.Path(demo_dir), "fr-en", pathlib.Path(out),
+                             texts=["Sélectionnez un dossier.", "Fichier"])
+    assert taskmoe.Translator(pathlib.Path(out)).task.name == "fr-en"
     assert by_text["probes"] == 2
 
 
