@@ -1585,71 +1585,123 @@ inline std::uint32_t crc32c(const void* data, std::size_t n) noexcept {
 }  // namespace detail
 }  // namespace taskmoe
 // ---- end taskmoe/detail/crc32c.hpp ----
+// ---- begin taskmoe/format/model_spec.hpp ----
+// The model spec: every tensor name of the architecture (docs/checkpoint-format.md, "Tensors"),
+// in one place. The checkpoint reader checks against it, the model loads by it, the converter
+// plans by it (role, stack and layer come with each tensor: nobody parses names back).
+
+#include <cstdint>      // std::uint64_t
+#include <string>       // std::string
+#include <string_view>  // std::string_view
+#include <utility>      // std::move
+#include <vector>       // std::vector
+
 
 namespace taskmoe {
 
-// A tensor the config requires, with its exact shape.
+// What a tensor is, which decides its dtype under each quantization scheme (convert/).
+enum class tensor_role {
+  embedding,       // embed_tokens / output_projection [vocab, d]
+  positions,       // learned embed_positions
+  task_embedding,  // a task-routed stack's task table (task data: replaced by gates in a .tmoe)
+  attention,       // {self,encoder}_attn.{q,k,v,out}_proj.weight
+  ffn,             // dense ffn.fc{1,2}.weight
+  expert,          // moe.experts.fc{1,2}.weight
+  router,          // moe.router.weight
+  small,           // biases, layer norms: always float32
+};
+
+namespace spec {
+
+inline std::string layer(stack s, int i) { return std::string(stack_name(s)) + ".layers." + std::to_string(i) + "."; }
+
+// Token embeddings of a stack (one shared table when the config says so).
+inline std::string embed_tokens(const model_config& c, stack s) {
+  return c.shared_embeddings ? "embed_tokens.weight" : std::string(stack_name(s)) + ".embed_tokens.weight";
+}
+inline constexpr std::string_view output_projection = "decoder.output_projection.weight";
+inline std::string embed_positions(stack s) { return std::string(stack_name(s)) + ".embed_positions.weight"; }
+inline std::string task_embedding(stack s) { return std::string(stack_name(s)) + ".task_embedding.weight"; }
+// Prefixes: ".weight" / ".bias" (norms, projections) or ".fc1" / ".fc2" (FFNs) are appended.
+inline std::string final_norm(stack s) { return std::string(stack_name(s)) + ".layer_norm"; }
+inline std::string self_attention(stack s, int i) { return layer(s, i) + "self_attn"; }
+inline std::string cross_attention(int i) { return layer(stack::decoder, i) + "encoder_attn"; }
+inline std::string attention_norm(const std::string& attention) { return attention + "_layer_norm"; }
+inline std::string q_proj(const std::string& attention) { return attention + ".q_proj"; }
+inline std::string k_proj(const std::string& attention) { return attention + ".k_proj"; }
+inline std::string v_proj(const std::string& attention) { return attention + ".v_proj"; }
+inline std::string out_proj(const std::string& attention) { return attention + ".out_proj"; }
+inline std::string ffn_norm(stack s, int i) { return layer(s, i) + "final_layer_norm"; }
+inline std::string ffn(stack s, int i) { return layer(s, i) + "ffn"; }
+inline std::string experts(stack s, int i) { return layer(s, i) + "moe.experts"; }
+inline std::string router(stack s, int i) { return layer(s, i) + "moe.router.weight"; }
+
+}  // namespace spec
+
+// A tensor the config requires, with its exact shape and what it is.
 struct required_tensor {
   std::string name;
   tensor_shape shape;
+  tensor_role role = tensor_role::small;
+  stack in_stack = stack::encoder;  // meaningful when layer >= 0 or for per-stack tensors
+  int layer = -1;                   // the layer it belongs to; -1: not a layer's
+  bool per_expert = false;          // an [E, ...] stack of the experts' weights or biases
 };
 
-// Calls visit(required_tensor) for every tensor a checkpoint with this config must hold (the
-// table of docs/checkpoint-format.md), in a fixed order. The count grows with the layer counts of
-// the config, which a file may set to 2^31 - 1: a reader checks each tensor as it is visited, so
-// the first missing one stops it (visit throws) before anything proportional is built.
+// Calls visit(required_tensor) for every tensor a checkpoint with this config must hold, in a
+// fixed order. The count grows with the layer counts of the config, which a file may set to
+// 2^31 - 1: a reader checks each tensor as it is visited, so the first missing one stops it (visit
+// throws) before anything proportional is built.
 template <typename Visit>
 inline void for_each_required_checkpoint_tensor(const model_config& c, Visit&& visit) {
   using u = std::uint64_t;
   const u d = static_cast<u>(c.d_model), v = static_cast<u>(c.vocab_size);
-  const auto add = [&visit](std::string n, tensor_shape s) { visit(required_tensor{std::move(n), s}); };
-  if (c.shared_embeddings) {
-    add("embed_tokens.weight", {v, d});
-  } else {
-    add("encoder.embed_tokens.weight", {v, d});
-    add("decoder.embed_tokens.weight", {v, d});
-    add("decoder.output_projection.weight", {v, d});
+  stack cur = stack::encoder;
+  int cur_layer = -1;
+  const auto add = [&](std::string n, tensor_shape s, tensor_role r) {
+    visit(required_tensor{std::move(n), s, r, cur, cur_layer, r == tensor_role::expert});
+  };
+  // A weight and its bias (prefix.weight, prefix.bias; biases are small, expert ones per expert).
+  const auto add_pair = [&](const std::string& prefix, tensor_shape w, tensor_shape b, tensor_role r) {
+    add(prefix + ".weight", w, r);
+    visit(required_tensor{prefix + ".bias", b, tensor_role::small, cur, cur_layer, r == tensor_role::expert});
+  };
+  add(spec::embed_tokens(c, stack::encoder), {v, d}, tensor_role::embedding);
+  if (!c.shared_embeddings) {
+    cur = stack::decoder;
+    add(spec::embed_tokens(c, stack::decoder), {v, d}, tensor_role::embedding);
+    add(std::string(spec::output_projection), {v, d}, tensor_role::embedding);
   }
   for (stack s : {stack::encoder, stack::decoder}) {
-    const std::string sn(stack_name(s));
+    cur = s;
+    cur_layer = -1;
     if (c.positions == positional_encoding::learned)
-      add(sn + ".embed_positions.weight", {static_cast<u>(c.max_positions), d});
+      add(spec::embed_positions(s), {static_cast<u>(c.max_positions), d}, tensor_role::positions);
     const auto& m = c.moe(s);
     const bool task_routed = c.has_moe && is_task_routed(m.route);
     if (task_routed)
-      add(sn + ".task_embedding.weight",
-          {static_cast<u>(m.task_keys.size()), static_cast<u>(c.task_embedding_dim)});
-    if (c.norm == norm_placement::pre) {
-      add(sn + ".layer_norm.weight", {d});
-      add(sn + ".layer_norm.bias", {d});
-    }
+      add(spec::task_embedding(s), {static_cast<u>(m.task_keys.size()), static_cast<u>(c.task_embedding_dim)},
+          tensor_role::task_embedding);
+    if (c.norm == norm_placement::pre) add_pair(spec::final_norm(s), {d}, {d}, tensor_role::small);
     for (int i = 0; i < c.num_layers(s); ++i) {
-      const std::string p = sn + ".layers." + std::to_string(i) + ".";
-      std::vector<std::string> attns = {"self_attn"};
-      if (s == stack::decoder) attns.push_back("encoder_attn");
+      cur_layer = i;
+      std::vector<std::string> attns = {spec::self_attention(s, i)};
+      if (s == stack::decoder) attns.push_back(spec::cross_attention(i));
       for (const auto& a : attns) {
-        for (const char* proj : {"q_proj", "k_proj", "v_proj", "out_proj"}) {
-          add(p + a + "." + proj + ".weight", {d, d});
-          add(p + a + "." + proj + ".bias", {d});
-        }
-        add(p + a + "_layer_norm.weight", {d});
-        add(p + a + "_layer_norm.bias", {d});
+        for (const std::string& proj : {spec::q_proj(a), spec::k_proj(a), spec::v_proj(a), spec::out_proj(a)})
+          add_pair(proj, {d, d}, {d}, tensor_role::attention);
+        add_pair(spec::attention_norm(a), {d}, {d}, tensor_role::small);
       }
-      add(p + "final_layer_norm.weight", {d});
-      add(p + "final_layer_norm.bias", {d});
+      add_pair(spec::ffn_norm(s, i), {d}, {d}, tensor_role::small);
       if (c.has_moe && c.is_moe_layer(s, i)) {
         const u e = static_cast<u>(c.num_experts), f = static_cast<u>(c.d_ff_expert);
-        add(p + "moe.experts.fc1.weight", {e, f, d});
-        add(p + "moe.experts.fc1.bias", {e, f});
-        add(p + "moe.experts.fc2.weight", {e, d, f});
-        add(p + "moe.experts.fc2.bias", {e, d});
-        add(p + "moe.router.weight", {e, task_routed ? static_cast<u>(c.task_embedding_dim) : d});
+        add_pair(spec::experts(s, i) + ".fc1", {e, f, d}, {e, f}, tensor_role::expert);
+        add_pair(spec::experts(s, i) + ".fc2", {e, d, f}, {e, d}, tensor_role::expert);
+        add(spec::router(s, i), {e, task_routed ? static_cast<u>(c.task_embedding_dim) : d}, tensor_role::router);
       } else {
         const u f = static_cast<u>(c.d_ff);
-        add(p + "ffn.fc1.weight", {f, d});
-        add(p + "ffn.fc1.bias", {f});
-        add(p + "ffn.fc2.weight", {d, f});
-        add(p + "ffn.fc2.bias", {d});
+        add_pair(spec::ffn(s, i) + ".fc1", {f, d}, {f}, tensor_role::ffn);
+        add_pair(spec::ffn(s, i) + ".fc2", {d, f}, {d}, tensor_role::ffn);
       }
     }
   }
@@ -1662,6 +1714,11 @@ inline std::vector<required_tensor> required_checkpoint_tensors(const model_conf
   for_each_required_checkpoint_tensor(c, [&r](required_tensor t) { r.push_back(std::move(t)); });
   return r;
 }
+
+}  // namespace taskmoe
+// ---- end taskmoe/format/model_spec.hpp ----
+
+namespace taskmoe {
 
 // The gate of one task at one MoE layer: which experts, with which weights.
 struct task_gate {
@@ -1764,9 +1821,8 @@ class checkpoint {
                                    " is not an MoE layer");
     const int k = task_key_index(config_, s, task);
     if (k < 0) throw invalid_argument_error("gate: task '" + task.name + "' has no task key");
-    const std::vector<float> table = to_f32(tensor(sn + ".task_embedding.weight"));
-    const std::vector<float> router =
-        to_f32(tensor(sn + ".layers." + std::to_string(layer) + ".moe.router.weight"));
+    const std::vector<float> table = to_f32(tensor(spec::task_embedding(s)));
+    const std::vector<float> router = to_f32(tensor(spec::router(s, layer)));
     const int dim = config_.task_embedding_dim;
     return compute_gate(router.data(), table.data() + static_cast<std::size_t>(k) * dim,
                         config_.num_experts, dim, config_.top_k);
@@ -5886,10 +5942,9 @@ class transformer {
     const int d = cfg_.d_model, v = cfg_.vocab_size;
     for (stack s : {stack::encoder, stack::decoder}) {
       stack_weights& sw = s == stack::encoder ? encoder_ : decoder_;
-      const std::string sn(stack_name(s));
-      sw.embed = w.matrix(cfg_.shared_embeddings ? "embed_tokens.weight" : sn + ".embed_tokens.weight", v, d);
+      sw.embed = w.matrix(spec::embed_tokens(cfg_, s), v, d);
       if (cfg_.positions == positional_encoding::learned) {
-        sw.positions = w.matrix_f32(sn + ".embed_positions.weight", cfg_.max_positions, d);
+        sw.positions = w.matrix_f32(spec::embed_positions(s), cfg_.max_positions, d);
         sw.position_rows = cfg_.max_positions;
       } else {
         auto& p = w.owned(0);
@@ -5897,12 +5952,12 @@ class transformer {
         p = sinusoidal_positions(sw.position_rows, d);
         sw.positions = p.data();
       }
-      if (pre_) sw.final_ln = norm(w, sn + ".layer_norm");
+      if (pre_) sw.final_ln = norm(w, spec::final_norm(s));
       for (int i = 0; i < cfg_.num_layers(s); ++i)
         sw.layers.push_back(load_layer(w, s, i));
     }
     output_.weight = cfg_.shared_embeddings ? encoder_.embed
-                                            : w.matrix("decoder.output_projection.weight", v, d);
+                                            : w.matrix(std::string(spec::output_projection), v, d);
     if (output_.weight.is_int8()) {
       output_.pack();
     } else if (opts_.int8_output_projection && has_int8_layers()) {
@@ -5942,10 +5997,10 @@ class transformer {
   attention_block attention(const weight_loader& w, const std::string& p, bool self) const {
     const int d = cfg_.d_model;
     attention_block a;
-    a.q = lin(w, p + ".q_proj", d, d);
-    a.k = lin(w, p + ".k_proj", d, d);
-    a.v = lin(w, p + ".v_proj", d, d);
-    a.out = lin(w, p + ".out_proj", d, d);
+    a.q = lin(w, spec::q_proj(p), d, d);
+    a.k = lin(w, spec::k_proj(p), d, d);
+    a.v = lin(w, spec::v_proj(p), d, d);
+    a.out = lin(w, spec::out_proj(p), d, d);
     const bool same = a.q.weight.is_int8() == a.k.weight.is_int8() && a.k.weight.is_int8() == a.v.weight.is_int8();
     const bool int8 = a.q.weight.is_int8();
     if (opts_.fuse_qkv && same && int8) {
@@ -5976,19 +6031,18 @@ class transformer {
 
   layer load_layer(const weight_loader& w, stack s, int i) const {
     const int d = cfg_.d_model;
-    const std::string p = std::string(stack_name(s)) + ".layers." + std::to_string(i) + ".";
     layer l;
-    l.self_ln = norm(w, p + "self_attn_layer_norm");
-    l.self = attention(w, p + "self_attn", true);
+    l.self_ln = norm(w, spec::attention_norm(spec::self_attention(s, i)));
+    l.self = attention(w, spec::self_attention(s, i), true);
     if (s == stack::decoder) {
-      l.cross_ln = norm(w, p + "encoder_attn_layer_norm");
-      l.cross = attention(w, p + "encoder_attn", false);
+      l.cross_ln = norm(w, spec::attention_norm(spec::cross_attention(i)));
+      l.cross = attention(w, spec::cross_attention(i), false);
     }
-    l.ffn_ln = norm(w, p + "final_layer_norm");
+    l.ffn_ln = norm(w, spec::ffn_norm(s, i));
     l.is_moe = cfg_.has_moe && cfg_.is_moe_layer(s, i);
     if (!l.is_moe) {
-      l.ffn.fc1 = lin(w, p + "ffn.fc1", cfg_.d_ff, d);
-      l.ffn.fc2 = lin(w, p + "ffn.fc2", d, cfg_.d_ff);
+      l.ffn.fc1 = lin(w, spec::ffn(s, i) + ".fc1", cfg_.d_ff, d);
+      l.ffn.fc2 = lin(w, spec::ffn(s, i) + ".fc2", d, cfg_.d_ff);
       l.ffn.act = cfg_.act;
       l.ffn.pack();
       return l;
@@ -5999,27 +6053,27 @@ class transformer {
 
   moe::moe_layer load_moe(const weight_loader& w, stack s, int i) const {
     const int d = cfg_.d_model;
-    const std::string p = std::string(stack_name(s)) + ".layers." + std::to_string(i) + ".";
-    const moe_layer_spec spec = src_.moe_layer(s, i);
+    const std::string p = spec::layer(s, i);
+    const moe_layer_spec route = src_.moe_layer(s, i);
     moe::moe_layer m;
-    m.route = spec.route;
-    m.expert_ids = spec.expert_ids;
-    m.gates = spec.gates;
+    m.route = route.route;
+    m.expert_ids = route.expert_ids;
+    m.gates = route.gates;
     m.top_k = cfg_.top_k;
     const int f = cfg_.d_ff_expert;
-    for (int slot : spec.slots) {
+    for (int slot : route.slots) {
       layers::feed_forward e;
-      e.fc1 = lin(w, p + "moe.experts.fc1", f, d, true, slot);
-      e.fc2 = lin(w, p + "moe.experts.fc2", d, f, true, slot);
+      e.fc1 = lin(w, spec::experts(s, i) + ".fc1", f, d, true, slot);
+      e.fc2 = lin(w, spec::experts(s, i) + ".fc2", d, f, true, slot);
       e.act = cfg_.act;
       m.experts.push_back(std::move(e));
     }
     if (!m.task_routed()) {
       m.num_experts = cfg_.num_experts;
-      if (static_cast<int>(spec.expert_ids.size()) != cfg_.num_experts)
+      if (static_cast<int>(route.expert_ids.size()) != cfg_.num_experts)
         throw format_error(src_.name(), p + "moe: a token-routed layer must keep all " +
                                             std::to_string(cfg_.num_experts) + " experts");
-      const weight_matrix r = w.matrix(p + "moe.router.weight", cfg_.num_experts, d);
+      const weight_matrix r = w.matrix(spec::router(s, i), cfg_.num_experts, d);
       m.router.resize(static_cast<std::size_t>(cfg_.num_experts) * d);
       for (int e = 0; e < cfg_.num_experts; ++e) r.row_to_f32(e, m.router.data() + static_cast<std::size_t>(e) * d);
     } else if (m.gates.size() != m.experts.size()) {
@@ -7365,17 +7419,6 @@ inline translator_set translator_set::from_directory(const std::string& dir, con
 
 namespace taskmoe {
 
-// What a tensor is, which decides its output dtype under each quantization scheme.
-enum class tensor_role {
-  embedding,       // embed_tokens / output_projection [vocab, d]
-  positions,       // learned embed_positions
-  attention,       // {self,encoder}_attn.{q,k,v,out}_proj.weight
-  ffn,             // dense ffn.fc{1,2}.weight
-  expert,          // moe.experts.fc{1,2}.weight
-  router,          // moe.router.weight (token routing only; task routing drops it)
-  small,           // biases, layer norms: always float32
-};
-
 struct convert_progress {
   std::size_t tensor_index = 0;  // tensors written so far (1-based after the first)
   std::size_t tensor_count = 0;
@@ -7440,25 +7483,6 @@ inline quantization_scheme parse_quantization(std::string_view s) {
 
 namespace detail {
 
-inline bool ends_with(std::string_view s, std::string_view suffix) noexcept {
-  return s.size() >= suffix.size() && s.substr(s.size() - suffix.size()) == suffix;
-}
-
-inline tensor_role role_of(std::string_view name) noexcept {
-  if (!ends_with(name, ".weight")) return tensor_role::small;
-  if (name == "embed_tokens.weight" || ends_with(name, ".embed_tokens.weight") ||
-      name == "decoder.output_projection.weight")
-    return tensor_role::embedding;
-  if (ends_with(name, ".embed_positions.weight")) return tensor_role::positions;
-  if (ends_with(name, "_proj.weight")) return tensor_role::attention;
-  if (ends_with(name, ".moe.experts.fc1.weight") || ends_with(name, ".moe.experts.fc2.weight"))
-    return tensor_role::expert;
-  if (ends_with(name, ".ffn.fc1.weight") || ends_with(name, ".ffn.fc2.weight"))
-    return tensor_role::ffn;
-  if (ends_with(name, ".moe.router.weight")) return tensor_role::router;
-  return tensor_role::small;  // layer norms, task embeddings
-}
-
 inline dtype output_dtype(tensor_role role, const convert_options& o) noexcept {
   switch (o.quantization) {
     case quantization_scheme::float32:
@@ -7522,10 +7546,9 @@ inline std::vector<moe_layer_info> task_moe_layers(const checkpoint& ck, const t
   std::vector<moe_layer_info> out;
   if (!c.has_moe) return out;
   const auto& m = c.moe(s);
-  const std::string sn(stack_name(s));
   if (is_task_routed(m.route)) {
     // The gate reads the task table and the router: reject non-finite values there by name.
-    const std::string table = sn + ".task_embedding.weight";
+    const std::string table = spec::task_embedding(s);
     if (ck.has_tensor(table))
       detail::check_finite(ck.tensor(table), table, ck.directory());
   }
@@ -7534,7 +7557,7 @@ inline std::vector<moe_layer_info> task_moe_layers(const checkpoint& ck, const t
     l.layer = layer;
     l.route = m.route;
     if (is_task_routed(m.route)) {
-      const std::string router = sn + ".layers." + std::to_string(layer) + ".moe.router.weight";
+      const std::string router = spec::router(s, layer);
       detail::check_finite(ck.tensor(router), router, ck.directory());
       task_gate g = ck.gate(task, s, layer);
       l.experts = std::move(g.experts);
@@ -7568,20 +7591,16 @@ inline conversion_plan plan_task(const checkpoint& ck, std::string_view task_nam
 
   for (const auto& r : required_checkpoint_tensors(c)) {
     const std::string& n = r.name;
-    if (detail::ends_with(n, ".task_embedding.weight")) continue;  // task data: in the gates
+    if (r.role == tensor_role::task_embedding) continue;  // task data: in the gates
     planned_tensor t;
     t.name = n;
-    t.role = detail::role_of(n);
+    t.role = r.role;
     t.shape = r.shape;
-    const auto moe_pos = n.find(".moe.");
-    if (moe_pos != std::string::npos) {
-      const stack s = n.rfind("encoder.", 0) == 0 ? stack::encoder : stack::decoder;
-      if (is_task_routed(c.moe(s).route)) {
-        if (t.role == tensor_role::router) continue;  // dropped: the gates replace it
-        const std::string prefix = std::string(stack_name(s)) + ".layers.";
-        const int layer = std::stoi(n.substr(prefix.size()));
-        for (const auto& l : m.moe_layers(s))
-          if (l.layer == layer) t.experts = l.experts;
+    if (r.layer >= 0 && c.has_moe && c.is_moe_layer(r.in_stack, r.layer) && is_task_routed(c.moe(r.in_stack).route)) {
+      if (t.role == tensor_role::router) continue;  // dropped: the gates replace it
+      if (r.per_expert) {
+        for (const auto& l : m.moe_layers(r.in_stack))
+          if (l.layer == r.layer) t.experts = l.experts;
         std::uint64_t dims[tensor_shape::max_dims];
         for (std::size_t i = 0; i < r.shape.ndim(); ++i) dims[i] = r.shape[i];
         dims[0] = t.experts.size();

@@ -42,17 +42,6 @@
 
 namespace taskmoe {
 
-// What a tensor is, which decides its output dtype under each quantization scheme.
-enum class tensor_role {
-  embedding,       // embed_tokens / output_projection [vocab, d]
-  positions,       // learned embed_positions
-  attention,       // {self,encoder}_attn.{q,k,v,out}_proj.weight
-  ffn,             // dense ffn.fc{1,2}.weight
-  expert,          // moe.experts.fc{1,2}.weight
-  router,          // moe.router.weight (token routing only; task routing drops it)
-  small,           // biases, layer norms: always float32
-};
-
 struct convert_progress {
   std::size_t tensor_index = 0;  // tensors written so far (1-based after the first)
   std::size_t tensor_count = 0;
@@ -117,25 +106,6 @@ inline quantization_scheme parse_quantization(std::string_view s) {
 
 namespace detail {
 
-inline bool ends_with(std::string_view s, std::string_view suffix) noexcept {
-  return s.size() >= suffix.size() && s.substr(s.size() - suffix.size()) == suffix;
-}
-
-inline tensor_role role_of(std::string_view name) noexcept {
-  if (!ends_with(name, ".weight")) return tensor_role::small;
-  if (name == "embed_tokens.weight" || ends_with(name, ".embed_tokens.weight") ||
-      name == "decoder.output_projection.weight")
-    return tensor_role::embedding;
-  if (ends_with(name, ".embed_positions.weight")) return tensor_role::positions;
-  if (ends_with(name, "_proj.weight")) return tensor_role::attention;
-  if (ends_with(name, ".moe.experts.fc1.weight") || ends_with(name, ".moe.experts.fc2.weight"))
-    return tensor_role::expert;
-  if (ends_with(name, ".ffn.fc1.weight") || ends_with(name, ".ffn.fc2.weight"))
-    return tensor_role::ffn;
-  if (ends_with(name, ".moe.router.weight")) return tensor_role::router;
-  return tensor_role::small;  // layer norms, task embeddings
-}
-
 inline dtype output_dtype(tensor_role role, const convert_options& o) noexcept {
   switch (o.quantization) {
     case quantization_scheme::float32:
@@ -199,10 +169,9 @@ inline std::vector<moe_layer_info> task_moe_layers(const checkpoint& ck, const t
   std::vector<moe_layer_info> out;
   if (!c.has_moe) return out;
   const auto& m = c.moe(s);
-  const std::string sn(stack_name(s));
   if (is_task_routed(m.route)) {
     // The gate reads the task table and the router: reject non-finite values there by name.
-    const std::string table = sn + ".task_embedding.weight";
+    const std::string table = spec::task_embedding(s);
     if (ck.has_tensor(table))
       detail::check_finite(ck.tensor(table), table, ck.directory());
   }
@@ -211,7 +180,7 @@ inline std::vector<moe_layer_info> task_moe_layers(const checkpoint& ck, const t
     l.layer = layer;
     l.route = m.route;
     if (is_task_routed(m.route)) {
-      const std::string router = sn + ".layers." + std::to_string(layer) + ".moe.router.weight";
+      const std::string router = spec::router(s, layer);
       detail::check_finite(ck.tensor(router), router, ck.directory());
       task_gate g = ck.gate(task, s, layer);
       l.experts = std::move(g.experts);
@@ -245,20 +214,16 @@ inline conversion_plan plan_task(const checkpoint& ck, std::string_view task_nam
 
   for (const auto& r : required_checkpoint_tensors(c)) {
     const std::string& n = r.name;
-    if (detail::ends_with(n, ".task_embedding.weight")) continue;  // task data: in the gates
+    if (r.role == tensor_role::task_embedding) continue;  // task data: in the gates
     planned_tensor t;
     t.name = n;
-    t.role = detail::role_of(n);
+    t.role = r.role;
     t.shape = r.shape;
-    const auto moe_pos = n.find(".moe.");
-    if (moe_pos != std::string::npos) {
-      const stack s = n.rfind("encoder.", 0) == 0 ? stack::encoder : stack::decoder;
-      if (is_task_routed(c.moe(s).route)) {
-        if (t.role == tensor_role::router) continue;  // dropped: the gates replace it
-        const std::string prefix = std::string(stack_name(s)) + ".layers.";
-        const int layer = std::stoi(n.substr(prefix.size()));
-        for (const auto& l : m.moe_layers(s))
-          if (l.layer == layer) t.experts = l.experts;
+    if (r.layer >= 0 && c.has_moe && c.is_moe_layer(r.in_stack, r.layer) && is_task_routed(c.moe(r.in_stack).route)) {
+      if (t.role == tensor_role::router) continue;  // dropped: the gates replace it
+      if (r.per_expert) {
+        for (const auto& l : m.moe_layers(r.in_stack))
+          if (l.layer == r.layer) t.experts = l.experts;
         std::uint64_t dims[tensor_shape::max_dims];
         for (std::size_t i = 0; i < r.shape.ndim(); ++i) dims[i] = r.shape[i];
         dims[0] = t.experts.size();

@@ -20,85 +20,11 @@
 #include <taskmoe/detail/mmap.hpp>
 #include <taskmoe/error.hpp>
 #include <taskmoe/format/model_config.hpp>
+#include <taskmoe/format/model_spec.hpp>  // for_each_required_checkpoint_tensor, spec::
 #include <taskmoe/format/safetensors.hpp>
 #include <taskmoe/tensor/tensor_view.hpp>
 
 namespace taskmoe {
-
-// A tensor the config requires, with its exact shape.
-struct required_tensor {
-  std::string name;
-  tensor_shape shape;
-};
-
-// Calls visit(required_tensor) for every tensor a checkpoint with this config must hold (the
-// table of docs/checkpoint-format.md), in a fixed order. The count grows with the layer counts of
-// the config, which a file may set to 2^31 - 1: a reader checks each tensor as it is visited, so
-// the first missing one stops it (visit throws) before anything proportional is built.
-template <typename Visit>
-inline void for_each_required_checkpoint_tensor(const model_config& c, Visit&& visit) {
-  using u = std::uint64_t;
-  const u d = static_cast<u>(c.d_model), v = static_cast<u>(c.vocab_size);
-  const auto add = [&visit](std::string n, tensor_shape s) { visit(required_tensor{std::move(n), s}); };
-  if (c.shared_embeddings) {
-    add("embed_tokens.weight", {v, d});
-  } else {
-    add("encoder.embed_tokens.weight", {v, d});
-    add("decoder.embed_tokens.weight", {v, d});
-    add("decoder.output_projection.weight", {v, d});
-  }
-  for (stack s : {stack::encoder, stack::decoder}) {
-    const std::string sn(stack_name(s));
-    if (c.positions == positional_encoding::learned)
-      add(sn + ".embed_positions.weight", {static_cast<u>(c.max_positions), d});
-    const auto& m = c.moe(s);
-    const bool task_routed = c.has_moe && is_task_routed(m.route);
-    if (task_routed)
-      add(sn + ".task_embedding.weight",
-          {static_cast<u>(m.task_keys.size()), static_cast<u>(c.task_embedding_dim)});
-    if (c.norm == norm_placement::pre) {
-      add(sn + ".layer_norm.weight", {d});
-      add(sn + ".layer_norm.bias", {d});
-    }
-    for (int i = 0; i < c.num_layers(s); ++i) {
-      const std::string p = sn + ".layers." + std::to_string(i) + ".";
-      std::vector<std::string> attns = {"self_attn"};
-      if (s == stack::decoder) attns.push_back("encoder_attn");
-      for (const auto& a : attns) {
-        for (const char* proj : {"q_proj", "k_proj", "v_proj", "out_proj"}) {
-          add(p + a + "." + proj + ".weight", {d, d});
-          add(p + a + "." + proj + ".bias", {d});
-        }
-        add(p + a + "_layer_norm.weight", {d});
-        add(p + a + "_layer_norm.bias", {d});
-      }
-      add(p + "final_layer_norm.weight", {d});
-      add(p + "final_layer_norm.bias", {d});
-      if (c.has_moe && c.is_moe_layer(s, i)) {
-        const u e = static_cast<u>(c.num_experts), f = static_cast<u>(c.d_ff_expert);
-        add(p + "moe.experts.fc1.weight", {e, f, d});
-        add(p + "moe.experts.fc1.bias", {e, f});
-        add(p + "moe.experts.fc2.weight", {e, d, f});
-        add(p + "moe.experts.fc2.bias", {e, d});
-        add(p + "moe.router.weight", {e, task_routed ? static_cast<u>(c.task_embedding_dim) : d});
-      } else {
-        const u f = static_cast<u>(c.d_ff);
-        add(p + "ffn.fc1.weight", {f, d});
-        add(p + "ffn.fc1.bias", {f});
-        add(p + "ffn.fc2.weight", {d, f});
-        add(p + "ffn.fc2.bias", {d});
-      }
-    }
-  }
-}
-
-// Every tensor a checkpoint with this config must hold, as a list (see above: for a config that
-// has passed a check against real tensors, or one built in code).
-inline std::vector<required_tensor> required_checkpoint_tensors(const model_config& c) {
-  std::vector<required_tensor> r;
-  for_each_required_checkpoint_tensor(c, [&r](required_tensor t) { r.push_back(std::move(t)); });
-  return r;
-}
 
 // The gate of one task at one MoE layer: which experts, with which weights.
 struct task_gate {
@@ -201,9 +127,8 @@ class checkpoint {
                                    " is not an MoE layer");
     const int k = task_key_index(config_, s, task);
     if (k < 0) throw invalid_argument_error("gate: task '" + task.name + "' has no task key");
-    const std::vector<float> table = to_f32(tensor(sn + ".task_embedding.weight"));
-    const std::vector<float> router =
-        to_f32(tensor(sn + ".layers." + std::to_string(layer) + ".moe.router.weight"));
+    const std::vector<float> table = to_f32(tensor(spec::task_embedding(s)));
+    const std::vector<float> router = to_f32(tensor(spec::router(s, layer)));
     const int dim = config_.task_embedding_dim;
     return compute_gate(router.data(), table.data() + static_cast<std::size_t>(k) * dim,
                         config_.num_experts, dim, config_.top_k);

@@ -18,6 +18,7 @@
 
 #include <taskmoe/error.hpp>
 #include <taskmoe/format/model_config.hpp>
+#include <taskmoe/format/model_spec.hpp>  // spec:: tensor names
 #include <taskmoe/kernels/elementwise.hpp>
 #include <taskmoe/layers/attention.hpp>
 #include <taskmoe/layers/feed_forward.hpp>
@@ -430,10 +431,9 @@ class transformer {
     const int d = cfg_.d_model, v = cfg_.vocab_size;
     for (stack s : {stack::encoder, stack::decoder}) {
       stack_weights& sw = s == stack::encoder ? encoder_ : decoder_;
-      const std::string sn(stack_name(s));
-      sw.embed = w.matrix(cfg_.shared_embeddings ? "embed_tokens.weight" : sn + ".embed_tokens.weight", v, d);
+      sw.embed = w.matrix(spec::embed_tokens(cfg_, s), v, d);
       if (cfg_.positions == positional_encoding::learned) {
-        sw.positions = w.matrix_f32(sn + ".embed_positions.weight", cfg_.max_positions, d);
+        sw.positions = w.matrix_f32(spec::embed_positions(s), cfg_.max_positions, d);
         sw.position_rows = cfg_.max_positions;
       } else {
         auto& p = w.owned(0);
@@ -441,12 +441,12 @@ class transformer {
         p = sinusoidal_positions(sw.position_rows, d);
         sw.positions = p.data();
       }
-      if (pre_) sw.final_ln = norm(w, sn + ".layer_norm");
+      if (pre_) sw.final_ln = norm(w, spec::final_norm(s));
       for (int i = 0; i < cfg_.num_layers(s); ++i)
         sw.layers.push_back(load_layer(w, s, i));
     }
     output_.weight = cfg_.shared_embeddings ? encoder_.embed
-                                            : w.matrix("decoder.output_projection.weight", v, d);
+                                            : w.matrix(std::string(spec::output_projection), v, d);
     if (output_.weight.is_int8()) {
       output_.pack();
     } else if (opts_.int8_output_projection && has_int8_layers()) {
@@ -486,10 +486,10 @@ class transformer {
   attention_block attention(const weight_loader& w, const std::string& p, bool self) const {
     const int d = cfg_.d_model;
     attention_block a;
-    a.q = lin(w, p + ".q_proj", d, d);
-    a.k = lin(w, p + ".k_proj", d, d);
-    a.v = lin(w, p + ".v_proj", d, d);
-    a.out = lin(w, p + ".out_proj", d, d);
+    a.q = lin(w, spec::q_proj(p), d, d);
+    a.k = lin(w, spec::k_proj(p), d, d);
+    a.v = lin(w, spec::v_proj(p), d, d);
+    a.out = lin(w, spec::out_proj(p), d, d);
     const bool same = a.q.weight.is_int8() == a.k.weight.is_int8() && a.k.weight.is_int8() == a.v.weight.is_int8();
     const bool int8 = a.q.weight.is_int8();
     if (opts_.fuse_qkv && same && int8) {
@@ -520,19 +520,18 @@ class transformer {
 
   layer load_layer(const weight_loader& w, stack s, int i) const {
     const int d = cfg_.d_model;
-    const std::string p = std::string(stack_name(s)) + ".layers." + std::to_string(i) + ".";
     layer l;
-    l.self_ln = norm(w, p + "self_attn_layer_norm");
-    l.self = attention(w, p + "self_attn", true);
+    l.self_ln = norm(w, spec::attention_norm(spec::self_attention(s, i)));
+    l.self = attention(w, spec::self_attention(s, i), true);
     if (s == stack::decoder) {
-      l.cross_ln = norm(w, p + "encoder_attn_layer_norm");
-      l.cross = attention(w, p + "encoder_attn", false);
+      l.cross_ln = norm(w, spec::attention_norm(spec::cross_attention(i)));
+      l.cross = attention(w, spec::cross_attention(i), false);
     }
-    l.ffn_ln = norm(w, p + "final_layer_norm");
+    l.ffn_ln = norm(w, spec::ffn_norm(s, i));
     l.is_moe = cfg_.has_moe && cfg_.is_moe_layer(s, i);
     if (!l.is_moe) {
-      l.ffn.fc1 = lin(w, p + "ffn.fc1", cfg_.d_ff, d);
-      l.ffn.fc2 = lin(w, p + "ffn.fc2", d, cfg_.d_ff);
+      l.ffn.fc1 = lin(w, spec::ffn(s, i) + ".fc1", cfg_.d_ff, d);
+      l.ffn.fc2 = lin(w, spec::ffn(s, i) + ".fc2", d, cfg_.d_ff);
       l.ffn.act = cfg_.act;
       l.ffn.pack();
       return l;
@@ -543,27 +542,27 @@ class transformer {
 
   moe::moe_layer load_moe(const weight_loader& w, stack s, int i) const {
     const int d = cfg_.d_model;
-    const std::string p = std::string(stack_name(s)) + ".layers." + std::to_string(i) + ".";
-    const moe_layer_spec spec = src_.moe_layer(s, i);
+    const std::string p = spec::layer(s, i);
+    const moe_layer_spec route = src_.moe_layer(s, i);
     moe::moe_layer m;
-    m.route = spec.route;
-    m.expert_ids = spec.expert_ids;
-    m.gates = spec.gates;
+    m.route = route.route;
+    m.expert_ids = route.expert_ids;
+    m.gates = route.gates;
     m.top_k = cfg_.top_k;
     const int f = cfg_.d_ff_expert;
-    for (int slot : spec.slots) {
+    for (int slot : route.slots) {
       layers::feed_forward e;
-      e.fc1 = lin(w, p + "moe.experts.fc1", f, d, true, slot);
-      e.fc2 = lin(w, p + "moe.experts.fc2", d, f, true, slot);
+      e.fc1 = lin(w, spec::experts(s, i) + ".fc1", f, d, true, slot);
+      e.fc2 = lin(w, spec::experts(s, i) + ".fc2", d, f, true, slot);
       e.act = cfg_.act;
       m.experts.push_back(std::move(e));
     }
     if (!m.task_routed()) {
       m.num_experts = cfg_.num_experts;
-      if (static_cast<int>(spec.expert_ids.size()) != cfg_.num_experts)
+      if (static_cast<int>(route.expert_ids.size()) != cfg_.num_experts)
         throw format_error(src_.name(), p + "moe: a token-routed layer must keep all " +
                                             std::to_string(cfg_.num_experts) + " experts");
-      const weight_matrix r = w.matrix(p + "moe.router.weight", cfg_.num_experts, d);
+      const weight_matrix r = w.matrix(spec::router(s, i), cfg_.num_experts, d);
       m.router.resize(static_cast<std::size_t>(cfg_.num_experts) * d);
       for (int e = 0; e < cfg_.num_experts; ++e) r.row_to_f32(e, m.router.data() + static_cast<std::size_t>(e) * d);
     } else if (m.gates.size() != m.experts.size()) {
