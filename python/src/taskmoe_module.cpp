@@ -138,17 +138,20 @@ py::object to_python(const nlohmann::json& j) {
   }
 }
 
-// The keyword arguments of translate_batch / translate_batch_tokens, in one place so both (and
-// the stubs) agree. Names and defaults are translation_options' (CTranslate2's where they exist).
-#define TASKMOE_TRANSLATION_ARGS                                                                       \
-  py::kw_only(), py::arg("beam_size") = 2, py::arg("num_hypotheses") = 1, py::arg("length_penalty") = 1.0f, \
-      py::arg("max_decoding_length") = 256, py::arg("min_decoding_length") = 0,                         \
-      py::arg("max_length_ratio") = 0.0f, py::arg("max_length_offset") = 0, py::arg("sampling_topk") = 1, \
-      py::arg("sampling_topp") = 1.0f, py::arg("sampling_temperature") = 1.0f, py::arg("seed") = 0,     \
-      py::arg("repetition_penalty") = 1.0f, py::arg("no_repeat_ngram_size") = 0,                        \
-      py::arg("return_scores") = true, py::arg("target_prefix") = py::none(),                          \
-      py::arg("max_batch_size") = 0, py::arg("batch_type") = "examples", py::arg("max_input_length") = 0, \
-      py::arg("truncate_input") = true
+// The keyword arguments of translate_batch / translate_batch_tokens, in one place so both agree.
+// Names are translation_options' (CTranslate2's where they exist); the defaults are read from a
+// default-constructed translation_options `d`, so they cannot drift from the C++ ones.
+#define TASKMOE_TRANSLATION_ARGS                                                                          \
+  py::kw_only(), py::arg("beam_size") = d.beam_size, py::arg("num_hypotheses") = d.num_hypotheses,       \
+      py::arg("length_penalty") = d.length_penalty, py::arg("max_decoding_length") = d.max_decoding_length, \
+      py::arg("min_decoding_length") = d.min_decoding_length, py::arg("max_length_ratio") = d.max_length_ratio, \
+      py::arg("max_length_offset") = d.max_length_offset, py::arg("sampling_topk") = d.sampling_topk,     \
+      py::arg("sampling_topp") = d.sampling_topp, py::arg("sampling_temperature") = d.sampling_temperature, \
+      py::arg("seed") = d.seed, py::arg("repetition_penalty") = d.repetition_penalty,                     \
+      py::arg("no_repeat_ngram_size") = d.no_repeat_ngram_size, py::arg("return_scores") = d.return_scores, \
+      py::arg("target_prefix") = py::none(), py::arg("max_batch_size") = d.max_batch_size,                \
+      py::arg("batch_type") = "examples", py::arg("max_input_length") = d.max_input_length,               \
+      py::arg("truncate_input") = d.truncate_input
 
 taskmoe::translation_options make_translation_options(
     int beam_size, int num_hypotheses, float length_penalty, int max_decoding_length,
@@ -228,6 +231,7 @@ PYBIND11_MODULE(_taskmoe, m) {
   m.doc() = "taskmoe: Task-level Mixture-of-Experts translation on CPU (the C++ runtime's binding).";
   make_exceptions(m);
   py::register_exception_translator(&translate_exception);
+  const taskmoe::translation_options d;  // the defaults of TASKMOE_TRANSLATION_ARGS
 
   m.attr("__version__") = TASKMOE_VERSION_STRING;
   m.attr("with_sentencepiece") = taskmoe::tokenizer::sentencepiece::available;

@@ -55,6 +55,37 @@ def test_every_stub_name_exists_with_the_same_arguments():
     assert checked >= 12
 
 
+def stub_defaults(fn):
+    a = fn.args
+    out = {}
+    positional = a.posonlyargs + a.args
+    for arg, d in zip(positional[len(positional) - len(a.defaults):], a.defaults):
+        out[arg.arg] = ast.literal_eval(d)
+    for arg, d in zip(a.kwonlyargs, a.kw_defaults):
+        if d is not None:
+            out[arg.arg] = ast.literal_eval(d)
+    return out
+
+
+def runtime_defaults(obj):
+    first = obj.__doc__.split("\n", 1)[0]
+    return {name: ast.literal_eval(value) for name, value in
+            re.findall(r"(\w+): [\w\[\]., ]*? = ('[^']*'|[^,)]+)", first)}
+
+
+def test_stub_defaults_are_the_runtime_defaults():
+    tree = ast.parse(open(STUB, encoding="utf-8").read())
+    cls = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "Translator")
+    compared = 0
+    for item in cls.body:
+        if isinstance(item, ast.FunctionDef) and item.name in (
+                "translate_batch", "translate_batch_tokens", "score_batch", "score_batch_tokens"):
+            expected = runtime_defaults(getattr(taskmoe.Translator, item.name))
+            assert stub_defaults(item) == expected, item.name
+            compared += len(expected)
+    assert compared > 30
+
+
 def test_every_public_name_has_a_stub():
     tree = ast.parse(open(STUB, encoding="utf-8").read())
     names = {getattr(n, "name", None) or getattr(getattr(n, "target", None), "id", None) for n in tree.body}
