@@ -14,6 +14,7 @@
 
 // File formats: model config, safetensors, the multi-task checkpoint, the per-task .tmoe file.
 #include <taskmoe/format/model_config.hpp>
+#include <taskmoe/format/model_spec.hpp>
 #include <taskmoe/format/safetensors.hpp>
 #include <taskmoe/format/checkpoint.hpp>
 #include <taskmoe/format/tmoe_metadata.hpp>
