@@ -7047,35 +7047,9 @@ class translator {
       return sources[a].size() < sources[b].size();
     });
     std::vector<std::vector<std::size_t>> batches = split(order, sources, o);
-    std::atomic<std::size_t> next{0};
-    std::exception_ptr failure;
-    std::mutex failure_mutex;
     // Sub-batches run in parallel; threads left over (fewer sub-batches than threads, e.g. one
     // sentence) split each GEMM's columns instead (kernels/parallel.hpp).
-    const std::size_t n_threads = std::min<std::size_t>(static_cast<std::size_t>(options_.threads), batches.size());
-    const int intra = n_threads == 0 ? 1 : options_.threads / static_cast<int>(n_threads);
-    const auto worker = [&] {
-      const kernels::scoped_intra_op_threads scope(intra);
-      for (;;) {
-        const std::size_t bi = next.fetch_add(1);
-        if (bi >= batches.size()) return;
-        try {
-          run_batch(batches[bi], sources, o, so, with_text, results);
-        } catch (...) {
-          std::lock_guard<std::mutex> lock(failure_mutex);
-          if (!failure) failure = std::current_exception();
-          next.store(batches.size());
-        }
-      }
-    };
-    if (n_threads <= 1) {
-      worker();
-    } else {
-      std::vector<std::thread> pool;
-      for (std::size_t t = 0; t < n_threads; ++t) pool.emplace_back(worker);
-      for (auto& th : pool) th.join();
-    }
-    if (failure) std::rethrow_exception(failure);
+    for_each_batch(batches.size(), [&](std::size_t bi) { run_batch(batches[bi], sources, o, so, with_text, results); });
     model_->source().check_unchanged();
     return results;
   }
