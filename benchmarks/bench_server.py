@@ -7,6 +7,8 @@ SearXNG), cycling through a fixed list of sentences of different lengths.
 
   benchmarks/bench_server.py --server build/release/tools/taskmoe-server --checkpoint models/demo
   benchmarks/bench_server.py ... --smoke     # CI: 1 and 8 clients, 2 s, checks instead of numbers
+  benchmarks/bench_server.py ... --memory    # RSS serving every task, then mixed-task tokens/s
+  benchmarks/bench_server.py --make-token-routed OUT --checkpoint models/demo   # a TokenMoE twin
 
 Every answer must be 200 (any other status is counted and fails --smoke). The server's own
 /metrics give the mean batch size of each point.
@@ -122,6 +124,118 @@ def run_point(url, clients, seconds, max_requests, source, target):
     }
 
 
+def rss_mb(pid, field="VmRSS"):
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) / 1024.0
+    return float("nan")
+
+
+def run_memory(a, model):
+    """RSS of a server holding every task of `model`: after load, after one request per task, and
+    after a mixed-task load (every request a different task); target tokens/s of that load."""
+    with Server(a.server, model + ["--threads", str(a.threads)]) as s:
+        pid = s.proc.pid
+        loaded = rss_mb(pid)
+        langs = requests.get(s.url + "/languages", timeout=10).json()
+        tasks = [(l["code"], t) for l in langs for t in l["targets"]]
+        for src, tgt in tasks:
+            q = SENTENCES[0] if src == "en" else "Bonjour"
+            r = requests.post(s.url + "/translate", json={"q": q, "source": src, "target": tgt}, timeout=60)
+            r.raise_for_status()
+        served = rss_mb(pid)
+        before = requests.get(s.url + "/metrics", timeout=10).text
+        stop_at = time.monotonic() + a.seconds
+        counts = [0]
+        lock = threading.Lock()
+
+        def client(i):
+            sess, k = requests.Session(), i
+            while time.monotonic() < stop_at:
+                src, tgt = tasks[k % len(tasks)]
+                sess.post(s.url + "/translate", json={"q": SENTENCES[k % len(SENTENCES)], "source": src,
+                                                      "target": tgt}, timeout=120).raise_for_status()
+                k += 1
+                with lock:
+                    counts[0] += 1
+
+        t0 = time.monotonic()
+        threads = [threading.Thread(target=client, args=(i,)) for i in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        wall = time.monotonic() - t0
+        after = requests.get(s.url + "/metrics", timeout=10).text
+        loaded_log = re.search(r"loaded in ([0-9.]+) s \(([0-9.]+) MB owned\)", s.text_log())
+        row = (" ".join(model), len(tasks), loaded, served, rss_mb(pid), rss_mb(pid, "VmHWM"),
+               (tokens_total(after) - tokens_total(before)) / wall, counts[0] / wall,
+               float(loaded_log.group(1)) if loaded_log else float("nan"))
+        if s.stop() != 0:
+            sys.exit("the server did not exit 0")
+    print("| %s | %d | %.0f | %.0f | %.0f | %.0f | %.0f | %.1f | %.2f |" % row, flush=True)
+
+
+def make_token_routed(checkpoint, out):
+    """Copies a task-routed checkpoint with every MoE layer token-routed instead: the same experts,
+    a random router over the hidden state ([E, d_model]), no task embeddings. Translations are
+    not meaningful (the router was never trained); sizes and speed are those of a TokenMoE model
+    of the same shapes."""
+    import json
+    import shutil
+    import struct
+
+    import numpy as np
+
+    os.makedirs(out, exist_ok=True)
+    with open(os.path.join(checkpoint, "config.json")) as f:
+        cfg = json.load(f)
+    for stack in ("encoder", "decoder"):
+        m = cfg["moe"].get(stack)
+        if m and m["routing"] != "dense":
+            m["routing"] = "token"
+            m.pop("task_keys", None)
+    cfg["moe"].pop("task_embedding_dim", None)
+    with open(os.path.join(out, "config.json"), "w") as f:
+        json.dump(cfg, f, indent=2)
+    shutil.copy(os.path.join(checkpoint, "sentencepiece.model"), out)
+    d, experts = cfg["model"]["d_model"], cfg["moe"]["num_experts"]
+    with open(os.path.join(checkpoint, "model.safetensors"), "rb") as f:
+        n = struct.unpack("<Q", f.read(8))[0]
+        header = json.loads(f.read(n))
+        data = f.read()
+    rng = np.random.default_rng(0)
+    meta = header.pop("__metadata__", None)
+    tensors = []
+    for name, t in header.items():
+        if name.endswith("task_embedding.weight"):
+            continue
+        if name.endswith("moe.router.weight"):
+            dtype = {"F16": np.float16, "F32": np.float32, "BF16": None}[t["dtype"]]
+            if dtype is None:
+                sys.exit("bfloat16 checkpoints are not handled here")
+            blob = (rng.standard_normal((experts, d)) * 0.5).astype(dtype).tobytes()
+            tensors.append((name, t["dtype"], [experts, d], blob))
+        else:
+            b, e = t["data_offsets"]
+            tensors.append((name, t["dtype"], t["shape"], data[b:e]))
+    out_header, offset = {}, 0
+    for name, dtype, shape, blob in tensors:
+        out_header[name] = {"dtype": dtype, "shape": shape, "data_offsets": [offset, offset + len(blob)]}
+        offset += len(blob)
+    if meta is not None:
+        out_header["__metadata__"] = meta
+    text = json.dumps(out_header).encode()
+    text += b" " * (-(8 + len(text)) % 64)  # data starts aligned
+    with open(os.path.join(out, "model.safetensors"), "wb") as f:
+        f.write(struct.pack("<Q", len(text)))
+        f.write(text)
+        for _, _, _, blob in tensors:
+            f.write(blob)
+    print(out)
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--server", required=True, help="the taskmoe-server binary")
@@ -138,7 +252,15 @@ def main():
                    help="comma-separated: batching (the default --batch-wait-ms 0), batching-wait-N "
                         "(--batch-wait-ms N), no-batching")
     p.add_argument("--smoke", action="store_true", help="CI: 1 and 8 clients, 2 s each; check, do not measure")
+    p.add_argument("--memory", action="store_true",
+                   help="serve every task; print RSS after load, after one request per task, after --seconds "
+                        "of mixed-task load at 8 clients, and that load's target tokens/s")
+    p.add_argument("--make-token-routed", metavar="OUT",
+                   help="write a token-routed copy of --checkpoint to OUT (for --memory) and exit")
     a = p.parse_args()
+    if a.make_token_routed:
+        make_token_routed(a.checkpoint, a.make_token_routed)
+        return
     if a.smoke:
         a.clients, a.seconds = "1,8", 2.0
     clients = [int(c) for c in a.clients.split(",")]
@@ -148,6 +270,12 @@ def main():
         model += ["--quantization", a.quantization]
 
     print("machine:", machine_line())
+    if a.memory:
+        print("| model | tasks | RSS loaded MB | RSS after 1 request per task MB | RSS after load MB | peak RSS MB "
+              "| target tok/s (8 clients, mixed tasks) | req/s | load s |")
+        print("|---|---|---|---|---|---|---|---|---|")
+        run_memory(a, model)
+        return
     print("model: %s, task %s, server --threads %d, beam 4 (the default), %.0f s or %d requests per point" % (
         " ".join(model), a.task, a.threads, a.seconds, a.max_requests))
     print()

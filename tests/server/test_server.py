@@ -4,7 +4,8 @@ client. Every endpoint, every error status, unicode, list q, concurrent clients,
 taskmoe-translate's, graceful SIGTERM with requests in flight, hostile HTTP.
 
   tests/server/test_server.py --server build/x/tools/taskmoe-server \
-      --translate build/x/examples/taskmoe-translate --checkpoint models/demo [unittest args]
+      --translate build/x/examples/taskmoe-translate --convert build/x/tools/taskmoe-convert \
+      --checkpoint models/demo [unittest args]
 """
 
 import argparse
@@ -506,6 +507,35 @@ class Limits(Base):
         self.assertNotIn('taskmoe_sentences_total{task="en-de"}', metrics)  # nothing was translated
 
 
+class Int8(unittest.TestCase):
+    """--checkpoint --quantization int8 quantizes at load as taskmoe-convert does: the server's
+    answers equal taskmoe-translate's on the converted int8 files."""
+
+    def test_int8_at_load_answers_like_converted_files(self):
+        tasks = ["en-de", "ru-en"]
+        with tempfile.TemporaryDirectory() as d:
+            r = run_cli(ARGS.convert, ["--checkpoint", ARGS.checkpoint, "--output-dir", d, "--quantization", "int8",
+                                       "--quiet"] + sum((["--task", t] for t in tasks), []))
+            self.assertEqual(r.returncode, 0, r.stderr)
+            want = {}
+            for t in tasks:
+                lines = [l for l in LINES[t[:2]] if l]
+                out = run_cli(ARGS.translate, ["--model", os.path.join(d, t + ".tmoe"), "--quiet"],
+                              "".join(l + "\n" for l in lines))
+                self.assertEqual(out.returncode, 0, out.stderr)
+                want[t] = (lines, out.stdout.split("\n")[:-1])
+            for model in (["--checkpoint", ARGS.checkpoint, "--quantization", "int8"], ["--models", d]):
+                with self.subTest(model=model[0]), \
+                        Server(ARGS.server, model + ["--tasks", ",".join(tasks), "--threads", "2"]) as s:
+                    for t, (lines, outs) in want.items():
+                        src, tgt = t.split("-")
+                        r = requests.post(s.url + "/translate", json={"q": lines, "source": src, "target": tgt},
+                                          timeout=60)
+                        self.assertEqual(r.status_code, 200, r.text)
+                        self.assertEqual(r.json()["translatedText"], outs, t)
+                    self.assertEqual(s.stop(), 0)
+
+
 class Shutdown(unittest.TestCase):
     def test_sigterm_finishes_requests_in_flight(self):
         # Sentences wait up to 10 s for company, so the requests are surely queued when SIGTERM
@@ -546,6 +576,7 @@ def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--server", required=True)
     p.add_argument("--translate", required=True, help="taskmoe-translate, the reference for answers")
+    p.add_argument("--convert", required=True, help="taskmoe-convert, for the int8 comparison")
     p.add_argument("--checkpoint", required=True)
     ARGS, rest = p.parse_known_args()
     unittest.main(argv=[sys.argv[0]] + rest, verbosity=2)
