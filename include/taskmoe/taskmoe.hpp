@@ -13,6 +13,7 @@
 #include <taskmoe/tensor/tensor_view.hpp>
 
 // File formats: model config, safetensors, the multi-task checkpoint, the per-task .tmoe file.
+#include <taskmoe/format/architecture.hpp>
 #include <taskmoe/format/model_config.hpp>
 #include <taskmoe/format/model_spec.hpp>
 #include <taskmoe/format/safetensors.hpp>
@@ -32,6 +33,7 @@
 #include <taskmoe/model/transformer.hpp>
 #include <taskmoe/decoding/options.hpp>
 #include <taskmoe/decoding/search.hpp>
+#include <taskmoe/decoding/model_session.hpp>
 #include <taskmoe/tokenizer/utf8.hpp>
 #include <taskmoe/tokenizer/vocabulary.hpp>
 #include <taskmoe/tokenizer/sentencepiece.hpp>

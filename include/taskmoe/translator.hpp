@@ -25,6 +25,7 @@
 #include <vector>       // std::vector
 
 #include <taskmoe/decoding/options.hpp>
+#include <taskmoe/decoding/model_session.hpp>
 #include <taskmoe/decoding/search.hpp>
 #include <taskmoe/error.hpp>
 #include <taskmoe/format/checkpoint.hpp>

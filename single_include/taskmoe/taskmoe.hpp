@@ -434,20 +434,11 @@ inline void check_finite(const tensor_view& v, const std::string& name, const st
 // ---- end taskmoe/tensor/tensor_view.hpp ----
 
 // File formats: model config, safetensors, the multi-task checkpoint, the per-task .tmoe file.
-// ---- begin taskmoe/format/model_config.hpp ----
-// The model architecture and MoE routing, as written in a checkpoint's config.json ("model" and
-// "moe" objects, docs/checkpoint-format.md) and repeated verbatim in a .tmoe file's metadata
-// (docs/format.md). One struct for both, so the converter copies it without translation.
+// ---- begin taskmoe/format/architecture.hpp ----
+// The architecture's enumerations (stack, routing, norm placement, activation, positions) on
+// their own: layers and moe/ need these, not the config parser and its JSON (model_config.hpp).
 
-#include <algorithm>    // std::find, std::is_sorted, std::adjacent_find
-#include <cmath>        // std::isfinite
-#include <cstdint>      // std::int64_t
-#include <string>       // std::string
 #include <string_view>  // std::string_view
-#include <vector>       // std::vector
-
-#include <nlohmann/json.hpp>
-
 
 namespace taskmoe {
 
@@ -474,6 +465,25 @@ inline constexpr std::string_view routing_name(routing r) noexcept {
 inline constexpr bool is_task_routed(routing r) noexcept {
   return r == routing::task_target || r == routing::task_pair;
 }
+
+}  // namespace taskmoe
+// ---- end taskmoe/format/architecture.hpp ----
+// ---- begin taskmoe/format/model_config.hpp ----
+// The model architecture and MoE routing, as written in a checkpoint's config.json ("model" and
+// "moe" objects, docs/checkpoint-format.md) and repeated verbatim in a .tmoe file's metadata
+// (docs/format.md). One struct for both, so the converter copies it without translation.
+
+#include <algorithm>    // std::find, std::is_sorted, std::adjacent_find
+#include <cmath>        // std::isfinite
+#include <cstdint>      // std::int64_t
+#include <string>       // std::string
+#include <string_view>  // std::string_view
+#include <vector>       // std::vector
+
+#include <nlohmann/json.hpp>
+
+
+namespace taskmoe {
 
 // MoE settings of one stack (`moe.encoder` / `moe.decoder`).
 struct stack_moe_config {
@@ -6137,7 +6147,8 @@ struct hypothesis {
 //   void reorder(const std::vector<int>& rows);  // new row i = old row rows[i]
 //
 // The session starts with one row per sentence (row b = sentence b). Finished rows are dropped
-// from the batch as soon as they finish.
+// from the batch as soon as they finish. The model's session is decoding/model_session.hpp: search
+// itself knows no model.
 
 #include <algorithm>  // std::stable_sort, std::min, std::max
 #include <cmath>      // std::pow, std::exp, std::log, INFINITY
@@ -6422,6 +6433,19 @@ std::vector<std::vector<hypothesis>> search(Session& session, const std::vector<
                           : beam_search(session, sentences, o, bos, eos);
 }
 
+}  // namespace decoding
+}  // namespace taskmoe
+// ---- end taskmoe/decoding/search.hpp ----
+// ---- begin taskmoe/decoding/model_session.hpp ----
+// The Session of decoding/search.hpp over a transformer's incremental decoder.
+
+#include <cstddef>  // std::size_t
+#include <vector>   // std::vector
+
+
+namespace taskmoe {
+namespace decoding {
+
 // Session over a transformer's incremental decoder for an encoded batch.
 class model_session {
  public:
@@ -6449,7 +6473,7 @@ class model_session {
 
 }  // namespace decoding
 }  // namespace taskmoe
-// ---- end taskmoe/decoding/search.hpp ----
+// ---- end taskmoe/decoding/model_session.hpp ----
 // ---- begin taskmoe/tokenizer/utf8.hpp ----
 // UTF-8 validation (RFC 3629: no overlongs, no surrogates, nothing above U+10FFFF).
 

@@ -7,7 +7,8 @@
 //   void reorder(const std::vector<int>& rows);  // new row i = old row rows[i]
 //
 // The session starts with one row per sentence (row b = sentence b). Finished rows are dropped
-// from the batch as soon as they finish.
+// from the batch as soon as they finish. The model's session is decoding/model_session.hpp: search
+// itself knows no model.
 
 #include <algorithm>  // std::stable_sort, std::min, std::max
 #include <cmath>      // std::pow, std::exp, std::log, INFINITY
@@ -20,7 +21,6 @@
 #include <taskmoe/decoding/options.hpp>
 #include <taskmoe/error.hpp>
 #include <taskmoe/kernels/elementwise.hpp>  // log_softmax, top_k, argmax
-#include <taskmoe/model/transformer.hpp>
 
 namespace taskmoe {
 namespace decoding {
@@ -295,31 +295,6 @@ std::vector<std::vector<hypothesis>> search(Session& session, const std::vector<
   return o.beam_size <= 1 ? greedy_search(session, sentences, o, bos, eos)
                           : beam_search(session, sentences, o, bos, eos);
 }
-
-// Session over a transformer's incremental decoder for an encoded batch.
-class model_session {
- public:
-  model_session(const model::transformer& m, const model::encoder_output& enc)
-      : model_(m), state_(m.start_decoding(enc, iota(enc.batch()))) {}
-  int vocab() const noexcept { return model_.config().vocab_size; }
-  void step(const std::vector<int>& tokens, std::vector<float>& logits) {
-    if (static_cast<int>(tokens.size()) != state_.rows)
-      throw invalid_argument_error("model_session::step: token count differs from the row count");
-    logits.resize(tokens.size() * static_cast<std::size_t>(vocab()));
-    model_.step(state_, tokens.data(), logits.data());
-  }
-  void reorder(const std::vector<int>& rows) { model_.reorder(state_, rows); }
-  model::decoder_state& state() noexcept { return state_; }
-
- private:
-  static std::vector<int> iota(int n) {
-    std::vector<int> v(static_cast<std::size_t>(n));
-    for (int i = 0; i < n; ++i) v[static_cast<std::size_t>(i)] = i;
-    return v;
-  }
-  const model::transformer& model_;
-  model::decoder_state state_;
-};
 
 }  // namespace decoding
 }  // namespace taskmoe

@@ -4,7 +4,7 @@
 #include <cstddef>  // std::size_t
 #include <vector>   // std::vector
 
-#include <taskmoe/format/model_config.hpp>  // activation
+#include <taskmoe/format/architecture.hpp>  // activation
 #include <taskmoe/kernels/elementwise.hpp>  // relu, gelu
 #include <taskmoe/layers/linear.hpp>        // linear
 

@@ -17,7 +17,7 @@
 #include <vector>     // std::vector
 
 #include <taskmoe/error.hpp>
-#include <taskmoe/format/model_config.hpp>   // routing
+#include <taskmoe/format/architecture.hpp>   // routing
 #include <taskmoe/kernels/elementwise.hpp>   // softmax, top_k
 #include <taskmoe/kernels/gemm.hpp>          // gemm_f32
 #include <taskmoe/layers/feed_forward.hpp>   // feed_forward
