@@ -1,9 +1,12 @@
 #!/usr/bin/python3
 """Load test of taskmoe-server (BENCHMARKS.md section 6): throughput and p50/p99 latency at 1, 8
 and 64 concurrent clients, with and without dynamic batching. Loopback only; each point is bounded
-in time (--seconds) and in requests (--max-requests). Clients are Python threads with keep-alive
-sessions, each sending one sentence per request (the common case of browser extensions and
-SearXNG), cycling through a fixed list of sentences of different lengths.
+in time (--seconds; with the Python client also in requests, --max-requests). Each request is one
+sentence (the common case of browser extensions and SearXNG), cycling through a fixed list of
+sentences of different lengths. The load comes from wrk (--client wrk, the default when wrk is
+installed: C, one event-loop thread, keep-alive connections, a Lua script for the bodies) or from
+Python threads with keep-alive sessions (--client python; it costs the 2-vCPU machine a visible
+share of a core at a few hundred requests/s, so it understates the server there).
 
   benchmarks/bench_server.py --server build/release/tools/taskmoe-server --checkpoint models/demo
   benchmarks/bench_server.py ... --smoke     # CI: 1 and 8 clients, 2 s, checks instead of numbers
@@ -236,6 +239,45 @@ def make_token_routed(checkpoint, out):
     print(out)
 
 
+def run_point_wrk(url, clients, seconds, source, target, workdir):
+    """One load point with wrk: requests/s and latency percentiles from its --latency report."""
+    import json
+    script = os.path.join(workdir, "post.lua")
+    bodies = [json.dumps({"q": q, "source": source, "target": target}) for q in SENTENCES]
+    with open(script, "w") as f:
+        f.write("local bodies = {%s}\nlocal i = 0\n" % ", ".join(json.dumps(b) for b in bodies))
+        f.write("request = function()\n  i = i + 1\n  return wrk.format(\"POST\", \"/translate\", "
+                "{[\"Content-Type\"] = \"application/json\"}, bodies[(i % #bodies) + 1])\nend\n")
+    before = requests.get(url + "/metrics", timeout=10).text
+    out = subprocess.run(["wrk", "-t1", "-c%d" % clients, "-d%ds" % max(1, int(round(seconds))), "--latency",
+                          "--timeout", "60s", "-s", script, url], capture_output=True, text=True).stdout
+    after = requests.get(url + "/metrics", timeout=10).text
+
+    def ms(label):
+        m = re.search(r"^\s+%s\s+([0-9.]+)(us|ms|s)\s*$" % re.escape(label), out, re.M)
+        if not m:
+            return float("nan")
+        return float(m.group(1)) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[m.group(2)]
+
+    total = re.search(r"^\s*(\d+) requests in ([0-9.]+)(m?s)", out, re.M)
+    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    errors = re.search(r"Socket errors: (.*)$", out, re.M)
+    wall = float(total.group(2)) * (60.0 if total.group(3) == "m" else 1.0) if total else float("nan")
+    n = int(total.group(1)) if total else 0
+    batches = metric(after, "taskmoe_batch_sentences_count") - metric(before, "taskmoe_batch_sentences_count")
+    batched = metric(after, "taskmoe_batch_sentences_sum") - metric(before, "taskmoe_batch_sentences_sum")
+    statuses = {200: n - (int(non2xx.group(1)) if non2xx else 0)}
+    if non2xx:
+        statuses["non-2xx"] = int(non2xx.group(1))
+    if errors:
+        statuses["socket errors: " + errors.group(1).strip()] = 1
+    return {
+        "clients": clients, "requests": n, "statuses": statuses, "seconds": wall, "rps": n / wall if wall else 0.0,
+        "tokens_per_s": (tokens_total(after) - tokens_total(before)) / wall if wall else 0.0,
+        "p50_ms": ms("50%"), "p99_ms": ms("99%"), "mean_batch": batched / batches if batches else 0.0,
+    }
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--server", required=True, help="the taskmoe-server binary")
@@ -251,6 +293,8 @@ def main():
     p.add_argument("--modes", default="batching,no-batching",
                    help="comma-separated: batching (the default --batch-wait-ms 0), batching-wait-N "
                         "(--batch-wait-ms N), no-batching")
+    p.add_argument("--client", choices=["wrk", "python"], default=None,
+                   help="load generator (default: wrk when installed, else python; --smoke: python)")
     p.add_argument("--smoke", action="store_true", help="CI: 1 and 8 clients, 2 s each; check, do not measure")
     p.add_argument("--memory", action="store_true",
                    help="serve every task; print RSS after load, after one request per task, after --seconds "
@@ -264,6 +308,9 @@ def main():
     if a.smoke:
         a.clients, a.seconds = "1,8", 2.0
     clients = [int(c) for c in a.clients.split(",")]
+    if a.client is None:
+        import shutil
+        a.client = "wrk" if shutil.which("wrk") and not a.smoke else "python"
     source, target = a.task.split("-")
     model = ["--checkpoint", a.checkpoint] if a.checkpoint else ["--models", a.models]
     if a.quantization:
@@ -276,8 +323,9 @@ def main():
         print("|---|---|---|---|---|---|---|---|---|")
         run_memory(a, model)
         return
-    print("model: %s, task %s, server --threads %d, beam 4 (the default), %.0f s or %d requests per point" % (
-        " ".join(model), a.task, a.threads, a.seconds, a.max_requests))
+    print("model: %s, task %s, server --threads %d, beam 4 (the default), client %s, %.0f s%s per point" % (
+        " ".join(model), a.task, a.threads, a.client, a.seconds,
+        " or %d requests" % a.max_requests if a.client == "python" else ""))
     print()
     print("| mode | clients | requests | req/s | target tok/s | p50 ms | p99 ms | mean batch |")
     print("|---|---|---|---|---|---|---|---|")
@@ -294,7 +342,12 @@ def main():
         with Server(a.server, args) as s:
             run_point(s.url, 1, 1.0, 10, source, target)  # warm-up: page in the weights
             for c in clients:
-                r = run_point(s.url, c, a.seconds, a.max_requests, source, target)
+                if a.client == "wrk":
+                    import tempfile
+                    with tempfile.TemporaryDirectory() as tmp:
+                        r = run_point_wrk(s.url, c, a.seconds, source, target, tmp)
+                else:
+                    r = run_point(s.url, c, a.seconds, a.max_requests, source, target)
                 results[(mode, c)] = r
                 print("| %s | %d | %d | %.1f | %.0f | %.0f | %.0f | %.2f |" % (
                     mode, c, r["requests"], r["rps"], r["tokens_per_s"], r["p50_ms"], r["p99_ms"], r["mean_batch"]),

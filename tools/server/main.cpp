@@ -234,6 +234,9 @@ int run(const server_options& o) {
   svr.set_read_timeout(5, 0);   // a client that stops sending mid-request is dropped (slowloris)
   svr.set_write_timeout(5, 0);
   svr.set_keep_alive_timeout(5);
+  // httplib writes headers and body separately: with Nagle on, the body waits for the client's
+  // delayed ACK (40 ms on Linux), several times a short sentence's translation time.
+  svr.set_tcp_nodelay(true);
   svr.set_keep_alive_max_count(1000);
   // httplib (as Debian builds it) listens with a backlog of 5: a burst of connections would get
   // SYN retries (1 s each). Keep the socket to listen() again with a real backlog, and set
