@@ -248,15 +248,21 @@ class api {
   }
 
   void translate(const httplib::Request& req, httplib::Response& res) {
-    const auto t0 = clock::now();
-    ++metrics_.in_flight;
+    // Counted out on every path, also when an unexpected exception goes to the 500 handler.
+    struct in_flight_guard {
+      metrics& m;
+      clock::time_point t0 = clock::now();
+      explicit in_flight_guard(metrics& m_) : m(m_) { ++m.in_flight; }
+      ~in_flight_guard() {
+        --m.in_flight;
+        m.latency.observe(std::chrono::duration<double>(clock::now() - t0).count());
+      }
+    } guard(metrics_);
     try {
       translate_checked(req, res);
     } catch (const http_error& e) {
       send_error(res, e.status, e.message);
     }
-    --metrics_.in_flight;
-    metrics_.latency.observe(std::chrono::duration<double>(clock::now() - t0).count());
   }
 
   void translate_checked(const httplib::Request& req, httplib::Response& res) {
