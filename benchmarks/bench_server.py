@@ -306,7 +306,8 @@ def main():
         make_token_routed(a.checkpoint, a.make_token_routed)
         return
     if a.smoke:
-        a.clients, a.seconds = "1,8", 2.0
+        # One worker: 8 clients then always pile up, so the batching check cannot pass or fail by luck.
+        a.clients, a.seconds, a.threads = "1,8", 2.0, 1
     clients = [int(c) for c in a.clients.split(",")]
     if a.client is None:
         import shutil
