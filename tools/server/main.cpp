@@ -9,6 +9,7 @@
 #include <cstring>    // std::strerror
 #include <exception>  // std::exception
 #include <fstream>    // std::ifstream
+#include <mutex>      // std::mutex, std::lock_guard
 #include <new>        // std::bad_alloc
 #include <set>        // std::set
 #include <string>     // std::string
@@ -258,7 +259,10 @@ int run(const server_options& o) {
   }
   if (listen_fd >= 0) ::listen(listen_fd, SOMAXCONN);
 
-  std::atomic<bool> stop_requested{false};
+  // The signal thread touches svr and batcher only under `life` and only while !closing: main
+  // sets closing (under `life`) before it destroys them.
+  std::mutex life;
+  bool closing = false, stop_requested = false;
   std::thread signals([&] {
     for (int count = 0;; ++count) {
       int sig = 0;
@@ -269,9 +273,11 @@ int run(const server_options& o) {
       }
       std::fprintf(stderr, "taskmoe-server: %s: finishing requests in flight, then exiting\n",
                    sig == SIGTERM ? "SIGTERM" : "SIGINT");
+      std::lock_guard<std::mutex> lock(life);
+      if (closing) continue;
       stop_requested = true;
       batcher.hurry();  // queued sentences go now, not after their batch wait
-      svr.stop();
+      svr.stop();       // closes the listening socket; listen_after_bind returns when all is answered
     }
   });
   signals.detach();  // blocked in sigwait until exit; nothing to join
@@ -279,8 +285,14 @@ int run(const server_options& o) {
   std::fprintf(stderr, "taskmoe-server: listening on http://%s:%d (%d worker(s), batching %s)\n", o.host.c_str(),
                port, o.threads, o.batching ? "on" : "off");
   const bool ok = svr.listen_after_bind();  // returns once stop() ran and every connection is done
+  bool stopped_by_signal = false;
+  {
+    std::lock_guard<std::mutex> lock(life);
+    closing = true;
+    stopped_by_signal = stop_requested;
+  }
   batcher.stop();
-  if (!ok && !stop_requested) throw taskmoe::io_error("the server stopped listening unexpectedly");
+  if (!ok && !stopped_by_signal) throw taskmoe::io_error("the server stopped listening unexpectedly");
   std::fprintf(stderr, "taskmoe-server: stopped\n");
   return 0;
 }
