@@ -6919,13 +6919,7 @@ class translator {
       if (target_pieces[i].size() > target_limit)
         throw invalid_argument_error("target " + std::to_string(i) + ": " + std::to_string(target_pieces[i].size()) +
                                      " pieces, more than max_positions - 1 = " + std::to_string(target_limit));
-      if (source_pieces[i].size() > limit) {
-        if (!o.truncate_input)
-          throw invalid_argument_error("input " + std::to_string(i) + ": " + std::to_string(source_pieces[i].size()) +
-                                       " pieces, more than max_input_length " + std::to_string(limit) +
-                                       " (truncate_input is false)");
-        results[i].truncated = true;
-      }
+      results[i].truncated = cut_input(i, source_pieces[i].size(), limit, o.truncate_input);
       sources[i] = source_ids(source_pieces[i], limit);
       results[i].tokens = target_pieces[i];
       results[i].tokens.push_back(config().eos_id);
@@ -7026,6 +7020,16 @@ class translator {
     return ids;
   }
 
+  // Whether input i, of n source pieces, is cut to `limit`; too long with truncation off throws.
+  static bool cut_input(std::size_t i, std::size_t n, std::size_t limit, bool truncate) {
+    if (n <= limit) return false;
+    if (!truncate)
+      throw invalid_argument_error("input " + std::to_string(i) + ": " + std::to_string(n) +
+                                   " pieces, more than max_input_length " + std::to_string(limit) +
+                                   " (truncate_input is false)");
+    return true;
+  }
+
   void check_token(int t, const char* what) const {
     if (t < 0 || t >= config().vocab_size)
       throw invalid_argument_error(std::string(what) + ": token id " + std::to_string(t) +
@@ -7054,13 +7058,7 @@ class translator {
         results[i].hypotheses.push_back(translation_hypothesis{});
         continue;
       }
-      if (pieces[i].size() > limit) {
-        if (!o.truncate_input)
-          throw invalid_argument_error("input " + std::to_string(i) + ": " + std::to_string(pieces[i].size()) +
-                                       " pieces, more than max_input_length " + std::to_string(limit) +
-                                       " (truncate_input is false)");
-        results[i].truncated = true;
-      }
+      results[i].truncated = cut_input(i, pieces[i].size(), limit, o.truncate_input);
       sources[i] = source_ids(pieces[i], limit);
       order.push_back(i);
     }

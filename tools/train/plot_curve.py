@@ -78,7 +78,7 @@ def main(argv=None):
     h1, l1 = ax.get_legend_handles_labels()
     h2, l2 = ax2.get_legend_handles_labels()
     ax.legend(h1 + h2, l1 + l2, fontsize=7, loc="center right")
-    ax.set_title("taskmoe demo model: learning curve (dotted line: stage 1 -> stage 2)", fontsize=9)
+    ax.set_title("taskmoe demo model: learning curve (dotted lines: stage boundaries)", fontsize=9)
     fig.tight_layout()
     fig.savefig(a.output)
     print(f"wrote {a.output} (stage-1 points without token counts placed at {tps:.0f} target tokens/step)")
