@@ -5655,15 +5655,6 @@ class transformer {
   std::size_t owned_bytes() const noexcept { return store_.bytes(); }
   // The model whose layers this one shares (nullptr: none).
   const transformer* base() const noexcept { return base_.get(); }
-  // The experts and gates every MoE layer runs, in layer order: equal signatures mean the two
-  // models compute the same function (tasks with the same target under task:target routing).
-  std::vector<moe_layer_spec> moe_signature() const {
-    std::vector<moe_layer_spec> sig;
-    for (const stack_weights* sw : {&encoder_, &decoder_})
-      for (const layer& l : sw->layers)
-        if (l.is_moe) sig.push_back(moe_layer_spec{l.moe.route, {}, l.moe.expert_ids, l.moe.gates});
-    return sig;
-  }
 
   // Encoder over `sources` (token ids, each 1..max_positions long).
   encoder_output encode(const std::vector<std::vector<int>>& sources, workspace& ws) const {
@@ -7225,28 +7216,29 @@ class translator {
 // number of threads (translator.hpp).
 
 #include <algorithm>    // std::sort, std::find
-#include <filesystem> // std::filesystem::directory_iterator
+#include <filesystem>   // std::filesystem::directory_iterator
 #include <memory>       // std::shared_ptr
 #include <string>       // std::string
 #include <string_view>  // std::string_view
+#include <utility>      // std::pair
 #include <vector>       // std::vector
 
 
 namespace taskmoe {
 namespace detail {
 
-// `m` runs exactly the experts and gates `src`'s task would (so it computes the same function).
-inline bool same_routing(const model::transformer& m, const model::weight_source& src) {
-  std::size_t i = 0;
-  const auto sig = m.moe_signature();
+// The experts and gates `src`'s task runs in every MoE layer, in layer order: equal routes mean
+// two tasks compute with the same model (one target language under task:target routing).
+inline std::vector<std::pair<std::vector<int>, std::vector<float>>> routes(const model::weight_source& src) {
+  std::vector<std::pair<std::vector<int>, std::vector<float>>> r;
+  const model_config& c = src.config();
+  if (!c.has_moe) return r;
   for (stack s : {stack::encoder, stack::decoder})
-    for (int l = 0; l < m.config().num_layers(s); ++l) {
-      if (!m.config().has_moe || !m.config().is_moe_layer(s, l)) continue;
-      const model::moe_layer_spec want = src.moe_layer(s, l);
-      if (i >= sig.size() || sig[i].expert_ids != want.expert_ids || sig[i].gates != want.gates) return false;
-      ++i;
+    for (int l : c.moe(s).layers) {
+      model::moe_layer_spec spec = src.moe_layer(s, l);
+      r.emplace_back(std::move(spec.expert_ids), std::move(spec.gates));
     }
-  return i == sig.size();
+  return r;
 }
 
 }  // namespace detail
@@ -7331,21 +7323,24 @@ inline translator_set translator_set::from_checkpoint(const std::string& dir, co
   // The first task's model owns every shared layer; the others load only their experts. Tasks
   // routed to the same experts with the same gates (one target language under task:target
   // routing; every task under token routing) share one model outright.
-  const auto base = std::make_shared<const model::transformer>(
-      model::weight_source::from_checkpoint(ck, tasks.front().name), mo);
+  auto first = model::weight_source::from_checkpoint(ck, tasks.front().name);
+  auto first_routes = detail::routes(first);
+  const auto base = std::make_shared<const model::transformer>(std::move(first), mo);
   const auto spm = std::make_shared<const tokenizer::sentencepiece>(ck->sentencepiece_model());
-  std::vector<std::shared_ptr<const model::transformer>> models{base};
+  std::vector<std::pair<decltype(first_routes), std::shared_ptr<const model::transformer>>> models;
+  models.emplace_back(std::move(first_routes), base);
   translator_set set;
   set.owned_bytes_ = base->owned_bytes();
   for (const task_info& t : tasks) {
     auto src = model::weight_source::from_checkpoint(ck, t.name);
+    auto r = detail::routes(src);
     std::shared_ptr<const model::transformer> m;
-    for (const auto& candidate : models)
-      if (detail::same_routing(*candidate, src)) m = candidate;
+    for (const auto& [key, candidate] : models)
+      if (key == r) m = candidate;
     if (!m) {
       m = std::make_shared<const model::transformer>(base, std::move(src));
       set.owned_bytes_ += m->owned_bytes();
-      models.push_back(m);
+      models.emplace_back(std::move(r), m);
     }
     set.add(t.name, std::shared_ptr<const translator>(new translator(m, spm, t, o.translator)));
   }

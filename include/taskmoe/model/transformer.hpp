@@ -134,15 +134,6 @@ class transformer {
   std::size_t owned_bytes() const noexcept { return store_.bytes(); }
   // The model whose layers this one shares (nullptr: none).
   const transformer* base() const noexcept { return base_.get(); }
-  // The experts and gates every MoE layer runs, in layer order: equal signatures mean the two
-  // models compute the same function (tasks with the same target under task:target routing).
-  std::vector<moe_layer_spec> moe_signature() const {
-    std::vector<moe_layer_spec> sig;
-    for (const stack_weights* sw : {&encoder_, &decoder_})
-      for (const layer& l : sw->layers)
-        if (l.is_moe) sig.push_back(moe_layer_spec{l.moe.route, {}, l.moe.expert_ids, l.moe.gates});
-    return sig;
-  }
 
   // Encoder over `sources` (token ids, each 1..max_positions long).
   encoder_output encode(const std::vector<std::vector<int>>& sources, workspace& ws) const {
