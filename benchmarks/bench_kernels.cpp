@@ -1,5 +1,5 @@
-// GEMM throughput at the runtime's shapes: f32 (oneDNN / Eigen) and int8 (oneDNN / native per
-// ISA), GFLOP/s as the median of repeated timings, plus the machine's measured peak (oneDNN sgemm
+// GEMM throughput at the runtime's shapes: f32 (oneDNN / Eigen / packed per ISA) and int8 (oneDNN /
+// native per ISA), GFLOP/s as the median of repeated timings, plus the machine's measured peak (oneDNN sgemm
 // and s8 matmul at 2048^3). One thread per call, as the runtime uses them.
 //   usage: bench_kernels [--quick]      (pin it: taskset -c 1 bench_kernels)
 
@@ -67,13 +67,17 @@ struct problem {
     ws.resize(n);
     tk::quantize_rows_int8(w.data(), n, k, qw.data(), ws.data());
     packed = tk::packed_int8::pack({{qw.data(), n, k, ws.data(), bias.data(), 1.0f}}, k);
+    packed_float = tk::packed_f32::pack({{w.data(), n, k, bias.data()}}, k);
   }
   tk::packed_int8 packed;
+  tk::packed_f32 packed_float;
   double gflops(double seconds) const { return 2.0 * m * n * k / seconds * 1e-9; }
   void f32(tk::gemm_backend b) {
     tk::gemm_f32(m, n, k, 1.0f, a.data(), k, w.data(), k, 0.0f, c.data(), n, bias.data(), {b, 1});
   }
   // The runtime's int8 path: weights packed at load (kernels/packed_gemm.hpp), one thread.
+  // The runtime's f32 path: weights packed at load, one thread.
+  void packed_f32() { tk::gemm_packed_f32(m, a.data(), k, packed_float, c.data(), n, {false, false, 1}); }
   void packed_i8() { tk::gemm_packed_int8(m, a.data(), k, packed, c.data(), n, {false, false, 1}); }
   void i8(tk::gemm_backend b) {
     tk::gemm_int8(m, n, k, a.data(), k, qw.data(), k, ws.data(), c.data(), n, bias.data(), {b, 1});
@@ -97,7 +101,7 @@ int main(int argc, char** argv) {
     std::printf("peak (2048^3): oneDNN sgemm %.1f GFLOP/s, oneDNN int8 %.1f GOP/s\n", f, i);
   }
 
-  std::printf("\n%6s %6s %6s | %9s %9s | %9s %9s | per-ISA int8 GOP/s: native (row-major) / packed\n", "M",
+  std::printf("\n%6s %6s %6s | %9s %9s | %9s %9s | per ISA, GOP/s: int8 native (row-major) / int8 packed / f32 packed\n", "M",
               "N", "K", "f32 dnnl", "f32 eigen", "i8 dnnl", "i8 native");
   const int shapes[][2] = {{512, 512}, {2048, 512}, {512, 2048}, {8000, 512}, {32000, 512}};
   for (int m : {1, 16, 64, 256}) {
@@ -113,7 +117,8 @@ int main(int argc, char** argv) {
         tk::scoped_isa_override force(isa);
         const double native = p.gflops(median_seconds([&] { p.i8(tk::gemm_backend::native); }, reps));
         const double packed = p.gflops(median_seconds([&] { p.packed_i8(); }, reps));
-        std::printf(" %s %.1f / %.1f", tk::to_string(isa), native, packed);
+        const double packed_f = p.gflops(median_seconds([&] { p.packed_f32(); }, reps));
+        std::printf(" %s %.1f / %.1f / %.1f", tk::to_string(isa), native, packed, packed_f);
       }
       std::printf("\n");
       std::fflush(stdout);

@@ -4,6 +4,7 @@
     /usr/bin/python3 benchmarks/bench_vs_ctranslate2.py --ct2-python DIR [--build build/release]
         [--work /tmp/taskmoe-ct2] [--routing dense|task] [--dtypes int8,float32] [--beams 1,4]
         [--batches 1,16,64] [--threads 1,2] [--length 30] [--reps 3] [--ct2-isa AVX512]
+        [--checkpoint DIR --task T --sentences FILE --length 0]
 
 --ct2-python is the folder holding an installed CTranslate2 Python package (its `ctranslate2`
 module, built against its shared library); without it the benchmark says so and exits 0 without
@@ -25,6 +26,11 @@ What it does:
    (sub-batches, the rest inside GEMMs); CTranslate2 with intra_threads=T, and for T > 1 also
    inter_threads=T replicas (its better figure is the one the ratio uses). Each cell translates
    max(batch * T, 16) sentences, so T replicas (or T sub-batches) each get a full batch.
+Free-length decoding on a real model: --checkpoint DIR (a trained checkpoint such as models/demo)
+--task T --sentences FILE (source text, one sentence per line or the first column of a TSV, encoded
+with the checkpoint's SentencePiece) --length 0: each engine decodes until EOS (at most
+--max-length tokens), so costs that grow with the output show; each engine's tokens/s is its own
+token count over its own time, and the table says how many float32 greedy outputs agree.
 Prints a machine line and a Markdown table with ratios (taskmoe / CTranslate2).
 """
 import argparse
@@ -58,11 +64,13 @@ def read_safetensors(path, np):
         for name, info in header.items():
             if name == "__metadata__":
                 continue
-            if info["dtype"] != "F32":
-                sys.exit(f"bench_vs_ctranslate2: {name}: only F32 checkpoints are supported")
+            types = {"F32": np.float32, "F16": np.float16}
+            if info["dtype"] not in types:
+                sys.exit(f"bench_vs_ctranslate2: {name}: only F32 and F16 checkpoints are supported")
             b, e = info["data_offsets"]
             f.seek(base + b)
-            out[name] = np.frombuffer(f.read(e - b), dtype=np.float32).reshape(info["shape"]).copy()
+            # F16 widens exactly to the f32 both engines compute in.
+            out[name] = np.frombuffer(f.read(e - b), dtype=types[info["dtype"]]).reshape(info["shape"]).astype(np.float32)
     return out
 
 
@@ -163,9 +171,10 @@ def write_ct2_model(ct2, np, ckpt_dir, out_dir, cfg, gates):
     spec.save(out_dir)
 
 
-def run_ours(bench, model, ids_file, beam, batch, length, threads, reps, out_file=None):
+def run_ours(bench, model, ids_file, beam, batch, length, threads, reps, out_file=None, max_length=256):
+    """length > 0: exactly `length` tokens; 0: free length, up to max_length."""
     cmd = [bench, "--model", model, "--input", ids_file, "--beam", str(beam), "--batch-size", str(batch),
-           "--max-length", str(length), "--min-length", str(length), "--threads", str(threads),
+           "--max-length", str(length or max_length), "--min-length", str(length), "--threads", str(threads),
            "--reps", str(reps)]
     if out_file:
         cmd += ["--output", out_file]
@@ -184,7 +193,12 @@ def main():
     ap.add_argument("--beams", default="1,4")
     ap.add_argument("--batches", default="1,16,64")
     ap.add_argument("--threads", default="1,2")
-    ap.add_argument("--length", type=int, default=30)
+    ap.add_argument("--length", type=int, default=30, help="output tokens per sentence; 0: free length (until EOS)")
+    ap.add_argument("--max-length", type=int, default=256, help="free length: at most this many tokens")
+    ap.add_argument("--checkpoint", help="a trained checkpoint (e.g. models/demo) instead of random weights")
+    ap.add_argument("--task", default="en-de")
+    ap.add_argument("--sentences", help="source sentences (text or TSV, first column) instead of random ids")
+    ap.add_argument("--sentence-count", type=int, default=0, help="sentences to use (0: max(batch * threads, 16) per cell)")
     ap.add_argument("--source-length", type=int, default=25)
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--ct2-isa", default="", help="CT2_FORCE_CPU_ISA for CTranslate2 (e.g. AVX512)")
@@ -204,8 +218,11 @@ def main():
         if not os.access(exe, os.X_OK):
             sys.exit(f"bench_vs_ctranslate2: {exe} not built (cmake --build {args.build})")
     os.makedirs(args.work, exist_ok=True)
-    ckpt = os.path.join(args.work, f"ckpt-{args.routing}")
-    if not os.path.exists(os.path.join(ckpt, "config.json")):
+    ckpt = args.checkpoint or os.path.join(args.work, f"ckpt-{args.routing}")
+    # Converted files and the CTranslate2 model of a given checkpoint live in the work folder.
+    out_dir = os.path.join(args.work, os.path.basename(os.path.normpath(ckpt)) + "-" + args.task) if args.checkpoint else ckpt
+    os.makedirs(out_dir, exist_ok=True)
+    if not args.checkpoint and not os.path.exists(os.path.join(ckpt, "config.json")):
         # An 8000-piece SentencePiece word model over pseudo-words (as bench_runtime makes), so every
         # id the random model emits decodes (the test fixtures' model is smaller).
         spm_prefix = os.path.join(args.work, "spm8k")
@@ -223,23 +240,38 @@ def main():
         subprocess.run([sys.executable, os.path.join(ROOT, "tools", "make_random_checkpoint.py"), ckpt,
                         "--vocab", "8000", "--tasks", "en-de,de-en"] + extra, check=True, stdout=subprocess.DEVNULL)
     cfg = json.load(open(os.path.join(ckpt, "config.json")))
+    task_routed = any(cfg.get("moe", {}).get(s, {}).get("routing", "dense").startswith("task") for s in ("encoder", "decoder"))
+    routing = "task" if task_routed else "dense"
     ours = {}
     for dt in ("float32", "int8"):
-        ours[dt] = os.path.join(ckpt, f"en-de-{dt}.tmoe")
+        ours[dt] = os.path.join(out_dir, f"{args.task}-{dt}.tmoe")
         if not os.path.exists(ours[dt]):
-            subprocess.run([convert, "--checkpoint", ckpt, "--task", "en-de", "--quantization", dt,
+            subprocess.run([convert, "--checkpoint", ckpt, "--task", args.task, "--quantization", dt,
                             "--output", ours[dt]], check=True, stdout=subprocess.DEVNULL)
-    ct2_dir = os.path.join(ckpt, "ct2")
+    ct2_dir = os.path.join(out_dir, "ct2")
     if not os.path.exists(os.path.join(ct2_dir, "model.bin")):
-        gates = task_gates(convert, ckpt, "en-de") if args.routing == "task" else {}
+        gates = task_gates(convert, ckpt, args.task) if task_routed else {}
         write_ct2_model(ct2, np, ckpt, ct2_dir, cfg, gates)
 
     import sentencepiece as spm
     sp = spm.SentencePieceProcessor(model_file=os.path.join(ckpt, "sentencepiece.model"))
-    tag = sp.piece_to_id(cfg["target_tags"]["de"])
+    tag = sp.piece_to_id(cfg["target_tags"][args.task.split("-")[1]])
     rng = np.random.default_rng(0)
     n_max = max(64, max(int(b) for b in args.batches.split(",")) * max(int(t) for t in args.threads.split(",")))
-    sources = [[int(x) for x in rng.integers(10, cfg["model"]["vocab_size"], args.source_length)] for _ in range(n_max)]
+    n_max = max(n_max, args.sentence_count)
+    if args.sentences:
+        with open(args.sentences, encoding="utf-8") as f:
+            texts = [line.rstrip("\n").split("\t")[0] for line in f if line.strip()]
+        # Room for the target tag and EOS within the model's positions.
+        sources = [sp.encode(t)[: cfg["model"]["max_positions"] - 2] for t in texts[:n_max]]
+        sources = [s for s in sources if s]
+        n_max = len(sources)
+    else:
+        sources = [[int(x) for x in rng.integers(10, cfg["model"]["vocab_size"], args.source_length)] for _ in range(n_max)]
+    free = args.length == 0
+
+    def cell_sentences(batch, threads):
+        return min(n_max, args.sentence_count or max(batch * threads, 16))
     ids_file = os.path.join(args.work, "ids.txt")
 
     def write_ids(n):
@@ -251,15 +283,16 @@ def main():
         return [[f"t{tag}"] + [f"t{i}" for i in s] + ["</s>"] for s in sources[:n]]
 
     def ct2_run(tr, n, beam, batch):
-        res = tr.translate_batch(ct2_tokens(n), beam_size=beam, max_batch_size=batch, max_decoding_length=args.length,
+        res = tr.translate_batch(ct2_tokens(n), beam_size=beam, max_batch_size=batch,
+                                 max_decoding_length=args.length or args.max_length,
                                  min_decoding_length=args.length, return_scores=False)
         return res
 
-    # 3. float32 agreement (greedy, fixed length)
-    n_check = 32
+    # 3. float32 agreement (greedy)
+    n_check = min(n_max, 32 if not free else 128)
     write_ids(n_check)
     out_ids = os.path.join(args.work, "ours.txt")
-    _, _, machine = run_ours(bench, ours["float32"], ids_file, 1, 16, args.length, 1, 1, out_ids)
+    _, _, machine = run_ours(bench, ours["float32"], ids_file, 1, 16, args.length, 1, 1, out_ids, args.max_length)
     tr = ct2.Translator(ct2_dir, device="cpu", compute_type="float32", intra_threads=1)
     special = {"<blank>": 0, "<unk>": 1, "<s>": 2, "</s>": 3}
     theirs = [[special[t] if t in special else int(t[1:]) for t in r.hypotheses[0]] for r in ct2_run(tr, n_check, 1, 16)]
@@ -269,8 +302,10 @@ def main():
 
     print(f"machine: {cpu_model()} | taskmoe: {machine.split('|')[1].strip()} | CTranslate2 {ct2.__version__}"
           f" (CT2_FORCE_CPU_ISA={os.environ.get('CT2_FORCE_CPU_ISA', 'unset')}) | load average {os.getloadavg()[0]:.2f}")
-    print(f"model: {cfg['model']['d_model']}d {cfg['model']['encoder_layers']}+{cfg['model']['decoder_layers']} layers, "
-          f"routing {args.routing} | source {args.source_length} tokens, output exactly {args.length} | median of {args.reps}, engines alternated")
+    source = f"{len(sources)} sentences of {args.sentences}" if args.sentences else f"source {args.source_length} random tokens"
+    output = f"free length (until EOS, at most {args.max_length})" if free else f"output exactly {args.length}"
+    print(f"model: {args.checkpoint or 'random'} task {args.task}: {cfg['model']['d_model']}d {cfg['model']['encoder_layers']}+"
+          f"{cfg['model']['decoder_layers']} layers, routing {routing} | {source}, {output} | median of {args.reps}, engines alternated")
     print(f"float32 greedy outputs identical: {agree}/{n_check}")
     print()
     print("| dtype | threads | beam | batch | sentences | taskmoe tok/s | CT2 intra tok/s | CT2 inter tok/s | ratio |")
@@ -291,28 +326,29 @@ def main():
                 engine = ct2.Translator(ct2_dir, device="cpu", compute_type=ct_type, **kw)
                 for beam in beams:
                     for batch in batches:
-                        n = max(batch * threads, 16)
+                        n = cell_sentences(batch, threads)
                         tokens = n * args.length
                         write_ids(n)
                         ct2_run(engine, n, beam, batch)  # warm-up
                         for _ in range(args.reps):
-                            tok, sec, _ = run_ours(bench, ours[dt], ids_file, beam, batch, args.length, threads, 1)
-                            if tok != tokens:
+                            tok, sec, _ = run_ours(bench, ours[dt], ids_file, beam, batch, args.length, threads, 1,
+                                                   max_length=args.max_length)
+                            if not free and tok != tokens:
                                 sys.exit(f"bench_vs_ctranslate2: taskmoe produced {tok} tokens, expected {tokens}")
-                            t_ours.setdefault((beam, batch), []).append(sec)
+                            t_ours.setdefault((beam, batch), []).append(tok / sec)
                             t0 = time.perf_counter()
                             res = ct2_run(engine, n, beam, batch)
-                            t_ct.setdefault((name, beam, batch), []).append(time.perf_counter() - t0)
+                            sec = time.perf_counter() - t0
                             got = sum(len(r.hypotheses[0]) for r in res)
-                            if got != tokens:
+                            if not free and got != tokens:
                                 sys.exit(f"bench_vs_ctranslate2: CTranslate2 produced {got} tokens, expected {tokens}")
+                            t_ct.setdefault((name, beam, batch), []).append(got / sec)
                 del engine
             for beam in beams:
                 for batch in batches:
-                    n = max(batch * threads, 16)
-                    tokens = n * args.length
-                    ours_tps = tokens / statistics.median(t_ours[(beam, batch)])
-                    ct = {k: tokens / statistics.median(t_ct[(k, beam, batch)]) for k in configs}
+                    n = cell_sentences(batch, threads)
+                    ours_tps = statistics.median(t_ours[(beam, batch)])
+                    ct = {k: statistics.median(t_ct[(k, beam, batch)]) for k in configs}
                     inter = f"{ct['inter']:.0f}" if "inter" in ct else "-"
                     print(f"| {dt} | {threads} | {beam} | {batch} | {n} | {ours_tps:.0f} | {ct['intra']:.0f} | {inter} | "
                           f"{ours_tps / max(ct.values()):.2f}x |", flush=True)

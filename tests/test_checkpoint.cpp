@@ -130,27 +130,27 @@ TEST_CASE("non-finite weights are rejected; extra tensors are reported") {
   CHECK(ck.extra_tensors() == std::vector<std::string>{"training.step"});
 }
 
-TEST_CASE("compute_gate: softmax, top-2 with a tie broken by the lower index, renormalised") {
+TEST_CASE("compute_task_gate: softmax, top-2 with a tie broken by the lower index, renormalised") {
   // 4 experts, d_in 2, u = (1, 0): logits = first router column = (1, 3, 3, 2).
   const float router[8] = {1, 9, 3, 9, 3, 9, 2, 9};
   const float u[2] = {1, 0};
-  const task_gate g = compute_gate(router, u, 4, 2, 2);
+  const moe::task_gate g = moe::compute_task_gate(router, u, 4, 2, 2);
   REQUIRE(g.experts == std::vector<int>{1, 2});  // experts 1 and 2 tie; 1 comes first
   CHECK(g.weights[0] == doctest::Approx(0.5));
   CHECK(g.weights[1] == doctest::Approx(0.5));
   // logits (0, ln 3, ln 1, ln 2) -> p ∝ (1, 3, 1, 2); top-2 = {1: 3/5, 3: 2/5}
   const float r2[4] = {0.0f, std::log(3.0f), 0.0f, std::log(2.0f)};
   const float one = 1.0f;
-  const task_gate g2 = compute_gate(r2, &one, 4, 1, 2);
+  const moe::task_gate g2 = moe::compute_task_gate(r2, &one, 4, 1, 2);
   REQUIRE(g2.experts == std::vector<int>{1, 3});
   CHECK(g2.weights[0] == doctest::Approx(0.6));
   CHECK(g2.weights[1] == doctest::Approx(0.4));
   // top-3 includes the tie between experts 0 and 2 (both p = 1/7): 0 wins.
-  CHECK(compute_gate(r2, &one, 4, 1, 3).experts == std::vector<int>{1, 3, 0});
-  CHECK_THROWS_AS(compute_gate(r2, &one, 4, 1, 5), invalid_argument_error);
+  CHECK(moe::compute_task_gate(r2, &one, 4, 1, 3).experts == std::vector<int>{1, 3, 0});
+  CHECK_THROWS_AS(moe::compute_task_gate(r2, &one, 4, 1, 5), invalid_argument_error);
 }
 
-TEST_CASE("checkpoint::gate uses the task's embedding row and the layer's router") {
+TEST_CASE("the gate from checkpoint::router_of uses the task's embedding row and the layer's router") {
   temp_dir dir;
   const model_config c = tiny_config(routing::task_target, routing::task_pair);
   write_checkpoint(dir.path(), c, tiny_tasks());
@@ -160,7 +160,7 @@ TEST_CASE("checkpoint::gate uses the task's embedding row and the layer's router
   const auto router = to_f32(ck.tensor("encoder.layers.1.moe.router.weight"));
   // task:target, target "en" is row 1 of task_keys {de, en, fr}. The expected gate is computed
   // here, in double, from the raw tensors: router [experts, dim] times the task's row, softmax,
-  // the top-2 (lower index first on ties), renormalised -- not by calling compute_gate again.
+  // the top-2 (lower index first on ties), renormalised -- not by calling compute_task_gate again.
   const int experts = c.num_experts, dim = c.task_embedding_dim;
   const auto reference_gate = [&](const std::vector<float>& w, int row) {
     std::vector<double> logit(static_cast<std::size_t>(experts));
@@ -174,22 +174,22 @@ TEST_CASE("checkpoint::gate uses the task's embedding row and the layer's router
     return std::make_pair(std::vector<int>{order[0], order[1]}, std::vector<double>{p1, 1.0 - p1});
   };
   const auto want = reference_gate(router, 1);
-  const task_gate g = ck.gate(t, stack::encoder, 1);
+  const moe::task_gate g = moe::compute_task_gate(ck.router_of(t, stack::encoder, 1));
   CHECK(g.experts == want.first);
   REQUIRE(g.weights.size() == 2);
   CHECK(g.weights[0] == doctest::Approx(want.second[0]).epsilon(1e-6));
   CHECK(g.weights[1] == doctest::Approx(want.second[1]).epsilon(1e-6));
   // Another task's row gives its own gate (the row really is selected by the target language).
   const auto want_fr = reference_gate(router, 2);
-  CHECK(ck.gate(ck.task("en-fr"), stack::encoder, 1).experts == want_fr.first);
-  CHECK_THROWS_WITH_AS(ck.gate(t, stack::encoder, 0), taskmoe_test::contains("not an MoE layer"),
+  CHECK(moe::compute_task_gate(ck.router_of(ck.task("en-fr"), stack::encoder, 1)).experts == want_fr.first);
+  CHECK_THROWS_WITH_AS(ck.router_of(t, stack::encoder, 0), taskmoe_test::contains("not an MoE layer"),
                        invalid_argument_error);
   CHECK_THROWS_AS(ck.task("xx-yy"), invalid_argument_error);
 }
 
-TEST_CASE("checkpoint::gate equals the PyTorch reference's task routes on the golden fixtures") {
+TEST_CASE("the gate from checkpoint::router_of equals the PyTorch reference's task routes on the golden fixtures") {
   // reference.json's task_routes come from tools/train/taskmoe_ref (model.task_route), an
-  // implementation independent of compute_gate.
+  // implementation independent of compute_task_gate.
   for (const std::string setup : {"task_target", "task_pair", "token_task"}) {
     CAPTURE(setup);
     const checkpoint ck(fixture_dir(setup));
@@ -200,7 +200,7 @@ TEST_CASE("checkpoint::gate equals the PyTorch reference's task routes on the go
       for (const auto& [name, route] : c["task_routes"].items()) {
         CAPTURE(name);
         const stack s = name.rfind("encoder", 0) == 0 ? stack::encoder : stack::decoder;
-        const task_gate g = ck.gate(t, s, std::stoi(name.substr(name.find('.') + 1)));
+        const moe::task_gate g = moe::compute_task_gate(ck.router_of(t, s, std::stoi(name.substr(name.find('.') + 1))));
         CHECK(g.experts == route["experts"].get<std::vector<int>>());
         REQUIRE(g.weights.size() == route["gates"].size());
         for (std::size_t j = 0; j < g.weights.size(); ++j)

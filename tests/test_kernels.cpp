@@ -476,6 +476,63 @@ TEST_CASE("packed int8 weights: quantize_pack matches quantize + pack, bad argum
   err([&] { tk::gemm_packed_int8(3, a.data(), k, direct, c1.data(), n, {false, false, -1}); });
 }
 
+TEST_CASE("gemm_packed_f32 equals a plain fused-multiply-add reference bit for bit on every ISA") {
+  // Around the 6-row / 16-column / 4- and 8-panel tiles, plus the decoder's shapes.
+  const int shapes[][3] = {{1, 1, 1},     {1, 7, 3},    {3, 17, 7},    {7, 63, 63},   {63, 65, 65},
+                           {65, 1000, 3}, {1, 1000, 64}, {2, 129, 1000}, {5, 48, 2049}, {1, 520, 512},
+                           {6, 64, 4},    {13, 33, 129}, {12, 130, 9},  {64, 200, 17}};
+  for (tk::isa isa : runnable_isas()) {
+    tk::scoped_isa_override force(isa);
+    for (const auto& s : shapes) {
+      const int m = s[0], n = s[1], k = s[2];
+      const int lda = k + 3, ldc = n + 2;
+      for (int variant = 0; variant < 5; ++variant) {
+        const bool relu = variant & 1, accumulate = variant & 2, with_bias = variant != 4;
+        const int threads = variant == 3 ? 3 : 1;
+        CAPTURE(std::string(tk::to_string(isa))); CAPTURE(m); CAPTURE(n); CAPTURE(k); CAPTURE(variant);
+        const auto a = random_floats(static_cast<std::size_t>(m) * lda, 41 + variant, -2.0f, 2.0f);
+        // Two stacked parts (fused QKV), the second with its own row stride.
+        const int n1 = n / 2, n2 = n - n1, ldw2 = k + 5;
+        const auto w1 = random_floats(static_cast<std::size_t>(n1) * k, 42);
+        const auto w2 = random_floats(static_cast<std::size_t>(n2) * ldw2, 43);
+        const auto bias = random_floats(n, 44);
+        const auto packed = tk::packed_f32::pack(
+            {{w1.data(), n1, k, with_bias ? bias.data() : nullptr},
+             {w2.data(), n2, ldw2, with_bias ? bias.data() + n1 : nullptr}},
+            k);
+        REQUIRE(packed.rows() == n);
+        REQUIRE(packed.cols() == k);
+        const std::vector<float> before = random_floats(static_cast<std::size_t>(m) * ldc, 45);
+        std::vector<float> c = before;
+        tk::gemm_packed_f32(m, a.data(), lda, packed, c.data(), ldc, {relu, accumulate, threads});
+        for (int i = 0; i < m; ++i) {
+          for (int j = 0; j < n; ++j) {
+            const float* wr = j < n1 ? w1.data() + static_cast<std::size_t>(j) * k
+                                     : w2.data() + static_cast<std::size_t>(j - n1) * ldw2;
+            float want = 0.0f;
+            for (int p = 0; p < k; ++p) want = std::fma(a[i * lda + p], wr[p], want);
+            if (with_bias) want = want + bias[j];
+            if (relu && !(want > 0.0f)) want = 0.0f;
+            if (accumulate) want = before[i * ldc + j] + want;
+            REQUIRE(c[i * ldc + j] == want);
+          }
+          for (int j = n; j < ldc; ++j) REQUIRE(c[i * ldc + j] == before[i * ldc + j]);  // padding untouched
+        }
+      }
+    }
+  }
+  const auto err = [](auto f) { CHECK_THROWS_AS(f(), taskmoe::invalid_argument_error); };
+  const auto w = random_floats(19 * 45, 46), bias = random_floats(19, 47), a = random_floats(3 * 45, 48);
+  std::vector<float> c(3 * 19);
+  const auto packed = tk::packed_f32::pack({{w.data(), 19, 45, nullptr}}, 45);
+  err([&] { tk::packed_f32::pack({{w.data(), 10, 45, bias.data()}, {w.data(), 9, 45, nullptr}}, 45); });
+  err([&] { tk::packed_f32::pack({{w.data(), 19, 44, nullptr}}, 45); });  // ldw < k
+  err([&] { tk::packed_f32::pack({{nullptr, 19, 45, nullptr}}, 45); });
+  err([&] { tk::gemm_packed_f32(3, a.data(), 44, packed, c.data(), 19); });
+  err([&] { tk::gemm_packed_f32(3, a.data(), 45, packed, c.data(), 18); });
+  err([&] { tk::gemm_packed_f32(3, a.data(), 45, packed, c.data(), 19, {false, false, -1}); });
+}
+
 TEST_CASE("parallel_for covers [0, n) exactly once, from any number of callers, and rethrows") {
   for (int threads : {1, 2, 3, 8}) {
     for (int n : {0, 1, 2, 5, 100}) {

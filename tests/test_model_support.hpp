@@ -51,7 +51,7 @@ inline void extract_task(const taskmoe::checkpoint& ck, const std::string& task,
       l.layer = layer;
       l.route = c.moe(s).route;
       if (is_task_routed(l.route)) {
-        const task_gate g = ck.gate(t, s, layer);
+        const moe::task_gate g = moe::compute_task_gate(ck.router_of(t, s, layer));
         l.experts = g.experts;
         l.gates = g.weights;
         const std::string p = std::string(stack_name(s)) + ".layers." + std::to_string(layer) + ".moe.";

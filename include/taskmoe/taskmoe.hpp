@@ -21,7 +21,7 @@
 #include <taskmoe/format/tmoe_metadata.hpp>
 #include <taskmoe/format/tmoe.hpp>
 
-// Kernels: ISA dispatch, f32/int8 GEMM (oneDNN, own AVX2/AVX-512, fallbacks), elementwise ops.
+// Kernels: ISA dispatch, f32/int8 GEMM (packed AVX2/AVX-512 kernels, oneDNN, fallbacks), elementwise ops.
 #include <taskmoe/kernels/kernels.hpp>
 
 // Runtime: weights, layers, MoE, the model with incremental decoding, search, tokenizer, facade.
@@ -29,6 +29,7 @@
 #include <taskmoe/layers/linear.hpp>
 #include <taskmoe/layers/attention.hpp>
 #include <taskmoe/layers/feed_forward.hpp>
+#include <taskmoe/moe/gating.hpp>
 #include <taskmoe/moe/moe_layer.hpp>
 #include <taskmoe/model/transformer.hpp>
 #include <taskmoe/decoding/options.hpp>

@@ -1610,7 +1610,8 @@ class safetensors_writer {
 // documented, which is what the converter needs to extract a per-task model.
 
 #include <algorithm>  // std::sort
-#include <cmath>      // std::exp, std::isfinite
+#include <cmath>      // std::isfinite
+#include <cstddef>    // std::ptrdiff_t
 #include <cstdint>    // std::uint64_t
 #include <cstdio>     // std::snprintf
 #include <cstring>    // std::memcpy
@@ -1730,45 +1731,14 @@ inline std::uint32_t crc32c(const void* data, std::size_t n) noexcept {
 
 namespace taskmoe {
 
-// The gate of one task at one MoE layer: which experts, with which weights.
-struct task_gate {
-  std::vector<int> experts;    // e_1 .. e_k, in descending probability (ties: lower index first)
-  std::vector<float> weights;  // g_1 .. g_k, sum to 1
+// What a task's gate at one MoE layer is computed from (moe::compute_task_gate does the math).
+struct task_router {
+  std::vector<float> router;  // [num_experts, dim]
+  std::vector<float> task;    // [dim]: the task's row of the stack's task embedding
+  int num_experts = 0;
+  int dim = 0;
+  int top_k = 0;
 };
-
-// Gating as documented, all in float32: logits = router[E, d_in] * u; p = softmax(logits);
-// top_k largest p (ties: lower expert index first); renormalise over the chosen k.
-inline task_gate compute_gate(const float* router, const float* u, int num_experts, int d_in,
-                              int top_k) {
-  if (num_experts <= 0 || d_in <= 0 || top_k <= 0 || top_k > num_experts)
-    throw invalid_argument_error("compute_gate: need 0 < top_k <= num_experts and d_in > 0");
-  std::vector<float> p(static_cast<std::size_t>(num_experts));
-  for (int e = 0; e < num_experts; ++e) {
-    float acc = 0.0f;
-    for (int i = 0; i < d_in; ++i) acc += router[static_cast<std::size_t>(e) * d_in + i] * u[i];
-    p[e] = acc;
-  }
-  float mx = p[0];
-  for (float x : p) mx = x > mx ? x : mx;
-  float sum = 0.0f;
-  for (float& x : p) {
-    x = std::exp(x - mx);
-    sum += x;
-  }
-  for (float& x : p) x /= sum;
-  std::vector<int> order(static_cast<std::size_t>(num_experts));
-  for (int e = 0; e < num_experts; ++e) order[e] = e;
-  // Stable sort on descending p keeps the lower index first among equal probabilities.
-  std::stable_sort(order.begin(), order.end(), [&p](int a, int b) { return p[a] > p[b]; });
-  task_gate g;
-  float top_sum = 0.0f;
-  for (int j = 0; j < top_k; ++j) {
-    g.experts.push_back(order[j]);
-    top_sum += p[order[j]];
-  }
-  for (int j = 0; j < top_k; ++j) g.weights.push_back(p[order[j]] / top_sum);
-  return g;
-}
 
 struct checkpoint_options {
   // Reject NaN/Inf in any float tensor (reads every weight once; a few hundred ms per GB).
@@ -1820,22 +1790,26 @@ class checkpoint {
     return buf;
   }
 
-  // Gate of `task` at MoE layer `layer` of `s` (task-routed stacks only).
-  task_gate gate(const task_info& task, stack s, int layer) const {
+  // The router and task row for `task`'s gate at MoE layer `layer` of `s` (task-routed stacks only).
+  task_router router_of(const task_info& task, stack s, int layer) const {
     const auto& m = config_.moe(s);
     const std::string sn(stack_name(s));
     if (!config_.has_moe || !is_task_routed(m.route))
-      throw invalid_argument_error("gate: the " + sn + " stack is not task-routed");
+      throw invalid_argument_error("router_of: the " + sn + " stack is not task-routed");
     if (!config_.is_moe_layer(s, layer))
-      throw invalid_argument_error("gate: " + sn + " layer " + std::to_string(layer) +
+      throw invalid_argument_error("router_of: " + sn + " layer " + std::to_string(layer) +
                                    " is not an MoE layer");
     const int k = task_key_index(config_, s, task);
-    if (k < 0) throw invalid_argument_error("gate: task '" + task.name + "' has no task key");
+    if (k < 0) throw invalid_argument_error("router_of: task '" + task.name + "' has no task key");
+    task_router r;
+    r.dim = config_.task_embedding_dim;
+    r.num_experts = config_.num_experts;
+    r.top_k = config_.top_k;
     const std::vector<float> table = to_f32(tensor(spec::task_embedding(s)));
-    const std::vector<float> router = to_f32(tensor(spec::router(s, layer)));
-    const int dim = config_.task_embedding_dim;
-    return compute_gate(router.data(), table.data() + static_cast<std::size_t>(k) * dim,
-                        config_.num_experts, dim, config_.top_k);
+    const auto row = table.begin() + static_cast<std::ptrdiff_t>(k) * r.dim;
+    r.task.assign(row, row + r.dim);
+    r.router = to_f32(tensor(spec::router(s, layer)));
+    return r;
   }
 
  private:
@@ -2673,7 +2647,7 @@ class tmoe_writer {
 }  // namespace taskmoe
 // ---- end taskmoe/format/tmoe.hpp ----
 
-// Kernels: ISA dispatch, f32/int8 GEMM (oneDNN, own AVX2/AVX-512, fallbacks), elementwise ops.
+// Kernels: ISA dispatch, f32/int8 GEMM (packed AVX2/AVX-512 kernels, oneDNN, fallbacks), elementwise ops.
 // ---- begin taskmoe/kernels/kernels.hpp ----
 // The kernels, in one include: ISA dispatch, GEMMs (f32 / int8), elementwise and row kernels.
 
@@ -2912,8 +2886,8 @@ class scoped_isa_override {
 #include <cstring>  // std::memcpy
 
 // ---- begin taskmoe/kernels/detail/packed_args.hpp ----
-// The packed int8 weight layout shared by every ISA's kernel (kernels/packed_gemm.hpp packs it,
-// arch/*.hpp multiply with it), and the arguments of one packed GEMM call.
+// The packed weight layouts shared by every ISA's kernel (kernels/packed_gemm.hpp packs them,
+// arch/*.hpp multiply with them), and the arguments of one packed GEMM call.
 //
 // Layout: columns (weight rows) in panels of 16, K padded to a multiple of 4. Panel p, k-group g
 // (k = 4g .. 4g+3), column c, byte b lives at data[p * k4 * 16 + g * 64 + c * 4 + b]; padding is
@@ -2950,6 +2924,25 @@ struct packed_call {
   bool relu = false;        // max(0, .) after the bias
   bool accumulate = false;  // c += result instead of c = result
   std::size_t panel_bytes() const noexcept { return static_cast<std::size_t>(k4) * panel_width; }
+};
+
+// f32 layout: columns in panels of 16, k-major inside a panel: panel p, depth k, column c at
+// data[p * K * 16 + k * 16 + c] (padding columns zero). One 64-byte load is 16 columns at one k:
+// the operand of one AVX-512 FMA (two AVX2 FMAs) against a broadcast activation. Each panel is
+// one contiguous stream, which is what the memory-bound single-row case needs.
+struct packed_f32_call {
+  int m = 0;
+  int n = 0;  // real columns
+  int k = 0;
+  const float* a = nullptr;  // [m, k] (lda)
+  int lda = 0;
+  const float* data = nullptr;
+  const float* bias = nullptr;  // [panels * 16] or null
+  float* c = nullptr;
+  int ldc = 0;
+  bool relu = false;
+  bool accumulate = false;
+  std::size_t panel_floats() const noexcept { return static_cast<std::size_t>(k) * panel_width; }
 };
 
 }  // namespace detail
@@ -3148,6 +3141,77 @@ TASKMOE_TARGET_AVX2 inline void gemm_packed(const packed_call& g, int p0, int p1
       case 3: packed_tile<3, 1>(g, i, p); break;
       case 2: packed_tile<2, 1>(g, i, p); break;
       case 1: packed_tile<1, 1>(g, i, p); break;
+      default: break;
+    }
+  }
+}
+
+// ---- packed f32 GEMM (detail/packed_args.hpp) -------------------------------------------------
+// Two ymm per panel and k; a tile of MR rows x NP panels keeps 2 * MR * NP accumulators (at most
+// 12 of the 16 registers). Same operations per lane as generic::gemm_packed_f32.
+
+template <int MR, int NP>
+TASKMOE_TARGET_AVX2 void packed_f32_tile(const packed_f32_call& g, int i0, int p0) {
+  __m256 acc[MR][NP][2];
+  for (int i = 0; i < MR; ++i)
+    for (int r = 0; r < NP; ++r) acc[i][r][0] = acc[i][r][1] = _mm256_setzero_ps();
+  const std::size_t pf = g.panel_floats();
+  const float* b = g.data + static_cast<std::size_t>(p0) * pf;
+  const float* a = g.a + static_cast<std::size_t>(i0) * g.lda;
+  const std::size_t lda = static_cast<std::size_t>(g.lda);
+  const int k = g.k;  // locals: GCC otherwise reloads g.k and spills acc on every k
+  for (int kk = 0; kk < k; ++kk) {
+    __m256 w[NP][2];
+    for (int r = 0; r < NP; ++r) {
+      const float* src = b + r * pf + static_cast<std::size_t>(kk) * panel_width;
+      w[r][0] = _mm256_load_ps(src);
+      w[r][1] = _mm256_load_ps(src + 8);
+    }
+    for (int i = 0; i < MR; ++i) {
+      const __m256 av = _mm256_broadcast_ss(a + static_cast<std::size_t>(i) * lda + kk);
+      for (int r = 0; r < NP; ++r)
+        for (int h = 0; h < 2; ++h) acc[i][r][h] = _mm256_fmadd_ps(av, w[r][h], acc[i][r][h]);
+    }
+  }
+  // Epilogue loops fully unrolled and without early exits (an empty mask stores nothing): GCC
+  // otherwise indexes acc in memory and keeps it on the stack, stored on every k.
+  const __m256 zero = _mm256_setzero_ps();
+#pragma GCC unroll 8
+  for (int r = 0; r < NP; ++r)
+#pragma GCC unroll 2
+    for (int h = 0; h < 2; ++h) {
+      const int j = (p0 + r) * panel_width + 8 * h;
+      const __m256i mask = _mm256_cmpgt_epi32(_mm256_set1_epi32(g.n - j), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+      const __m256 bias = g.bias != nullptr ? _mm256_loadu_ps(g.bias + j) : zero;
+#pragma GCC unroll 8
+      for (int i = 0; i < MR; ++i) {
+        __m256 v = acc[i][r][h];
+        if (g.bias != nullptr) v = _mm256_add_ps(v, bias);
+        if (g.relu) v = _mm256_max_ps(v, zero);
+        float* out = g.c + static_cast<std::size_t>(i0 + i) * g.ldc + j;
+        if (g.accumulate) v = _mm256_add_ps(_mm256_maskload_ps(out, mask), v);
+        _mm256_maskstore_ps(out, mask, v);
+      }
+    }
+}
+
+// One panel at a time for every row in tiles of 6; a single row streams 4 panels at once.
+TASKMOE_TARGET_AVX2 inline void gemm_packed_f32(const packed_f32_call& g, int p0, int p1) {
+  if (g.m == 1) {
+    int p = p0;
+    for (; p + 4 <= p1; p += 4) packed_f32_tile<1, 4>(g, 0, p);
+    for (; p < p1; ++p) packed_f32_tile<1, 1>(g, 0, p);
+    return;
+  }
+  for (int p = p0; p < p1; ++p) {
+    int i = 0;
+    for (; i + 6 <= g.m; i += 6) packed_f32_tile<6, 1>(g, i, p);
+    switch (g.m - i) {
+      case 5: packed_f32_tile<5, 1>(g, i, p); break;
+      case 4: packed_f32_tile<4, 1>(g, i, p); break;
+      case 3: packed_f32_tile<3, 1>(g, i, p); break;
+      case 2: packed_f32_tile<2, 1>(g, i, p); break;
+      case 1: packed_f32_tile<1, 1>(g, i, p); break;
       default: break;
     }
   }
@@ -3388,7 +3452,7 @@ TASKMOE_TARGET_AVX512_VNNI void gemm_s8s8(int m, int n, int k, const std::int8_t
 // is MR rows x NP panels of accumulators (at most 4 x 4 = 16 of the 32 registers, plus NP weight
 // vectors); weights of the NP panels are loaded once per k-group for all MR rows.
 
-TASKMOE_TARGET_AVX512_VNNI inline __mmask16 column_mask(int cols) {
+TASKMOE_TARGET_AVX512 inline __mmask16 column_mask(int cols) {
   return cols >= 16 ? static_cast<__mmask16>(0xffff) : static_cast<__mmask16>((1u << cols) - 1u);
 }
 
@@ -3461,6 +3525,83 @@ TASKMOE_TARGET_AVX512_VNNI inline void gemm_packed(const packed_call& g, int p0,
       case 3: packed_rows<3>(g, i, p, np); break;
       case 2: packed_rows<2>(g, i, p, np); break;
       case 1: packed_rows<1>(g, i, p, np); break;
+      default: break;
+    }
+  }
+}
+
+// ---- packed f32 GEMM (detail/packed_args.hpp) -------------------------------------------------
+// One zmm per panel and k: a tile of MR rows x NP panels keeps MR * NP accumulators; each k loads
+// NP weight vectors once for all MR rows. Same operations per lane as generic::gemm_packed_f32.
+
+template <int MR, int NP>
+TASKMOE_TARGET_AVX512 void packed_f32_tile(const packed_f32_call& g, int i0, int p0) {
+  __m512 acc[MR][NP];
+  for (int i = 0; i < MR; ++i)
+    for (int r = 0; r < NP; ++r) acc[i][r] = _mm512_setzero_ps();
+  const std::size_t pf = g.panel_floats();
+  const float* b = g.data + static_cast<std::size_t>(p0) * pf;
+  const float* a = g.a + static_cast<std::size_t>(i0) * g.lda;
+  const std::size_t lda = static_cast<std::size_t>(g.lda);
+  const int k = g.k;  // locals: GCC otherwise reloads g.k and may spill acc on every k
+  for (int kk = 0; kk < k; ++kk) {
+    __m512 w[NP];
+    for (int r = 0; r < NP; ++r) w[r] = _mm512_load_ps(b + r * pf + static_cast<std::size_t>(kk) * panel_width);
+    for (int i = 0; i < MR; ++i) {
+      const __m512 av = _mm512_set1_ps(a[static_cast<std::size_t>(i) * lda + kk]);
+      for (int r = 0; r < NP; ++r) acc[i][r] = _mm512_fmadd_ps(av, w[r], acc[i][r]);
+    }
+  }
+  // Epilogue loops fully unrolled and without early exits (an empty mask stores nothing): GCC
+  // otherwise indexes acc in memory and keeps it on the stack, stored on every k.
+  const __mmask16 all = 0xffff;
+  const __m512 zero = _mm512_setzero_ps();
+#pragma GCC unroll 8
+  for (int r = 0; r < NP; ++r) {
+    const int j = (p0 + r) * panel_width;
+    const __mmask16 mask = j < g.n ? column_mask(g.n - j) : static_cast<__mmask16>(0);
+    const __m512 bias = g.bias != nullptr ? _mm512_loadu_ps(g.bias + j) : zero;
+#pragma GCC unroll 8
+    for (int i = 0; i < MR; ++i) {
+      __m512 v = acc[i][r];
+      if (g.bias != nullptr) v = _mm512_add_ps(v, bias);
+      if (g.relu) v = _mm512_maskz_max_ps(all, v, zero);
+      float* out = g.c + static_cast<std::size_t>(i0 + i) * g.ldc + j;
+      if (g.accumulate) v = _mm512_add_ps(_mm512_maskz_loadu_ps(mask, out), v);
+      _mm512_mask_storeu_ps(out, mask, v);
+    }
+  }
+}
+
+template <int MR>
+TASKMOE_TARGET_AVX512 void packed_f32_rows(const packed_f32_call& g, int i0, int p, int np) {
+  switch (np) {
+    case 1: packed_f32_tile<MR, 1>(g, i0, p); return;
+    case 2: packed_f32_tile<MR, 2>(g, i0, p); return;
+    case 3: packed_f32_tile<MR, 3>(g, i0, p); return;
+    default: packed_f32_tile<MR, 4>(g, i0, p); return;
+  }
+}
+
+// Blocks of 4 panels (64 columns: 256 * k bytes, in L2 for k <= 4096), every row in tiles of 6
+// (24 accumulators); a single row streams 8 panels at once to keep more loads in flight.
+TASKMOE_TARGET_AVX512 inline void gemm_packed_f32(const packed_f32_call& g, int p0, int p1) {
+  if (g.m == 1) {
+    int p = p0;
+    for (; p + 8 <= p1; p += 8) packed_f32_tile<1, 8>(g, 0, p);
+    for (; p < p1; p += 4) packed_f32_rows<1>(g, 0, p, p1 - p < 4 ? p1 - p : 4);
+    return;
+  }
+  for (int p = p0; p < p1; p += 4) {
+    const int np = p1 - p < 4 ? p1 - p : 4;
+    int i = 0;
+    for (; i + 6 <= g.m; i += 6) packed_f32_rows<6>(g, i, p, np);
+    switch (g.m - i) {
+      case 5: packed_f32_rows<5>(g, i, p, np); break;
+      case 4: packed_f32_rows<4>(g, i, p, np); break;
+      case 3: packed_f32_rows<3>(g, i, p, np); break;
+      case 2: packed_f32_rows<2>(g, i, p, np); break;
+      case 1: packed_f32_rows<1>(g, i, p, np); break;
       default: break;
     }
   }
@@ -3628,6 +3769,36 @@ inline void gemm_packed(const packed_call& g, int p0, int p1) {
         float* out = g.c + static_cast<std::size_t>(i) * g.ldc + j;
         const float r = packed_epilogue(g, i, j, acc[c]);
         *out = g.accumulate ? *out + r : r;
+      }
+    }
+  }
+}
+
+// f32 packed GEMM over panels [p0, p1) (detail/packed_args.hpp): per output one fused
+// multiply-add per k in ascending k from zero, then + bias, ReLU, + c. The SIMD kernels do the
+// same operations lane by lane, so every ISA gives bit-identical results.
+inline float packed_f32_epilogue(const packed_f32_call& g, int j, float acc, const float* out) {
+  float r = acc;
+  if (g.bias != nullptr) r = r + g.bias[j];
+  if (g.relu && !(r > 0.0f)) r = 0.0f;
+  return g.accumulate ? *out + r : r;
+}
+
+inline void gemm_packed_f32(const packed_f32_call& g, int p0, int p1) {
+  for (int p = p0; p < p1; ++p) {
+    const float* panel = g.data + static_cast<std::size_t>(p) * g.panel_floats();
+    for (int i = 0; i < g.m; ++i) {
+      const float* ar = g.a + static_cast<std::size_t>(i) * g.lda;
+      float acc[panel_width] = {};
+      for (int kk = 0; kk < g.k; ++kk) {
+        const float* w = panel + static_cast<std::size_t>(kk) * panel_width;
+        for (int c = 0; c < panel_width; ++c) acc[c] = std::fma(ar[kk], w[c], acc[c]);
+      }
+      for (int c = 0; c < panel_width; ++c) {
+        const int j = p * panel_width + c;
+        if (j >= g.n) break;
+        float* out = g.c + static_cast<std::size_t>(i) * g.ldc + j;
+        *out = packed_f32_epilogue(g, j, acc[c], out);
       }
     }
   }
@@ -4265,8 +4436,13 @@ inline void gemm_int8(int m, int n, int k, const float* a, int lda, const std::i
 }  // namespace taskmoe
 // ---- end taskmoe/kernels/gemm.hpp ----
 // ---- begin taskmoe/kernels/packed_gemm.hpp ----
-// int8 GEMM on weights packed once at load into the layout the kernels stream best
+// GEMM on weights packed once at load into the layout the kernels stream best
 // (detail/packed_args.hpp): C = act(A Wᵀ scaled + bias) (+ C).
+//
+//   packed_f32 / gemm_packed_f32   f32 weights, f32 math (AVX-512, AVX2 or generic; bit-identical
+//                    across them: one FMA per k in order). Why not oneDNN on the file's layout:
+//                    its matmul re-packs plain weights on every call, which at decoding's small
+//                    M costs about as much as the product itself.
 //
 //   pack_int8        int8 weights [n, k] with per-row scales (as in .tmoe files), optionally
 //                    several matrices stacked by rows (fused QKV, the kept experts' fc1), with a
@@ -4497,6 +4673,34 @@ void parallel_for(int threads, int n, F&& f) {
 namespace taskmoe {
 namespace kernels {
 
+namespace detail {
+
+// Zeroed, 64-byte aligned storage for packed panels (aligned vector loads).
+template <class T>
+class aligned_buffer {
+ public:
+  aligned_buffer() = default;
+  explicit aligned_buffer(std::size_t count) : size_(count) {
+    if (count == 0) return;
+    const std::size_t bytes = (count * sizeof(T) + 63) / 64 * 64;
+    void* mem = std::aligned_alloc(64, bytes);
+    if (mem == nullptr) throw std::bad_alloc();
+    std::memset(mem, 0, bytes);
+    data_.reset(static_cast<T*>(mem));
+  }
+  T* data() const noexcept { return data_.get(); }
+  std::size_t size() const noexcept { return size_; }
+
+ private:
+  struct freer {
+    void operator()(T* p) const noexcept { std::free(p); }
+  };
+  std::unique_ptr<T, freer> data_;
+  std::size_t size_ = 0;
+};
+
+}  // namespace detail
+
 // Packed int8 weights; immutable once built, shared by any number of threads.
 class packed_int8 {
  public:
@@ -4505,7 +4709,7 @@ class packed_int8 {
   int panels() const noexcept { return panels_; }
   bool has_bias() const noexcept { return !bias_.empty(); }
   std::size_t bytes() const noexcept {
-    return size_ + comp_.size() * sizeof(std::int32_t) + (scales_.size() + bias_.size()) * sizeof(float);
+    return data_.size() + comp_.size() * sizeof(std::int32_t) + (scales_.size() + bias_.size()) * sizeof(float);
   }
 
   // One source matrix: rows [rows, k] (ldw) int8 with scales[rows]; bias[rows] or null. Its
@@ -4524,12 +4728,8 @@ class packed_int8 {
 
  private:
   friend struct packed_access;
-  struct freer {
-    void operator()(std::int8_t* p) const noexcept { std::free(p); }
-  };
   int n_ = 0, k_ = 0, k4_ = 0, panels_ = 0;
-  std::size_t size_ = 0;
-  std::unique_ptr<std::int8_t, freer> data_;
+  detail::aligned_buffer<std::int8_t> data_;
   std::vector<std::int32_t> comp_;
   std::vector<float> scales_, bias_;
 };
@@ -4539,13 +4739,73 @@ struct packed_access {
     detail::packed_call g;
     g.n = w.n_;
     g.k4 = w.k4_;
-    g.data = w.data_.get();
+    g.data = w.data_.data();
     g.comp = w.comp_.data();
     g.w_scales = w.scales_.data();
     g.bias = w.bias_.empty() ? nullptr : w.bias_.data();
     return g;
   }
   static int k4(const packed_int8& w) { return w.k4_; }
+};
+
+// Packed f32 weights (detail/packed_args.hpp, f32 layout); immutable once built.
+class packed_f32 {
+ public:
+  int rows() const noexcept { return n_; }
+  int cols() const noexcept { return k_; }
+  int panels() const noexcept { return (n_ + detail::panel_width - 1) / detail::panel_width; }
+  std::size_t bytes() const noexcept { return (data_.size() + bias_.size()) * sizeof(float); }
+
+  // One source matrix [rows, k] (ldw) and its bias [rows] (or null).
+  struct part {
+    const float* w = nullptr;
+    int rows = 0;
+    int ldw = 0;
+    const float* bias = nullptr;
+  };
+
+  // Stacks `parts` by rows (fused QKV). Either every part has a bias or none.
+  static packed_f32 pack(const std::vector<part>& parts, int k) {
+    const char* kernel = "packed_f32::pack";
+    detail::check_size(kernel, "k", k);
+    packed_f32 out;
+    out.k_ = k;
+    bool any_bias = false, all_bias = true;
+    for (const part& p : parts) {
+      detail::check_matrix(kernel, "w", p.w, p.rows, k, p.ldw);
+      out.n_ += p.rows;
+      any_bias = any_bias || p.bias != nullptr;
+      all_bias = all_bias && p.bias != nullptr;
+    }
+    if (any_bias && !all_bias) detail::fail(kernel, "either every part has a bias or none");
+    const std::size_t padded = static_cast<std::size_t>(out.panels()) * detail::panel_width;
+    const std::size_t pf = static_cast<std::size_t>(k) * detail::panel_width;
+    out.data_ = detail::aligned_buffer<float>(padded * static_cast<std::size_t>(k));
+    if (any_bias) out.bias_.assign(padded, 0.0f);
+    int j = 0;
+    for (const part& p : parts)
+      for (int r = 0; r < p.rows; ++r, ++j) {
+        const float* src = p.w + static_cast<std::size_t>(r) * p.ldw;
+        float* dst = out.data_.data() + static_cast<std::size_t>(j / detail::panel_width) * pf + j % detail::panel_width;
+        for (int kk = 0; kk < k; ++kk) dst[static_cast<std::size_t>(kk) * detail::panel_width] = src[kk];
+        if (any_bias) out.bias_[static_cast<std::size_t>(j)] = p.bias[r];
+      }
+    return out;
+  }
+
+  detail::packed_f32_call call() const noexcept {
+    detail::packed_f32_call g;
+    g.n = n_;
+    g.k = k_;
+    g.data = data_.data();
+    g.bias = bias_.empty() ? nullptr : bias_.data();
+    return g;
+  }
+
+ private:
+  int n_ = 0, k_ = 0;
+  detail::aligned_buffer<float> data_;
+  std::vector<float> bias_;
 };
 
 inline packed_int8 packed_int8::pack(const std::vector<part>& parts, int k) {
@@ -4568,13 +4828,7 @@ inline packed_int8 packed_int8::pack(const std::vector<part>& parts, int k) {
   if (any_bias && !all_bias) detail::fail(kernel, "either every part has a bias or none");
   out.panels_ = (out.n_ + detail::panel_width - 1) / detail::panel_width;
   const std::size_t padded = static_cast<std::size_t>(out.panels_) * detail::panel_width;
-  out.size_ = padded * static_cast<std::size_t>(out.k4_);
-  if (out.size_ > 0) {
-    void* mem = std::aligned_alloc(64, (out.size_ + 63) / 64 * 64);
-    if (mem == nullptr) throw std::bad_alloc();
-    out.data_.reset(static_cast<std::int8_t*>(mem));
-    std::memset(mem, 0, out.size_);
-  }
+  out.data_ = detail::aligned_buffer<std::int8_t>(padded * static_cast<std::size_t>(out.k4_));
   out.comp_.assign(padded, 0);
   out.scales_.assign(padded, 0.0f);
   if (any_bias) out.bias_.assign(padded, 0.0f);
@@ -4583,7 +4837,7 @@ inline packed_int8 packed_int8::pack(const std::vector<part>& parts, int k) {
   for (const part& p : parts) {
     for (int r = 0; r < p.rows; ++r, ++j) {
       const std::int8_t* src = p.w + static_cast<std::size_t>(r) * p.ldw;
-      std::int8_t* panel = out.data_.get() + static_cast<std::size_t>(j / detail::panel_width) * pb;
+      std::int8_t* panel = out.data_.data() + static_cast<std::size_t>(j / detail::panel_width) * pb;
       const int c = j % detail::panel_width;
       std::int32_t sum = 0;
       for (int kk = 0; kk < k; ++kk) {
@@ -4687,6 +4941,39 @@ inline void gemm_packed_int8(int m, const float* a, int lda, const packed_int8& 
   const int threads = std::min(options.threads == 0 ? intra_op_threads() : options.threads, blocks);
   parallel_for(threads, blocks, [&](int b0, int b1) {
     detail::run_packed(kind, g, 4 * b0, std::min(w.panels(), 4 * b1));
+  });
+}
+
+// c [m, rows] (ldc) = act(a [m, cols] (lda) Wᵀ + bias) (+ c); see packed_gemm_options.
+inline void gemm_packed_f32(int m, const float* a, int lda, const packed_f32& w, float* c, int ldc,
+                            const packed_gemm_options& options = {}) {
+  const char* kernel = "gemm_packed_f32";
+  detail::check_size(kernel, "m", m);
+  detail::check_matrix(kernel, "a", a, m, w.cols(), lda);
+  detail::check_matrix(kernel, "c", c, m, w.rows(), ldc);
+  if (options.threads < 0) detail::fail(kernel, "options.threads must be >= 0");
+  if (m == 0 || w.rows() == 0) return;
+  detail::packed_f32_call g = w.call();
+  g.m = m;
+  g.a = a;
+  g.lda = lda;
+  g.c = c;
+  g.ldc = ldc;
+  g.relu = options.relu;
+  g.accumulate = options.accumulate;
+#if TASKMOE_KERNELS_X86
+  const isa active = active_isa();
+#endif
+  // Whole 4-panel blocks per thread, as in gemm_packed_int8.
+  const int blocks = (w.panels() + 3) / 4;
+  const int threads = std::min(options.threads == 0 ? intra_op_threads() : options.threads, blocks);
+  parallel_for(threads, blocks, [&](int b0, int b1) {
+    const int p0 = 4 * b0, p1 = std::min(w.panels(), 4 * b1);
+#if TASKMOE_KERNELS_X86
+    if (active == isa::avx512) return detail::avx512::gemm_packed_f32(g, p0, p1);
+    if (active == isa::avx2) return detail::avx2::gemm_packed_f32(g, p0, p1);
+#endif
+    detail::generic::gemm_packed_f32(g, p0, p1);
   });
 }
 
@@ -4885,12 +5172,79 @@ inline int argmax(const float* x, int n) {
 // `weight_store`, so a loaded model is immutable and can be shared by any number of threads.
 
 #include <cstdint>     // std::int8_t, std::uintptr_t
-#include <cstring>     // std::memcpy
 #include <deque>       // std::deque (stable addresses)
 #include <memory>      // std::shared_ptr
 #include <string>      // std::string
 #include <vector>      // std::vector
 
+// ---- begin taskmoe/moe/gating.hpp ----
+// Gating, in one place for both routings: softmax over the experts' logits, the top k (ties: lower
+// expert index first), renormalised over the chosen k.
+//
+//   select_experts     top k of one row of probabilities, renormalised (token routing, per token;
+//                      task routing, once per task and layer).
+//   compute_task_gate  a task's gate from the router and the task's embedding row, in float32
+//                      with the exact std::exp softmax the converter has always used: extracted
+//                      files and models built from the checkpoint get the same gates, bit for bit.
+
+#include <cmath>    // std::exp
+#include <cstddef>  // std::size_t
+#include <vector>   // std::vector
+
+
+namespace taskmoe {
+namespace moe {
+
+// The gate of one task at one MoE layer: which experts, with which weights.
+struct task_gate {
+  std::vector<int> experts;    // e_1 .. e_k, in descending probability (ties: lower index first)
+  std::vector<float> weights;  // g_1 .. g_k, sum to 1
+};
+
+// experts[k], gates[k] = the k largest of p[n] (best first), gates renormalised to sum to 1.
+inline void select_experts(const float* p, int n, int k, int* experts, float* gates) {
+  kernels::top_k(p, n, k, experts, gates);
+  float sum = 0.0f;
+  for (int j = 0; j < k; ++j) sum += gates[j];
+  for (int j = 0; j < k; ++j) gates[j] /= sum;
+}
+
+// logits = router[num_experts, d_in] * u; p = softmax(logits); select_experts(p).
+inline task_gate compute_task_gate(const float* router, const float* u, int num_experts, int d_in, int top_k) {
+  if (num_experts <= 0 || d_in <= 0 || top_k <= 0 || top_k > num_experts)
+    throw invalid_argument_error("compute_task_gate: need 0 < top_k <= num_experts and d_in > 0");
+  std::vector<float> p(static_cast<std::size_t>(num_experts));
+  for (int e = 0; e < num_experts; ++e) {
+    float acc = 0.0f;
+    for (int i = 0; i < d_in; ++i) acc += router[static_cast<std::size_t>(e) * d_in + i] * u[i];
+    p[static_cast<std::size_t>(e)] = acc;
+  }
+  float mx = p[0];
+  for (float x : p) mx = x > mx ? x : mx;
+  float sum = 0.0f;
+  for (float& x : p) {
+    x = std::exp(x - mx);
+    sum += x;
+  }
+  for (float& x : p) x /= sum;
+  task_gate g;
+  g.experts.resize(static_cast<std::size_t>(top_k));
+  g.weights.resize(static_cast<std::size_t>(top_k));
+  select_experts(p.data(), num_experts, top_k, g.experts.data(), g.weights.data());
+  return g;
+}
+
+// The same from a checkpoint's task_router (format/checkpoint.hpp: router, task row, sizes).
+template <class Router>
+task_gate compute_task_gate(const Router& r) {
+  if (r.router.size() != static_cast<std::size_t>(r.num_experts) * r.dim || r.task.size() != static_cast<std::size_t>(r.dim))
+    throw invalid_argument_error("compute_task_gate: router or task row of the wrong size");
+  return compute_task_gate(r.router.data(), r.task.data(), r.num_experts, r.dim, r.top_k);
+}
+
+}  // namespace moe
+}  // namespace taskmoe
+// ---- end taskmoe/moe/gating.hpp ----
 // ---- begin taskmoe/tensor/weight_matrix.hpp ----
 // A weight matrix as the layers see it: a view of row-major [rows, cols] f32, or i8 with one f32
 // scale per row. Views only: the memory belongs to a mapped file or to the model's weight store.
@@ -5034,7 +5388,7 @@ class weight_source {
                                     " has no entry for layer " + std::to_string(layer));
     }
     if (is_task_routed(spec.route)) {
-      const task_gate g = ckpt_->gate(task_, s, layer);
+      const moe::task_gate g = moe::compute_task_gate(ckpt_->router_of(task_, s, layer));
       spec.slots = g.experts;
       spec.expert_ids = g.experts;
       spec.gates = g.weights;
@@ -5119,48 +5473,6 @@ class weight_loader {
     return q;
   }
 
-  // Row-wise concatenation of matrices with the same cols and dtype (fused QKV): owned copy.
-  weight_matrix concat_rows(const std::vector<weight_matrix>& parts) const {
-    weight_matrix w;
-    w.cols = parts.front().cols;
-    const bool q = parts.front().is_int8();
-    for (const auto& p : parts) {
-      if (p.cols != w.cols || p.is_int8() != q)
-        throw invalid_argument_error("concat_rows: parts differ in width or dtype");
-      w.rows += p.rows;
-    }
-    const std::size_t cols = static_cast<std::size_t>(w.cols);
-    if (q) {
-      auto& data = store_.new_i8(static_cast<std::size_t>(w.rows) * cols);
-      auto& sc = store_.new_f32(static_cast<std::size_t>(w.rows));
-      std::size_t r = 0;
-      for (const auto& p : parts) {
-        std::memcpy(data.data() + r * cols, p.i8, static_cast<std::size_t>(p.rows) * cols);
-        std::memcpy(sc.data() + r, p.scales, sizeof(float) * static_cast<std::size_t>(p.rows));
-        r += static_cast<std::size_t>(p.rows);
-      }
-      w.i8 = data.data();
-      w.scales = sc.data();
-    } else {
-      auto& data = store_.new_f32(static_cast<std::size_t>(w.rows) * cols);
-      std::size_t r = 0;
-      for (const auto& p : parts) {
-        std::memcpy(data.data() + r * cols, p.f32, sizeof(float) * static_cast<std::size_t>(p.rows) * cols);
-        r += static_cast<std::size_t>(p.rows);
-      }
-      w.f32 = data.data();
-    }
-    return w;
-  }
-
-  // Concatenation of float vectors (fused biases): owned copy.
-  const float* concat(const std::vector<const float*>& parts, int n_each) const {
-    auto& data = store_.new_f32(parts.size() * static_cast<std::size_t>(n_each));
-    for (std::size_t i = 0; i < parts.size(); ++i)
-      std::memcpy(data.data() + i * n_each, parts[i], sizeof(float) * static_cast<std::size_t>(n_each));
-    return data.data();
-  }
-
   std::vector<float>& owned(std::size_t n) const { return store_.new_f32(n); }
 
  private:
@@ -5220,7 +5532,8 @@ class weight_loader {
 // ---- end taskmoe/model/weights.hpp ----
 // ---- begin taskmoe/layers/linear.hpp ----
 // A Linear layer y = x Wᵀ + b over row-major activations, on f32 or int8 (per-row scaled) weights.
-// int8 weights run packed (kernels/packed_gemm.hpp): the model packs them once at load.
+// Both run packed (kernels/packed_gemm.hpp): the model packs them once at load. An f32 layer that
+// was not packed runs kernels::gemm_f32 on the weights in place.
 
 #include <cstddef>  // std::size_t
 #include <memory>   // std::shared_ptr
@@ -5233,9 +5546,10 @@ struct linear {
   weight_matrix weight;          // [out, in] as stored (f32 used in place; int8 kept for lookups)
   const float* bias = nullptr;   // [out] or null
   std::shared_ptr<const kernels::packed_int8> packed;  // int8: the packed weights, bias included
+  std::shared_ptr<const kernels::packed_f32> packed_f32;  // f32: the packed weights, bias included
 
-  int out_features() const noexcept { return packed ? packed->rows() : weight.rows; }
-  int in_features() const noexcept { return packed ? packed->cols() : weight.cols; }
+  int out_features() const noexcept { return packed ? packed->rows() : packed_f32 ? packed_f32->rows() : weight.rows; }
+  int in_features() const noexcept { return packed ? packed->cols() : packed_f32 ? packed_f32->cols() : weight.cols; }
 
   // This layer's int8 weight and bias as one part of a packed matrix (kernels/packed_gemm.hpp),
   // its scales and bias multiplied by `multiplier` (a task gate).
@@ -5243,10 +5557,22 @@ struct linear {
     return {weight.i8, weight.rows, weight.cols, weight.scales, bias, multiplier};
   }
 
-  // Packs int8 weights (no-op for f32): must run once before forward.
+  // This layer's f32 weight and bias as one part of a packed f32 matrix.
+  kernels::packed_f32::part packed_f32_part() const noexcept { return {weight.f32, weight.rows, weight.cols, bias}; }
+
+  // Packs the weights once (int8 must be packed; f32 may run unpacked). No-op when done.
   void pack() {
-    if (!weight.is_int8() || packed) return;
-    packed = std::make_shared<const kernels::packed_int8>(kernels::packed_int8::pack({packed_part()}, weight.cols));
+    if (packed || packed_f32 || weight.empty()) return;
+    if (weight.is_int8())
+      packed = std::make_shared<const kernels::packed_int8>(kernels::packed_int8::pack({packed_part()}, weight.cols));
+    else
+      packed_f32 = std::make_shared<const kernels::packed_f32>(kernels::packed_f32::pack({packed_f32_part()}, weight.cols));
+  }
+
+
+  // Bytes of this layer's packed copy of its weights (0 before pack()).
+  std::size_t packed_bytes() const noexcept {
+    return packed ? packed->bytes() : packed_f32 ? packed_f32->bytes() : 0;
   }
 
   // y [m, out] (ldy) = x [m, in] (ldx) Wᵀ + b, then ReLU when `relu`, added to y when
@@ -5256,6 +5582,10 @@ struct linear {
     if (m == 0) return;
     if (packed) {
       kernels::gemm_packed_int8(m, x, ldx, *packed, y, ldy, {relu, accumulate, 0});
+      return;
+    }
+    if (packed_f32) {
+      kernels::gemm_packed_f32(m, x, ldx, *packed_f32, y, ldy, {relu, accumulate, 0});
       return;
     }
     if (weight.is_int8()) throw invalid_argument_error("linear: int8 weights were not packed");
@@ -5353,6 +5683,7 @@ struct feed_forward {
     fc1.pack();
     fc2.pack();
   }
+  std::size_t packed_bytes() const noexcept { return fc1.packed_bytes() + fc2.packed_bytes(); }
 
   // y [m, d] = fc2(act(fc1(x [m, d]))); `hidden` is scratch. ReLU is fused into fc1.
   void forward(const float* x, int m, int ldx, float* y, int ldy, std::vector<float>& hidden) const {
@@ -5374,8 +5705,8 @@ struct feed_forward {
 //   task-routed  the experts and gates are constants of the task (stored in a .tmoe file, or
 //                computed from the checkpoint's router and task embedding at load): every token
 //                runs through the k kept experts, y = Σ_j g_j E_j(x). No router at run time.
-//   token-routed each token: p = softmax(W_r x), top-k (ties: lower expert id), renormalised
-//                gates; tokens are grouped by expert and each expert runs one GEMM over its
+//   token-routed each token: p = softmax(W_r x), then the top k renormalised (moe/gating.hpp);
+//                tokens are grouped by expert and each expert runs one GEMM over its
 //                tokens, the results scattered back with the token's gate.
 // Contributions are accumulated in ascending original expert id, the reference's order.
 
@@ -5439,6 +5770,13 @@ class moe_layer {
     }
     fused_fc1.packed = std::make_shared<const kernels::packed_int8>(
         kernels::packed_int8::pack(fc1_parts, experts.front().fc1.weight.cols));
+  }
+
+  std::size_t packed_bytes() const noexcept {
+    std::size_t b = fused_fc1.packed_bytes();
+    for (const auto& e : experts) b += e.packed_bytes();
+    for (const auto& l : gated_fc2) b += l.packed_bytes();
+    return b;
   }
 
   // y [m, d] = MoE(x [m, d]); y must not alias x.
@@ -5508,10 +5846,7 @@ class moe_layer {
       const float* p = ws.probs.data() + static_cast<std::size_t>(t) * num_experts;
       int* idx = ws.chosen.data() + static_cast<std::size_t>(t) * top_k;
       float* g = ws.chosen_gate.data() + static_cast<std::size_t>(t) * top_k;
-      kernels::top_k(p, num_experts, top_k, idx, g);
-      float sum = 0.0f;
-      for (int j = 0; j < top_k; ++j) sum += g[j];
-      for (int j = 0; j < top_k; ++j) g[j] /= sum;
+      select_experts(p, num_experts, top_k, idx, g);
     }
   }
 
@@ -5651,8 +5986,19 @@ class transformer {
   const model_config& config() const noexcept { return cfg_; }
   const task_info& task() const noexcept { return src_.task(); }
   const weight_source& source() const noexcept { return src_; }
-  // Bytes of converted weights this model owns (a shared base's not included).
-  std::size_t owned_bytes() const noexcept { return store_.bytes(); }
+  // Bytes of converted and packed weights this model owns (a shared base's not included).
+  std::size_t owned_bytes() const noexcept {
+    std::size_t b = store_.bytes();
+    for (const stack_weights* s : {&encoder_, &decoder_})
+      for (const layer& l : s->layers) {
+        if (l.is_moe && (base_ == nullptr || l.moe.task_routed())) b += l.moe.packed_bytes();
+        if (base_ != nullptr) continue;  // every other layer is the base's
+        for (const attention_block* a : {&l.self, &l.cross})
+          for (const layers::linear* lin : {&a->qkv, &a->kv, &a->q, &a->k, &a->v, &a->out}) b += lin->packed_bytes();
+        b += l.ffn.packed_bytes();
+      }
+    return base_ == nullptr ? b + output_.packed_bytes() : b;
+  }
   // The model whose layers this one shares (nullptr: none).
   const transformer* base() const noexcept { return base_.get(); }
 
@@ -5959,11 +6305,11 @@ class transformer {
     }
     output_.weight = cfg_.shared_embeddings ? encoder_.embed
                                             : w.matrix(std::string(spec::output_projection), v, d);
-    if (output_.weight.is_int8()) {
-      output_.pack();
-    } else if (opts_.int8_output_projection && has_int8_layers()) {
+    if (!output_.weight.is_int8() && opts_.int8_output_projection && has_int8_layers()) {
       output_.packed = std::make_shared<const kernels::packed_int8>(
           kernels::quantize_pack(output_.weight.f32, v, d, d));
+    } else {
+      output_.pack();
     }
   }
 
@@ -6004,26 +6350,23 @@ class transformer {
     a.out = lin(w, spec::out_proj(p), d, d);
     const bool same = a.q.weight.is_int8() == a.k.weight.is_int8() && a.k.weight.is_int8() == a.v.weight.is_int8();
     const bool int8 = a.q.weight.is_int8();
-    if (opts_.fuse_qkv && same && int8) {
+    if (opts_.fuse_qkv && same) {
       // Packed straight from the parts: no row-major copy of the fused matrix.
       a.fused = true;
-      std::vector<kernels::packed_int8::part> parts;
-      for (const layers::linear* l : self ? std::vector<const layers::linear*>{&a.q, &a.k, &a.v}
-                                          : std::vector<const layers::linear*>{&a.k, &a.v})
-        parts.push_back(l->packed_part());
-      (self ? a.qkv : a.kv).packed =
-          std::make_shared<const kernels::packed_int8>(kernels::packed_int8::pack(parts, d));
+      const std::vector<const layers::linear*> parts =
+          self ? std::vector<const layers::linear*>{&a.q, &a.k, &a.v} : std::vector<const layers::linear*>{&a.k, &a.v};
+      layers::linear& fused = self ? a.qkv : a.kv;
+      if (int8) {
+        std::vector<kernels::packed_int8::part> p;
+        for (const layers::linear* l : parts) p.push_back(l->packed_part());
+        fused.packed = std::make_shared<const kernels::packed_int8>(kernels::packed_int8::pack(p, d));
+      } else {
+        std::vector<kernels::packed_f32::part> p;
+        for (const layers::linear* l : parts) p.push_back(l->packed_f32_part());
+        fused.packed_f32 = std::make_shared<const kernels::packed_f32>(kernels::packed_f32::pack(p, d));
+      }
       if (!self) a.q.pack();
       a.out.pack();
-    } else if (opts_.fuse_qkv && same) {
-      a.fused = true;
-      if (self) {
-        a.qkv.weight = w.concat_rows({a.q.weight, a.k.weight, a.v.weight});
-        a.qkv.bias = w.concat({a.q.bias, a.k.bias, a.v.bias}, d);
-      } else {
-        a.kv.weight = w.concat_rows({a.k.weight, a.v.weight});
-        a.kv.bias = w.concat({a.k.bias, a.v.bias}, d);
-      }
     } else {
       for (layers::linear* l : {&a.q, &a.k, &a.v, &a.out}) l->pack();
     }
@@ -7382,7 +7725,7 @@ inline translator_set translator_set::from_directory(const std::string& dir, con
 //   convert_task   writes that file: streams tensor by tensor from the memory-mapped checkpoint
 //                  through tmoe_writer (temporary file beside the output, fsync, rename).
 //
-// Task-routed MoE layers keep the task's top-k experts (checkpoint::gate), sliced from the stacked
+// Task-routed MoE layers keep the task's top-k experts (moe::compute_task_gate), sliced from the stacked
 // [E, ...] expert tensors in gate order; the router and the task embedding table are dropped and
 // the gates go into the metadata. Gates are *not* folded into the expert weights: the runtime
 // multiplies each expert's output by its gate, exactly as the full model does, so a float32
@@ -7550,7 +7893,7 @@ inline std::vector<moe_layer_info> task_moe_layers(const checkpoint& ck, const t
     if (is_task_routed(m.route)) {
       const std::string router = spec::router(s, layer);
       detail::check_finite(ck.tensor(router), router, ck.directory());
-      task_gate g = ck.gate(task, s, layer);
+      moe::task_gate g = moe::compute_task_gate(ck.router_of(task, s, layer));
       l.experts = std::move(g.experts);
       l.gates = std::move(g.weights);
     } else {

@@ -7,7 +7,7 @@
 //   convert_task   writes that file: streams tensor by tensor from the memory-mapped checkpoint
 //                  through tmoe_writer (temporary file beside the output, fsync, rename).
 //
-// Task-routed MoE layers keep the task's top-k experts (checkpoint::gate), sliced from the stacked
+// Task-routed MoE layers keep the task's top-k experts (moe::compute_task_gate), sliced from the stacked
 // [E, ...] expert tensors in gate order; the router and the task embedding table are dropped and
 // the gates go into the metadata. Gates are *not* folded into the expert weights: the runtime
 // multiplies each expert's output by its gate, exactly as the full model does, so a float32
@@ -34,10 +34,11 @@
 
 #include <taskmoe/detail/half.hpp>         // f32_to_f16, f32_to_bf16
 #include <taskmoe/error.hpp>               // format_error, io_error, invalid_argument_error
-#include <taskmoe/format/checkpoint.hpp>   // checkpoint, task_gate
+#include <taskmoe/format/checkpoint.hpp>   // checkpoint, task_router
 #include <taskmoe/format/tmoe.hpp>         // tmoe_writer, tmoe_alignment
 #include <taskmoe/format/tmoe_metadata.hpp>
 #include <taskmoe/kernels/gemm.hpp>        // kernels::quantize_rows_int8 (the runtime's own)
+#include <taskmoe/moe/gating.hpp>          // compute_task_gate
 #include <taskmoe/tensor/tensor_view.hpp>
 
 namespace taskmoe {
@@ -182,7 +183,7 @@ inline std::vector<moe_layer_info> task_moe_layers(const checkpoint& ck, const t
     if (is_task_routed(m.route)) {
       const std::string router = spec::router(s, layer);
       detail::check_finite(ck.tensor(router), router, ck.directory());
-      task_gate g = ck.gate(task, s, layer);
+      moe::task_gate g = moe::compute_task_gate(ck.router_of(task, s, layer));
       l.experts = std::move(g.experts);
       l.gates = std::move(g.weights);
     } else {

@@ -5,7 +5,8 @@
 // documented, which is what the converter needs to extract a per-task model.
 
 #include <algorithm>  // std::sort
-#include <cmath>      // std::exp, std::isfinite
+#include <cmath>      // std::isfinite
+#include <cstddef>    // std::ptrdiff_t
 #include <cstdint>    // std::uint64_t
 #include <cstdio>     // std::snprintf
 #include <cstring>    // std::memcpy
@@ -26,45 +27,14 @@
 
 namespace taskmoe {
 
-// The gate of one task at one MoE layer: which experts, with which weights.
-struct task_gate {
-  std::vector<int> experts;    // e_1 .. e_k, in descending probability (ties: lower index first)
-  std::vector<float> weights;  // g_1 .. g_k, sum to 1
+// What a task's gate at one MoE layer is computed from (moe::compute_task_gate does the math).
+struct task_router {
+  std::vector<float> router;  // [num_experts, dim]
+  std::vector<float> task;    // [dim]: the task's row of the stack's task embedding
+  int num_experts = 0;
+  int dim = 0;
+  int top_k = 0;
 };
-
-// Gating as documented, all in float32: logits = router[E, d_in] * u; p = softmax(logits);
-// top_k largest p (ties: lower expert index first); renormalise over the chosen k.
-inline task_gate compute_gate(const float* router, const float* u, int num_experts, int d_in,
-                              int top_k) {
-  if (num_experts <= 0 || d_in <= 0 || top_k <= 0 || top_k > num_experts)
-    throw invalid_argument_error("compute_gate: need 0 < top_k <= num_experts and d_in > 0");
-  std::vector<float> p(static_cast<std::size_t>(num_experts));
-  for (int e = 0; e < num_experts; ++e) {
-    float acc = 0.0f;
-    for (int i = 0; i < d_in; ++i) acc += router[static_cast<std::size_t>(e) * d_in + i] * u[i];
-    p[e] = acc;
-  }
-  float mx = p[0];
-  for (float x : p) mx = x > mx ? x : mx;
-  float sum = 0.0f;
-  for (float& x : p) {
-    x = std::exp(x - mx);
-    sum += x;
-  }
-  for (float& x : p) x /= sum;
-  std::vector<int> order(static_cast<std::size_t>(num_experts));
-  for (int e = 0; e < num_experts; ++e) order[e] = e;
-  // Stable sort on descending p keeps the lower index first among equal probabilities.
-  std::stable_sort(order.begin(), order.end(), [&p](int a, int b) { return p[a] > p[b]; });
-  task_gate g;
-  float top_sum = 0.0f;
-  for (int j = 0; j < top_k; ++j) {
-    g.experts.push_back(order[j]);
-    top_sum += p[order[j]];
-  }
-  for (int j = 0; j < top_k; ++j) g.weights.push_back(p[order[j]] / top_sum);
-  return g;
-}
 
 struct checkpoint_options {
   // Reject NaN/Inf in any float tensor (reads every weight once; a few hundred ms per GB).
@@ -116,22 +86,26 @@ class checkpoint {
     return buf;
   }
 
-  // Gate of `task` at MoE layer `layer` of `s` (task-routed stacks only).
-  task_gate gate(const task_info& task, stack s, int layer) const {
+  // The router and task row for `task`'s gate at MoE layer `layer` of `s` (task-routed stacks only).
+  task_router router_of(const task_info& task, stack s, int layer) const {
     const auto& m = config_.moe(s);
     const std::string sn(stack_name(s));
     if (!config_.has_moe || !is_task_routed(m.route))
-      throw invalid_argument_error("gate: the " + sn + " stack is not task-routed");
+      throw invalid_argument_error("router_of: the " + sn + " stack is not task-routed");
     if (!config_.is_moe_layer(s, layer))
-      throw invalid_argument_error("gate: " + sn + " layer " + std::to_string(layer) +
+      throw invalid_argument_error("router_of: " + sn + " layer " + std::to_string(layer) +
                                    " is not an MoE layer");
     const int k = task_key_index(config_, s, task);
-    if (k < 0) throw invalid_argument_error("gate: task '" + task.name + "' has no task key");
+    if (k < 0) throw invalid_argument_error("router_of: task '" + task.name + "' has no task key");
+    task_router r;
+    r.dim = config_.task_embedding_dim;
+    r.num_experts = config_.num_experts;
+    r.top_k = config_.top_k;
     const std::vector<float> table = to_f32(tensor(spec::task_embedding(s)));
-    const std::vector<float> router = to_f32(tensor(spec::router(s, layer)));
-    const int dim = config_.task_embedding_dim;
-    return compute_gate(router.data(), table.data() + static_cast<std::size_t>(k) * dim,
-                        config_.num_experts, dim, config_.top_k);
+    const auto row = table.begin() + static_cast<std::ptrdiff_t>(k) * r.dim;
+    r.task.assign(row, row + r.dim);
+    r.router = to_f32(tensor(spec::router(s, layer)));
+    return r;
   }
 
  private:

@@ -1,6 +1,11 @@
 #pragma once
-// int8 GEMM on weights packed once at load into the layout the kernels stream best
+// GEMM on weights packed once at load into the layout the kernels stream best
 // (detail/packed_args.hpp): C = act(A Wᵀ scaled + bias) (+ C).
+//
+//   packed_f32 / gemm_packed_f32   f32 weights, f32 math (AVX-512, AVX2 or generic; bit-identical
+//                    across them: one FMA per k in order). Why not oneDNN on the file's layout:
+//                    its matmul re-packs plain weights on every call, which at decoding's small
+//                    M costs about as much as the product itself.
 //
 //   pack_int8        int8 weights [n, k] with per-row scales (as in .tmoe files), optionally
 //                    several matrices stacked by rows (fused QKV, the kept experts' fc1), with a
@@ -35,6 +40,34 @@
 namespace taskmoe {
 namespace kernels {
 
+namespace detail {
+
+// Zeroed, 64-byte aligned storage for packed panels (aligned vector loads).
+template <class T>
+class aligned_buffer {
+ public:
+  aligned_buffer() = default;
+  explicit aligned_buffer(std::size_t count) : size_(count) {
+    if (count == 0) return;
+    const std::size_t bytes = (count * sizeof(T) + 63) / 64 * 64;
+    void* mem = std::aligned_alloc(64, bytes);
+    if (mem == nullptr) throw std::bad_alloc();
+    std::memset(mem, 0, bytes);
+    data_.reset(static_cast<T*>(mem));
+  }
+  T* data() const noexcept { return data_.get(); }
+  std::size_t size() const noexcept { return size_; }
+
+ private:
+  struct freer {
+    void operator()(T* p) const noexcept { std::free(p); }
+  };
+  std::unique_ptr<T, freer> data_;
+  std::size_t size_ = 0;
+};
+
+}  // namespace detail
+
 // Packed int8 weights; immutable once built, shared by any number of threads.
 class packed_int8 {
  public:
@@ -43,7 +76,7 @@ class packed_int8 {
   int panels() const noexcept { return panels_; }
   bool has_bias() const noexcept { return !bias_.empty(); }
   std::size_t bytes() const noexcept {
-    return size_ + comp_.size() * sizeof(std::int32_t) + (scales_.size() + bias_.size()) * sizeof(float);
+    return data_.size() + comp_.size() * sizeof(std::int32_t) + (scales_.size() + bias_.size()) * sizeof(float);
   }
 
   // One source matrix: rows [rows, k] (ldw) int8 with scales[rows]; bias[rows] or null. Its
@@ -62,12 +95,8 @@ class packed_int8 {
 
  private:
   friend struct packed_access;
-  struct freer {
-    void operator()(std::int8_t* p) const noexcept { std::free(p); }
-  };
   int n_ = 0, k_ = 0, k4_ = 0, panels_ = 0;
-  std::size_t size_ = 0;
-  std::unique_ptr<std::int8_t, freer> data_;
+  detail::aligned_buffer<std::int8_t> data_;
   std::vector<std::int32_t> comp_;
   std::vector<float> scales_, bias_;
 };
@@ -77,13 +106,73 @@ struct packed_access {
     detail::packed_call g;
     g.n = w.n_;
     g.k4 = w.k4_;
-    g.data = w.data_.get();
+    g.data = w.data_.data();
     g.comp = w.comp_.data();
     g.w_scales = w.scales_.data();
     g.bias = w.bias_.empty() ? nullptr : w.bias_.data();
     return g;
   }
   static int k4(const packed_int8& w) { return w.k4_; }
+};
+
+// Packed f32 weights (detail/packed_args.hpp, f32 layout); immutable once built.
+class packed_f32 {
+ public:
+  int rows() const noexcept { return n_; }
+  int cols() const noexcept { return k_; }
+  int panels() const noexcept { return (n_ + detail::panel_width - 1) / detail::panel_width; }
+  std::size_t bytes() const noexcept { return (data_.size() + bias_.size()) * sizeof(float); }
+
+  // One source matrix [rows, k] (ldw) and its bias [rows] (or null).
+  struct part {
+    const float* w = nullptr;
+    int rows = 0;
+    int ldw = 0;
+    const float* bias = nullptr;
+  };
+
+  // Stacks `parts` by rows (fused QKV). Either every part has a bias or none.
+  static packed_f32 pack(const std::vector<part>& parts, int k) {
+    const char* kernel = "packed_f32::pack";
+    detail::check_size(kernel, "k", k);
+    packed_f32 out;
+    out.k_ = k;
+    bool any_bias = false, all_bias = true;
+    for (const part& p : parts) {
+      detail::check_matrix(kernel, "w", p.w, p.rows, k, p.ldw);
+      out.n_ += p.rows;
+      any_bias = any_bias || p.bias != nullptr;
+      all_bias = all_bias && p.bias != nullptr;
+    }
+    if (any_bias && !all_bias) detail::fail(kernel, "either every part has a bias or none");
+    const std::size_t padded = static_cast<std::size_t>(out.panels()) * detail::panel_width;
+    const std::size_t pf = static_cast<std::size_t>(k) * detail::panel_width;
+    out.data_ = detail::aligned_buffer<float>(padded * static_cast<std::size_t>(k));
+    if (any_bias) out.bias_.assign(padded, 0.0f);
+    int j = 0;
+    for (const part& p : parts)
+      for (int r = 0; r < p.rows; ++r, ++j) {
+        const float* src = p.w + static_cast<std::size_t>(r) * p.ldw;
+        float* dst = out.data_.data() + static_cast<std::size_t>(j / detail::panel_width) * pf + j % detail::panel_width;
+        for (int kk = 0; kk < k; ++kk) dst[static_cast<std::size_t>(kk) * detail::panel_width] = src[kk];
+        if (any_bias) out.bias_[static_cast<std::size_t>(j)] = p.bias[r];
+      }
+    return out;
+  }
+
+  detail::packed_f32_call call() const noexcept {
+    detail::packed_f32_call g;
+    g.n = n_;
+    g.k = k_;
+    g.data = data_.data();
+    g.bias = bias_.empty() ? nullptr : bias_.data();
+    return g;
+  }
+
+ private:
+  int n_ = 0, k_ = 0;
+  detail::aligned_buffer<float> data_;
+  std::vector<float> bias_;
 };
 
 inline packed_int8 packed_int8::pack(const std::vector<part>& parts, int k) {
@@ -106,13 +195,7 @@ inline packed_int8 packed_int8::pack(const std::vector<part>& parts, int k) {
   if (any_bias && !all_bias) detail::fail(kernel, "either every part has a bias or none");
   out.panels_ = (out.n_ + detail::panel_width - 1) / detail::panel_width;
   const std::size_t padded = static_cast<std::size_t>(out.panels_) * detail::panel_width;
-  out.size_ = padded * static_cast<std::size_t>(out.k4_);
-  if (out.size_ > 0) {
-    void* mem = std::aligned_alloc(64, (out.size_ + 63) / 64 * 64);
-    if (mem == nullptr) throw std::bad_alloc();
-    out.data_.reset(static_cast<std::int8_t*>(mem));
-    std::memset(mem, 0, out.size_);
-  }
+  out.data_ = detail::aligned_buffer<std::int8_t>(padded * static_cast<std::size_t>(out.k4_));
   out.comp_.assign(padded, 0);
   out.scales_.assign(padded, 0.0f);
   if (any_bias) out.bias_.assign(padded, 0.0f);
@@ -121,7 +204,7 @@ inline packed_int8 packed_int8::pack(const std::vector<part>& parts, int k) {
   for (const part& p : parts) {
     for (int r = 0; r < p.rows; ++r, ++j) {
       const std::int8_t* src = p.w + static_cast<std::size_t>(r) * p.ldw;
-      std::int8_t* panel = out.data_.get() + static_cast<std::size_t>(j / detail::panel_width) * pb;
+      std::int8_t* panel = out.data_.data() + static_cast<std::size_t>(j / detail::panel_width) * pb;
       const int c = j % detail::panel_width;
       std::int32_t sum = 0;
       for (int kk = 0; kk < k; ++kk) {
@@ -225,6 +308,39 @@ inline void gemm_packed_int8(int m, const float* a, int lda, const packed_int8& 
   const int threads = std::min(options.threads == 0 ? intra_op_threads() : options.threads, blocks);
   parallel_for(threads, blocks, [&](int b0, int b1) {
     detail::run_packed(kind, g, 4 * b0, std::min(w.panels(), 4 * b1));
+  });
+}
+
+// c [m, rows] (ldc) = act(a [m, cols] (lda) Wᵀ + bias) (+ c); see packed_gemm_options.
+inline void gemm_packed_f32(int m, const float* a, int lda, const packed_f32& w, float* c, int ldc,
+                            const packed_gemm_options& options = {}) {
+  const char* kernel = "gemm_packed_f32";
+  detail::check_size(kernel, "m", m);
+  detail::check_matrix(kernel, "a", a, m, w.cols(), lda);
+  detail::check_matrix(kernel, "c", c, m, w.rows(), ldc);
+  if (options.threads < 0) detail::fail(kernel, "options.threads must be >= 0");
+  if (m == 0 || w.rows() == 0) return;
+  detail::packed_f32_call g = w.call();
+  g.m = m;
+  g.a = a;
+  g.lda = lda;
+  g.c = c;
+  g.ldc = ldc;
+  g.relu = options.relu;
+  g.accumulate = options.accumulate;
+#if TASKMOE_KERNELS_X86
+  const isa active = active_isa();
+#endif
+  // Whole 4-panel blocks per thread, as in gemm_packed_int8.
+  const int blocks = (w.panels() + 3) / 4;
+  const int threads = std::min(options.threads == 0 ? intra_op_threads() : options.threads, blocks);
+  parallel_for(threads, blocks, [&](int b0, int b1) {
+    const int p0 = 4 * b0, p1 = std::min(w.panels(), 4 * b1);
+#if TASKMOE_KERNELS_X86
+    if (active == isa::avx512) return detail::avx512::gemm_packed_f32(g, p0, p1);
+    if (active == isa::avx2) return detail::avx2::gemm_packed_f32(g, p0, p1);
+#endif
+    detail::generic::gemm_packed_f32(g, p0, p1);
   });
 }
 

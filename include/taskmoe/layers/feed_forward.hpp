@@ -28,6 +28,7 @@ struct feed_forward {
     fc1.pack();
     fc2.pack();
   }
+  std::size_t packed_bytes() const noexcept { return fc1.packed_bytes() + fc2.packed_bytes(); }
 
   // y [m, d] = fc2(act(fc1(x [m, d]))); `hidden` is scratch. ReLU is fused into fc1.
   void forward(const float* x, int m, int ldx, float* y, int ldy, std::vector<float>& hidden) const {

@@ -1,6 +1,7 @@
 #pragma once
 // A Linear layer y = x Wᵀ + b over row-major activations, on f32 or int8 (per-row scaled) weights.
-// int8 weights run packed (kernels/packed_gemm.hpp): the model packs them once at load.
+// Both run packed (kernels/packed_gemm.hpp): the model packs them once at load. An f32 layer that
+// was not packed runs kernels::gemm_f32 on the weights in place.
 
 #include <cstddef>  // std::size_t
 #include <memory>   // std::shared_ptr
@@ -19,9 +20,10 @@ struct linear {
   weight_matrix weight;          // [out, in] as stored (f32 used in place; int8 kept for lookups)
   const float* bias = nullptr;   // [out] or null
   std::shared_ptr<const kernels::packed_int8> packed;  // int8: the packed weights, bias included
+  std::shared_ptr<const kernels::packed_f32> packed_f32;  // f32: the packed weights, bias included
 
-  int out_features() const noexcept { return packed ? packed->rows() : weight.rows; }
-  int in_features() const noexcept { return packed ? packed->cols() : weight.cols; }
+  int out_features() const noexcept { return packed ? packed->rows() : packed_f32 ? packed_f32->rows() : weight.rows; }
+  int in_features() const noexcept { return packed ? packed->cols() : packed_f32 ? packed_f32->cols() : weight.cols; }
 
   // This layer's int8 weight and bias as one part of a packed matrix (kernels/packed_gemm.hpp),
   // its scales and bias multiplied by `multiplier` (a task gate).
@@ -29,10 +31,22 @@ struct linear {
     return {weight.i8, weight.rows, weight.cols, weight.scales, bias, multiplier};
   }
 
-  // Packs int8 weights (no-op for f32): must run once before forward.
+  // This layer's f32 weight and bias as one part of a packed f32 matrix.
+  kernels::packed_f32::part packed_f32_part() const noexcept { return {weight.f32, weight.rows, weight.cols, bias}; }
+
+  // Packs the weights once (int8 must be packed; f32 may run unpacked). No-op when done.
   void pack() {
-    if (!weight.is_int8() || packed) return;
-    packed = std::make_shared<const kernels::packed_int8>(kernels::packed_int8::pack({packed_part()}, weight.cols));
+    if (packed || packed_f32 || weight.empty()) return;
+    if (weight.is_int8())
+      packed = std::make_shared<const kernels::packed_int8>(kernels::packed_int8::pack({packed_part()}, weight.cols));
+    else
+      packed_f32 = std::make_shared<const kernels::packed_f32>(kernels::packed_f32::pack({packed_f32_part()}, weight.cols));
+  }
+
+
+  // Bytes of this layer's packed copy of its weights (0 before pack()).
+  std::size_t packed_bytes() const noexcept {
+    return packed ? packed->bytes() : packed_f32 ? packed_f32->bytes() : 0;
   }
 
   // y [m, out] (ldy) = x [m, in] (ldx) Wᵀ + b, then ReLU when `relu`, added to y when
@@ -42,6 +56,10 @@ struct linear {
     if (m == 0) return;
     if (packed) {
       kernels::gemm_packed_int8(m, x, ldx, *packed, y, ldy, {relu, accumulate, 0});
+      return;
+    }
+    if (packed_f32) {
+      kernels::gemm_packed_f32(m, x, ldx, *packed_f32, y, ldy, {relu, accumulate, 0});
       return;
     }
     if (weight.is_int8()) throw invalid_argument_error("linear: int8 weights were not packed");

@@ -130,8 +130,19 @@ class transformer {
   const model_config& config() const noexcept { return cfg_; }
   const task_info& task() const noexcept { return src_.task(); }
   const weight_source& source() const noexcept { return src_; }
-  // Bytes of converted weights this model owns (a shared base's not included).
-  std::size_t owned_bytes() const noexcept { return store_.bytes(); }
+  // Bytes of converted and packed weights this model owns (a shared base's not included).
+  std::size_t owned_bytes() const noexcept {
+    std::size_t b = store_.bytes();
+    for (const stack_weights* s : {&encoder_, &decoder_})
+      for (const layer& l : s->layers) {
+        if (l.is_moe && (base_ == nullptr || l.moe.task_routed())) b += l.moe.packed_bytes();
+        if (base_ != nullptr) continue;  // every other layer is the base's
+        for (const attention_block* a : {&l.self, &l.cross})
+          for (const layers::linear* lin : {&a->qkv, &a->kv, &a->q, &a->k, &a->v, &a->out}) b += lin->packed_bytes();
+        b += l.ffn.packed_bytes();
+      }
+    return base_ == nullptr ? b + output_.packed_bytes() : b;
+  }
   // The model whose layers this one shares (nullptr: none).
   const transformer* base() const noexcept { return base_.get(); }
 
@@ -438,11 +449,11 @@ class transformer {
     }
     output_.weight = cfg_.shared_embeddings ? encoder_.embed
                                             : w.matrix(std::string(spec::output_projection), v, d);
-    if (output_.weight.is_int8()) {
-      output_.pack();
-    } else if (opts_.int8_output_projection && has_int8_layers()) {
+    if (!output_.weight.is_int8() && opts_.int8_output_projection && has_int8_layers()) {
       output_.packed = std::make_shared<const kernels::packed_int8>(
           kernels::quantize_pack(output_.weight.f32, v, d, d));
+    } else {
+      output_.pack();
     }
   }
 
@@ -483,26 +494,23 @@ class transformer {
     a.out = lin(w, spec::out_proj(p), d, d);
     const bool same = a.q.weight.is_int8() == a.k.weight.is_int8() && a.k.weight.is_int8() == a.v.weight.is_int8();
     const bool int8 = a.q.weight.is_int8();
-    if (opts_.fuse_qkv && same && int8) {
+    if (opts_.fuse_qkv && same) {
       // Packed straight from the parts: no row-major copy of the fused matrix.
       a.fused = true;
-      std::vector<kernels::packed_int8::part> parts;
-      for (const layers::linear* l : self ? std::vector<const layers::linear*>{&a.q, &a.k, &a.v}
-                                          : std::vector<const layers::linear*>{&a.k, &a.v})
-        parts.push_back(l->packed_part());
-      (self ? a.qkv : a.kv).packed =
-          std::make_shared<const kernels::packed_int8>(kernels::packed_int8::pack(parts, d));
+      const std::vector<const layers::linear*> parts =
+          self ? std::vector<const layers::linear*>{&a.q, &a.k, &a.v} : std::vector<const layers::linear*>{&a.k, &a.v};
+      layers::linear& fused = self ? a.qkv : a.kv;
+      if (int8) {
+        std::vector<kernels::packed_int8::part> p;
+        for (const layers::linear* l : parts) p.push_back(l->packed_part());
+        fused.packed = std::make_shared<const kernels::packed_int8>(kernels::packed_int8::pack(p, d));
+      } else {
+        std::vector<kernels::packed_f32::part> p;
+        for (const layers::linear* l : parts) p.push_back(l->packed_f32_part());
+        fused.packed_f32 = std::make_shared<const kernels::packed_f32>(kernels::packed_f32::pack(p, d));
+      }
       if (!self) a.q.pack();
       a.out.pack();
-    } else if (opts_.fuse_qkv && same) {
-      a.fused = true;
-      if (self) {
-        a.qkv.weight = w.concat_rows({a.q.weight, a.k.weight, a.v.weight});
-        a.qkv.bias = w.concat({a.q.bias, a.k.bias, a.v.bias}, d);
-      } else {
-        a.kv.weight = w.concat_rows({a.k.weight, a.v.weight});
-        a.kv.bias = w.concat({a.k.bias, a.v.bias}, d);
-      }
     } else {
       for (layers::linear* l : {&a.q, &a.k, &a.v, &a.out}) l->pack();
     }

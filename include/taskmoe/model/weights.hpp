@@ -12,7 +12,6 @@
 // `weight_store`, so a loaded model is immutable and can be shared by any number of threads.
 
 #include <cstdint>     // std::int8_t, std::uintptr_t
-#include <cstring>     // std::memcpy
 #include <deque>       // std::deque (stable addresses)
 #include <memory>      // std::shared_ptr
 #include <string>      // std::string
@@ -23,6 +22,7 @@
 #include <taskmoe/format/model_config.hpp>
 #include <taskmoe/format/tmoe.hpp>
 #include <taskmoe/kernels/gemm.hpp>  // quantize_rows_int8 (quantize at load)
+#include <taskmoe/moe/gating.hpp>     // compute_task_gate
 #include <taskmoe/tensor/tensor_view.hpp>
 #include <taskmoe/tensor/weight_matrix.hpp>
 
@@ -135,7 +135,7 @@ class weight_source {
                                     " has no entry for layer " + std::to_string(layer));
     }
     if (is_task_routed(spec.route)) {
-      const task_gate g = ckpt_->gate(task_, s, layer);
+      const moe::task_gate g = moe::compute_task_gate(ckpt_->router_of(task_, s, layer));
       spec.slots = g.experts;
       spec.expert_ids = g.experts;
       spec.gates = g.weights;
@@ -218,48 +218,6 @@ class weight_loader {
     q.i8 = data.data();
     q.scales = sc.data();
     return q;
-  }
-
-  // Row-wise concatenation of matrices with the same cols and dtype (fused QKV): owned copy.
-  weight_matrix concat_rows(const std::vector<weight_matrix>& parts) const {
-    weight_matrix w;
-    w.cols = parts.front().cols;
-    const bool q = parts.front().is_int8();
-    for (const auto& p : parts) {
-      if (p.cols != w.cols || p.is_int8() != q)
-        throw invalid_argument_error("concat_rows: parts differ in width or dtype");
-      w.rows += p.rows;
-    }
-    const std::size_t cols = static_cast<std::size_t>(w.cols);
-    if (q) {
-      auto& data = store_.new_i8(static_cast<std::size_t>(w.rows) * cols);
-      auto& sc = store_.new_f32(static_cast<std::size_t>(w.rows));
-      std::size_t r = 0;
-      for (const auto& p : parts) {
-        std::memcpy(data.data() + r * cols, p.i8, static_cast<std::size_t>(p.rows) * cols);
-        std::memcpy(sc.data() + r, p.scales, sizeof(float) * static_cast<std::size_t>(p.rows));
-        r += static_cast<std::size_t>(p.rows);
-      }
-      w.i8 = data.data();
-      w.scales = sc.data();
-    } else {
-      auto& data = store_.new_f32(static_cast<std::size_t>(w.rows) * cols);
-      std::size_t r = 0;
-      for (const auto& p : parts) {
-        std::memcpy(data.data() + r * cols, p.f32, sizeof(float) * static_cast<std::size_t>(p.rows) * cols);
-        r += static_cast<std::size_t>(p.rows);
-      }
-      w.f32 = data.data();
-    }
-    return w;
-  }
-
-  // Concatenation of float vectors (fused biases): owned copy.
-  const float* concat(const std::vector<const float*>& parts, int n_each) const {
-    auto& data = store_.new_f32(parts.size() * static_cast<std::size_t>(n_each));
-    for (std::size_t i = 0; i < parts.size(); ++i)
-      std::memcpy(data.data() + i * n_each, parts[i], sizeof(float) * static_cast<std::size_t>(n_each));
-    return data.data();
   }
 
   std::vector<float>& owned(std::size_t n) const { return store_.new_f32(n); }

@@ -4,8 +4,8 @@
 //   task-routed  the experts and gates are constants of the task (stored in a .tmoe file, or
 //                computed from the checkpoint's router and task embedding at load): every token
 //                runs through the k kept experts, y = Σ_j g_j E_j(x). No router at run time.
-//   token-routed each token: p = softmax(W_r x), top-k (ties: lower expert id), renormalised
-//                gates; tokens are grouped by expert and each expert runs one GEMM over its
+//   token-routed each token: p = softmax(W_r x), then the top k renormalised (moe/gating.hpp);
+//                tokens are grouped by expert and each expert runs one GEMM over its
 //                tokens, the results scattered back with the token's gate.
 // Contributions are accumulated in ascending original expert id, the reference's order.
 
@@ -21,6 +21,7 @@
 #include <taskmoe/kernels/elementwise.hpp>   // softmax, top_k
 #include <taskmoe/kernels/gemm.hpp>          // gemm_f32
 #include <taskmoe/layers/feed_forward.hpp>   // feed_forward
+#include <taskmoe/moe/gating.hpp>            // select_experts
 
 namespace taskmoe {
 namespace moe {
@@ -74,6 +75,13 @@ class moe_layer {
     }
     fused_fc1.packed = std::make_shared<const kernels::packed_int8>(
         kernels::packed_int8::pack(fc1_parts, experts.front().fc1.weight.cols));
+  }
+
+  std::size_t packed_bytes() const noexcept {
+    std::size_t b = fused_fc1.packed_bytes();
+    for (const auto& e : experts) b += e.packed_bytes();
+    for (const auto& l : gated_fc2) b += l.packed_bytes();
+    return b;
   }
 
   // y [m, d] = MoE(x [m, d]); y must not alias x.
@@ -143,10 +151,7 @@ class moe_layer {
       const float* p = ws.probs.data() + static_cast<std::size_t>(t) * num_experts;
       int* idx = ws.chosen.data() + static_cast<std::size_t>(t) * top_k;
       float* g = ws.chosen_gate.data() + static_cast<std::size_t>(t) * top_k;
-      kernels::top_k(p, num_experts, top_k, idx, g);
-      float sum = 0.0f;
-      for (int j = 0; j < top_k; ++j) sum += g[j];
-      for (int j = 0; j < top_k; ++j) g[j] /= sum;
+      select_experts(p, num_experts, top_k, idx, g);
     }
   }
 

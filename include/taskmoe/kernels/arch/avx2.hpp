@@ -216,6 +216,77 @@ TASKMOE_TARGET_AVX2 inline void gemm_packed(const packed_call& g, int p0, int p1
   }
 }
 
+// ---- packed f32 GEMM (detail/packed_args.hpp) -------------------------------------------------
+// Two ymm per panel and k; a tile of MR rows x NP panels keeps 2 * MR * NP accumulators (at most
+// 12 of the 16 registers). Same operations per lane as generic::gemm_packed_f32.
+
+template <int MR, int NP>
+TASKMOE_TARGET_AVX2 void packed_f32_tile(const packed_f32_call& g, int i0, int p0) {
+  __m256 acc[MR][NP][2];
+  for (int i = 0; i < MR; ++i)
+    for (int r = 0; r < NP; ++r) acc[i][r][0] = acc[i][r][1] = _mm256_setzero_ps();
+  const std::size_t pf = g.panel_floats();
+  const float* b = g.data + static_cast<std::size_t>(p0) * pf;
+  const float* a = g.a + static_cast<std::size_t>(i0) * g.lda;
+  const std::size_t lda = static_cast<std::size_t>(g.lda);
+  const int k = g.k;  // locals: GCC otherwise reloads g.k and spills acc on every k
+  for (int kk = 0; kk < k; ++kk) {
+    __m256 w[NP][2];
+    for (int r = 0; r < NP; ++r) {
+      const float* src = b + r * pf + static_cast<std::size_t>(kk) * panel_width;
+      w[r][0] = _mm256_load_ps(src);
+      w[r][1] = _mm256_load_ps(src + 8);
+    }
+    for (int i = 0; i < MR; ++i) {
+      const __m256 av = _mm256_broadcast_ss(a + static_cast<std::size_t>(i) * lda + kk);
+      for (int r = 0; r < NP; ++r)
+        for (int h = 0; h < 2; ++h) acc[i][r][h] = _mm256_fmadd_ps(av, w[r][h], acc[i][r][h]);
+    }
+  }
+  // Epilogue loops fully unrolled and without early exits (an empty mask stores nothing): GCC
+  // otherwise indexes acc in memory and keeps it on the stack, stored on every k.
+  const __m256 zero = _mm256_setzero_ps();
+#pragma GCC unroll 8
+  for (int r = 0; r < NP; ++r)
+#pragma GCC unroll 2
+    for (int h = 0; h < 2; ++h) {
+      const int j = (p0 + r) * panel_width + 8 * h;
+      const __m256i mask = _mm256_cmpgt_epi32(_mm256_set1_epi32(g.n - j), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+      const __m256 bias = g.bias != nullptr ? _mm256_loadu_ps(g.bias + j) : zero;
+#pragma GCC unroll 8
+      for (int i = 0; i < MR; ++i) {
+        __m256 v = acc[i][r][h];
+        if (g.bias != nullptr) v = _mm256_add_ps(v, bias);
+        if (g.relu) v = _mm256_max_ps(v, zero);
+        float* out = g.c + static_cast<std::size_t>(i0 + i) * g.ldc + j;
+        if (g.accumulate) v = _mm256_add_ps(_mm256_maskload_ps(out, mask), v);
+        _mm256_maskstore_ps(out, mask, v);
+      }
+    }
+}
+
+// One panel at a time for every row in tiles of 6; a single row streams 4 panels at once.
+TASKMOE_TARGET_AVX2 inline void gemm_packed_f32(const packed_f32_call& g, int p0, int p1) {
+  if (g.m == 1) {
+    int p = p0;
+    for (; p + 4 <= p1; p += 4) packed_f32_tile<1, 4>(g, 0, p);
+    for (; p < p1; ++p) packed_f32_tile<1, 1>(g, 0, p);
+    return;
+  }
+  for (int p = p0; p < p1; ++p) {
+    int i = 0;
+    for (; i + 6 <= g.m; i += 6) packed_f32_tile<6, 1>(g, i, p);
+    switch (g.m - i) {
+      case 5: packed_f32_tile<5, 1>(g, i, p); break;
+      case 4: packed_f32_tile<4, 1>(g, i, p); break;
+      case 3: packed_f32_tile<3, 1>(g, i, p); break;
+      case 2: packed_f32_tile<2, 1>(g, i, p); break;
+      case 1: packed_f32_tile<1, 1>(g, i, p); break;
+      default: break;
+    }
+  }
+}
+
 // generic::quantize_row_int8, bit-exact (same float ops; cvtps rounds half to even like
 // std::nearbyint in the default rounding mode). Returns false (q, scale untouched) on a
 // non-finite value; the caller throws.

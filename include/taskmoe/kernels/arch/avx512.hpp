@@ -98,7 +98,7 @@ TASKMOE_TARGET_AVX512_VNNI void gemm_s8s8(int m, int n, int k, const std::int8_t
 // is MR rows x NP panels of accumulators (at most 4 x 4 = 16 of the 32 registers, plus NP weight
 // vectors); weights of the NP panels are loaded once per k-group for all MR rows.
 
-TASKMOE_TARGET_AVX512_VNNI inline __mmask16 column_mask(int cols) {
+TASKMOE_TARGET_AVX512 inline __mmask16 column_mask(int cols) {
   return cols >= 16 ? static_cast<__mmask16>(0xffff) : static_cast<__mmask16>((1u << cols) - 1u);
 }
 
@@ -171,6 +171,83 @@ TASKMOE_TARGET_AVX512_VNNI inline void gemm_packed(const packed_call& g, int p0,
       case 3: packed_rows<3>(g, i, p, np); break;
       case 2: packed_rows<2>(g, i, p, np); break;
       case 1: packed_rows<1>(g, i, p, np); break;
+      default: break;
+    }
+  }
+}
+
+// ---- packed f32 GEMM (detail/packed_args.hpp) -------------------------------------------------
+// One zmm per panel and k: a tile of MR rows x NP panels keeps MR * NP accumulators; each k loads
+// NP weight vectors once for all MR rows. Same operations per lane as generic::gemm_packed_f32.
+
+template <int MR, int NP>
+TASKMOE_TARGET_AVX512 void packed_f32_tile(const packed_f32_call& g, int i0, int p0) {
+  __m512 acc[MR][NP];
+  for (int i = 0; i < MR; ++i)
+    for (int r = 0; r < NP; ++r) acc[i][r] = _mm512_setzero_ps();
+  const std::size_t pf = g.panel_floats();
+  const float* b = g.data + static_cast<std::size_t>(p0) * pf;
+  const float* a = g.a + static_cast<std::size_t>(i0) * g.lda;
+  const std::size_t lda = static_cast<std::size_t>(g.lda);
+  const int k = g.k;  // locals: GCC otherwise reloads g.k and may spill acc on every k
+  for (int kk = 0; kk < k; ++kk) {
+    __m512 w[NP];
+    for (int r = 0; r < NP; ++r) w[r] = _mm512_load_ps(b + r * pf + static_cast<std::size_t>(kk) * panel_width);
+    for (int i = 0; i < MR; ++i) {
+      const __m512 av = _mm512_set1_ps(a[static_cast<std::size_t>(i) * lda + kk]);
+      for (int r = 0; r < NP; ++r) acc[i][r] = _mm512_fmadd_ps(av, w[r], acc[i][r]);
+    }
+  }
+  // Epilogue loops fully unrolled and without early exits (an empty mask stores nothing): GCC
+  // otherwise indexes acc in memory and keeps it on the stack, stored on every k.
+  const __mmask16 all = 0xffff;
+  const __m512 zero = _mm512_setzero_ps();
+#pragma GCC unroll 8
+  for (int r = 0; r < NP; ++r) {
+    const int j = (p0 + r) * panel_width;
+    const __mmask16 mask = j < g.n ? column_mask(g.n - j) : static_cast<__mmask16>(0);
+    const __m512 bias = g.bias != nullptr ? _mm512_loadu_ps(g.bias + j) : zero;
+#pragma GCC unroll 8
+    for (int i = 0; i < MR; ++i) {
+      __m512 v = acc[i][r];
+      if (g.bias != nullptr) v = _mm512_add_ps(v, bias);
+      if (g.relu) v = _mm512_maskz_max_ps(all, v, zero);
+      float* out = g.c + static_cast<std::size_t>(i0 + i) * g.ldc + j;
+      if (g.accumulate) v = _mm512_add_ps(_mm512_maskz_loadu_ps(mask, out), v);
+      _mm512_mask_storeu_ps(out, mask, v);
+    }
+  }
+}
+
+template <int MR>
+TASKMOE_TARGET_AVX512 void packed_f32_rows(const packed_f32_call& g, int i0, int p, int np) {
+  switch (np) {
+    case 1: packed_f32_tile<MR, 1>(g, i0, p); return;
+    case 2: packed_f32_tile<MR, 2>(g, i0, p); return;
+    case 3: packed_f32_tile<MR, 3>(g, i0, p); return;
+    default: packed_f32_tile<MR, 4>(g, i0, p); return;
+  }
+}
+
+// Blocks of 4 panels (64 columns: 256 * k bytes, in L2 for k <= 4096), every row in tiles of 6
+// (24 accumulators); a single row streams 8 panels at once to keep more loads in flight.
+TASKMOE_TARGET_AVX512 inline void gemm_packed_f32(const packed_f32_call& g, int p0, int p1) {
+  if (g.m == 1) {
+    int p = p0;
+    for (; p + 8 <= p1; p += 8) packed_f32_tile<1, 8>(g, 0, p);
+    for (; p < p1; p += 4) packed_f32_rows<1>(g, 0, p, p1 - p < 4 ? p1 - p : 4);
+    return;
+  }
+  for (int p = p0; p < p1; p += 4) {
+    const int np = p1 - p < 4 ? p1 - p : 4;
+    int i = 0;
+    for (; i + 6 <= g.m; i += 6) packed_f32_rows<6>(g, i, p, np);
+    switch (g.m - i) {
+      case 5: packed_f32_rows<5>(g, i, p, np); break;
+      case 4: packed_f32_rows<4>(g, i, p, np); break;
+      case 3: packed_f32_rows<3>(g, i, p, np); break;
+      case 2: packed_f32_rows<2>(g, i, p, np); break;
+      case 1: packed_f32_rows<1>(g, i, p, np); break;
       default: break;
     }
   }

@@ -134,6 +134,36 @@ inline void gemm_packed(const packed_call& g, int p0, int p1) {
   }
 }
 
+// f32 packed GEMM over panels [p0, p1) (detail/packed_args.hpp): per output one fused
+// multiply-add per k in ascending k from zero, then + bias, ReLU, + c. The SIMD kernels do the
+// same operations lane by lane, so every ISA gives bit-identical results.
+inline float packed_f32_epilogue(const packed_f32_call& g, int j, float acc, const float* out) {
+  float r = acc;
+  if (g.bias != nullptr) r = r + g.bias[j];
+  if (g.relu && !(r > 0.0f)) r = 0.0f;
+  return g.accumulate ? *out + r : r;
+}
+
+inline void gemm_packed_f32(const packed_f32_call& g, int p0, int p1) {
+  for (int p = p0; p < p1; ++p) {
+    const float* panel = g.data + static_cast<std::size_t>(p) * g.panel_floats();
+    for (int i = 0; i < g.m; ++i) {
+      const float* ar = g.a + static_cast<std::size_t>(i) * g.lda;
+      float acc[panel_width] = {};
+      for (int kk = 0; kk < g.k; ++kk) {
+        const float* w = panel + static_cast<std::size_t>(kk) * panel_width;
+        for (int c = 0; c < panel_width; ++c) acc[c] = std::fma(ar[kk], w[c], acc[c]);
+      }
+      for (int c = 0; c < panel_width; ++c) {
+        const int j = p * panel_width + c;
+        if (j >= g.n) break;
+        float* out = g.c + static_cast<std::size_t>(i) * g.ldc + j;
+        *out = packed_f32_epilogue(g, j, acc[c], out);
+      }
+    }
+  }
+}
+
 // ---- elementwise ------------------------------------------------------------------------------
 
 inline float row_sum(const float* x, int n) {

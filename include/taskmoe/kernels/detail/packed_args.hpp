@@ -1,6 +1,6 @@
 #pragma once
-// The packed int8 weight layout shared by every ISA's kernel (kernels/packed_gemm.hpp packs it,
-// arch/*.hpp multiply with it), and the arguments of one packed GEMM call.
+// The packed weight layouts shared by every ISA's kernel (kernels/packed_gemm.hpp packs them,
+// arch/*.hpp multiply with them), and the arguments of one packed GEMM call.
 //
 // Layout: columns (weight rows) in panels of 16, K padded to a multiple of 4. Panel p, k-group g
 // (k = 4g .. 4g+3), column c, byte b lives at data[p * k4 * 16 + g * 64 + c * 4 + b]; padding is
@@ -37,6 +37,25 @@ struct packed_call {
   bool relu = false;        // max(0, .) after the bias
   bool accumulate = false;  // c += result instead of c = result
   std::size_t panel_bytes() const noexcept { return static_cast<std::size_t>(k4) * panel_width; }
+};
+
+// f32 layout: columns in panels of 16, k-major inside a panel: panel p, depth k, column c at
+// data[p * K * 16 + k * 16 + c] (padding columns zero). One 64-byte load is 16 columns at one k:
+// the operand of one AVX-512 FMA (two AVX2 FMAs) against a broadcast activation. Each panel is
+// one contiguous stream, which is what the memory-bound single-row case needs.
+struct packed_f32_call {
+  int m = 0;
+  int n = 0;  // real columns
+  int k = 0;
+  const float* a = nullptr;  // [m, k] (lda)
+  int lda = 0;
+  const float* data = nullptr;
+  const float* bias = nullptr;  // [panels * 16] or null
+  float* c = nullptr;
+  int ldc = 0;
+  bool relu = false;
+  bool accumulate = false;
+  std::size_t panel_floats() const noexcept { return static_cast<std::size_t>(k) * panel_width; }
 };
 
 }  // namespace detail
