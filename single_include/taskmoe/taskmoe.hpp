@@ -3607,6 +3607,85 @@ TASKMOE_TARGET_AVX512 inline void gemm_packed_f32(const packed_f32_call& g, int 
   }
 }
 
+// ---- attention helpers (layers/attention.hpp; same contracts as the AVX2 versions) ------------
+
+TASKMOE_TARGET_AVX512 inline __mmask16 tail_mask(int left) {
+  return left >= 16 ? static_cast<__mmask16>(0xffff) : static_cast<__mmask16>((1u << left) - 1u);
+}
+
+// Horizontal float sum, with zero-masked extracts (see hsum above for why not the plain ones).
+TASKMOE_TARGET_AVX512 inline float hsum_ps(__m512 v) {
+  const __m512i b = _mm512_castps_si512(v);
+  const __m256 h = _mm256_add_ps(_mm256_castsi256_ps(_mm512_maskz_extracti64x4_epi64(0xff, b, 0)),
+                                 _mm256_castsi256_ps(_mm512_maskz_extracti64x4_epi64(0xff, b, 1)));
+  __m128 t = _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
+  t = _mm_add_ps(t, _mm_movehl_ps(t, t));
+  t = _mm_add_ss(t, _mm_movehdup_ps(t));
+  return _mm_cvtss_f32(t);
+}
+
+// Per-lane partial sums of q_h . k_j over dh (chunks of 16, the last masked); q_h's first
+// chunks come from registers.
+constexpr int attention_q_chunks = 8;  // q_h in registers for dh <= 128
+TASKMOE_TARGET_AVX512 inline __m512 dot_lanes(const __m512* qv, const float* qh, const float* kj, int dh) {
+  __m512 acc = _mm512_setzero_ps();
+  for (int c = 0; 16 * c < dh; ++c) {
+    const __mmask16 m = tail_mask(dh - 16 * c);
+    const __m512 qc = c < attention_q_chunks ? qv[c] : _mm512_maskz_loadu_ps(m, qh + 16 * c);
+    acc = _mm512_fmadd_ps(qc, _mm512_maskz_loadu_ps(m, kj + 16 * c), acc);
+  }
+  return acc;
+}
+
+// s[h * lds + j] = (q_h . k_j,h) / scale; two keys per step for independent FMA chains.
+TASKMOE_TARGET_AVX512 inline void attention_scores(const float* q, const float* k, int ldk, int n, int heads,
+                                                   int dh, float scale, float* s, int lds) {
+  for (int h = 0; h < heads; ++h) {
+    const float* qh = q + static_cast<std::size_t>(h) * dh;
+    float* sh = s + static_cast<std::size_t>(h) * lds;
+    __m512 qv[attention_q_chunks];
+    for (int c = 0; c < attention_q_chunks; ++c)
+      qv[c] = 16 * c < dh ? _mm512_maskz_loadu_ps(tail_mask(dh - 16 * c), qh + 16 * c) : _mm512_setzero_ps();
+    const float* kh = k + static_cast<std::size_t>(h) * dh;
+    int j = 0;
+    for (; j + 2 <= n; j += 2) {
+      const __m512 a0 = dot_lanes(qv, qh, kh + static_cast<std::size_t>(j) * ldk, dh);
+      const __m512 a1 = dot_lanes(qv, qh, kh + static_cast<std::size_t>(j + 1) * ldk, dh);
+      sh[j] = hsum_ps(a0) / scale;
+      sh[j + 1] = hsum_ps(a1) / scale;
+    }
+    if (j < n) sh[j] = hsum_ps(dot_lanes(qv, qh, kh + static_cast<std::size_t>(j) * ldk, dh)) / scale;
+  }
+}
+
+// out[h * dh + c] = sum_j p[h * lds + j] * v[j * ldv + h * dh + c]; 64 columns (4 registers) per
+// pass over the keys, masked tails.
+TASKMOE_TARGET_AVX512 inline void attention_combine(const float* p, int lds, const float* v, int ldv, int n,
+                                                    int heads, int dh, float* out) {
+  for (int h = 0; h < heads; ++h) {
+    const float* ph = p + static_cast<std::size_t>(h) * lds;
+    float* oh = out + static_cast<std::size_t>(h) * dh;
+    const float* vh = v + static_cast<std::size_t>(h) * dh;
+    for (int c = 0; c < dh; c += 64) {
+      const __mmask16 m0 = tail_mask(dh - c), m1 = dh - c > 16 ? tail_mask(dh - c - 16) : 0,
+                      m2 = dh - c > 32 ? tail_mask(dh - c - 32) : 0, m3 = dh - c > 48 ? tail_mask(dh - c - 48) : 0;
+      __m512 o0 = _mm512_setzero_ps(), o1 = o0, o2 = o0, o3 = o0;
+      for (int j = 0; j < n; ++j) {
+        const __m512 w = _mm512_set1_ps(ph[j]);
+        const float* vj = vh + static_cast<std::size_t>(j) * ldv + c;
+        o0 = _mm512_fmadd_ps(w, _mm512_maskz_loadu_ps(m0, vj), o0);
+        o1 = _mm512_fmadd_ps(w, _mm512_maskz_loadu_ps(m1, vj + 16), o1);
+        o2 = _mm512_fmadd_ps(w, _mm512_maskz_loadu_ps(m2, vj + 32), o2);
+        o3 = _mm512_fmadd_ps(w, _mm512_maskz_loadu_ps(m3, vj + 48), o3);
+      }
+      _mm512_mask_storeu_ps(oh + c, m0, o0);
+      _mm512_mask_storeu_ps(oh + c + 16, m1, o1);
+      _mm512_mask_storeu_ps(oh + c + 32, m2, o2);
+      _mm512_mask_storeu_ps(oh + c + 48, m3, o3);
+    }
+  }
+}
+
 // q[t] ^= 0x80: signed quantized activations to the unsigned form vpdpbusd wants (a + 128).
 TASKMOE_TARGET_AVX512 inline void flip_sign_bits(std::uint8_t* q, int n) {
   const __m512i bit = _mm512_set1_epi8(static_cast<char>(0x80));
@@ -4891,6 +4970,17 @@ inline void run_packed(packed_kernel kind, const packed_call& g, int p0, int p1)
   }
 }
 
+// Rows in blocks whose activations (row_bytes each) take about 128 KiB, so that a block stays in
+// L2 beside one column block of weights while every column block streams over it: without this
+// the encoder's thousands of rows are re-read from L3 for every 64 columns. f(first row, rows).
+template <class F>
+void for_each_row_block(int m, std::size_t row_bytes, const F& f) {
+  constexpr std::size_t block_bytes = 128 * 1024;
+  const std::size_t fit = block_bytes / (row_bytes > 0 ? row_bytes : 1);
+  const int rows = fit >= static_cast<std::size_t>(m) ? m : std::max(12, static_cast<int>(fit) / 12 * 12);
+  for (int i0 = 0; i0 < m; i0 += rows) f(i0, std::min(rows, m - i0));
+}
+
 // Quantized activations for one call: grown per thread, never shrunk.
 struct packed_workspace {
   std::vector<std::uint8_t> q;
@@ -4940,7 +5030,14 @@ inline void gemm_packed_int8(int m, const float* a, int lda, const packed_int8& 
   const int blocks = (w.panels() + 3) / 4;
   const int threads = std::min(options.threads == 0 ? intra_op_threads() : options.threads, blocks);
   parallel_for(threads, blocks, [&](int b0, int b1) {
-    detail::run_packed(kind, g, 4 * b0, std::min(w.panels(), 4 * b1));
+    detail::for_each_row_block(m, static_cast<std::size_t>(k4), [&](int i0, int rows) {
+      detail::packed_call gi = g;
+      gi.m = rows;
+      gi.a += static_cast<std::size_t>(i0) * g.lda;
+      gi.a_scales += i0;
+      gi.c += static_cast<std::size_t>(i0) * g.ldc;
+      detail::run_packed(kind, gi, 4 * b0, std::min(w.panels(), 4 * b1));
+    });
   });
 }
 
@@ -4969,11 +5066,17 @@ inline void gemm_packed_f32(int m, const float* a, int lda, const packed_f32& w,
   const int threads = std::min(options.threads == 0 ? intra_op_threads() : options.threads, blocks);
   parallel_for(threads, blocks, [&](int b0, int b1) {
     const int p0 = 4 * b0, p1 = std::min(w.panels(), 4 * b1);
+    detail::for_each_row_block(m, static_cast<std::size_t>(w.cols()) * sizeof(float), [&](int i0, int rows) {
+      detail::packed_f32_call gi = g;
+      gi.m = rows;
+      gi.a += static_cast<std::size_t>(i0) * g.lda;
+      gi.c += static_cast<std::size_t>(i0) * g.ldc;
 #if TASKMOE_KERNELS_X86
-    if (active == isa::avx512) return detail::avx512::gemm_packed_f32(g, p0, p1);
-    if (active == isa::avx2) return detail::avx2::gemm_packed_f32(g, p0, p1);
+      if (active == isa::avx512) return detail::avx512::gemm_packed_f32(gi, p0, p1);
+      if (active == isa::avx2) return detail::avx2::gemm_packed_f32(gi, p0, p1);
 #endif
-    detail::generic::gemm_packed_f32(g, p0, p1);
+      detail::generic::gemm_packed_f32(gi, p0, p1);
+    });
   });
 }
 
@@ -5049,7 +5152,7 @@ inline void attention_scores(const float* q, const float* k, int ldk, int n, int
   if (dh < 0 || ldk < heads * dh || lds < n) detail::fail("attention_scores", "bad sizes");
   switch (active_isa()) {
 #if TASKMOE_KERNELS_X86
-    case isa::avx512:
+    case isa::avx512: detail::avx512::attention_scores(q, k, ldk, n, heads, dh, scale, s, lds); return;
     case isa::avx2: detail::avx2::attention_scores(q, k, ldk, n, heads, dh, scale, s, lds); return;
 #endif
     default: detail::generic::attention_scores(q, k, ldk, n, heads, dh, scale, s, lds); return;
@@ -5063,7 +5166,7 @@ inline void attention_combine(const float* p, int lds, const float* v, int ldv, 
   if (n < 0 || dh < 0 || ldv < heads * dh || lds < n) detail::fail("attention_combine", "bad sizes");
   switch (active_isa()) {
 #if TASKMOE_KERNELS_X86
-    case isa::avx512:
+    case isa::avx512: detail::avx512::attention_combine(p, lds, v, ldv, n, heads, dh, out); return;
     case isa::avx2: detail::avx2::attention_combine(p, lds, v, ldv, n, heads, dh, out); return;
 #endif
     default: detail::generic::attention_combine(p, lds, v, ldv, n, heads, dh, out); return;

@@ -72,7 +72,7 @@ inline void attention_scores(const float* q, const float* k, int ldk, int n, int
   if (dh < 0 || ldk < heads * dh || lds < n) detail::fail("attention_scores", "bad sizes");
   switch (active_isa()) {
 #if TASKMOE_KERNELS_X86
-    case isa::avx512:
+    case isa::avx512: detail::avx512::attention_scores(q, k, ldk, n, heads, dh, scale, s, lds); return;
     case isa::avx2: detail::avx2::attention_scores(q, k, ldk, n, heads, dh, scale, s, lds); return;
 #endif
     default: detail::generic::attention_scores(q, k, ldk, n, heads, dh, scale, s, lds); return;
@@ -86,7 +86,7 @@ inline void attention_combine(const float* p, int lds, const float* v, int ldv, 
   if (n < 0 || dh < 0 || ldv < heads * dh || lds < n) detail::fail("attention_combine", "bad sizes");
   switch (active_isa()) {
 #if TASKMOE_KERNELS_X86
-    case isa::avx512:
+    case isa::avx512: detail::avx512::attention_combine(p, lds, v, ldv, n, heads, dh, out); return;
     case isa::avx2: detail::avx2::attention_combine(p, lds, v, ldv, n, heads, dh, out); return;
 #endif
     default: detail::generic::attention_combine(p, lds, v, ldv, n, heads, dh, out); return;

@@ -258,6 +258,17 @@ inline void run_packed(packed_kernel kind, const packed_call& g, int p0, int p1)
   }
 }
 
+// Rows in blocks whose activations (row_bytes each) take about 128 KiB, so that a block stays in
+// L2 beside one column block of weights while every column block streams over it: without this
+// the encoder's thousands of rows are re-read from L3 for every 64 columns. f(first row, rows).
+template <class F>
+void for_each_row_block(int m, std::size_t row_bytes, const F& f) {
+  constexpr std::size_t block_bytes = 128 * 1024;
+  const std::size_t fit = block_bytes / (row_bytes > 0 ? row_bytes : 1);
+  const int rows = fit >= static_cast<std::size_t>(m) ? m : std::max(12, static_cast<int>(fit) / 12 * 12);
+  for (int i0 = 0; i0 < m; i0 += rows) f(i0, std::min(rows, m - i0));
+}
+
 // Quantized activations for one call: grown per thread, never shrunk.
 struct packed_workspace {
   std::vector<std::uint8_t> q;
@@ -307,7 +318,14 @@ inline void gemm_packed_int8(int m, const float* a, int lda, const packed_int8& 
   const int blocks = (w.panels() + 3) / 4;
   const int threads = std::min(options.threads == 0 ? intra_op_threads() : options.threads, blocks);
   parallel_for(threads, blocks, [&](int b0, int b1) {
-    detail::run_packed(kind, g, 4 * b0, std::min(w.panels(), 4 * b1));
+    detail::for_each_row_block(m, static_cast<std::size_t>(k4), [&](int i0, int rows) {
+      detail::packed_call gi = g;
+      gi.m = rows;
+      gi.a += static_cast<std::size_t>(i0) * g.lda;
+      gi.a_scales += i0;
+      gi.c += static_cast<std::size_t>(i0) * g.ldc;
+      detail::run_packed(kind, gi, 4 * b0, std::min(w.panels(), 4 * b1));
+    });
   });
 }
 
@@ -336,11 +354,17 @@ inline void gemm_packed_f32(int m, const float* a, int lda, const packed_f32& w,
   const int threads = std::min(options.threads == 0 ? intra_op_threads() : options.threads, blocks);
   parallel_for(threads, blocks, [&](int b0, int b1) {
     const int p0 = 4 * b0, p1 = std::min(w.panels(), 4 * b1);
+    detail::for_each_row_block(m, static_cast<std::size_t>(w.cols()) * sizeof(float), [&](int i0, int rows) {
+      detail::packed_f32_call gi = g;
+      gi.m = rows;
+      gi.a += static_cast<std::size_t>(i0) * g.lda;
+      gi.c += static_cast<std::size_t>(i0) * g.ldc;
 #if TASKMOE_KERNELS_X86
-    if (active == isa::avx512) return detail::avx512::gemm_packed_f32(g, p0, p1);
-    if (active == isa::avx2) return detail::avx2::gemm_packed_f32(g, p0, p1);
+      if (active == isa::avx512) return detail::avx512::gemm_packed_f32(gi, p0, p1);
+      if (active == isa::avx2) return detail::avx2::gemm_packed_f32(gi, p0, p1);
 #endif
-    detail::generic::gemm_packed_f32(g, p0, p1);
+      detail::generic::gemm_packed_f32(gi, p0, p1);
+    });
   });
 }
 

@@ -253,6 +253,85 @@ TASKMOE_TARGET_AVX512 inline void gemm_packed_f32(const packed_f32_call& g, int 
   }
 }
 
+// ---- attention helpers (layers/attention.hpp; same contracts as the AVX2 versions) ------------
+
+TASKMOE_TARGET_AVX512 inline __mmask16 tail_mask(int left) {
+  return left >= 16 ? static_cast<__mmask16>(0xffff) : static_cast<__mmask16>((1u << left) - 1u);
+}
+
+// Horizontal float sum, with zero-masked extracts (see hsum above for why not the plain ones).
+TASKMOE_TARGET_AVX512 inline float hsum_ps(__m512 v) {
+  const __m512i b = _mm512_castps_si512(v);
+  const __m256 h = _mm256_add_ps(_mm256_castsi256_ps(_mm512_maskz_extracti64x4_epi64(0xff, b, 0)),
+                                 _mm256_castsi256_ps(_mm512_maskz_extracti64x4_epi64(0xff, b, 1)));
+  __m128 t = _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
+  t = _mm_add_ps(t, _mm_movehl_ps(t, t));
+  t = _mm_add_ss(t, _mm_movehdup_ps(t));
+  return _mm_cvtss_f32(t);
+}
+
+// Per-lane partial sums of q_h . k_j over dh (chunks of 16, the last masked); q_h's first
+// chunks come from registers.
+constexpr int attention_q_chunks = 8;  // q_h in registers for dh <= 128
+TASKMOE_TARGET_AVX512 inline __m512 dot_lanes(const __m512* qv, const float* qh, const float* kj, int dh) {
+  __m512 acc = _mm512_setzero_ps();
+  for (int c = 0; 16 * c < dh; ++c) {
+    const __mmask16 m = tail_mask(dh - 16 * c);
+    const __m512 qc = c < attention_q_chunks ? qv[c] : _mm512_maskz_loadu_ps(m, qh + 16 * c);
+    acc = _mm512_fmadd_ps(qc, _mm512_maskz_loadu_ps(m, kj + 16 * c), acc);
+  }
+  return acc;
+}
+
+// s[h * lds + j] = (q_h . k_j,h) / scale; two keys per step for independent FMA chains.
+TASKMOE_TARGET_AVX512 inline void attention_scores(const float* q, const float* k, int ldk, int n, int heads,
+                                                   int dh, float scale, float* s, int lds) {
+  for (int h = 0; h < heads; ++h) {
+    const float* qh = q + static_cast<std::size_t>(h) * dh;
+    float* sh = s + static_cast<std::size_t>(h) * lds;
+    __m512 qv[attention_q_chunks];
+    for (int c = 0; c < attention_q_chunks; ++c)
+      qv[c] = 16 * c < dh ? _mm512_maskz_loadu_ps(tail_mask(dh - 16 * c), qh + 16 * c) : _mm512_setzero_ps();
+    const float* kh = k + static_cast<std::size_t>(h) * dh;
+    int j = 0;
+    for (; j + 2 <= n; j += 2) {
+      const __m512 a0 = dot_lanes(qv, qh, kh + static_cast<std::size_t>(j) * ldk, dh);
+      const __m512 a1 = dot_lanes(qv, qh, kh + static_cast<std::size_t>(j + 1) * ldk, dh);
+      sh[j] = hsum_ps(a0) / scale;
+      sh[j + 1] = hsum_ps(a1) / scale;
+    }
+    if (j < n) sh[j] = hsum_ps(dot_lanes(qv, qh, kh + static_cast<std::size_t>(j) * ldk, dh)) / scale;
+  }
+}
+
+// out[h * dh + c] = sum_j p[h * lds + j] * v[j * ldv + h * dh + c]; 64 columns (4 registers) per
+// pass over the keys, masked tails.
+TASKMOE_TARGET_AVX512 inline void attention_combine(const float* p, int lds, const float* v, int ldv, int n,
+                                                    int heads, int dh, float* out) {
+  for (int h = 0; h < heads; ++h) {
+    const float* ph = p + static_cast<std::size_t>(h) * lds;
+    float* oh = out + static_cast<std::size_t>(h) * dh;
+    const float* vh = v + static_cast<std::size_t>(h) * dh;
+    for (int c = 0; c < dh; c += 64) {
+      const __mmask16 m0 = tail_mask(dh - c), m1 = dh - c > 16 ? tail_mask(dh - c - 16) : 0,
+                      m2 = dh - c > 32 ? tail_mask(dh - c - 32) : 0, m3 = dh - c > 48 ? tail_mask(dh - c - 48) : 0;
+      __m512 o0 = _mm512_setzero_ps(), o1 = o0, o2 = o0, o3 = o0;
+      for (int j = 0; j < n; ++j) {
+        const __m512 w = _mm512_set1_ps(ph[j]);
+        const float* vj = vh + static_cast<std::size_t>(j) * ldv + c;
+        o0 = _mm512_fmadd_ps(w, _mm512_maskz_loadu_ps(m0, vj), o0);
+        o1 = _mm512_fmadd_ps(w, _mm512_maskz_loadu_ps(m1, vj + 16), o1);
+        o2 = _mm512_fmadd_ps(w, _mm512_maskz_loadu_ps(m2, vj + 32), o2);
+        o3 = _mm512_fmadd_ps(w, _mm512_maskz_loadu_ps(m3, vj + 48), o3);
+      }
+      _mm512_mask_storeu_ps(oh + c, m0, o0);
+      _mm512_mask_storeu_ps(oh + c + 16, m1, o1);
+      _mm512_mask_storeu_ps(oh + c + 32, m2, o2);
+      _mm512_mask_storeu_ps(oh + c + 48, m3, o3);
+    }
+  }
+}
+
 // q[t] ^= 0x80: signed quantized activations to the unsigned form vpdpbusd wants (a + 128).
 TASKMOE_TARGET_AVX512 inline void flip_sign_bits(std::uint8_t* q, int n) {
   const __m512i bit = _mm512_set1_epi8(static_cast<char>(0x80));
