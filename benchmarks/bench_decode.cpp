@@ -1,13 +1,15 @@
-// Decode pre-tokenized sources and time it: the C++ half of benchmarks/bench_vs_pytorch.py.
-// Input: one sentence per line, space-separated SentencePiece ids of the source (no target tag,
-// no </s>: the translator adds them). Output (--output): per sentence the best hypothesis' ids,
-// EOS removed. Prints a machine line and "seconds S" (median of --reps full passes, each pass
-// translating every sentence in consecutive batches of --batch-size, as given: sort the input
-// yourself if you want length-sorted batches).
+// Decode pre-tokenized sources and time it: the C++ half of benchmarks/bench_vs_pytorch.py and
+// bench_vs_ctranslate2.py. Input: one sentence per line, space-separated SentencePiece ids of the
+// source (no target tag, no </s>: the translator adds them). Output (--output): per sentence the
+// best hypothesis' ids, EOS removed. Prints a machine line and "seconds S" (median of --reps full
+// passes). --batching consecutive (default): one call per --batch-size sentences, in input order
+// (sort the input yourself for length-sorted batches). --batching translator: every sentence in
+// one call with max_batch_size = --batch-size, so the translator sorts by length and spreads the
+// batches over its worker threads, as CTranslate2's translate_batch does.
 //
 //   bench_decode (--model FILE | --checkpoint DIR --task T) --input ids.txt [--output out.txt]
 //                [--beam 1] [--batch-size 1] [--max-length 128] [--min-length 0] [--length-penalty 1]
-//                [--threads 1] [--reps 3]
+//                [--threads 1] [--reps 3] [--batching consecutive|translator]
 // One untimed pass runs first (page faults of the workspaces, the thread pool's start).
 
 #include <algorithm>  // std::sort, std::max
@@ -25,7 +27,7 @@
 #include "bench_util.hpp"  // taskmoe_bench::cpu_model
 
 int main(int argc, char** argv) {
-  std::string model, ckpt, task, input, output;
+  std::string model, ckpt, task, input, output, batching = "consecutive";
   int beam = 1, batch = 1, max_length = 128, min_length = 0, threads = 1, reps = 3;
   float length_penalty = 1.0f;
   for (int i = 1; i < argc; ++i) {
@@ -42,6 +44,7 @@ int main(int argc, char** argv) {
     else if (a == "--output") output = v;
     else if (a == "--beam") beam = std::atoi(v.c_str());
     else if (a == "--batch-size") batch = std::atoi(v.c_str());
+    else if (a == "--batching") batching = v;
     else if (a == "--max-length") max_length = std::atoi(v.c_str());
     else if (a == "--min-length") min_length = std::atoi(v.c_str());
     else if (a == "--threads") threads = std::max(1, std::atoi(v.c_str()));
@@ -55,7 +58,7 @@ int main(int argc, char** argv) {
   if (model.empty() == ckpt.empty() || input.empty() || (!ckpt.empty() && task.empty())) {
     std::fprintf(stderr, "usage: bench_decode (--model FILE | --checkpoint DIR --task T) --input ids.txt "
                  "[--output out.txt] [--beam N] [--batch-size N] [--max-length N] [--min-length N] [--length-penalty X] "
-                 "[--threads N] [--reps N]\n");
+                 "[--threads N] [--reps N] [--batching consecutive|translator]\n");
     return 2;
   }
   try {
@@ -83,16 +86,28 @@ int main(int argc, char** argv) {
     o.max_decoding_length = max_length;
     o.min_decoding_length = min_length;
     o.return_scores = false;
+    if (batching != "consecutive" && batching != "translator")
+      throw taskmoe::invalid_argument_error("--batching must be consecutive or translator");
+    const bool one_call = batching == "translator";
     std::vector<std::vector<int>> best(sources.size());
     std::vector<double> times;
     for (int r = -1; r < reps; ++r) {  // r = -1: the untimed warm-up pass
       const auto t0 = std::chrono::steady_clock::now();
-      for (std::size_t first = 0; first < sources.size(); first += static_cast<std::size_t>(batch)) {
-        const std::size_t last = std::min(sources.size(), first + static_cast<std::size_t>(batch));
-        const std::vector<std::vector<int>> part(sources.begin() + static_cast<std::ptrdiff_t>(first),
-                                                 sources.begin() + static_cast<std::ptrdiff_t>(last));
-        const auto res = tr.translate_tokens(part, o);
-        for (std::size_t j = 0; j < res.size(); ++j) best[first + j] = res[j].hypotheses.front().tokens;
+      if (one_call) {  // --batching translator
+        // All sentences in one call, batched by the translator (sorted by length, at most `batch`
+        // per batch, batches spread over the worker threads): what CTranslate2's translate_batch
+        // does with max_batch_size.
+        o.max_batch_size = static_cast<std::size_t>(batch);
+        const auto res = tr.translate_tokens(sources, o);
+        for (std::size_t j = 0; j < res.size(); ++j) best[j] = res[j].hypotheses.front().tokens;
+      } else {
+        for (std::size_t first = 0; first < sources.size(); first += static_cast<std::size_t>(batch)) {
+          const std::size_t last = std::min(sources.size(), first + static_cast<std::size_t>(batch));
+          const std::vector<std::vector<int>> part(sources.begin() + static_cast<std::ptrdiff_t>(first),
+                                                   sources.begin() + static_cast<std::ptrdiff_t>(last));
+          const auto res = tr.translate_tokens(part, o);
+          for (std::size_t j = 0; j < res.size(); ++j) best[first + j] = res[j].hypotheses.front().tokens;
+        }
       }
       if (r >= 0) times.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
     }

@@ -4,7 +4,7 @@
     /usr/bin/python3 benchmarks/bench_vs_ctranslate2.py --ct2-python DIR [--build build/release]
         [--work /tmp/taskmoe-ct2] [--routing dense|task] [--dtypes int8,float32] [--beams 1,4]
         [--batches 1,16,64] [--threads 1,2] [--length 30] [--reps 3] [--ct2-isa AVX512]
-        [--checkpoint DIR --task T --sentences FILE --length 0]
+        [--checkpoint DIR --task T --sentences FILE --length 0] [--memory]
 
 --ct2-python is the folder holding an installed CTranslate2 Python package (its `ctranslate2`
 module, built against its shared library); without it the benchmark says so and exits 0 without
@@ -22,7 +22,9 @@ What it does:
 4. times target tokens/s of both engines on the same source ids (25 tokens, random) with exactly
    --length output tokens (min = max decoding length), alternating the engines (A B A B ...) and
    taking the median of --reps timings per cell (taskmoe's over all its timings of the cell;
-   one CTranslate2 translator exists at a time). Threads T: taskmoe with translator threads T
+   one CTranslate2 translator exists at a time). Both engines get every sentence of a cell in one
+   call with a batch limit (CTranslate2's translate_batch(max_batch_size), bench_decode
+   --batching translator): each sorts by length and runs its batches on its threads. Threads T: taskmoe with translator threads T
    (sub-batches, the rest inside GEMMs); CTranslate2 with intra_threads=T, and for T > 1 also
    inter_threads=T replicas (its better figure is the one the ratio uses). Each cell translates
    max(batch * T, 16) sentences, so T replicas (or T sub-batches) each get a full batch.
@@ -31,6 +33,8 @@ Free-length decoding on a real model: --checkpoint DIR (a trained checkpoint suc
 with the checkpoint's SentencePiece) --length 0: each engine decodes until EOS (at most
 --max-length tokens), so costs that grow with the output show; each engine's tokens/s is its own
 token count over its own time, and the table says how many float32 greedy outputs agree.
+--memory: load time and peak RSS of the int8 model instead (taskmoe's .tmoe against CTranslate2's
+model saved with int8 weights), three runs each.
 Prints a machine line and a Markdown table with ratios (taskmoe / CTranslate2).
 """
 import argparse
@@ -106,7 +110,7 @@ def task_gates(convert, ckpt, task):
     return gates
 
 
-def write_ct2_model(ct2, np, ckpt_dir, out_dir, cfg, gates):
+def write_ct2_model(ct2, np, ckpt_dir, out_dir, cfg, gates, quantization=None):
     specs = ct2.specs
     m = cfg["model"]
     d, heads, L = m["d_model"], m["n_heads"], m["encoder_layers"]
@@ -167,6 +171,8 @@ def write_ct2_model(ct2, np, ckpt_dir, out_dir, cfg, gates):
     spec.register_source_vocabulary(vocab)
     spec.register_target_vocabulary(vocab)
     spec.validate()
+    if quantization:
+        spec.optimize(quantization=quantization)  # weights stored quantized, as its converters write them
     os.makedirs(out_dir, exist_ok=True)
     spec.save(out_dir)
 
@@ -175,12 +181,49 @@ def run_ours(bench, model, ids_file, beam, batch, length, threads, reps, out_fil
     """length > 0: exactly `length` tokens; 0: free length, up to max_length."""
     cmd = [bench, "--model", model, "--input", ids_file, "--beam", str(beam), "--batch-size", str(batch),
            "--max-length", str(length or max_length), "--min-length", str(length), "--threads", str(threads),
-           "--reps", str(reps)]
+           "--reps", str(reps), "--batching", "translator"]
     if out_file:
         cmd += ["--output", out_file]
     out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
     m = re.search(r"tokens (\d+) seconds ([0-9.]+)", out)
     return int(m.group(1)), float(m.group(2)), out.splitlines()[0]
+
+
+CT2_LOAD = r"""
+import os, resource, sys, time
+sys.path.insert(0, sys.argv[1])
+import ctranslate2
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+t0 = time.perf_counter()
+tr = ctranslate2.Translator(sys.argv[2], device="cpu", compute_type="int8_float32", intra_threads=1)
+print(time.perf_counter() - t0, before, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+"""
+
+
+def measure_memory(args, ct2, np, ckpt, out_dir, cfg, ours_int8, task_routed, convert):
+    """Load time and whole-process peak RSS of the int8 model: taskmoe-translate (load, verify,
+    pack; it reports its load time) against a Python process that loads CTranslate2's model saved
+    with int8 weights (its peak minus that of the same process after `import ctranslate2`)."""
+    ct2_int8 = os.path.join(out_dir, "ct2-int8")
+    if not os.path.exists(os.path.join(ct2_int8, "model.bin")):
+        gates = task_gates(convert, ckpt, args.task) if task_routed else {}
+        write_ct2_model(ct2, np, ckpt, ct2_int8, cfg, gates, quantization="int8")
+    translate = os.path.join(args.build, "examples", "taskmoe-translate")
+    mb = lambda path: os.path.getsize(path) / 1e6
+    print(f"machine: {cpu_model()} | CTranslate2 {ct2.__version__} | load average {os.getloadavg()[0]:.2f}")
+    print(f"files: taskmoe int8 {mb(ours_int8):.1f} MB, CTranslate2 int8 model.bin {mb(os.path.join(ct2_int8, 'model.bin')):.1f} MB")
+    print("| run | taskmoe load s | taskmoe peak RSS MB | CT2 load s | CT2 peak RSS MB (after import) | CT2 model RSS MB |")
+    print("|---|---|---|---|---|---|")
+    for run in range(3):
+        r = subprocess.run(["/usr/bin/time", "-f", "%M", translate, "--model", ours_int8, "--verbose"], input="",
+                           capture_output=True, text=True, check=True)
+        load = float(re.search(r"loaded in ([0-9.]+) s", r.stderr).group(1))
+        peak = int(r.stderr.strip().splitlines()[-1]) / 1024
+        c = subprocess.run([sys.executable, "-c", CT2_LOAD, args.ct2_python, ct2_int8], capture_output=True,
+                           text=True, check=True).stdout.split()
+        ct_load, ct_before, ct_peak = float(c[0]), int(c[1]) / 1024, int(c[2]) / 1024
+        print(f"| {run + 1} | {load:.3f} | {peak:.0f} | {ct_load:.3f} | {ct_peak:.0f} ({ct_before:.0f}) | {ct_peak - ct_before:.0f} |")
+    return 0
 
 
 def main():
@@ -202,6 +245,8 @@ def main():
     ap.add_argument("--source-length", type=int, default=25)
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--ct2-isa", default="", help="CT2_FORCE_CPU_ISA for CTranslate2 (e.g. AVX512)")
+    ap.add_argument("--memory", action="store_true",
+                    help="instead of speed: load time and peak RSS of the int8 model, ours against CTranslate2's saved in int8")
     args = ap.parse_args()
     if not args.ct2_python:
         print("bench_vs_ctranslate2: skipped: no CTranslate2 given (--ct2-python DIR with its Python package)")
@@ -252,6 +297,9 @@ def main():
     if not os.path.exists(os.path.join(ct2_dir, "model.bin")):
         gates = task_gates(convert, ckpt, args.task) if task_routed else {}
         write_ct2_model(ct2, np, ckpt, ct2_dir, cfg, gates)
+
+    if args.memory:
+        return measure_memory(args, ct2, np, ckpt, out_dir, cfg, ours["int8"], task_routed, convert)
 
     import sentencepiece as spm
     sp = spm.SentencePieceProcessor(model_file=os.path.join(ckpt, "sentencepiece.model"))
