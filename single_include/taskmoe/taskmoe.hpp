@@ -4970,15 +4970,32 @@ inline void run_packed(packed_kernel kind, const packed_call& g, int p0, int p1)
   }
 }
 
-// Rows in blocks whose activations (row_bytes each) take about 128 KiB, so that a block stays in
-// L2 beside one column block of weights while every column block streams over it: without this
-// the encoder's thousands of rows are re-read from L3 for every 64 columns. f(first row, rows).
+// Argument checks shared by the packed GEMMs; false: nothing to compute.
+template <class Packed>
+bool check_packed_gemm(const char* kernel, int m, const float* a, int lda, const Packed& w, const float* c,
+                       int ldc, const packed_gemm_options& options) {
+  check_size(kernel, "m", m);
+  check_matrix(kernel, "a", a, m, w.cols(), lda);
+  check_matrix(kernel, "c", c, m, w.rows(), ldc);
+  if (options.threads < 0) fail(kernel, "options.threads must be >= 0");
+  return m > 0 && w.rows() > 0;
+}
+
+// Runs f(p0, p1, i0, rows) over the call's tiles of work: column blocks of whole 4-panel tiles
+// split over the threads, so splitting never changes a tile's shape or a result (each output is
+// computed by one thread with the same operations); within them, rows in blocks whose
+// activations (row_bytes each) take about 128 KiB, so that a block stays in L2 while every
+// 64-column weight block streams over it (else an encoder's thousands of rows are re-read from L3
+// for every 64 columns).
 template <class F>
-void for_each_row_block(int m, std::size_t row_bytes, const F& f) {
+void for_each_packed_block(int m, int panels, std::size_t row_bytes, int threads, const F& f) {
   constexpr std::size_t block_bytes = 128 * 1024;
   const std::size_t fit = block_bytes / (row_bytes > 0 ? row_bytes : 1);
   const int rows = fit >= static_cast<std::size_t>(m) ? m : std::max(12, static_cast<int>(fit) / 12 * 12);
-  for (int i0 = 0; i0 < m; i0 += rows) f(i0, std::min(rows, m - i0));
+  const int blocks = (panels + 3) / 4;
+  parallel_for(std::min(threads == 0 ? intra_op_threads() : threads, blocks), blocks, [&](int b0, int b1) {
+    for (int i0 = 0; i0 < m; i0 += rows) f(4 * b0, std::min(panels, 4 * b1), i0, std::min(rows, m - i0));
+  });
 }
 
 // Quantized activations for one call: grown per thread, never shrunk.
@@ -4996,12 +5013,7 @@ inline packed_workspace& packed_thread_workspace() {
 // c [m, rows] (ldc) = act(a [m, cols] (lda) Wᵀ) (+ c); see packed_gemm_options.
 inline void gemm_packed_int8(int m, const float* a, int lda, const packed_int8& w, float* c, int ldc,
                              const packed_gemm_options& options = {}) {
-  const char* kernel = "gemm_packed_int8";
-  detail::check_size(kernel, "m", m);
-  detail::check_matrix(kernel, "a", a, m, w.cols(), lda);
-  detail::check_matrix(kernel, "c", c, m, w.rows(), ldc);
-  if (options.threads < 0) detail::fail(kernel, "options.threads must be >= 0");
-  if (m == 0 || w.rows() == 0) return;
+  if (!detail::check_packed_gemm("gemm_packed_int8", m, a, lda, w, c, ldc, options)) return;
   const int k = w.cols(), k4 = packed_access::k4(w);
   detail::packed_workspace& ws = detail::packed_thread_workspace();
   ws.q.resize(static_cast<std::size_t>(m) * k4);
@@ -5017,7 +5029,6 @@ inline void gemm_packed_int8(int m, const float* a, int lda, const packed_int8& 
 #endif
   }
   detail::packed_call g = packed_access::call(w);
-  g.m = m;
   g.a = ws.q.data();
   g.lda = k4;
   g.a_scales = ws.scales.data();
@@ -5025,33 +5036,22 @@ inline void gemm_packed_int8(int m, const float* a, int lda, const packed_int8& 
   g.ldc = ldc;
   g.relu = options.relu;
   g.accumulate = options.accumulate;
-  // Column blocks of whole 4-panel tiles, so splitting never changes a tile's shape or the
-  // result: each output is computed by exactly one thread with the same operations.
-  const int blocks = (w.panels() + 3) / 4;
-  const int threads = std::min(options.threads == 0 ? intra_op_threads() : options.threads, blocks);
-  parallel_for(threads, blocks, [&](int b0, int b1) {
-    detail::for_each_row_block(m, static_cast<std::size_t>(k4), [&](int i0, int rows) {
-      detail::packed_call gi = g;
-      gi.m = rows;
-      gi.a += static_cast<std::size_t>(i0) * g.lda;
-      gi.a_scales += i0;
-      gi.c += static_cast<std::size_t>(i0) * g.ldc;
-      detail::run_packed(kind, gi, 4 * b0, std::min(w.panels(), 4 * b1));
-    });
-  });
+  detail::for_each_packed_block(m, w.panels(), static_cast<std::size_t>(k4), options.threads,
+                                [&](int p0, int p1, int i0, int rows) {
+                                  detail::packed_call gi = g;
+                                  gi.m = rows;
+                                  gi.a += static_cast<std::size_t>(i0) * g.lda;
+                                  gi.a_scales += i0;
+                                  gi.c += static_cast<std::size_t>(i0) * g.ldc;
+                                  detail::run_packed(kind, gi, p0, p1);
+                                });
 }
 
 // c [m, rows] (ldc) = act(a [m, cols] (lda) Wᵀ + bias) (+ c); see packed_gemm_options.
 inline void gemm_packed_f32(int m, const float* a, int lda, const packed_f32& w, float* c, int ldc,
                             const packed_gemm_options& options = {}) {
-  const char* kernel = "gemm_packed_f32";
-  detail::check_size(kernel, "m", m);
-  detail::check_matrix(kernel, "a", a, m, w.cols(), lda);
-  detail::check_matrix(kernel, "c", c, m, w.rows(), ldc);
-  if (options.threads < 0) detail::fail(kernel, "options.threads must be >= 0");
-  if (m == 0 || w.rows() == 0) return;
+  if (!detail::check_packed_gemm("gemm_packed_f32", m, a, lda, w, c, ldc, options)) return;
   detail::packed_f32_call g = w.call();
-  g.m = m;
   g.a = a;
   g.lda = lda;
   g.c = c;
@@ -5061,23 +5061,18 @@ inline void gemm_packed_f32(int m, const float* a, int lda, const packed_f32& w,
 #if TASKMOE_KERNELS_X86
   const isa active = active_isa();
 #endif
-  // Whole 4-panel blocks per thread, as in gemm_packed_int8.
-  const int blocks = (w.panels() + 3) / 4;
-  const int threads = std::min(options.threads == 0 ? intra_op_threads() : options.threads, blocks);
-  parallel_for(threads, blocks, [&](int b0, int b1) {
-    const int p0 = 4 * b0, p1 = std::min(w.panels(), 4 * b1);
-    detail::for_each_row_block(m, static_cast<std::size_t>(w.cols()) * sizeof(float), [&](int i0, int rows) {
-      detail::packed_f32_call gi = g;
-      gi.m = rows;
-      gi.a += static_cast<std::size_t>(i0) * g.lda;
-      gi.c += static_cast<std::size_t>(i0) * g.ldc;
+  detail::for_each_packed_block(m, w.panels(), static_cast<std::size_t>(w.cols()) * sizeof(float), options.threads,
+                                [&](int p0, int p1, int i0, int rows) {
+                                  detail::packed_f32_call gi = g;
+                                  gi.m = rows;
+                                  gi.a += static_cast<std::size_t>(i0) * g.lda;
+                                  gi.c += static_cast<std::size_t>(i0) * g.ldc;
 #if TASKMOE_KERNELS_X86
-      if (active == isa::avx512) return detail::avx512::gemm_packed_f32(gi, p0, p1);
-      if (active == isa::avx2) return detail::avx2::gemm_packed_f32(gi, p0, p1);
+                                  if (active == isa::avx512) return detail::avx512::gemm_packed_f32(gi, p0, p1);
+                                  if (active == isa::avx2) return detail::avx2::gemm_packed_f32(gi, p0, p1);
 #endif
-      detail::generic::gemm_packed_f32(gi, p0, p1);
-    });
-  });
+                                  detail::generic::gemm_packed_f32(gi, p0, p1);
+                                });
 }
 
 }  // namespace kernels
