@@ -7147,7 +7147,7 @@ class sentencepiece {
 // over split each GEMM (kernels/parallel.hpp).
 // Behaviour on edge cases is documented in docs/runtime.md.
 
-#include <algorithm>    // std::stable_sort, std::min, std::remove
+#include <algorithm>    // std::stable_sort, std::min, std::remove, std::reverse
 #include <atomic>       // std::atomic
 #include <cmath>        // std::ceil
 #include <cstdint>      // std::uint64_t
@@ -7509,7 +7509,9 @@ class translator {
   }
 
   // Consecutive runs of the length-sorted order, bounded by max_batch_size (examples or source
-  // tokens). Without a bound, one batch per worker thread.
+  // tokens), longest first: the workers take batches in this order, so the longest one starts
+  // first instead of leaving one worker busy at the end while the others idle. Without a bound,
+  // one batch per worker thread.
   std::vector<std::vector<std::size_t>> split(const std::vector<std::size_t>& order,
                                               const std::vector<std::vector<int>>& sources,
                                               const translation_options& o) const {
@@ -7521,6 +7523,7 @@ class translator {
       for (std::size_t i = 0; i < order.size(); i += per)
         batches.emplace_back(order.begin() + static_cast<std::ptrdiff_t>(i),
                              order.begin() + static_cast<std::ptrdiff_t>(std::min(order.size(), i + per)));
+      std::reverse(batches.begin(), batches.end());
       return batches;
     }
     std::size_t used = 0;
@@ -7534,6 +7537,7 @@ class translator {
         used = cost;
       }
     }
+    std::reverse(batches.begin(), batches.end());
     return batches;
   }
 
