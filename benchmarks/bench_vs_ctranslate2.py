@@ -190,20 +190,25 @@ def run_ours(bench, model, ids_file, beam, batch, length, threads, reps, out_fil
 
 
 CT2_LOAD = r"""
-import os, resource, sys, time
+import sys, time
 sys.path.insert(0, sys.argv[1])
 import ctranslate2
-before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+def rss_mb():  # resident now (ru_maxrss is a peak: the import's own peak can hide the model)
+    for line in open("/proc/self/status"):
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+before = rss_mb()
 t0 = time.perf_counter()
 tr = ctranslate2.Translator(sys.argv[2], device="cpu", compute_type="int8_float32", intra_threads=1)
-print(time.perf_counter() - t0, before, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+print(time.perf_counter() - t0, before, rss_mb())
 """
 
 
 def measure_memory(args, ct2, np, ckpt, out_dir, cfg, ours_int8, task_routed, convert):
-    """Load time and whole-process peak RSS of the int8 model: taskmoe-translate (load, verify,
-    pack; it reports its load time) against a Python process that loads CTranslate2's model saved
-    with int8 weights (its peak minus that of the same process after `import ctranslate2`)."""
+    """Load time and memory of the int8 model: taskmoe-translate's whole-process peak RSS (load,
+    verify, pack; it reports its load time) against a Python process that loads CTranslate2's
+    model saved with int8 weights (its resident memory after the load minus that after
+    `import ctranslate2`)."""
     ct2_int8 = os.path.join(out_dir, "ct2-int8")
     if not os.path.exists(os.path.join(ct2_int8, "model.bin")):
         gates = task_gates(convert, ckpt, args.task) if task_routed else {}
@@ -212,7 +217,7 @@ def measure_memory(args, ct2, np, ckpt, out_dir, cfg, ours_int8, task_routed, co
     mb = lambda path: os.path.getsize(path) / 1e6
     print(f"machine: {cpu_model()} | CTranslate2 {ct2.__version__} | load average {os.getloadavg()[0]:.2f}")
     print(f"files: taskmoe int8 {mb(ours_int8):.1f} MB, CTranslate2 int8 model.bin {mb(os.path.join(ct2_int8, 'model.bin')):.1f} MB")
-    print("| run | taskmoe load s | taskmoe peak RSS MB | CT2 load s | CT2 peak RSS MB (after import) | CT2 model RSS MB |")
+    print("| run | taskmoe load s | taskmoe peak RSS MB (whole process) | CT2 load s | CT2 RSS MB after load (after import) | CT2 model RSS MB |")
     print("|---|---|---|---|---|---|")
     for run in range(3):
         r = subprocess.run(["/usr/bin/time", "-f", "%M", translate, "--model", ours_int8, "--verbose"], input="",
@@ -221,8 +226,8 @@ def measure_memory(args, ct2, np, ckpt, out_dir, cfg, ours_int8, task_routed, co
         peak = int(r.stderr.strip().splitlines()[-1]) / 1024
         c = subprocess.run([sys.executable, "-c", CT2_LOAD, args.ct2_python, ct2_int8], capture_output=True,
                            text=True, check=True).stdout.split()
-        ct_load, ct_before, ct_peak = float(c[0]), int(c[1]) / 1024, int(c[2]) / 1024
-        print(f"| {run + 1} | {load:.3f} | {peak:.0f} | {ct_load:.3f} | {ct_peak:.0f} ({ct_before:.0f}) | {ct_peak - ct_before:.0f} |")
+        ct_load, ct_before, ct_after = float(c[0]), float(c[1]), float(c[2])
+        print(f"| {run + 1} | {load:.3f} | {peak:.0f} | {ct_load:.3f} | {ct_after:.0f} ({ct_before:.0f}) | {ct_after - ct_before:.0f} |")
     return 0
 
 
