@@ -5667,7 +5667,6 @@ struct linear {
       packed_f32 = std::make_shared<const kernels::packed_f32>(kernels::packed_f32::pack({packed_f32_part()}, weight.cols));
   }
 
-
   // Bytes of this layer's packed copy of its weights (0 before pack()).
   std::size_t packed_bytes() const noexcept {
     return packed ? packed->bytes() : packed_f32 ? packed_f32->bytes() : 0;
@@ -6005,7 +6004,8 @@ inline std::vector<float> sinusoidal_positions(int n, int d) {
 inline constexpr int sinusoidal_table_rows = 1024;
 
 struct model_options {
-  // Fuse the q/k/v projections (and cross-attention k/v) into one GEMM at load (copies them).
+  // Fuse the q/k/v projections (and cross-attention k/v) into one GEMM at load (packed together
+  // from the parts).
   bool fuse_qkv = true;
   // In a model with int8 layers, quantize a float output projection per row at load (the same
   // quantizer as the converter) so the largest decoder GEMM runs int8 too. BENCHMARKS.md

@@ -43,7 +43,6 @@ struct linear {
       packed_f32 = std::make_shared<const kernels::packed_f32>(kernels::packed_f32::pack({packed_f32_part()}, weight.cols));
   }
 
-
   // Bytes of this layer's packed copy of its weights (0 before pack()).
   std::size_t packed_bytes() const noexcept {
     return packed ? packed->bytes() : packed_f32 ? packed_f32->bytes() : 0;
