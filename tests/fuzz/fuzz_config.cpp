@@ -49,7 +49,7 @@ void open_checkpoint(const std::string& dir) {
   for (const auto& t : ck->tasks()) {
     for (stack s : {stack::encoder, stack::decoder})
       if (c.has_moe && is_task_routed(c.moe(s).route))
-        for (int layer : c.moe(s).layers) (void)ck->gate(t, s, layer);
+        for (int layer : c.moe(s).layers) (void)moe::compute_task_gate(ck->router_of(t, s, layer));
     for (auto q : {quantization_scheme::float32, quantization_scheme::int8}) {
       convert_options o;
       o.quantization = q;

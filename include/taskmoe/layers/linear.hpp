@@ -9,7 +9,7 @@
 #include <taskmoe/error.hpp>                // invalid_argument_error
 #include <taskmoe/kernels/elementwise.hpp>  // layer_norm, relu
 #include <taskmoe/kernels/gemm.hpp>         // gemm_f32
-#include <taskmoe/kernels/packed_gemm.hpp>  // packed_int8, gemm_packed_int8
+#include <taskmoe/kernels/packed_gemm.hpp>  // packed_int8, packed_f32, their GEMMs
 #include <taskmoe/kernels/parallel.hpp>     // intra_op_threads
 #include <taskmoe/tensor/weight_matrix.hpp> // weight_matrix
 
