@@ -534,37 +534,44 @@ TEST_CASE("gemm_packed_f32 equals a plain fused-multiply-add reference bit for b
 }
 
 TEST_CASE("attention_scores and attention_combine match the plain reference on every ISA") {
-  // dh around the 16-float register chunks, past the 128 floats AVX-512 keeps q in registers for.
+  // dh around the 16-float register chunks, past the 128 floats AVX-512 keeps q in registers for;
+  // keys in order, and keys picked by row index (the decoder cache's slots: out of order, repeated).
   for (tk::isa isa : runnable_isas()) {
     tk::scoped_isa_override force(isa);
-    for (int heads : {1, 3, 8})
-      for (int dh : {1, 7, 16, 33, 64, 100, 130})
-        for (int n : {1, 2, 3, 17, 64}) {
-          CAPTURE(std::string(tk::to_string(isa))); CAPTURE(heads); CAPTURE(dh); CAPTURE(n);
-          const int ld = heads * dh + 5, lds = n + 3;
-          const auto q = random_floats(static_cast<std::size_t>(heads) * dh, 51);
-          const auto k = random_floats(static_cast<std::size_t>(n) * ld, 52);
-          const auto v = random_floats(static_cast<std::size_t>(n) * ld, 53);
-          const auto p = random_floats(static_cast<std::size_t>(heads) * lds, 54, 0.0f, 1.0f);
-          const float scale = 1.7f;
-          std::vector<float> s(static_cast<std::size_t>(heads) * lds, -7.0f), out(static_cast<std::size_t>(heads) * dh + 1, -7.0f);
-          tk::attention_scores(q.data(), k.data(), ld, n, heads, dh, scale, s.data(), lds);
-          tk::attention_combine(p.data(), lds, v.data(), ld, n, heads, dh, out.data());
-          for (int h = 0; h < heads; ++h) {
-            for (int j = 0; j < n; ++j) {
-              double want = 0.0;
-              for (int c = 0; c < dh; ++c) want += double(q[h * dh + c]) * k[j * ld + h * dh + c];
-              REQUIRE(s[h * lds + j] == doctest::Approx(want / scale).epsilon(1e-5).scale(1.0));
+    for (bool indexed : {false, true})
+      for (int heads : {1, 3, 8})
+        for (int dh : {1, 7, 16, 33, 64, 100, 130})
+          for (int n : {1, 2, 3, 17, 64}) {
+            CAPTURE(std::string(tk::to_string(isa))); CAPTURE(indexed); CAPTURE(heads); CAPTURE(dh); CAPTURE(n);
+            const int ld = heads * dh + 5, lds = n + 3, stored = indexed ? 2 * n + 3 : n;
+            std::vector<int> rows(static_cast<std::size_t>(n));
+            for (int j = 0; j < n; ++j) rows[static_cast<std::size_t>(j)] = indexed ? (7 * j + 3) % stored : j;
+            const int* key_rows = indexed ? rows.data() : nullptr;
+            const auto q = random_floats(static_cast<std::size_t>(heads) * dh, 51);
+            const auto k = random_floats(static_cast<std::size_t>(stored) * ld, 52);
+            const auto v = random_floats(static_cast<std::size_t>(stored) * ld, 53);
+            const auto p = random_floats(static_cast<std::size_t>(heads) * lds, 54, 0.0f, 1.0f);
+            const float scale = 1.7f;
+            std::vector<float> s(static_cast<std::size_t>(heads) * lds, -7.0f), out(static_cast<std::size_t>(heads) * dh + 1, -7.0f);
+            tk::attention_scores(q.data(), k.data(), ld, n, heads, dh, scale, s.data(), lds, key_rows);
+            tk::attention_combine(p.data(), lds, v.data(), ld, n, heads, dh, out.data(), key_rows);
+            for (int h = 0; h < heads; ++h) {
+              for (int j = 0; j < n; ++j) {
+                const int r = rows[static_cast<std::size_t>(j)];
+                double want = 0.0;
+                for (int c = 0; c < dh; ++c) want += double(q[h * dh + c]) * k[r * ld + h * dh + c];
+                REQUIRE(s[h * lds + j] == doctest::Approx(want / scale).epsilon(1e-5).scale(1.0));
+              }
+              for (int j = n; j < lds; ++j) REQUIRE(s[h * lds + j] == -7.0f);  // past n: untouched
+              for (int c = 0; c < dh; ++c) {
+                double want = 0.0;
+                for (int j = 0; j < n; ++j)
+                  want += double(p[h * lds + j]) * v[rows[static_cast<std::size_t>(j)] * ld + h * dh + c];
+                REQUIRE(out[h * dh + c] == doctest::Approx(want).epsilon(1e-5).scale(1.0));
+              }
             }
-            for (int j = n; j < lds; ++j) REQUIRE(s[h * lds + j] == -7.0f);  // past n: untouched
-            for (int c = 0; c < dh; ++c) {
-              double want = 0.0;
-              for (int j = 0; j < n; ++j) want += double(p[h * lds + j]) * v[j * ld + h * dh + c];
-              REQUIRE(out[h * dh + c] == doctest::Approx(want).epsilon(1e-5).scale(1.0));
-            }
+            REQUIRE(out.back() == -7.0f);  // nothing written past heads * dh
           }
-          REQUIRE(out.back() == -7.0f);  // nothing written past heads * dh
-        }
   }
 }
 

@@ -157,6 +157,60 @@ TEST_CASE("batched decoding equals one sentence at a time, and finished rows lea
   }
 }
 
+TEST_CASE("reorder permutes, repeats and drops rows: each row then decodes as its own history alone") {
+  // The cache keeps every K/V slot where it was written and moves only the rows' slot lists; a
+  // row's logits after any reorder sequence must equal a one-row state fed that row's history.
+  for (const auto& setup : fixture_setups()) {
+    CAPTURE(setup);
+    fixture_models models{std::make_shared<const checkpoint>(fixture_dir(setup)), {}};
+    const nlohmann::json ref = fixture_reference(setup);
+    const model::transformer& m = models.get(ref["cases"][0]["task"].get<std::string>());
+    const int vocab = m.config().vocab_size, bos = m.config().bos_id;
+    const int steps = std::min(20, m.config().max_positions);  // past the first 16-position slot list
+    model::workspace ws;
+    const std::vector<std::vector<int>> srcs{{5, 6, 7, 8}, {9, 10, 11}, {12, 13, 14, 15, 16, 17}};
+    const auto enc = m.encode(srcs, ws);
+    // rows: (sentence, token history); the reorders mimic beam search and dropping finished rows
+    std::vector<int> sentence{0, 1, 2};
+    std::vector<std::vector<int>> history(3, std::vector<int>{bos});
+    model::decoder_state st = m.start_decoding(enc, sentence);
+    std::vector<float> logits;
+    std::mt19937 rng(7);
+    for (int t = 0; t < steps; ++t) {
+      const int rows = st.rows;
+      std::vector<int> tokens;
+      for (const auto& h : history) tokens.push_back(h.back());
+      logits.resize(static_cast<std::size_t>(rows) * vocab);
+      m.step(st, tokens.data(), logits.data());
+      for (int r = 0; r < rows; ++r) {  // row r alone, from scratch
+        model::decoder_state one = m.start_decoding(enc, {sentence[static_cast<std::size_t>(r)]});
+        std::vector<float> want(static_cast<std::size_t>(vocab));
+        for (int tok : history[static_cast<std::size_t>(r)]) m.step(one, &tok, want.data());
+        for (int v = 0; v < vocab; ++v)
+          REQUIRE(logits[static_cast<std::size_t>(r) * vocab + v] == doctest::Approx(want[static_cast<std::size_t>(v)]).epsilon(1e-5).scale(1.0));
+      }
+      // next rows: out of order with repeats (at most 5 rows), then a step that drops one row
+      std::vector<int> next;
+      if (t % 4 == 3 && rows > 1) {  // a finished row leaves: strictly increasing
+        for (int i = 0; i < rows; ++i)
+          if (i != t % rows) next.push_back(i);
+      } else {
+        for (int i = 0; i < std::min(5, rows + 1); ++i) next.push_back(static_cast<int>(rng() % static_cast<unsigned>(rows)));
+      }
+      m.reorder(st, next);
+      std::vector<int> s2;
+      std::vector<std::vector<int>> h2;
+      for (int r : next) {
+        s2.push_back(sentence[static_cast<std::size_t>(r)]);
+        h2.push_back(history[static_cast<std::size_t>(r)]);
+        h2.back().push_back(4 + static_cast<int>(rng() % static_cast<unsigned>(vocab - 4)));
+      }
+      sentence.swap(s2);
+      history.swap(h2);
+    }
+  }
+}
+
 TEST_CASE("an extracted .tmoe task runs exactly like the checkpoint it came from") {
   taskmoe_test::temp_dir dir;
   for (const auto& setup : fixture_setups()) {

@@ -2887,7 +2887,8 @@ class scoped_isa_override {
 
 // ---- begin taskmoe/kernels/detail/packed_args.hpp ----
 // The packed weight layouts shared by every ISA's kernel (kernels/packed_gemm.hpp packs them,
-// arch/*.hpp multiply with them), and the arguments of one packed GEMM call.
+// arch/*.hpp multiply with them), the arguments of one packed GEMM call, and how the attention
+// kernels find a key row.
 //
 // Layout: columns (weight rows) in panels of 16, K padded to a multiple of 4. Panel p, k-group g
 // (k = 4g .. 4g+3), column c, byte b lives at data[p * k4 * 16 + g * 64 + c * 4 + b]; padding is
@@ -2944,6 +2945,13 @@ struct packed_f32_call {
   bool accumulate = false;
   std::size_t panel_floats() const noexcept { return static_cast<std::size_t>(k) * panel_width; }
 };
+
+// Attention: key / value j sits in row key_row(rows, j) of k / v, rows[j], or j when rows is null.
+// The decoder's self-attention cache hands each row its own list of slots, so beam reordering
+// copies slot numbers, not keys.
+inline std::size_t key_row(const int* rows, int j) noexcept {
+  return static_cast<std::size_t>(rows != nullptr ? rows[j] : j);
+}
 
 }  // namespace detail
 }  // namespace kernels
@@ -3273,14 +3281,14 @@ TASKMOE_TARGET_AVX2 inline bool quantize_row_int8(const float* x, int n, std::in
 
 // Attention helpers (layers/attention.hpp): heads are contiguous column blocks of width dh.
 // s[h * lds + j] = (q_h . k_j,h) / scale for h < heads, j < n.
-TASKMOE_TARGET_AVX2 inline void attention_scores(const float* q, const float* k, int ldk, int n, int heads,
-                                                 int dh, float scale, float* s, int lds) {
+TASKMOE_TARGET_AVX2 inline void attention_scores(const float* q, const float* k, int ldk, const int* rows, int n,
+                                                 int heads, int dh, float scale, float* s, int lds) {
   const int dv = dh & ~7;
   for (int h = 0; h < heads; ++h) {
     const float* qh = q + static_cast<std::size_t>(h) * dh;
     float* sh = s + static_cast<std::size_t>(h) * lds;
     for (int j = 0; j < n; ++j) {
-      const float* kj = k + static_cast<std::size_t>(j) * ldk + static_cast<std::size_t>(h) * dh;
+      const float* kj = k + key_row(rows, j) * ldk + static_cast<std::size_t>(h) * dh;
       __m256 a0 = _mm256_setzero_ps(), a1 = a0;
       int c = 0;
       for (; c + 16 <= dv; c += 16) {
@@ -3300,8 +3308,8 @@ TASKMOE_TARGET_AVX2 inline void attention_scores(const float* q, const float* k,
 }
 
 // out[h * dh + c] = sum_j p[h * lds + j] * v[j * ldv + h * dh + c].
-TASKMOE_TARGET_AVX2 inline void attention_combine(const float* p, int lds, const float* v, int ldv, int n,
-                                                  int heads, int dh, float* out) {
+TASKMOE_TARGET_AVX2 inline void attention_combine(const float* p, int lds, const float* v, int ldv,
+                                                  const int* rows, int n, int heads, int dh, float* out) {
   for (int h = 0; h < heads; ++h) {
     const float* ph = p + static_cast<std::size_t>(h) * lds;
     float* oh = out + static_cast<std::size_t>(h) * dh;
@@ -3311,7 +3319,7 @@ TASKMOE_TARGET_AVX2 inline void attention_combine(const float* p, int lds, const
       __m256 o0 = _mm256_setzero_ps(), o1 = o0, o2 = o0, o3 = o0;
       for (int j = 0; j < n; ++j) {
         const __m256 w = _mm256_set1_ps(ph[j]);
-        const float* vj = vh + static_cast<std::size_t>(j) * ldv + c;
+        const float* vj = vh + key_row(rows, j) * ldv + c;
         o0 = _mm256_fmadd_ps(w, _mm256_loadu_ps(vj), o0);
         o1 = _mm256_fmadd_ps(w, _mm256_loadu_ps(vj + 8), o1);
         o2 = _mm256_fmadd_ps(w, _mm256_loadu_ps(vj + 16), o2);
@@ -3325,12 +3333,12 @@ TASKMOE_TARGET_AVX2 inline void attention_combine(const float* p, int lds, const
     for (; c + 8 <= dh; c += 8) {
       __m256 o0 = _mm256_setzero_ps();
       for (int j = 0; j < n; ++j)
-        o0 = _mm256_fmadd_ps(_mm256_set1_ps(ph[j]), _mm256_loadu_ps(vh + static_cast<std::size_t>(j) * ldv + c), o0);
+        o0 = _mm256_fmadd_ps(_mm256_set1_ps(ph[j]), _mm256_loadu_ps(vh + key_row(rows, j) * ldv + c), o0);
       _mm256_storeu_ps(oh + c, o0);
     }
     for (; c < dh; ++c) {
       float acc = 0.0f;
-      for (int j = 0; j < n; ++j) acc += ph[j] * vh[static_cast<std::size_t>(j) * ldv + c];
+      for (int j = 0; j < n; ++j) acc += ph[j] * vh[key_row(rows, j) * ldv + c];
       oh[c] = acc;
     }
   }
@@ -3638,8 +3646,8 @@ TASKMOE_TARGET_AVX512 inline __m512 dot_lanes(const __m512* qv, const float* qh,
 }
 
 // s[h * lds + j] = (q_h . k_j,h) / scale; two keys per step for independent FMA chains.
-TASKMOE_TARGET_AVX512 inline void attention_scores(const float* q, const float* k, int ldk, int n, int heads,
-                                                   int dh, float scale, float* s, int lds) {
+TASKMOE_TARGET_AVX512 inline void attention_scores(const float* q, const float* k, int ldk, const int* rows,
+                                                   int n, int heads, int dh, float scale, float* s, int lds) {
   for (int h = 0; h < heads; ++h) {
     const float* qh = q + static_cast<std::size_t>(h) * dh;
     float* sh = s + static_cast<std::size_t>(h) * lds;
@@ -3649,19 +3657,19 @@ TASKMOE_TARGET_AVX512 inline void attention_scores(const float* q, const float* 
     const float* kh = k + static_cast<std::size_t>(h) * dh;
     int j = 0;
     for (; j + 2 <= n; j += 2) {
-      const __m512 a0 = dot_lanes(qv, qh, kh + static_cast<std::size_t>(j) * ldk, dh);
-      const __m512 a1 = dot_lanes(qv, qh, kh + static_cast<std::size_t>(j + 1) * ldk, dh);
+      const __m512 a0 = dot_lanes(qv, qh, kh + key_row(rows, j) * ldk, dh);
+      const __m512 a1 = dot_lanes(qv, qh, kh + key_row(rows, j + 1) * ldk, dh);
       sh[j] = hsum_ps(a0) / scale;
       sh[j + 1] = hsum_ps(a1) / scale;
     }
-    if (j < n) sh[j] = hsum_ps(dot_lanes(qv, qh, kh + static_cast<std::size_t>(j) * ldk, dh)) / scale;
+    if (j < n) sh[j] = hsum_ps(dot_lanes(qv, qh, kh + key_row(rows, j) * ldk, dh)) / scale;
   }
 }
 
 // out[h * dh + c] = sum_j p[h * lds + j] * v[j * ldv + h * dh + c]; 64 columns (4 registers) per
 // pass over the keys, masked tails.
-TASKMOE_TARGET_AVX512 inline void attention_combine(const float* p, int lds, const float* v, int ldv, int n,
-                                                    int heads, int dh, float* out) {
+TASKMOE_TARGET_AVX512 inline void attention_combine(const float* p, int lds, const float* v, int ldv,
+                                                    const int* rows, int n, int heads, int dh, float* out) {
   for (int h = 0; h < heads; ++h) {
     const float* ph = p + static_cast<std::size_t>(h) * lds;
     float* oh = out + static_cast<std::size_t>(h) * dh;
@@ -3672,7 +3680,7 @@ TASKMOE_TARGET_AVX512 inline void attention_combine(const float* p, int lds, con
       __m512 o0 = _mm512_setzero_ps(), o1 = o0, o2 = o0, o3 = o0;
       for (int j = 0; j < n; ++j) {
         const __m512 w = _mm512_set1_ps(ph[j]);
-        const float* vj = vh + static_cast<std::size_t>(j) * ldv + c;
+        const float* vj = vh + key_row(rows, j) * ldv + c;
         o0 = _mm512_fmadd_ps(w, _mm512_maskz_loadu_ps(m0, vj), o0);
         o1 = _mm512_fmadd_ps(w, _mm512_maskz_loadu_ps(m1, vj + 16), o1);
         o2 = _mm512_fmadd_ps(w, _mm512_maskz_loadu_ps(m2, vj + 32), o2);
@@ -3773,12 +3781,12 @@ inline void quantize_row_int8(const float* x, int n, std::int8_t* q, float* scal
 }
 
 // Attention helpers (the plain reference for arch/avx2.hpp's versions; see layers/attention.hpp).
-inline void attention_scores(const float* q, const float* k, int ldk, int n, int heads, int dh,
-                             float scale, float* s, int lds) {
+inline void attention_scores(const float* q, const float* k, int ldk, const int* rows, int n, int heads,
+                             int dh, float scale, float* s, int lds) {
   for (int h = 0; h < heads; ++h) {
     const float* qh = q + static_cast<std::size_t>(h) * dh;
     for (int j = 0; j < n; ++j) {
-      const float* kj = k + static_cast<std::size_t>(j) * ldk + static_cast<std::size_t>(h) * dh;
+      const float* kj = k + key_row(rows, j) * ldk + static_cast<std::size_t>(h) * dh;
       float acc = 0.0f;
       for (int c = 0; c < dh; ++c) acc += qh[c] * kj[c];
       s[static_cast<std::size_t>(h) * lds + j] = acc / scale;
@@ -3786,14 +3794,14 @@ inline void attention_scores(const float* q, const float* k, int ldk, int n, int
   }
 }
 
-inline void attention_combine(const float* p, int lds, const float* v, int ldv, int n, int heads, int dh,
-                              float* out) {
+inline void attention_combine(const float* p, int lds, const float* v, int ldv, const int* rows, int n,
+                              int heads, int dh, float* out) {
   for (int h = 0; h < heads; ++h) {
     float* oh = out + static_cast<std::size_t>(h) * dh;
     for (int c = 0; c < dh; ++c) oh[c] = 0.0f;
     for (int j = 0; j < n; ++j) {
       const float pj = p[static_cast<std::size_t>(h) * lds + j];
-      const float* vj = v + static_cast<std::size_t>(j) * ldv + static_cast<std::size_t>(h) * dh;
+      const float* vj = v + key_row(rows, j) * ldv + static_cast<std::size_t>(h) * dh;
       for (int c = 0; c < dh; ++c) oh[c] += pj * vj[c];
     }
   }
@@ -5140,31 +5148,33 @@ inline void layer_norm(const float* x, int rows, int d, int ldx, const float* ga
 }
 
 // Attention scores of one query over n keys, all heads at once (heads are contiguous column
-// blocks of width dh): s[h * lds + j] = (q[h*dh ..] . k[j * ldk + h*dh ..]) / scale.
+// blocks of width dh): s[h * lds + j] = (q[h*dh ..] . k[r_j * ldk + h*dh ..]) / scale, where key
+// j is row r_j = key_rows[j] of k, or row j when key_rows is null.
 inline void attention_scores(const float* q, const float* k, int ldk, int n, int heads, int dh, float scale,
-                             float* s, int lds) {
+                             float* s, int lds, const int* key_rows = nullptr) {
   if (n <= 0 || heads <= 0) return;
   if (dh < 0 || ldk < heads * dh || lds < n) detail::fail("attention_scores", "bad sizes");
   switch (active_isa()) {
 #if TASKMOE_KERNELS_X86
-    case isa::avx512: detail::avx512::attention_scores(q, k, ldk, n, heads, dh, scale, s, lds); return;
-    case isa::avx2: detail::avx2::attention_scores(q, k, ldk, n, heads, dh, scale, s, lds); return;
+    case isa::avx512: detail::avx512::attention_scores(q, k, ldk, key_rows, n, heads, dh, scale, s, lds); return;
+    case isa::avx2: detail::avx2::attention_scores(q, k, ldk, key_rows, n, heads, dh, scale, s, lds); return;
 #endif
-    default: detail::generic::attention_scores(q, k, ldk, n, heads, dh, scale, s, lds); return;
+    default: detail::generic::attention_scores(q, k, ldk, key_rows, n, heads, dh, scale, s, lds); return;
   }
 }
 
-// Weighted sum of n value rows per head: out[h * dh + c] = sum_j p[h * lds + j] v[j * ldv + h*dh + c].
+// Weighted sum of n value rows per head: out[h * dh + c] = sum_j p[h * lds + j] v[r_j * ldv + h*dh + c]
+// (r_j as in attention_scores).
 inline void attention_combine(const float* p, int lds, const float* v, int ldv, int n, int heads, int dh,
-                              float* out) {
+                              float* out, const int* key_rows = nullptr) {
   if (heads <= 0) return;
   if (n < 0 || dh < 0 || ldv < heads * dh || lds < n) detail::fail("attention_combine", "bad sizes");
   switch (active_isa()) {
 #if TASKMOE_KERNELS_X86
-    case isa::avx512: detail::avx512::attention_combine(p, lds, v, ldv, n, heads, dh, out); return;
-    case isa::avx2: detail::avx2::attention_combine(p, lds, v, ldv, n, heads, dh, out); return;
+    case isa::avx512: detail::avx512::attention_combine(p, lds, v, ldv, key_rows, n, heads, dh, out); return;
+    case isa::avx2: detail::avx2::attention_combine(p, lds, v, ldv, key_rows, n, heads, dh, out); return;
 #endif
-    default: detail::generic::attention_combine(p, lds, v, ldv, n, heads, dh, out); return;
+    default: detail::generic::attention_combine(p, lds, v, ldv, key_rows, n, heads, dh, out); return;
   }
 }
 
@@ -5726,11 +5736,12 @@ namespace layers {
 // For each query row i < lq and head h:
 //   out[i, h] = softmax_j( q[i, h] · k[j, h] / sqrt(dh) ) v[j, h],  j < visible(i)
 // where visible(i) = lk, or min(lk, i + 1 + causal_offset) when causal_offset >= 0 (query i sits
-// at key position i + causal_offset). `scores` is scratch (resized as needed).
+// at key position i + causal_offset). Key / value j is row key_rows[j] of k / v (row j when
+// key_rows is null). `scores` is scratch (resized as needed).
 inline void multi_head_attention(const float* q, int ldq, int lq, const float* k, int ldk,
                                  const float* v, int ldv, int lk, int heads, int dh,
                                  int causal_offset, float* out, int ldo,
-                                 std::vector<float>& scores) {
+                                 std::vector<float>& scores, const int* key_rows = nullptr) {
   const std::size_t need = static_cast<std::size_t>(heads) * static_cast<std::size_t>(lk > 0 ? lk : 1);
   if (scores.size() < need) scores.resize(need);
   const float scale = static_cast<float>(std::sqrt(static_cast<double>(dh)));
@@ -5744,9 +5755,9 @@ inline void multi_head_attention(const float* q, int ldq, int lq, const float* k
       continue;
     }
     // scores [heads, n] for all heads at once, softmax per head, then the weighted value sums
-    kernels::attention_scores(qi, k, ldk, n, heads, dh, scale, s, n);
+    kernels::attention_scores(qi, k, ldk, n, heads, dh, scale, s, n, key_rows);
     kernels::softmax(s, heads, n, n, s, n);
-    kernels::attention_combine(s, n, v, ldv, n, heads, dh, oi);
+    kernels::attention_combine(s, n, v, ldv, n, heads, dh, oi, key_rows);
   }
 }
 
@@ -5965,12 +5976,15 @@ class moe_layer {
 // incremental decoding:
 //   encode()          runs the encoder on packed (unpadded) source tokens;
 //   start_decoding()  computes every layer's cross-attention keys/values once per sentence;
-//   step()            one decoder position for every live row (self-attention K/V cached per row);
+//   step()            one decoder position for every live row (self-attention K/V cached);
 //   reorder()         keeps / duplicates rows (beam reordering, finished rows dropped).
+// The self-attention cache is written once: every step appends one K/V slot per row, and each row
+// keeps the list of slots that make up its history. A reorder copies those lists (ints), never
+// keys or values, so beam search costs no cache traffic that grows with the output length.
 // A transformer is immutable after construction: all mutable state lives in encoder_output /
 // decoder_state, which belong to the caller, so one model serves any number of threads.
 
-#include <algorithm>  // std::min
+#include <algorithm>  // std::min, std::copy_n
 #include <cmath>      // std::sin, std::cos, std::pow, std::sqrt
 #include <cstddef>    // std::size_t
 #include <cstring>    // std::memcpy
@@ -6039,12 +6053,14 @@ struct workspace {
 struct decoder_state {
   const encoder_output* encoded = nullptr;
   int rows = 0;
-  int length = 0;              // positions already in the self-attention cache
-  int capacity = 0;            // positions allocated per row
-  std::vector<int> row_source; // sentence (in encoded) of each row
-  std::vector<std::vector<float>> self_k, self_v;  // per layer [>= rows, capacity, d]
-  std::vector<float> spare;                        // reorder's gather buffer (swapped with a cache)
-  std::vector<std::vector<float>> cross_kv;        // per layer [total source tokens, 2d]
+  int length = 0;               // positions already in the self-attention cache
+  int capacity = 0;             // positions allocated per row in key_slots
+  int slots = 0;                // K/V slots written so far (the same in every layer)
+  std::vector<int> row_source;  // sentence (in encoded) of each row
+  std::vector<int> key_slots;   // [rows, capacity]: the slot holding row r's position p
+  std::vector<int> spare;       // reorder's gather buffer (swapped with key_slots)
+  std::vector<std::vector<float>> self_kv;   // per layer [slots, 2d]: key, then value
+  std::vector<std::vector<float>> cross_kv;  // per layer [total source tokens, 2d]
   workspace ws;
 };
 
@@ -6138,8 +6154,7 @@ class transformer {
     st.encoded = &encoded;
     st.rows = static_cast<int>(row_source.size());
     st.row_source = std::move(row_source);
-    st.self_k.resize(decoder_.layers.size());
-    st.self_v.resize(decoder_.layers.size());
+    st.self_kv.resize(decoder_.layers.size());
     st.cross_kv.resize(decoder_.layers.size());
     const int total = static_cast<int>(encoded.memory.size() / static_cast<std::size_t>(d));
     for (std::size_t i = 0; i < decoder_.layers.size(); ++i) {
@@ -6163,6 +6178,8 @@ class transformer {
       throw invalid_argument_error("decoder step: position " + std::to_string(pos) +
                                    " >= max_positions");
     grow_cache(st, pos + 1);
+    for (int r = 0; r < rows; ++r)
+      st.key_slots[static_cast<std::size_t>(r) * st.capacity + pos] = st.slots + r;
     workspace& ws = st.ws;
     ws.x.resize(static_cast<std::size_t>(rows) * d);
     float* x = ws.x.data();
@@ -6179,46 +6196,20 @@ class transformer {
     }
     if (decoder_.final_ln.present()) decoder_.final_ln.apply(x, rows, d, x);
     output_.forward(x, rows, d, logits, cfg_.vocab_size);
+    st.slots += rows;
     st.length = pos + 1;
   }
 
-  // Row i of the new state is row rows[i] of the old one (rows may repeat or be dropped).
-  // Strictly increasing rows (finished rows dropped) compact the caches in place, copying only
-  // rows that move; anything else (beam reordering) gathers each cache into one spare buffer that
-  // is swapped in, so no reorder allocates once the buffers have reached their size. Only the
-  // `length` positions written so far are copied.
+  // Row i of the new state is row rows[i] of the old one (rows may repeat or be dropped). Only the
+  // slot lists move (`length` ints per row); the keys and values stay where they were written.
   void reorder(decoder_state& st, const std::vector<int>& rows) const {
-    const std::size_t d = static_cast<std::size_t>(cfg_.d_model);
-    const std::size_t per_row = static_cast<std::size_t>(st.capacity) * d;
-    const std::size_t used = static_cast<std::size_t>(st.length) * d;
-    bool increasing = true;
-    for (std::size_t i = 0; i < rows.size(); ++i) {
-      const int r = rows[i];
+    for (const int r : rows)
       if (r < 0 || r >= st.rows) throw invalid_argument_error("reorder: row " + std::to_string(r) + " out of range");
-      if (i > 0 && r <= rows[i - 1]) increasing = false;
-    }
-    if (used > 0) {
-      for (auto* caches : {&st.self_k, &st.self_v})
-        for (auto& c : *caches) {
-          if (increasing) {  // rows[i] >= i: a source row is never overwritten before it is read
-            for (std::size_t i = 0; i < rows.size(); ++i)
-              if (static_cast<std::size_t>(rows[i]) != i)
-                std::memcpy(c.data() + i * per_row, c.data() + static_cast<std::size_t>(rows[i]) * per_row,
-                            sizeof(float) * used);
-            continue;
-          }
-          if (st.spare.size() < rows.size() * per_row) st.spare.resize(rows.size() * per_row);
-          for (std::size_t i = 0; i < rows.size(); ++i)
-            std::memcpy(st.spare.data() + i * per_row, c.data() + static_cast<std::size_t>(rows[i]) * per_row,
-                        sizeof(float) * used);
-          c.swap(st.spare);
-        }
-    } else if (!increasing || rows.size() > static_cast<std::size_t>(st.rows)) {
-      // nothing cached yet: only make sure every cache has room for the new row count
-      for (auto* caches : {&st.self_k, &st.self_v})
-        for (auto& c : *caches)
-          if (c.size() < rows.size() * per_row) c.resize(rows.size() * per_row);
-    }
+    const std::size_t cap = static_cast<std::size_t>(st.capacity);
+    st.spare.resize(rows.size() * cap);
+    for (std::size_t i = 0; i < rows.size(); ++i)
+      std::copy_n(st.key_slots.data() + static_cast<std::size_t>(rows[i]) * cap, st.length, st.spare.data() + i * cap);
+    st.key_slots.swap(st.spare);
     std::vector<int> src(rows.size());
     for (std::size_t i = 0; i < rows.size(); ++i) src[i] = st.row_source[static_cast<std::size_t>(rows[i])];
     st.row_source.swap(src);
@@ -6324,20 +6315,20 @@ class transformer {
     const int d = cfg_.d_model, rows = st.rows, pos = st.length;
     workspace& ws = st.ws;
     project_qkv(l.self, h, rows, ws.qkv);
-    const std::size_t per_row = static_cast<std::size_t>(st.capacity) * d;
-    float* kc = st.self_k[li].data();
-    float* vc = st.self_v[li].data();
-    for (int r = 0; r < rows; ++r) {
-      const float* src = ws.qkv.data() + static_cast<std::size_t>(r) * 3 * d;
-      std::memcpy(kc + r * per_row + static_cast<std::size_t>(pos) * d, src + d, sizeof(float) * d);
-      std::memcpy(vc + r * per_row + static_cast<std::size_t>(pos) * d, src + 2 * d, sizeof(float) * d);
-    }
+    // This step's slots st.slots .. st.slots + rows - 1 (row r's key and value are adjacent in
+    // its qkv row, and in the slot).
+    std::vector<float>& cache = st.self_kv[li];
+    const std::size_t kv = 2 * static_cast<std::size_t>(d);
+    cache.resize((static_cast<std::size_t>(st.slots) + rows) * kv);
+    float* fresh = cache.data() + static_cast<std::size_t>(st.slots) * kv;
+    for (int r = 0; r < rows; ++r)
+      std::memcpy(fresh + r * kv, ws.qkv.data() + static_cast<std::size_t>(r) * 3 * d + d, sizeof(float) * kv);
     ws.attn.resize(static_cast<std::size_t>(rows) * d);
     for (int r = 0; r < rows; ++r)
       layers::multi_head_attention(ws.qkv.data() + static_cast<std::size_t>(r) * 3 * d, 3 * d, 1,
-                                   kc + r * per_row, d, vc + r * per_row, d, pos + 1, cfg_.n_heads,
+                                   cache.data(), 2 * d, cache.data() + d, 2 * d, pos + 1, cfg_.n_heads,
                                    cfg_.d_head(), -1, ws.attn.data() + static_cast<std::size_t>(r) * d,
-                                   d, ws.scores);
+                                   d, ws.scores, st.key_slots.data() + static_cast<std::size_t>(r) * st.capacity);
     l.self.out.forward(ws.attn.data(), rows, d, y, d);
   }
 
@@ -6359,22 +6350,17 @@ class transformer {
     l.cross.out.forward(ws.attn.data(), rows, d, y, d);
   }
 
+  // Room for `needed` positions in every row's slot list (doubling; the lists are ints).
   void grow_cache(decoder_state& st, int needed) const {
     if (needed <= st.capacity) return;
     int cap = st.capacity < 16 ? 16 : st.capacity * 2;
     while (cap < needed) cap *= 2;
     if (cap > cfg_.max_positions) cap = cfg_.max_positions;
-    const std::size_t d = static_cast<std::size_t>(cfg_.d_model);
-    const std::size_t old_row = static_cast<std::size_t>(st.capacity) * d, new_row = static_cast<std::size_t>(cap) * d;
-    for (auto* caches : {&st.self_k, &st.self_v})
-      for (auto& c : *caches) {
-        std::vector<float> next(static_cast<std::size_t>(st.rows) * new_row);
-        for (int r = 0; r < st.rows; ++r)
-          if (old_row)
-            std::memcpy(next.data() + r * new_row, c.data() + r * old_row,
-                        sizeof(float) * static_cast<std::size_t>(st.length) * d);
-        c.swap(next);
-      }
+    std::vector<int> next(static_cast<std::size_t>(st.rows) * cap);
+    for (int r = 0; r < st.rows; ++r)
+      std::copy_n(st.key_slots.data() + static_cast<std::size_t>(r) * st.capacity, st.length,
+                  next.data() + static_cast<std::size_t>(r) * cap);
+    st.key_slots.swap(next);
     st.capacity = cap;
   }
 

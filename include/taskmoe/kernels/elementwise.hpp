@@ -65,31 +65,33 @@ inline void layer_norm(const float* x, int rows, int d, int ldx, const float* ga
 }
 
 // Attention scores of one query over n keys, all heads at once (heads are contiguous column
-// blocks of width dh): s[h * lds + j] = (q[h*dh ..] . k[j * ldk + h*dh ..]) / scale.
+// blocks of width dh): s[h * lds + j] = (q[h*dh ..] . k[r_j * ldk + h*dh ..]) / scale, where key
+// j is row r_j = key_rows[j] of k, or row j when key_rows is null.
 inline void attention_scores(const float* q, const float* k, int ldk, int n, int heads, int dh, float scale,
-                             float* s, int lds) {
+                             float* s, int lds, const int* key_rows = nullptr) {
   if (n <= 0 || heads <= 0) return;
   if (dh < 0 || ldk < heads * dh || lds < n) detail::fail("attention_scores", "bad sizes");
   switch (active_isa()) {
 #if TASKMOE_KERNELS_X86
-    case isa::avx512: detail::avx512::attention_scores(q, k, ldk, n, heads, dh, scale, s, lds); return;
-    case isa::avx2: detail::avx2::attention_scores(q, k, ldk, n, heads, dh, scale, s, lds); return;
+    case isa::avx512: detail::avx512::attention_scores(q, k, ldk, key_rows, n, heads, dh, scale, s, lds); return;
+    case isa::avx2: detail::avx2::attention_scores(q, k, ldk, key_rows, n, heads, dh, scale, s, lds); return;
 #endif
-    default: detail::generic::attention_scores(q, k, ldk, n, heads, dh, scale, s, lds); return;
+    default: detail::generic::attention_scores(q, k, ldk, key_rows, n, heads, dh, scale, s, lds); return;
   }
 }
 
-// Weighted sum of n value rows per head: out[h * dh + c] = sum_j p[h * lds + j] v[j * ldv + h*dh + c].
+// Weighted sum of n value rows per head: out[h * dh + c] = sum_j p[h * lds + j] v[r_j * ldv + h*dh + c]
+// (r_j as in attention_scores).
 inline void attention_combine(const float* p, int lds, const float* v, int ldv, int n, int heads, int dh,
-                              float* out) {
+                              float* out, const int* key_rows = nullptr) {
   if (heads <= 0) return;
   if (n < 0 || dh < 0 || ldv < heads * dh || lds < n) detail::fail("attention_combine", "bad sizes");
   switch (active_isa()) {
 #if TASKMOE_KERNELS_X86
-    case isa::avx512: detail::avx512::attention_combine(p, lds, v, ldv, n, heads, dh, out); return;
-    case isa::avx2: detail::avx2::attention_combine(p, lds, v, ldv, n, heads, dh, out); return;
+    case isa::avx512: detail::avx512::attention_combine(p, lds, v, ldv, key_rows, n, heads, dh, out); return;
+    case isa::avx2: detail::avx2::attention_combine(p, lds, v, ldv, key_rows, n, heads, dh, out); return;
 #endif
-    default: detail::generic::attention_combine(p, lds, v, ldv, n, heads, dh, out); return;
+    default: detail::generic::attention_combine(p, lds, v, ldv, key_rows, n, heads, dh, out); return;
   }
 }
 

@@ -16,11 +16,12 @@ namespace layers {
 // For each query row i < lq and head h:
 //   out[i, h] = softmax_j( q[i, h] · k[j, h] / sqrt(dh) ) v[j, h],  j < visible(i)
 // where visible(i) = lk, or min(lk, i + 1 + causal_offset) when causal_offset >= 0 (query i sits
-// at key position i + causal_offset). `scores` is scratch (resized as needed).
+// at key position i + causal_offset). Key / value j is row key_rows[j] of k / v (row j when
+// key_rows is null). `scores` is scratch (resized as needed).
 inline void multi_head_attention(const float* q, int ldq, int lq, const float* k, int ldk,
                                  const float* v, int ldv, int lk, int heads, int dh,
                                  int causal_offset, float* out, int ldo,
-                                 std::vector<float>& scores) {
+                                 std::vector<float>& scores, const int* key_rows = nullptr) {
   const std::size_t need = static_cast<std::size_t>(heads) * static_cast<std::size_t>(lk > 0 ? lk : 1);
   if (scores.size() < need) scores.resize(need);
   const float scale = static_cast<float>(std::sqrt(static_cast<double>(dh)));
@@ -34,9 +35,9 @@ inline void multi_head_attention(const float* q, int ldq, int lq, const float* k
       continue;
     }
     // scores [heads, n] for all heads at once, softmax per head, then the weighted value sums
-    kernels::attention_scores(qi, k, ldk, n, heads, dh, scale, s, n);
+    kernels::attention_scores(qi, k, ldk, n, heads, dh, scale, s, n, key_rows);
     kernels::softmax(s, heads, n, n, s, n);
-    kernels::attention_combine(s, n, v, ldv, n, heads, dh, oi);
+    kernels::attention_combine(s, n, v, ldv, n, heads, dh, oi, key_rows);
   }
 }
 

@@ -3,12 +3,15 @@
 // incremental decoding:
 //   encode()          runs the encoder on packed (unpadded) source tokens;
 //   start_decoding()  computes every layer's cross-attention keys/values once per sentence;
-//   step()            one decoder position for every live row (self-attention K/V cached per row);
+//   step()            one decoder position for every live row (self-attention K/V cached);
 //   reorder()         keeps / duplicates rows (beam reordering, finished rows dropped).
+// The self-attention cache is written once: every step appends one K/V slot per row, and each row
+// keeps the list of slots that make up its history. A reorder copies those lists (ints), never
+// keys or values, so beam search costs no cache traffic that grows with the output length.
 // A transformer is immutable after construction: all mutable state lives in encoder_output /
 // decoder_state, which belong to the caller, so one model serves any number of threads.
 
-#include <algorithm>  // std::min
+#include <algorithm>  // std::min, std::copy_n
 #include <cmath>      // std::sin, std::cos, std::pow, std::sqrt
 #include <cstddef>    // std::size_t
 #include <cstring>    // std::memcpy
@@ -86,12 +89,14 @@ struct workspace {
 struct decoder_state {
   const encoder_output* encoded = nullptr;
   int rows = 0;
-  int length = 0;              // positions already in the self-attention cache
-  int capacity = 0;            // positions allocated per row
-  std::vector<int> row_source; // sentence (in encoded) of each row
-  std::vector<std::vector<float>> self_k, self_v;  // per layer [>= rows, capacity, d]
-  std::vector<float> spare;                        // reorder's gather buffer (swapped with a cache)
-  std::vector<std::vector<float>> cross_kv;        // per layer [total source tokens, 2d]
+  int length = 0;               // positions already in the self-attention cache
+  int capacity = 0;             // positions allocated per row in key_slots
+  int slots = 0;                // K/V slots written so far (the same in every layer)
+  std::vector<int> row_source;  // sentence (in encoded) of each row
+  std::vector<int> key_slots;   // [rows, capacity]: the slot holding row r's position p
+  std::vector<int> spare;       // reorder's gather buffer (swapped with key_slots)
+  std::vector<std::vector<float>> self_kv;   // per layer [slots, 2d]: key, then value
+  std::vector<std::vector<float>> cross_kv;  // per layer [total source tokens, 2d]
   workspace ws;
 };
 
@@ -185,8 +190,7 @@ class transformer {
     st.encoded = &encoded;
     st.rows = static_cast<int>(row_source.size());
     st.row_source = std::move(row_source);
-    st.self_k.resize(decoder_.layers.size());
-    st.self_v.resize(decoder_.layers.size());
+    st.self_kv.resize(decoder_.layers.size());
     st.cross_kv.resize(decoder_.layers.size());
     const int total = static_cast<int>(encoded.memory.size() / static_cast<std::size_t>(d));
     for (std::size_t i = 0; i < decoder_.layers.size(); ++i) {
@@ -210,6 +214,8 @@ class transformer {
       throw invalid_argument_error("decoder step: position " + std::to_string(pos) +
                                    " >= max_positions");
     grow_cache(st, pos + 1);
+    for (int r = 0; r < rows; ++r)
+      st.key_slots[static_cast<std::size_t>(r) * st.capacity + pos] = st.slots + r;
     workspace& ws = st.ws;
     ws.x.resize(static_cast<std::size_t>(rows) * d);
     float* x = ws.x.data();
@@ -226,46 +232,20 @@ class transformer {
     }
     if (decoder_.final_ln.present()) decoder_.final_ln.apply(x, rows, d, x);
     output_.forward(x, rows, d, logits, cfg_.vocab_size);
+    st.slots += rows;
     st.length = pos + 1;
   }
 
-  // Row i of the new state is row rows[i] of the old one (rows may repeat or be dropped).
-  // Strictly increasing rows (finished rows dropped) compact the caches in place, copying only
-  // rows that move; anything else (beam reordering) gathers each cache into one spare buffer that
-  // is swapped in, so no reorder allocates once the buffers have reached their size. Only the
-  // `length` positions written so far are copied.
+  // Row i of the new state is row rows[i] of the old one (rows may repeat or be dropped). Only the
+  // slot lists move (`length` ints per row); the keys and values stay where they were written.
   void reorder(decoder_state& st, const std::vector<int>& rows) const {
-    const std::size_t d = static_cast<std::size_t>(cfg_.d_model);
-    const std::size_t per_row = static_cast<std::size_t>(st.capacity) * d;
-    const std::size_t used = static_cast<std::size_t>(st.length) * d;
-    bool increasing = true;
-    for (std::size_t i = 0; i < rows.size(); ++i) {
-      const int r = rows[i];
+    for (const int r : rows)
       if (r < 0 || r >= st.rows) throw invalid_argument_error("reorder: row " + std::to_string(r) + " out of range");
-      if (i > 0 && r <= rows[i - 1]) increasing = false;
-    }
-    if (used > 0) {
-      for (auto* caches : {&st.self_k, &st.self_v})
-        for (auto& c : *caches) {
-          if (increasing) {  // rows[i] >= i: a source row is never overwritten before it is read
-            for (std::size_t i = 0; i < rows.size(); ++i)
-              if (static_cast<std::size_t>(rows[i]) != i)
-                std::memcpy(c.data() + i * per_row, c.data() + static_cast<std::size_t>(rows[i]) * per_row,
-                            sizeof(float) * used);
-            continue;
-          }
-          if (st.spare.size() < rows.size() * per_row) st.spare.resize(rows.size() * per_row);
-          for (std::size_t i = 0; i < rows.size(); ++i)
-            std::memcpy(st.spare.data() + i * per_row, c.data() + static_cast<std::size_t>(rows[i]) * per_row,
-                        sizeof(float) * used);
-          c.swap(st.spare);
-        }
-    } else if (!increasing || rows.size() > static_cast<std::size_t>(st.rows)) {
-      // nothing cached yet: only make sure every cache has room for the new row count
-      for (auto* caches : {&st.self_k, &st.self_v})
-        for (auto& c : *caches)
-          if (c.size() < rows.size() * per_row) c.resize(rows.size() * per_row);
-    }
+    const std::size_t cap = static_cast<std::size_t>(st.capacity);
+    st.spare.resize(rows.size() * cap);
+    for (std::size_t i = 0; i < rows.size(); ++i)
+      std::copy_n(st.key_slots.data() + static_cast<std::size_t>(rows[i]) * cap, st.length, st.spare.data() + i * cap);
+    st.key_slots.swap(st.spare);
     std::vector<int> src(rows.size());
     for (std::size_t i = 0; i < rows.size(); ++i) src[i] = st.row_source[static_cast<std::size_t>(rows[i])];
     st.row_source.swap(src);
@@ -371,20 +351,20 @@ class transformer {
     const int d = cfg_.d_model, rows = st.rows, pos = st.length;
     workspace& ws = st.ws;
     project_qkv(l.self, h, rows, ws.qkv);
-    const std::size_t per_row = static_cast<std::size_t>(st.capacity) * d;
-    float* kc = st.self_k[li].data();
-    float* vc = st.self_v[li].data();
-    for (int r = 0; r < rows; ++r) {
-      const float* src = ws.qkv.data() + static_cast<std::size_t>(r) * 3 * d;
-      std::memcpy(kc + r * per_row + static_cast<std::size_t>(pos) * d, src + d, sizeof(float) * d);
-      std::memcpy(vc + r * per_row + static_cast<std::size_t>(pos) * d, src + 2 * d, sizeof(float) * d);
-    }
+    // This step's slots st.slots .. st.slots + rows - 1 (row r's key and value are adjacent in
+    // its qkv row, and in the slot).
+    std::vector<float>& cache = st.self_kv[li];
+    const std::size_t kv = 2 * static_cast<std::size_t>(d);
+    cache.resize((static_cast<std::size_t>(st.slots) + rows) * kv);
+    float* fresh = cache.data() + static_cast<std::size_t>(st.slots) * kv;
+    for (int r = 0; r < rows; ++r)
+      std::memcpy(fresh + r * kv, ws.qkv.data() + static_cast<std::size_t>(r) * 3 * d + d, sizeof(float) * kv);
     ws.attn.resize(static_cast<std::size_t>(rows) * d);
     for (int r = 0; r < rows; ++r)
       layers::multi_head_attention(ws.qkv.data() + static_cast<std::size_t>(r) * 3 * d, 3 * d, 1,
-                                   kc + r * per_row, d, vc + r * per_row, d, pos + 1, cfg_.n_heads,
+                                   cache.data(), 2 * d, cache.data() + d, 2 * d, pos + 1, cfg_.n_heads,
                                    cfg_.d_head(), -1, ws.attn.data() + static_cast<std::size_t>(r) * d,
-                                   d, ws.scores);
+                                   d, ws.scores, st.key_slots.data() + static_cast<std::size_t>(r) * st.capacity);
     l.self.out.forward(ws.attn.data(), rows, d, y, d);
   }
 
@@ -406,22 +386,17 @@ class transformer {
     l.cross.out.forward(ws.attn.data(), rows, d, y, d);
   }
 
+  // Room for `needed` positions in every row's slot list (doubling; the lists are ints).
   void grow_cache(decoder_state& st, int needed) const {
     if (needed <= st.capacity) return;
     int cap = st.capacity < 16 ? 16 : st.capacity * 2;
     while (cap < needed) cap *= 2;
     if (cap > cfg_.max_positions) cap = cfg_.max_positions;
-    const std::size_t d = static_cast<std::size_t>(cfg_.d_model);
-    const std::size_t old_row = static_cast<std::size_t>(st.capacity) * d, new_row = static_cast<std::size_t>(cap) * d;
-    for (auto* caches : {&st.self_k, &st.self_v})
-      for (auto& c : *caches) {
-        std::vector<float> next(static_cast<std::size_t>(st.rows) * new_row);
-        for (int r = 0; r < st.rows; ++r)
-          if (old_row)
-            std::memcpy(next.data() + r * new_row, c.data() + r * old_row,
-                        sizeof(float) * static_cast<std::size_t>(st.length) * d);
-        c.swap(next);
-      }
+    std::vector<int> next(static_cast<std::size_t>(st.rows) * cap);
+    for (int r = 0; r < st.rows; ++r)
+      std::copy_n(st.key_slots.data() + static_cast<std::size_t>(r) * st.capacity, st.length,
+                  next.data() + static_cast<std::size_t>(r) * cap);
+    st.key_slots.swap(next);
     st.capacity = cap;
   }
 

@@ -343,14 +343,14 @@ TASKMOE_TARGET_AVX2 inline bool quantize_row_int8(const float* x, int n, std::in
 
 // Attention helpers (layers/attention.hpp): heads are contiguous column blocks of width dh.
 // s[h * lds + j] = (q_h . k_j,h) / scale for h < heads, j < n.
-TASKMOE_TARGET_AVX2 inline void attention_scores(const float* q, const float* k, int ldk, int n, int heads,
-                                                 int dh, float scale, float* s, int lds) {
+TASKMOE_TARGET_AVX2 inline void attention_scores(const float* q, const float* k, int ldk, const int* rows, int n,
+                                                 int heads, int dh, float scale, float* s, int lds) {
   const int dv = dh & ~7;
   for (int h = 0; h < heads; ++h) {
     const float* qh = q + static_cast<std::size_t>(h) * dh;
     float* sh = s + static_cast<std::size_t>(h) * lds;
     for (int j = 0; j < n; ++j) {
-      const float* kj = k + static_cast<std::size_t>(j) * ldk + static_cast<std::size_t>(h) * dh;
+      const float* kj = k + key_row(rows, j) * ldk + static_cast<std::size_t>(h) * dh;
       __m256 a0 = _mm256_setzero_ps(), a1 = a0;
       int c = 0;
       for (; c + 16 <= dv; c += 16) {
@@ -370,8 +370,8 @@ TASKMOE_TARGET_AVX2 inline void attention_scores(const float* q, const float* k,
 }
 
 // out[h * dh + c] = sum_j p[h * lds + j] * v[j * ldv + h * dh + c].
-TASKMOE_TARGET_AVX2 inline void attention_combine(const float* p, int lds, const float* v, int ldv, int n,
-                                                  int heads, int dh, float* out) {
+TASKMOE_TARGET_AVX2 inline void attention_combine(const float* p, int lds, const float* v, int ldv,
+                                                  const int* rows, int n, int heads, int dh, float* out) {
   for (int h = 0; h < heads; ++h) {
     const float* ph = p + static_cast<std::size_t>(h) * lds;
     float* oh = out + static_cast<std::size_t>(h) * dh;
@@ -381,7 +381,7 @@ TASKMOE_TARGET_AVX2 inline void attention_combine(const float* p, int lds, const
       __m256 o0 = _mm256_setzero_ps(), o1 = o0, o2 = o0, o3 = o0;
       for (int j = 0; j < n; ++j) {
         const __m256 w = _mm256_set1_ps(ph[j]);
-        const float* vj = vh + static_cast<std::size_t>(j) * ldv + c;
+        const float* vj = vh + key_row(rows, j) * ldv + c;
         o0 = _mm256_fmadd_ps(w, _mm256_loadu_ps(vj), o0);
         o1 = _mm256_fmadd_ps(w, _mm256_loadu_ps(vj + 8), o1);
         o2 = _mm256_fmadd_ps(w, _mm256_loadu_ps(vj + 16), o2);
@@ -395,12 +395,12 @@ TASKMOE_TARGET_AVX2 inline void attention_combine(const float* p, int lds, const
     for (; c + 8 <= dh; c += 8) {
       __m256 o0 = _mm256_setzero_ps();
       for (int j = 0; j < n; ++j)
-        o0 = _mm256_fmadd_ps(_mm256_set1_ps(ph[j]), _mm256_loadu_ps(vh + static_cast<std::size_t>(j) * ldv + c), o0);
+        o0 = _mm256_fmadd_ps(_mm256_set1_ps(ph[j]), _mm256_loadu_ps(vh + key_row(rows, j) * ldv + c), o0);
       _mm256_storeu_ps(oh + c, o0);
     }
     for (; c < dh; ++c) {
       float acc = 0.0f;
-      for (int j = 0; j < n; ++j) acc += ph[j] * vh[static_cast<std::size_t>(j) * ldv + c];
+      for (int j = 0; j < n; ++j) acc += ph[j] * vh[key_row(rows, j) * ldv + c];
       oh[c] = acc;
     }
   }

@@ -284,8 +284,8 @@ TASKMOE_TARGET_AVX512 inline __m512 dot_lanes(const __m512* qv, const float* qh,
 }
 
 // s[h * lds + j] = (q_h . k_j,h) / scale; two keys per step for independent FMA chains.
-TASKMOE_TARGET_AVX512 inline void attention_scores(const float* q, const float* k, int ldk, int n, int heads,
-                                                   int dh, float scale, float* s, int lds) {
+TASKMOE_TARGET_AVX512 inline void attention_scores(const float* q, const float* k, int ldk, const int* rows,
+                                                   int n, int heads, int dh, float scale, float* s, int lds) {
   for (int h = 0; h < heads; ++h) {
     const float* qh = q + static_cast<std::size_t>(h) * dh;
     float* sh = s + static_cast<std::size_t>(h) * lds;
@@ -295,19 +295,19 @@ TASKMOE_TARGET_AVX512 inline void attention_scores(const float* q, const float* 
     const float* kh = k + static_cast<std::size_t>(h) * dh;
     int j = 0;
     for (; j + 2 <= n; j += 2) {
-      const __m512 a0 = dot_lanes(qv, qh, kh + static_cast<std::size_t>(j) * ldk, dh);
-      const __m512 a1 = dot_lanes(qv, qh, kh + static_cast<std::size_t>(j + 1) * ldk, dh);
+      const __m512 a0 = dot_lanes(qv, qh, kh + key_row(rows, j) * ldk, dh);
+      const __m512 a1 = dot_lanes(qv, qh, kh + key_row(rows, j + 1) * ldk, dh);
       sh[j] = hsum_ps(a0) / scale;
       sh[j + 1] = hsum_ps(a1) / scale;
     }
-    if (j < n) sh[j] = hsum_ps(dot_lanes(qv, qh, kh + static_cast<std::size_t>(j) * ldk, dh)) / scale;
+    if (j < n) sh[j] = hsum_ps(dot_lanes(qv, qh, kh + key_row(rows, j) * ldk, dh)) / scale;
   }
 }
 
 // out[h * dh + c] = sum_j p[h * lds + j] * v[j * ldv + h * dh + c]; 64 columns (4 registers) per
 // pass over the keys, masked tails.
-TASKMOE_TARGET_AVX512 inline void attention_combine(const float* p, int lds, const float* v, int ldv, int n,
-                                                    int heads, int dh, float* out) {
+TASKMOE_TARGET_AVX512 inline void attention_combine(const float* p, int lds, const float* v, int ldv,
+                                                    const int* rows, int n, int heads, int dh, float* out) {
   for (int h = 0; h < heads; ++h) {
     const float* ph = p + static_cast<std::size_t>(h) * lds;
     float* oh = out + static_cast<std::size_t>(h) * dh;
@@ -318,7 +318,7 @@ TASKMOE_TARGET_AVX512 inline void attention_combine(const float* p, int lds, con
       __m512 o0 = _mm512_setzero_ps(), o1 = o0, o2 = o0, o3 = o0;
       for (int j = 0; j < n; ++j) {
         const __m512 w = _mm512_set1_ps(ph[j]);
-        const float* vj = vh + static_cast<std::size_t>(j) * ldv + c;
+        const float* vj = vh + key_row(rows, j) * ldv + c;
         o0 = _mm512_fmadd_ps(w, _mm512_maskz_loadu_ps(m0, vj), o0);
         o1 = _mm512_fmadd_ps(w, _mm512_maskz_loadu_ps(m1, vj + 16), o1);
         o2 = _mm512_fmadd_ps(w, _mm512_maskz_loadu_ps(m2, vj + 32), o2);

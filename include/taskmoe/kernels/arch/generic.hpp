@@ -54,12 +54,12 @@ inline void quantize_row_int8(const float* x, int n, std::int8_t* q, float* scal
 }
 
 // Attention helpers (the plain reference for arch/avx2.hpp's versions; see layers/attention.hpp).
-inline void attention_scores(const float* q, const float* k, int ldk, int n, int heads, int dh,
-                             float scale, float* s, int lds) {
+inline void attention_scores(const float* q, const float* k, int ldk, const int* rows, int n, int heads,
+                             int dh, float scale, float* s, int lds) {
   for (int h = 0; h < heads; ++h) {
     const float* qh = q + static_cast<std::size_t>(h) * dh;
     for (int j = 0; j < n; ++j) {
-      const float* kj = k + static_cast<std::size_t>(j) * ldk + static_cast<std::size_t>(h) * dh;
+      const float* kj = k + key_row(rows, j) * ldk + static_cast<std::size_t>(h) * dh;
       float acc = 0.0f;
       for (int c = 0; c < dh; ++c) acc += qh[c] * kj[c];
       s[static_cast<std::size_t>(h) * lds + j] = acc / scale;
@@ -67,14 +67,14 @@ inline void attention_scores(const float* q, const float* k, int ldk, int n, int
   }
 }
 
-inline void attention_combine(const float* p, int lds, const float* v, int ldv, int n, int heads, int dh,
-                              float* out) {
+inline void attention_combine(const float* p, int lds, const float* v, int ldv, const int* rows, int n,
+                              int heads, int dh, float* out) {
   for (int h = 0; h < heads; ++h) {
     float* oh = out + static_cast<std::size_t>(h) * dh;
     for (int c = 0; c < dh; ++c) oh[c] = 0.0f;
     for (int j = 0; j < n; ++j) {
       const float pj = p[static_cast<std::size_t>(h) * lds + j];
-      const float* vj = v + static_cast<std::size_t>(j) * ldv + static_cast<std::size_t>(h) * dh;
+      const float* vj = v + key_row(rows, j) * ldv + static_cast<std::size_t>(h) * dh;
       for (int c = 0; c < dh; ++c) oh[c] += pj * vj[c];
     }
   }

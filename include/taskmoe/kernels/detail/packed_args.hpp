@@ -1,6 +1,7 @@
 #pragma once
 // The packed weight layouts shared by every ISA's kernel (kernels/packed_gemm.hpp packs them,
-// arch/*.hpp multiply with them), and the arguments of one packed GEMM call.
+// arch/*.hpp multiply with them), the arguments of one packed GEMM call, and how the attention
+// kernels find a key row.
 //
 // Layout: columns (weight rows) in panels of 16, K padded to a multiple of 4. Panel p, k-group g
 // (k = 4g .. 4g+3), column c, byte b lives at data[p * k4 * 16 + g * 64 + c * 4 + b]; padding is
@@ -57,6 +58,13 @@ struct packed_f32_call {
   bool accumulate = false;
   std::size_t panel_floats() const noexcept { return static_cast<std::size_t>(k) * panel_width; }
 };
+
+// Attention: key / value j sits in row key_row(rows, j) of k / v, rows[j], or j when rows is null.
+// The decoder's self-attention cache hands each row its own list of slots, so beam reordering
+// copies slot numbers, not keys.
+inline std::size_t key_row(const int* rows, int j) noexcept {
+  return static_cast<std::size_t>(rows != nullptr ? rows[j] : j);
+}
 
 }  // namespace detail
 }  // namespace kernels
