@@ -1,6 +1,6 @@
 // taskmoe::plan_task / convert_task (include/taskmoe/convert/convert.hpp): extraction on every
 // golden fixture, each quantization, f16/bf16 input, atomicity and error reporting.
-#include "test_helpers.hpp"
+#include "test_model_support.hpp"
 
 #include <algorithm>
 #include <cmath>
@@ -15,15 +15,9 @@ using namespace taskmoe_test;
 
 namespace {
 
-const char* const fixture_setups[] = {"task_target", "task_pair", "token_task", "token_token", "dense"};
-
-std::string fixture(const std::string& setup) {
-  return std::string(TASKMOE_TEST_DATA_DIR) + "/fixtures/" + setup;
-}
-
 // reference.json's task_routes, per task: "encoder.1" -> (experts, gates).
 std::map<std::string, nlohmann::json> reference_routes(const std::string& setup) {
-  const nlohmann::json ref = nlohmann::json::parse(read_file(fixture(setup) + "/reference.json"));
+  const nlohmann::json ref = nlohmann::json::parse(read_file(fixture_dir(setup) + "/reference.json"));
   std::map<std::string, nlohmann::json> r;
   for (const auto& c : ref.at("cases"))
     r[c.at("task").get<std::string>()] = c.value("task_routes", nlohmann::json::object());
@@ -70,9 +64,9 @@ std::vector<float> expected_f32(const checkpoint& ck, const tmoe_file& f, const 
 }  // namespace
 
 TEST_CASE("float32 extraction on every fixture: gates equal the reference, weights bit-exact") {
-  for (const char* setup : fixture_setups) {
+  for (const std::string& setup : fixture_setups()) {
     CAPTURE(setup);
-    const checkpoint ck(fixture(setup));
+    const checkpoint ck(fixture_dir(setup));
     const auto routes = reference_routes(setup);
     const model_config& c = ck.config();
     temp_dir out;
@@ -141,7 +135,7 @@ TEST_CASE("float32 extraction on every fixture: gates equal the reference, weigh
 }
 
 TEST_CASE("float16 and bfloat16: matrices converted within half-precision rounding, the rest f32") {
-  const checkpoint ck(fixture("task_pair"));  // unshared embeddings, learned positions
+  const checkpoint ck(fixture_dir("task_pair"));  // unshared embeddings, learned positions
   for (quantization_scheme q : {quantization_scheme::float16, quantization_scheme::bfloat16}) {
     CAPTURE(quantization_name(q));
     temp_dir out;
@@ -176,7 +170,7 @@ TEST_CASE("float16 and bfloat16: matrices converted within half-precision roundi
 TEST_CASE("int8: FFN, expert and attention matrices per-row quantized, error <= scale / 2") {
   for (const char* setup : {"task_target", "token_token"}) {
     CAPTURE(setup);
-    const checkpoint ck(fixture(setup));
+    const checkpoint ck(fixture_dir(setup));
     temp_dir out;
     const std::string path = out.file("x.tmoe");
     const conversion_plan plan = plan_task(ck, "en-de", options(quantization_scheme::int8));
@@ -221,7 +215,7 @@ TEST_CASE("int8: FFN, expert and attention matrices per-row quantized, error <= 
     CHECK(f.require("embed_tokens.weight").type == dtype::f32);
   }
   // Options: no attention, int8 embeddings.
-  const checkpoint ck(fixture("dense"));
+  const checkpoint ck(fixture_dir("dense"));
   convert_options o = options(quantization_scheme::int8);
   o.int8_attention = false;
   o.int8_embeddings = true;
@@ -293,7 +287,7 @@ TEST_CASE("atomicity: a conversion failing midway leaves neither the file nor a 
   }
 
   // A progress callback that throws (an interrupted conversion): nothing left either.
-  const checkpoint good(fixture("task_target"));
+  const checkpoint good(fixture_dir("task_target"));
   convert_options o = options(quantization_scheme::int8);
   std::size_t calls = 0;
   o.progress = [&calls](const convert_progress& p) {
@@ -317,7 +311,7 @@ TEST_CASE("atomicity: a conversion failing midway leaves neither the file nor a 
 }
 
 TEST_CASE("errors: unknown task lists the valid ones, missing folder, non-finite router, f16 overflow") {
-  const checkpoint ck(fixture("task_target"));
+  const checkpoint ck(fixture_dir("task_target"));
   temp_dir out;
   CHECK_THROWS_WITH_AS(plan_task(ck, "xx-yy"),
                        "unknown task 'xx-yy' (checkpoint has: en-de, de-en, en-fr, fr-en)",
@@ -374,7 +368,7 @@ TEST_CASE("int8 files decode through the packed kernels: logits track float32 on
   // logits far from the float32 file's, or as ISA paths that disagree.
   for (const char* setup : {"dense", "task_target", "task_pair", "token_task"}) {
     CAPTURE(setup);
-    const checkpoint ck(fixture(setup));
+    const checkpoint ck(fixture_dir(setup));
     temp_dir out;
     const std::string p8 = out.file("i8.tmoe"), p32 = out.file("f32.tmoe");
     convert_task(ck, "en-de", options(quantization_scheme::int8), p8);
@@ -453,11 +447,11 @@ TEST_CASE("int8 golden: converted files match the PyTorch int8 simulation on eve
   const double tol = 1e-3;
   double worst = 0, closest_f32 = 1e9;
   std::size_t exact_greedy = 0, greedy_unlike_f32 = 0;
-  for (const char* setup : fixture_setups) {
+  for (const std::string& setup : fixture_setups()) {
     CAPTURE(setup);
-    const checkpoint ck(fixture(setup));
-    const nlohmann::json ref8 = nlohmann::json::parse(read_file(fixture(setup) + "/reference_int8.json"));
-    const nlohmann::json ref32 = nlohmann::json::parse(read_file(fixture(setup) + "/reference.json"));
+    const checkpoint ck(fixture_dir(setup));
+    const nlohmann::json ref8 = nlohmann::json::parse(read_file(fixture_dir(setup) + "/reference_int8.json"));
+    const nlohmann::json ref32 = nlohmann::json::parse(read_file(fixture_dir(setup) + "/reference.json"));
     REQUIRE(ref8.at("quantization") == "int8");
     temp_dir out;
     std::map<std::string, std::shared_ptr<const model::transformer>> models;

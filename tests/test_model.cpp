@@ -12,6 +12,7 @@
 using namespace taskmoe;
 using taskmoe_test::fixture_dir;
 using taskmoe_test::fixture_reference;
+using taskmoe_test::ints;
 using taskmoe_test::fixture_setups;
 
 namespace {
@@ -42,8 +43,6 @@ struct error_stats {
                                                               << " vs max |ref| " << scale);
   }
 };
-
-std::vector<int> ints(const nlohmann::json& j) { return j.get<std::vector<int>>(); }
 
 struct fixture_models {
   std::shared_ptr<const checkpoint> ck;

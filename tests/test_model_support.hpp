@@ -21,6 +21,9 @@ inline const std::vector<std::string>& fixture_setups() {
   return s;
 }
 
+// A JSON array of ints (the reference's token ids).
+inline std::vector<int> ints(const nlohmann::json& j) { return j.get<std::vector<int>>(); }
+
 inline std::string fixture_dir(const std::string& setup) {
   return std::string(TASKMOE_TEST_DATA_DIR) + "/fixtures/" + setup;
 }

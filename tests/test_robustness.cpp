@@ -51,7 +51,7 @@ translation_options greedy() {
   return o;
 }
 
-const std::vector<std::vector<int>> sources = {{7, 89, 19, 18, 178}, {40, 41}};
+const std::vector<std::vector<int>> two_sources = {{7, 89, 19, 18, 178}, {40, 41}};
 
 // Rewrites the second half of the file in place (same size): what an editor or a careless
 // `cp new.tmoe model.tmoe` does. The pause lets the coarse file clock tick (docs/runtime.md).
@@ -72,26 +72,26 @@ TEST_CASE("a mapped model file changed on disk: a clear error, never a changed t
   SUBCASE("rewritten in place: every later call throws io_error") {
     const std::string path = convert_fixture(dir, "a.tmoe");
     const translator t(path);
-    const auto before = t.translate_tokens(sources, greedy());
+    const auto before = t.translate_tokens(two_sources, greedy());
     REQUIRE(before.size() == 2);
     rewrite_in_place(path);
-    CHECK_THROWS_WITH_AS(t.translate_tokens(sources, greedy()),
+    CHECK_THROWS_WITH_AS(t.translate_tokens(two_sources, greedy()),
                          doctest::Contains("modified after it was opened"), io_error);
-    CHECK_THROWS_AS(t.translate_tokens(sources, greedy()), io_error);  // and stays refused
+    CHECK_THROWS_AS(t.translate_tokens(two_sources, greedy()), io_error);  // and stays refused
   }
   SUBCASE("truncated: io_error before any weight is touched (no SIGBUS)") {
     const std::string path = convert_fixture(dir, "b.tmoe");
     const translator t(path);
     REQUIRE(::truncate(path.c_str(), 1000) == 0);
-    CHECK_THROWS_WITH_AS(t.translate_tokens(sources, greedy()), doctest::Contains("size"), io_error);
+    CHECK_THROWS_WITH_AS(t.translate_tokens(two_sources, greedy()), doctest::Contains("size"), io_error);
   }
   SUBCASE("replaced by rename (what taskmoe-convert does): the old mapping keeps serving") {
     const std::string path = convert_fixture(dir, "c.tmoe");
     const translator t(path);
-    const auto before = t.translate_tokens(sources, greedy());
+    const auto before = t.translate_tokens(two_sources, greedy());
     convert_fixture(dir, "c.tmoe", quantization_scheme::int8);  // overwrite = true: rename
-    const auto after = t.translate_tokens(sources, greedy());
-    for (std::size_t i = 0; i < sources.size(); ++i) {
+    const auto after = t.translate_tokens(two_sources, greedy());
+    for (std::size_t i = 0; i < two_sources.size(); ++i) {
       CHECK(after[i].hypotheses[0].tokens == before[i].hypotheses[0].tokens);
       CHECK(after[i].hypotheses[0].score == before[i].hypotheses[0].score);
     }
@@ -101,19 +101,19 @@ TEST_CASE("a mapped model file changed on disk: a clear error, never a changed t
     translator_options to;
     to.use_mmap = false;
     const translator t(path, to);
-    const auto before = t.translate_tokens(sources, greedy());
+    const auto before = t.translate_tokens(two_sources, greedy());
     rewrite_in_place(path);
-    const auto rewritten = t.translate_tokens(sources, greedy());
+    const auto rewritten = t.translate_tokens(two_sources, greedy());
     REQUIRE(::truncate(path.c_str(), 0) == 0);
-    const auto truncated = t.translate_tokens(sources, greedy());
-    for (std::size_t i = 0; i < sources.size(); ++i) {
+    const auto truncated = t.translate_tokens(two_sources, greedy());
+    for (std::size_t i = 0; i < two_sources.size(); ++i) {
       CHECK(rewritten[i].hypotheses[0].tokens == before[i].hypotheses[0].tokens);
       CHECK(truncated[i].hypotheses[0].score == before[i].hypotheses[0].score);
     }
     // The copy equals the mapping: same results as a mapped translator of a fresh file.
     const translator mapped(convert_fixture(dir, "d2.tmoe"));
-    const auto m = mapped.translate_tokens(sources, greedy());
-    for (std::size_t i = 0; i < sources.size(); ++i) CHECK(m[i].hypotheses[0].score == before[i].hypotheses[0].score);
+    const auto m = mapped.translate_tokens(two_sources, greedy());
+    for (std::size_t i = 0; i < two_sources.size(); ++i) CHECK(m[i].hypotheses[0].score == before[i].hypotheses[0].score);
   }
 }
 

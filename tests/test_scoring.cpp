@@ -10,10 +10,9 @@
 using namespace taskmoe;
 using taskmoe_test::fixture_dir;
 using taskmoe_test::fixture_reference;
+using taskmoe_test::ints;
 
 namespace {
-
-std::vector<int> ints(const nlohmann::json& j) { return j.get<std::vector<int>>(); }
 
 // source_ids minus the tag and </s>: what the token API takes.
 std::vector<int> pieces_of(const std::vector<int>& ids) { return {ids.begin() + 1, ids.end() - 1}; }

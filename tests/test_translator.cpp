@@ -12,10 +12,9 @@
 using namespace taskmoe;
 using taskmoe_test::fixture_dir;
 using taskmoe_test::fixture_reference;
+using taskmoe_test::ints;
 
 namespace {
-
-std::vector<int> ints(const nlohmann::json& j) { return j.get<std::vector<int>>(); }
 
 std::vector<int> strip_eos(std::vector<int> v) {
   if (!v.empty() && v.back() == 3) v.pop_back();
