@@ -14,9 +14,8 @@
 #include <thread>     // std::thread
 #include <vector>     // std::vector
 
-#include <taskmoe/kernels/kernels.hpp>
-#include <taskmoe/kernels/packed_gemm.hpp>
-#include <taskmoe/kernels/parallel.hpp>
+// The umbrella header, as in every test, so the single-header leg tests the amalgamated kernels.
+#include <taskmoe/taskmoe.hpp>
 
 namespace tk = taskmoe::kernels;
 
