@@ -398,6 +398,50 @@ TEST_CASE("top_k and argmax break ties towards the lower index") {
   }
 }
 
+TEST_CASE("top_k equals a stable sort on long rows: ties, NaN, -inf, signed zeros, sorted inputs") {
+  // The skip over vectors that cannot enter the list: sizes around the vector width, the beam
+  // search's beam x vocab, k up to n, and orders that make the list change often.
+  const float nan = std::numeric_limits<float>::quiet_NaN(), inf = std::numeric_limits<float>::infinity();
+  auto ranks_before = [](float va, int ia, float vb, int ib) {  // NaN last, ties to the lower index
+    if (va != va) return false;
+    if (vb != vb) return true;
+    return va > vb || (va == vb && ia < ib);
+  };
+  for (int n : {1, 3, 4, 5, 15, 16, 17, 63, 65, 1000, 32003}) {
+    for (int pattern = 0; pattern < 5; ++pattern) {
+      std::vector<float> v = random_floats(static_cast<std::size_t>(n), 40u + static_cast<unsigned>(pattern));
+      for (int i = 0; i < n; ++i) {
+        if (pattern == 1) v[i] = static_cast<float>(i % 7) * 0.5f;           // ties everywhere
+        if (pattern == 2) v[i] = static_cast<float>(i);                       // ascending: every value enters
+        if (pattern == 3) v[i] = i % 5 == 0 ? nan : (i % 5 == 1 ? -inf : v[i]);
+        if (pattern == 4) v[i] = i % 2 ? 0.0f : -0.0f;                        // equal, signed
+      }
+      if (pattern == 3 && n > 2) v[static_cast<std::size_t>(n) - 1] = inf;   // the best comes last
+      std::vector<int> ref(static_cast<std::size_t>(n));
+      for (int i = 0; i < n; ++i) ref[static_cast<std::size_t>(i)] = i;
+      std::stable_sort(ref.begin(), ref.end(), [&](int a, int b) { return ranks_before(v[a], a, v[b], b); });
+      for (int k : {1, 2, 8, n / 2, n}) {
+        if (k < 1 || k > n || (n > 1000 && k > 8)) continue;  // O(n k) on ascending input
+        CAPTURE(n); CAPTURE(pattern); CAPTURE(k);
+        std::vector<int> got(static_cast<std::size_t>(k));
+        std::vector<float> val(static_cast<std::size_t>(k));
+        tk::top_k(v.data(), n, k, got.data(), val.data());
+        bool same = true;
+        for (int j = 0; j < k; ++j) same = same && got[static_cast<std::size_t>(j)] == ref[static_cast<std::size_t>(j)];
+        CHECK(same);
+      }
+    }
+  }
+  // All NaN: the k-th stays NaN, nothing is skipped, indices in order.
+  std::vector<float> all_nan(100, nan);
+  int idx[3];
+  tk::top_k(all_nan.data(), 100, 3, idx, nullptr);
+  CHECK(idx[0] == 0); CHECK(idx[1] == 1); CHECK(idx[2] == 2);
+  all_nan[77] = -inf;  // any number beats NaN
+  tk::top_k(all_nan.data(), 100, 3, idx, nullptr);
+  CHECK(idx[0] == 77); CHECK(idx[1] == 0); CHECK(idx[2] == 1);
+}
+
 TEST_CASE("gemm_packed_int8 equals the plain integer reference bit for bit on every ISA") {
   // Awkward sizes around the 4-row / 16-column / 4-deep tiles, and the decoder's shapes.
   const int shapes[][3] = {{1, 1, 1},    {1, 7, 3},     {3, 17, 7},    {7, 63, 63},  {63, 65, 65},

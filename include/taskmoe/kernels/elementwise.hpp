@@ -142,8 +142,9 @@ inline void residual_add(float* y, int rows, int cols, int ldy, const float* x, 
 }
 
 // The k largest of x[0, n): indices[0..k) and values[0..k) (values may be null), best first,
-// ties to the lower index. 0 <= k <= n. O(n k) worst case but O(n) in practice: a candidate is
-// compared with the current k-th best first (k is small: experts per token, beam size).
+// ties to the lower index. 0 <= k <= n. O(n k) worst case but O(n) in practice: once the list is
+// full, only a value above its k-th (a number) can enter, since every later index loses ties, so
+// whole vectors below it are skipped (beam search scans beam x vocab candidates per step).
 inline void top_k(const float* x, int n, int k, int* indices, float* values) {
   detail::check_vector("top_k", "x", x, n);
   detail::check_size("top_k", "k", k);
@@ -152,6 +153,13 @@ inline void top_k(const float* x, int n, int k, int* indices, float* values) {
   if (k == 0) return;
   int filled = 0;
   for (int i = 0; i < n; ++i) {
+    if (filled == k) {
+      const float kth = x[indices[k - 1]];
+      if (kth == kth) {  // a NaN k-th is beaten by any number: no skipping then
+        i = detail::generic::skip_not_above(x, i, n, kth);
+        if (i == n) break;
+      }
+    }
     const float v = x[i];
     if (filled == k && !detail::ranks_before(v, i, x[indices[k - 1]], indices[k - 1])) continue;
     int pos = filled < k ? filled++ : k - 1;

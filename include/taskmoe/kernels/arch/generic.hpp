@@ -175,6 +175,14 @@ inline float row_sum(const float* x, int n) {
   return s;
 }
 
+// The first i' >= i such that x[i', i' + lanes) holds a value > thr, or the start of the tail
+// (fewer than `lanes` left): lets top_k skip, a vector at a time, what cannot enter its list.
+inline int skip_not_above(const float* x, int i, int n, float thr) {
+  const fbatch t(thr);
+  while (i + lanes <= n && !xsimd::any(fbatch::load_unaligned(x + i) > t)) i += lanes;
+  return i;
+}
+
 inline float row_max(const float* x, int n) {
   float m = -std::numeric_limits<float>::infinity();
   int i = 0;
