@@ -311,11 +311,17 @@ TEST_CASE("layer_norm matches the reference, and a constant row gives beta") {
   CHECK_THROWS_AS(tk::layer_norm(&v, 1, 1, 1, nullptr, nullptr, -1.0f, &v, 1), taskmoe::invalid_argument_error);
 }
 
-TEST_CASE("softmax and log_softmax are stable and define fully masked rows") {
+TEST_CASE("softmax and log_softmax are stable and define fully masked rows, on every ISA") {
   const float ninf = -std::numeric_limits<float>::infinity();
-  for (int n : {1, 7, 63, 65, 1000}) {
+  for (tk::isa isa : runnable_isas()) {
+  tk::scoped_isa_override force(isa);
+  CAPTURE(std::string(tk::to_string(isa)));
+  // Around the 8- and 16-lane vectors and their tails, and a vocabulary-sized row.
+  for (int n : {1, 7, 8, 9, 15, 16, 17, 63, 65, 1000, 8000}) {
+    CAPTURE(n);
     const int rows = 3;
-    auto x = random_floats(static_cast<std::size_t>(rows) * n, 14, -30.0f, 30.0f);
+    // -60..60: exponents from e^0 down to below float's range (e^-120), where exp must give 0.
+    auto x = random_floats(static_cast<std::size_t>(rows) * n, 14, -60.0f, 60.0f);
     x[0] = 1e30f;                                       // huge value: no overflow
     for (int j = 1; j < n; j += 2) x[n + j] = ninf;     // partially masked row
     for (int j = 0; j < n; ++j) x[2 * n + j] = ninf;    // fully masked row
@@ -341,6 +347,16 @@ TEST_CASE("softmax and log_softmax are stable and define fully masked rows") {
       CHECK(y[2 * n + j] == 0.0f);
       CHECK(ly[2 * n + j] == ninf);
     }
+    // Values within 3 of the maximum: every term counts in the sum, so an inexact exp shows.
+    auto near = random_floats(static_cast<std::size_t>(n), 16, -3.0f, 0.0f);
+    std::vector<float> lnear(near.size());
+    tk::log_softmax(near.data(), 1, n, n, lnear.data(), n);
+    double nmx = ninf, nsum = 0, worst = 0;
+    for (float v : near) nmx = std::max<double>(nmx, v);
+    for (float v : near) nsum += std::exp(double(v) - nmx);
+    for (int j = 0; j < n; ++j) worst = std::max(worst, std::fabs(lnear[j] - (double(near[j]) - nmx - std::log(nsum))));
+    CHECK(worst < 2e-6);
+  }
   }
 }
 

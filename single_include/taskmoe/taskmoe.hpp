@@ -2881,9 +2881,12 @@ class scoped_isa_override {
 // 32767: it never saturates. vpmaddwd with ones then widens pairs to int32 and vpaddd accumulates.
 // (The other way round, u = |a| and s = sign(w, a), wraps -w for w = -128.)
 
-#include <cstddef>  // std::size_t
-#include <cstdint>  // int8_t, int32_t
-#include <cstring>  // std::memcpy
+#include <algorithm>  // std::max
+#include <cmath>      // std::exp, std::log
+#include <cstddef>    // std::size_t
+#include <cstdint>    // int8_t, int32_t
+#include <cstring>    // std::memcpy
+#include <limits>     // std::numeric_limits
 
 // ---- begin taskmoe/kernels/detail/packed_args.hpp ----
 // The packed weight layouts shared by every ISA's kernel (kernels/packed_gemm.hpp packs them,
@@ -3353,6 +3356,59 @@ TASKMOE_TARGET_AVX2 inline void add_inplace(float* y, const float* b, int n) {
   for (; i < n; ++i) y[i] += b[i];
 }
 
+// exp(x) for x <= 0, 8 lanes: Cephes' single-precision polynomial (about 1 ulp). Below -87.3
+// (x = -inf included) it gives 2^-126 instead of 0, which no sum >= 1 can see; NaN stays NaN
+// (max_ps returns its second operand when either is NaN). Shared with the AVX-512 kernel.
+TASKMOE_TARGET_AVX2 inline __m256 exp_nonpositive(__m256 x) {
+  x = _mm256_max_ps(_mm256_set1_ps(-87.33654f), x);
+  const __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
+                                   _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), x);  // x - n ln2, in two parts
+  r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), r);
+  __m256 p = _mm256_set1_ps(1.9875691500e-4f);
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.3981999507e-3f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(8.3334519073e-3f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(4.1665795894e-2f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.6666665459e-1f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(5.0000001201e-1f));
+  p = _mm256_fmadd_ps(p, _mm256_mul_ps(r, r), _mm256_add_ps(r, _mm256_set1_ps(1.0f)));
+  const __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+  return _mm256_mul_ps(p, _mm256_castsi256_ps(e));  // n in [-126, 0]: 2^n is a normal float
+}
+
+TASKMOE_TARGET_AVX2 inline float hsum(__m256 v) {
+  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  return _mm_cvtss_f32(_mm_add_ss(s, _mm_movehdup_ps(s)));
+}
+
+// log_softmax of one row, as generic::log_softmax_row (fully masked row -> all -inf), with the
+// exponentials 8 at a time: beam search runs it over the vocabulary of every live row per step.
+TASKMOE_TARGET_AVX2 inline void log_softmax_row(const float* x, int n, float* y) {
+  constexpr float neg_inf = -std::numeric_limits<float>::infinity();
+  __m256 vm = _mm256_set1_ps(neg_inf);
+  int i = 0;
+  for (; i + 8 <= n; i += 8) vm = _mm256_max_ps(vm, _mm256_loadu_ps(x + i));
+  alignas(32) float lanes[8];
+  _mm256_store_ps(lanes, vm);
+  float mx = neg_inf;
+  for (const float l : lanes) mx = std::max(mx, l);
+  for (; i < n; ++i) mx = std::max(mx, x[i]);
+  if (mx == neg_inf) {
+    for (i = 0; i < n; ++i) y[i] = neg_inf;
+    return;
+  }
+  const __m256 vmx = _mm256_set1_ps(mx);
+  __m256 acc = _mm256_setzero_ps();
+  for (i = 0; i + 8 <= n; i += 8) acc = _mm256_add_ps(acc, exp_nonpositive(_mm256_sub_ps(_mm256_loadu_ps(x + i), vmx)));
+  float sum = hsum(acc);
+  for (; i < n; ++i) sum += std::exp(x[i] - mx);
+  const float shift = mx + std::log(sum);
+  const __m256 vs = _mm256_set1_ps(shift);
+  for (i = 0; i + 8 <= n; i += 8) _mm256_storeu_ps(y + i, _mm256_sub_ps(_mm256_loadu_ps(x + i), vs));
+  for (; i < n; ++i) y[i] = x[i] - shift;
+}
+
 #undef TASKMOE_TARGET_AVX2
 
 }  // namespace avx2
@@ -3371,10 +3427,13 @@ TASKMOE_TARGET_AVX2 inline void add_inplace(float* y, const float* b, int n) {
 // and vpdpbusd(acc, u, s) (VNNI) adds the four u8*s8 products of each dword straight into int32
 // without intermediate saturation. K tails use masked loads, no scalar loop.
 
+#include <algorithm>  // std::max
+#include <cmath>    // std::log
 #include <cstddef>  // std::size_t
 #include <cstdint>  // int8_t, int32_t, uint64_t
 
 #include <cstring>  // std::memcpy
+#include <limits>   // std::numeric_limits
 
 
 #if TASKMOE_KERNELS_X86
@@ -3715,6 +3774,57 @@ TASKMOE_TARGET_AVX512 inline void add_inplace(float* y, const float* b, int n) {
     const __mmask16 mask = static_cast<__mmask16>((1u << (n - i)) - 1u);
     _mm512_mask_storeu_ps(y + i, mask, _mm512_add_ps(_mm512_maskz_loadu_ps(mask, y + i), _mm512_maskz_loadu_ps(mask, b + i)));
   }
+}
+
+// avx2::exp_nonpositive at 16 lanes (the same polynomial and clamp). The masked forms of max,
+// roundscale, cvtps and slli take an explicit source: GCC 12's unmasked ones start from
+// _mm512_undefined_*, which -Wuninitialized reports once inlined.
+TASKMOE_TARGET_AVX512 inline __m512 exp_nonpositive(__m512 x) {
+  constexpr __mmask16 all = 0xFFFF;
+  const __m512i zero = _mm512_setzero_si512();
+  x = _mm512_mask_max_ps(x, all, _mm512_set1_ps(-87.33654f), x);
+  const __m512 t = _mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f));
+  const __m512 n = _mm512_mask_roundscale_ps(t, all, t, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
+  r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
+  __m512 p = _mm512_set1_ps(1.9875691500e-4f);
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.3981999507e-3f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3334519073e-3f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1665795894e-2f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459e-1f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201e-1f));
+  p = _mm512_fmadd_ps(p, _mm512_mul_ps(r, r), _mm512_add_ps(r, _mm512_set1_ps(1.0f)));
+  const __m512i biased = _mm512_add_epi32(_mm512_mask_cvtps_epi32(zero, all, n), _mm512_set1_epi32(127));
+  return _mm512_mul_ps(p, _mm512_castsi512_ps(_mm512_mask_slli_epi32(zero, all, biased, 23)));
+}
+
+// avx2::log_softmax_row at 16 lanes, masked tails.
+TASKMOE_TARGET_AVX512 inline void log_softmax_row(const float* x, int n, float* y) {
+  constexpr float neg_inf = -std::numeric_limits<float>::infinity();
+  constexpr __mmask16 all = 0xFFFF;
+  const __m512 vinf = _mm512_set1_ps(neg_inf);
+  const int full = n - n % 16;
+  const __mmask16 tail = static_cast<__mmask16>((1u << (n - full)) - 1u);
+  alignas(64) float lanes[16];
+  __m512 vm = _mm512_mask_loadu_ps(vinf, tail, x + full);
+  for (int i = 0; i < full; i += 16) vm = _mm512_mask_max_ps(vm, all, vm, _mm512_loadu_ps(x + i));
+  _mm512_store_ps(lanes, vm);
+  float mx = neg_inf;
+  for (const float l : lanes) mx = std::max(mx, l);
+  if (mx == neg_inf) {
+    for (int i = 0; i < n; ++i) y[i] = neg_inf;
+    return;
+  }
+  const __m512 vmx = _mm512_set1_ps(mx);
+  __m512 acc = _mm512_maskz_mov_ps(tail, exp_nonpositive(_mm512_sub_ps(_mm512_maskz_loadu_ps(tail, x + full), vmx)));
+  for (int i = 0; i < full; i += 16) acc = _mm512_add_ps(acc, exp_nonpositive(_mm512_sub_ps(_mm512_loadu_ps(x + i), vmx)));
+  _mm512_store_ps(lanes, acc);
+  float sum = 0.0f;
+  for (const float l : lanes) sum += l;
+  const float shift = mx + std::log(sum);
+  const __m512 vs = _mm512_set1_ps(shift);
+  for (int i = 0; i < full; i += 16) _mm512_storeu_ps(y + i, _mm512_sub_ps(_mm512_loadu_ps(x + i), vs));
+  _mm512_mask_storeu_ps(y + full, tail, _mm512_sub_ps(_mm512_maskz_loadu_ps(tail, x + full), vs));
 }
 
 #undef TASKMOE_TARGET_AVX512
@@ -5198,10 +5308,12 @@ inline void softmax(const float* x, int rows, int cols, int ldx, float* y, int l
 // log_softmax over each row of x [rows, cols] into y (may be x).
 inline void log_softmax(const float* x, int rows, int cols, int ldx, float* y, int ldy) {
   detail::check_rows("log_softmax", x, rows, cols, ldx, y, ldy);
-  for (int r = 0; r < rows; ++r) {
-    detail::generic::log_softmax_row(x + static_cast<std::size_t>(r) * ldx, cols,
-                                     y + static_cast<std::size_t>(r) * ldy);
-  }
+  void (*row)(const float*, int, float*) = detail::generic::log_softmax_row;
+#if TASKMOE_KERNELS_X86
+  if (active_isa() == isa::avx512) row = detail::avx512::log_softmax_row;
+  if (active_isa() == isa::avx2) row = detail::avx2::log_softmax_row;
+#endif
+  for (int r = 0; r < rows; ++r) row(x + static_cast<std::size_t>(r) * ldx, cols, y + static_cast<std::size_t>(r) * ldy);
 }
 
 // In place over n contiguous values.

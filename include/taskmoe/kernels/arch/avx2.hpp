@@ -13,9 +13,12 @@
 // 32767: it never saturates. vpmaddwd with ones then widens pairs to int32 and vpaddd accumulates.
 // (The other way round, u = |a| and s = sign(w, a), wraps -w for w = -128.)
 
-#include <cstddef>  // std::size_t
-#include <cstdint>  // int8_t, int32_t
-#include <cstring>  // std::memcpy
+#include <algorithm>  // std::max
+#include <cmath>      // std::exp, std::log
+#include <cstddef>    // std::size_t
+#include <cstdint>    // int8_t, int32_t
+#include <cstring>    // std::memcpy
+#include <limits>     // std::numeric_limits
 
 #include <taskmoe/kernels/detail/packed_args.hpp>  // packed_call, panel layout
 #include <taskmoe/kernels/isa.hpp>                 // TASKMOE_KERNELS_X86
@@ -413,6 +416,59 @@ TASKMOE_TARGET_AVX2 inline void add_inplace(float* y, const float* b, int n) {
     _mm256_storeu_ps(y + i, _mm256_add_ps(_mm256_loadu_ps(y + i), _mm256_loadu_ps(b + i)));
   }
   for (; i < n; ++i) y[i] += b[i];
+}
+
+// exp(x) for x <= 0, 8 lanes: Cephes' single-precision polynomial (about 1 ulp). Below -87.3
+// (x = -inf included) it gives 2^-126 instead of 0, which no sum >= 1 can see; NaN stays NaN
+// (max_ps returns its second operand when either is NaN). Shared with the AVX-512 kernel.
+TASKMOE_TARGET_AVX2 inline __m256 exp_nonpositive(__m256 x) {
+  x = _mm256_max_ps(_mm256_set1_ps(-87.33654f), x);
+  const __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
+                                   _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), x);  // x - n ln2, in two parts
+  r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), r);
+  __m256 p = _mm256_set1_ps(1.9875691500e-4f);
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.3981999507e-3f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(8.3334519073e-3f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(4.1665795894e-2f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.6666665459e-1f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(5.0000001201e-1f));
+  p = _mm256_fmadd_ps(p, _mm256_mul_ps(r, r), _mm256_add_ps(r, _mm256_set1_ps(1.0f)));
+  const __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+  return _mm256_mul_ps(p, _mm256_castsi256_ps(e));  // n in [-126, 0]: 2^n is a normal float
+}
+
+TASKMOE_TARGET_AVX2 inline float hsum(__m256 v) {
+  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  return _mm_cvtss_f32(_mm_add_ss(s, _mm_movehdup_ps(s)));
+}
+
+// log_softmax of one row, as generic::log_softmax_row (fully masked row -> all -inf), with the
+// exponentials 8 at a time: beam search runs it over the vocabulary of every live row per step.
+TASKMOE_TARGET_AVX2 inline void log_softmax_row(const float* x, int n, float* y) {
+  constexpr float neg_inf = -std::numeric_limits<float>::infinity();
+  __m256 vm = _mm256_set1_ps(neg_inf);
+  int i = 0;
+  for (; i + 8 <= n; i += 8) vm = _mm256_max_ps(vm, _mm256_loadu_ps(x + i));
+  alignas(32) float lanes[8];
+  _mm256_store_ps(lanes, vm);
+  float mx = neg_inf;
+  for (const float l : lanes) mx = std::max(mx, l);
+  for (; i < n; ++i) mx = std::max(mx, x[i]);
+  if (mx == neg_inf) {
+    for (i = 0; i < n; ++i) y[i] = neg_inf;
+    return;
+  }
+  const __m256 vmx = _mm256_set1_ps(mx);
+  __m256 acc = _mm256_setzero_ps();
+  for (i = 0; i + 8 <= n; i += 8) acc = _mm256_add_ps(acc, exp_nonpositive(_mm256_sub_ps(_mm256_loadu_ps(x + i), vmx)));
+  float sum = hsum(acc);
+  for (; i < n; ++i) sum += std::exp(x[i] - mx);
+  const float shift = mx + std::log(sum);
+  const __m256 vs = _mm256_set1_ps(shift);
+  for (i = 0; i + 8 <= n; i += 8) _mm256_storeu_ps(y + i, _mm256_sub_ps(_mm256_loadu_ps(x + i), vs));
+  for (; i < n; ++i) y[i] = x[i] - shift;
 }
 
 #undef TASKMOE_TARGET_AVX2

@@ -7,10 +7,13 @@
 // and vpdpbusd(acc, u, s) (VNNI) adds the four u8*s8 products of each dword straight into int32
 // without intermediate saturation. K tails use masked loads, no scalar loop.
 
+#include <algorithm>  // std::max
+#include <cmath>    // std::log
 #include <cstddef>  // std::size_t
 #include <cstdint>  // int8_t, int32_t, uint64_t
 
 #include <cstring>  // std::memcpy
+#include <limits>   // std::numeric_limits
 
 #include <taskmoe/kernels/detail/packed_args.hpp>  // packed_call, panel layout
 #include <taskmoe/kernels/isa.hpp>                 // TASKMOE_KERNELS_X86
@@ -353,6 +356,57 @@ TASKMOE_TARGET_AVX512 inline void add_inplace(float* y, const float* b, int n) {
     const __mmask16 mask = static_cast<__mmask16>((1u << (n - i)) - 1u);
     _mm512_mask_storeu_ps(y + i, mask, _mm512_add_ps(_mm512_maskz_loadu_ps(mask, y + i), _mm512_maskz_loadu_ps(mask, b + i)));
   }
+}
+
+// avx2::exp_nonpositive at 16 lanes (the same polynomial and clamp). The masked forms of max,
+// roundscale, cvtps and slli take an explicit source: GCC 12's unmasked ones start from
+// _mm512_undefined_*, which -Wuninitialized reports once inlined.
+TASKMOE_TARGET_AVX512 inline __m512 exp_nonpositive(__m512 x) {
+  constexpr __mmask16 all = 0xFFFF;
+  const __m512i zero = _mm512_setzero_si512();
+  x = _mm512_mask_max_ps(x, all, _mm512_set1_ps(-87.33654f), x);
+  const __m512 t = _mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f));
+  const __m512 n = _mm512_mask_roundscale_ps(t, all, t, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
+  r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
+  __m512 p = _mm512_set1_ps(1.9875691500e-4f);
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.3981999507e-3f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3334519073e-3f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1665795894e-2f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459e-1f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201e-1f));
+  p = _mm512_fmadd_ps(p, _mm512_mul_ps(r, r), _mm512_add_ps(r, _mm512_set1_ps(1.0f)));
+  const __m512i biased = _mm512_add_epi32(_mm512_mask_cvtps_epi32(zero, all, n), _mm512_set1_epi32(127));
+  return _mm512_mul_ps(p, _mm512_castsi512_ps(_mm512_mask_slli_epi32(zero, all, biased, 23)));
+}
+
+// avx2::log_softmax_row at 16 lanes, masked tails.
+TASKMOE_TARGET_AVX512 inline void log_softmax_row(const float* x, int n, float* y) {
+  constexpr float neg_inf = -std::numeric_limits<float>::infinity();
+  constexpr __mmask16 all = 0xFFFF;
+  const __m512 vinf = _mm512_set1_ps(neg_inf);
+  const int full = n - n % 16;
+  const __mmask16 tail = static_cast<__mmask16>((1u << (n - full)) - 1u);
+  alignas(64) float lanes[16];
+  __m512 vm = _mm512_mask_loadu_ps(vinf, tail, x + full);
+  for (int i = 0; i < full; i += 16) vm = _mm512_mask_max_ps(vm, all, vm, _mm512_loadu_ps(x + i));
+  _mm512_store_ps(lanes, vm);
+  float mx = neg_inf;
+  for (const float l : lanes) mx = std::max(mx, l);
+  if (mx == neg_inf) {
+    for (int i = 0; i < n; ++i) y[i] = neg_inf;
+    return;
+  }
+  const __m512 vmx = _mm512_set1_ps(mx);
+  __m512 acc = _mm512_maskz_mov_ps(tail, exp_nonpositive(_mm512_sub_ps(_mm512_maskz_loadu_ps(tail, x + full), vmx)));
+  for (int i = 0; i < full; i += 16) acc = _mm512_add_ps(acc, exp_nonpositive(_mm512_sub_ps(_mm512_loadu_ps(x + i), vmx)));
+  _mm512_store_ps(lanes, acc);
+  float sum = 0.0f;
+  for (const float l : lanes) sum += l;
+  const float shift = mx + std::log(sum);
+  const __m512 vs = _mm512_set1_ps(shift);
+  for (int i = 0; i < full; i += 16) _mm512_storeu_ps(y + i, _mm512_sub_ps(_mm512_loadu_ps(x + i), vs));
+  _mm512_mask_storeu_ps(y + full, tail, _mm512_sub_ps(_mm512_maskz_loadu_ps(tail, x + full), vs));
 }
 
 #undef TASKMOE_TARGET_AVX512
