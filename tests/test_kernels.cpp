@@ -314,49 +314,49 @@ TEST_CASE("layer_norm matches the reference, and a constant row gives beta") {
 TEST_CASE("softmax and log_softmax are stable and define fully masked rows, on every ISA") {
   const float ninf = -std::numeric_limits<float>::infinity();
   for (tk::isa isa : runnable_isas()) {
-  tk::scoped_isa_override force(isa);
-  CAPTURE(std::string(tk::to_string(isa)));
-  // Around the 8- and 16-lane vectors and their tails, and a vocabulary-sized row.
-  for (int n : {1, 7, 8, 9, 15, 16, 17, 63, 65, 1000, 8000}) {
-    CAPTURE(n);
-    const int rows = 3;
-    // -60..60: exponents from e^0 down to below float's range (e^-120), where exp must give 0.
-    auto x = random_floats(static_cast<std::size_t>(rows) * n, 14, -60.0f, 60.0f);
-    x[0] = 1e30f;                                       // huge value: no overflow
-    for (int j = 1; j < n; j += 2) x[n + j] = ninf;     // partially masked row
-    for (int j = 0; j < n; ++j) x[2 * n + j] = ninf;    // fully masked row
-    std::vector<float> y(x.size()), ly(x.size());
-    tk::softmax(x.data(), rows, n, n, y.data(), n);
-    tk::log_softmax(x.data(), rows, n, n, ly.data(), n);
-    for (int r = 0; r < 2; ++r) {
-      double mx = ninf, sum = 0;
-      for (int j = 0; j < n; ++j) mx = std::max<double>(mx, x[r * n + j]);
-      for (int j = 0; j < n; ++j) sum += std::exp(double(x[r * n + j]) - mx);
-      double total = 0;
-      for (int j = 0; j < n; ++j) {
-        const double e = std::exp(double(x[r * n + j]) - mx) / sum;
-        REQUIRE(y[r * n + j] == doctest::Approx(e).epsilon(1e-5).scale(1e-6));
-        const double le = double(x[r * n + j]) - mx - std::log(sum);
-        if (std::isinf(le)) REQUIRE(ly[r * n + j] == ninf);
-        else REQUIRE(ly[r * n + j] == doctest::Approx(le).epsilon(1e-5).scale(1.0));
-        total += y[r * n + j];
+    tk::scoped_isa_override force(isa);
+    CAPTURE(std::string(tk::to_string(isa)));
+    // Around the 8- and 16-lane vectors and their tails, and a vocabulary-sized row.
+    for (int n : {1, 7, 8, 9, 15, 16, 17, 63, 65, 1000, 8000}) {
+      CAPTURE(n);
+      const int rows = 3;
+      // -60..60: exponents from e^0 down to below float's range (e^-120), where exp must give 0.
+      auto x = random_floats(static_cast<std::size_t>(rows) * n, 14, -60.0f, 60.0f);
+      x[0] = 1e30f;                                       // huge value: no overflow
+      for (int j = 1; j < n; j += 2) x[n + j] = ninf;     // partially masked row
+      for (int j = 0; j < n; ++j) x[2 * n + j] = ninf;    // fully masked row
+      std::vector<float> y(x.size()), ly(x.size());
+      tk::softmax(x.data(), rows, n, n, y.data(), n);
+      tk::log_softmax(x.data(), rows, n, n, ly.data(), n);
+      for (int r = 0; r < 2; ++r) {
+        double mx = ninf, sum = 0;
+        for (int j = 0; j < n; ++j) mx = std::max<double>(mx, x[r * n + j]);
+        for (int j = 0; j < n; ++j) sum += std::exp(double(x[r * n + j]) - mx);
+        double total = 0;
+        for (int j = 0; j < n; ++j) {
+          const double e = std::exp(double(x[r * n + j]) - mx) / sum;
+          REQUIRE(y[r * n + j] == doctest::Approx(e).epsilon(1e-5).scale(1e-6));
+          const double le = double(x[r * n + j]) - mx - std::log(sum);
+          if (std::isinf(le)) REQUIRE(ly[r * n + j] == ninf);
+          else REQUIRE(ly[r * n + j] == doctest::Approx(le).epsilon(1e-5).scale(1.0));
+          total += y[r * n + j];
+        }
+        CHECK(total == doctest::Approx(1.0).epsilon(1e-5));
       }
-      CHECK(total == doctest::Approx(1.0).epsilon(1e-5));
+      for (int j = 0; j < n; ++j) {
+        CHECK(y[2 * n + j] == 0.0f);
+        CHECK(ly[2 * n + j] == ninf);
+      }
+      // Values within 3 of the maximum: every term counts in the sum, so an inexact exp shows.
+      auto near = random_floats(static_cast<std::size_t>(n), 16, -3.0f, 0.0f);
+      std::vector<float> lnear(near.size());
+      tk::log_softmax(near.data(), 1, n, n, lnear.data(), n);
+      double nmx = ninf, nsum = 0, worst = 0;
+      for (float v : near) nmx = std::max<double>(nmx, v);
+      for (float v : near) nsum += std::exp(double(v) - nmx);
+      for (int j = 0; j < n; ++j) worst = std::max(worst, std::fabs(lnear[j] - (double(near[j]) - nmx - std::log(nsum))));
+      CHECK(worst < 2e-6);
     }
-    for (int j = 0; j < n; ++j) {
-      CHECK(y[2 * n + j] == 0.0f);
-      CHECK(ly[2 * n + j] == ninf);
-    }
-    // Values within 3 of the maximum: every term counts in the sum, so an inexact exp shows.
-    auto near = random_floats(static_cast<std::size_t>(n), 16, -3.0f, 0.0f);
-    std::vector<float> lnear(near.size());
-    tk::log_softmax(near.data(), 1, n, n, lnear.data(), n);
-    double nmx = ninf, nsum = 0, worst = 0;
-    for (float v : near) nmx = std::max<double>(nmx, v);
-    for (float v : near) nsum += std::exp(double(v) - nmx);
-    for (int j = 0; j < n; ++j) worst = std::max(worst, std::fabs(lnear[j] - (double(near[j]) - nmx - std::log(nsum))));
-    CHECK(worst < 2e-6);
-  }
   }
 }
 

@@ -5309,10 +5309,13 @@ inline void softmax(const float* x, int rows, int cols, int ldx, float* y, int l
 inline void log_softmax(const float* x, int rows, int cols, int ldx, float* y, int ldy) {
   detail::check_rows("log_softmax", x, rows, cols, ldx, y, ldy);
   void (*row)(const float*, int, float*) = detail::generic::log_softmax_row;
+  switch (active_isa()) {
 #if TASKMOE_KERNELS_X86
-  if (active_isa() == isa::avx512) row = detail::avx512::log_softmax_row;
-  if (active_isa() == isa::avx2) row = detail::avx2::log_softmax_row;
+    case isa::avx512: row = detail::avx512::log_softmax_row; break;
+    case isa::avx2: row = detail::avx2::log_softmax_row; break;
 #endif
+    default: break;
+  }
   for (int r = 0; r < rows; ++r) row(x + static_cast<std::size_t>(r) * ldx, cols, y + static_cast<std::size_t>(r) * ldy);
 }
 
