@@ -2888,6 +2888,31 @@ class scoped_isa_override {
 #include <cstring>    // std::memcpy
 #include <limits>     // std::numeric_limits
 
+// ---- begin taskmoe/kernels/detail/exp_poly.hpp ----
+// The single-precision exp of the wide log_softmax kernels (arch/avx2.hpp, arch/avx512.hpp), in
+// one place so the two widths cannot drift apart: Cephes' expf, about 1 ulp. exp(x) = 2^n * p(r),
+// n = round(x / ln 2), r = x - n ln 2 (ln 2 in two parts, so r stays exact), p(r) = 1 + r +
+// r^2 (c0 r^5 + ... + c5) evaluated by Horner from coeffs[0].
+
+namespace taskmoe {
+namespace kernels {
+namespace detail {
+namespace exp_poly {
+
+constexpr float log2e = 1.44269504088896341f;
+constexpr float ln2_hi = 0.693359375f;
+constexpr float ln2_lo = -2.12194440e-4f;
+// Below this, 2^n would leave the normal floats; the kernels clamp there (exp = 2^-126, which no
+// softmax sum >= 1 can see) instead of handling denormals.
+constexpr float min_x = -87.33654f;
+constexpr float coeffs[] = {1.9875691500e-4f, 1.3981999507e-3f, 8.3334519073e-3f,
+                            4.1665795894e-2f, 1.6666665459e-1f, 5.0000001201e-1f};
+
+}  // namespace exp_poly
+}  // namespace detail
+}  // namespace kernels
+}  // namespace taskmoe
+// ---- end taskmoe/kernels/detail/exp_poly.hpp ----
 // ---- begin taskmoe/kernels/detail/packed_args.hpp ----
 // The packed weight layouts shared by every ISA's kernel (kernels/packed_gemm.hpp packs them,
 // arch/*.hpp multiply with them), the arguments of one packed GEMM call, and how the attention
@@ -3356,21 +3381,17 @@ TASKMOE_TARGET_AVX2 inline void add_inplace(float* y, const float* b, int n) {
   for (; i < n; ++i) y[i] += b[i];
 }
 
-// exp(x) for x <= 0, 8 lanes: Cephes' single-precision polynomial (about 1 ulp). Below -87.3
+// exp(x) for x <= 0, 8 lanes (detail/exp_poly.hpp: Cephes' polynomial, about 1 ulp). Below -87.3
 // (x = -inf included) it gives 2^-126 instead of 0, which no sum >= 1 can see; NaN stays NaN
-// (max_ps returns its second operand when either is NaN). Shared with the AVX-512 kernel.
+// (max_ps returns its second operand when either is NaN). arch/avx512.hpp does the same at 16 lanes.
 TASKMOE_TARGET_AVX2 inline __m256 exp_nonpositive(__m256 x) {
-  x = _mm256_max_ps(_mm256_set1_ps(-87.33654f), x);
-  const __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
+  x = _mm256_max_ps(_mm256_set1_ps(exp_poly::min_x), x);
+  const __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(exp_poly::log2e)),
                                    _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-  __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), x);  // x - n ln2, in two parts
-  r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), r);
-  __m256 p = _mm256_set1_ps(1.9875691500e-4f);
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.3981999507e-3f));
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(8.3334519073e-3f));
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(4.1665795894e-2f));
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.6666665459e-1f));
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(5.0000001201e-1f));
+  __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(exp_poly::ln2_hi), x);  // x - n ln2, in two parts
+  r = _mm256_fnmadd_ps(n, _mm256_set1_ps(exp_poly::ln2_lo), r);
+  __m256 p = _mm256_set1_ps(exp_poly::coeffs[0]);
+  for (int c = 1; c < 6; ++c) p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(exp_poly::coeffs[c]));
   p = _mm256_fmadd_ps(p, _mm256_mul_ps(r, r), _mm256_add_ps(r, _mm256_set1_ps(1.0f)));
   const __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
   return _mm256_mul_ps(p, _mm256_castsi256_ps(e));  // n in [-126, 0]: 2^n is a normal float
@@ -3782,17 +3803,13 @@ TASKMOE_TARGET_AVX512 inline void add_inplace(float* y, const float* b, int n) {
 TASKMOE_TARGET_AVX512 inline __m512 exp_nonpositive(__m512 x) {
   constexpr __mmask16 all = 0xFFFF;
   const __m512i zero = _mm512_setzero_si512();
-  x = _mm512_mask_max_ps(x, all, _mm512_set1_ps(-87.33654f), x);
-  const __m512 t = _mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f));
+  x = _mm512_mask_max_ps(x, all, _mm512_set1_ps(exp_poly::min_x), x);
+  const __m512 t = _mm512_mul_ps(x, _mm512_set1_ps(exp_poly::log2e));
   const __m512 n = _mm512_mask_roundscale_ps(t, all, t, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-  __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
-  r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
-  __m512 p = _mm512_set1_ps(1.9875691500e-4f);
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.3981999507e-3f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3334519073e-3f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1665795894e-2f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459e-1f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201e-1f));
+  __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(exp_poly::ln2_hi), x);
+  r = _mm512_fnmadd_ps(n, _mm512_set1_ps(exp_poly::ln2_lo), r);
+  __m512 p = _mm512_set1_ps(exp_poly::coeffs[0]);
+  for (int c = 1; c < 6; ++c) p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(exp_poly::coeffs[c]));
   p = _mm512_fmadd_ps(p, _mm512_mul_ps(r, r), _mm512_add_ps(r, _mm512_set1_ps(1.0f)));
   const __m512i biased = _mm512_add_epi32(_mm512_mask_cvtps_epi32(zero, all, n), _mm512_set1_epi32(127));
   return _mm512_mul_ps(p, _mm512_castsi512_ps(_mm512_mask_slli_epi32(zero, all, biased, 23)));

@@ -20,6 +20,7 @@
 #include <cstring>    // std::memcpy
 #include <limits>     // std::numeric_limits
 
+#include <taskmoe/kernels/detail/exp_poly.hpp>     // log_softmax's exp
 #include <taskmoe/kernels/detail/packed_args.hpp>  // packed_call, panel layout
 #include <taskmoe/kernels/isa.hpp>                 // TASKMOE_KERNELS_X86
 
@@ -418,21 +419,17 @@ TASKMOE_TARGET_AVX2 inline void add_inplace(float* y, const float* b, int n) {
   for (; i < n; ++i) y[i] += b[i];
 }
 
-// exp(x) for x <= 0, 8 lanes: Cephes' single-precision polynomial (about 1 ulp). Below -87.3
+// exp(x) for x <= 0, 8 lanes (detail/exp_poly.hpp: Cephes' polynomial, about 1 ulp). Below -87.3
 // (x = -inf included) it gives 2^-126 instead of 0, which no sum >= 1 can see; NaN stays NaN
-// (max_ps returns its second operand when either is NaN). Shared with the AVX-512 kernel.
+// (max_ps returns its second operand when either is NaN). arch/avx512.hpp does the same at 16 lanes.
 TASKMOE_TARGET_AVX2 inline __m256 exp_nonpositive(__m256 x) {
-  x = _mm256_max_ps(_mm256_set1_ps(-87.33654f), x);
-  const __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
+  x = _mm256_max_ps(_mm256_set1_ps(exp_poly::min_x), x);
+  const __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(exp_poly::log2e)),
                                    _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-  __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), x);  // x - n ln2, in two parts
-  r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), r);
-  __m256 p = _mm256_set1_ps(1.9875691500e-4f);
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.3981999507e-3f));
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(8.3334519073e-3f));
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(4.1665795894e-2f));
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.6666665459e-1f));
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(5.0000001201e-1f));
+  __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(exp_poly::ln2_hi), x);  // x - n ln2, in two parts
+  r = _mm256_fnmadd_ps(n, _mm256_set1_ps(exp_poly::ln2_lo), r);
+  __m256 p = _mm256_set1_ps(exp_poly::coeffs[0]);
+  for (int c = 1; c < 6; ++c) p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(exp_poly::coeffs[c]));
   p = _mm256_fmadd_ps(p, _mm256_mul_ps(r, r), _mm256_add_ps(r, _mm256_set1_ps(1.0f)));
   const __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
   return _mm256_mul_ps(p, _mm256_castsi256_ps(e));  // n in [-126, 0]: 2^n is a normal float

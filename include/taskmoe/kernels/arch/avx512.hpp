@@ -15,6 +15,7 @@
 #include <cstring>  // std::memcpy
 #include <limits>   // std::numeric_limits
 
+#include <taskmoe/kernels/detail/exp_poly.hpp>     // log_softmax's exp
 #include <taskmoe/kernels/detail/packed_args.hpp>  // packed_call, panel layout
 #include <taskmoe/kernels/isa.hpp>                 // TASKMOE_KERNELS_X86
 
@@ -364,17 +365,13 @@ TASKMOE_TARGET_AVX512 inline void add_inplace(float* y, const float* b, int n) {
 TASKMOE_TARGET_AVX512 inline __m512 exp_nonpositive(__m512 x) {
   constexpr __mmask16 all = 0xFFFF;
   const __m512i zero = _mm512_setzero_si512();
-  x = _mm512_mask_max_ps(x, all, _mm512_set1_ps(-87.33654f), x);
-  const __m512 t = _mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f));
+  x = _mm512_mask_max_ps(x, all, _mm512_set1_ps(exp_poly::min_x), x);
+  const __m512 t = _mm512_mul_ps(x, _mm512_set1_ps(exp_poly::log2e));
   const __m512 n = _mm512_mask_roundscale_ps(t, all, t, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-  __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
-  r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
-  __m512 p = _mm512_set1_ps(1.9875691500e-4f);
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.3981999507e-3f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3334519073e-3f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1665795894e-2f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459e-1f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201e-1f));
+  __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(exp_poly::ln2_hi), x);
+  r = _mm512_fnmadd_ps(n, _mm512_set1_ps(exp_poly::ln2_lo), r);
+  __m512 p = _mm512_set1_ps(exp_poly::coeffs[0]);
+  for (int c = 1; c < 6; ++c) p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(exp_poly::coeffs[c]));
   p = _mm512_fmadd_ps(p, _mm512_mul_ps(r, r), _mm512_add_ps(r, _mm512_set1_ps(1.0f)));
   const __m512i biased = _mm512_add_epi32(_mm512_mask_cvtps_epi32(zero, all, n), _mm512_set1_epi32(127));
   return _mm512_mul_ps(p, _mm512_castsi512_ps(_mm512_mask_slli_epi32(zero, all, biased, 23)));
