@@ -171,17 +171,24 @@ class api {
       std::fprintf(stderr, "taskmoe-server: internal error: %s\n", what.c_str());
       send_error(res, 500, "internal error: " + what);
     });
+    // Counted in the post-routing handler, which runs before the response is written: the logger
+    // runs after, so a client that scraped /metrics right after its answer could miss itself.
+    svr.set_post_routing_handler([this](const httplib::Request& req, httplib::Response& res) {
+      metrics_.requests.add("endpoint=\"" + endpoint_of(req) + "\",status=\"" + std::to_string(res.status) + "\"");
+    });
     svr.set_logger([this](const httplib::Request& req, const httplib::Response& res) {
-      static const std::set<std::string> known = {"/translate", "/languages", "/health", "/metrics", "/", "/detect"};
-      const std::string endpoint = known.count(req.path) ? req.path : "other";
-      metrics_.requests.add("endpoint=\"" + endpoint + "\",status=\"" + std::to_string(res.status) + "\"");
       if (o_.access_log)
         std::fprintf(stderr, "taskmoe-server: %s %s %s %d %zu\n", req.remote_addr.c_str(), req.method.c_str(),
-                     endpoint.c_str(), res.status, res.body.size());
+                     endpoint_of(req).c_str(), res.status, res.body.size());
     });
   }
 
  private:
+  static std::string endpoint_of(const httplib::Request& req) {
+    static const std::set<std::string> known = {"/translate", "/languages", "/health", "/metrics", "/", "/detect"};
+    return known.count(req.path) ? req.path : "other";
+  }
+
   // A request field, from the JSON object or the form / query parameters. JSON null = absent.
   struct fields {
     const nlohmann::json* object = nullptr;
