@@ -23,10 +23,14 @@
 #include <cstddef>    // std::size_t
 #include <cstdint>    // int8_t, uint8_t, int32_t
 #include <cstdlib>    // std::aligned_alloc, std::free
-#include <cstring>    // std::memset
+#include <cstring>    // std::memset, std::memcpy
 #include <memory>     // std::unique_ptr
 #include <new>        // std::bad_alloc
 #include <vector>     // std::vector
+
+#if defined(__linux__)
+#include <sys/mman.h>  // madvise
+#endif
 
 #include <taskmoe/kernels/arch/avx2.hpp>            // avx2::gemm_packed
 #include <taskmoe/kernels/arch/avx512.hpp>          // avx512::gemm_packed, flip_sign_bits
@@ -45,13 +49,22 @@ namespace detail {
 // Zeroed, 64-byte aligned storage for packed panels (aligned vector loads).
 template <class T>
 class aligned_buffer {
+  static constexpr std::size_t huge_page = std::size_t{2} << 20, huge_page_min = std::size_t{1} << 20;
+
  public:
   aligned_buffer() = default;
   explicit aligned_buffer(std::size_t count) : size_(count) {
     if (count == 0) return;
-    const std::size_t bytes = (count * sizeof(T) + 63) / 64 * 64;
-    void* mem = std::aligned_alloc(64, bytes);
+    // Large panels on 2 MiB pages where the kernel allows it (transparent huge pages): the
+    // decoder streams every weight each step, and 4 KiB pages cost a TLB miss per page (and a
+    // page fault per page at load).
+    const std::size_t align = count * sizeof(T) >= huge_page_min ? huge_page : 64;
+    const std::size_t bytes = (count * sizeof(T) + align - 1) / align * align;
+    void* mem = std::aligned_alloc(align, bytes);
     if (mem == nullptr) throw std::bad_alloc();
+#if defined(__linux__) && defined(MADV_HUGEPAGE)
+    if (align == huge_page) ::madvise(mem, bytes, MADV_HUGEPAGE);  // advice only: failure is harmless
+#endif
     std::memset(mem, 0, bytes);
     data_.reset(static_cast<T*>(mem));
   }
@@ -205,13 +218,16 @@ inline packed_int8 packed_int8::pack(const std::vector<part>& parts, int k) {
     for (int r = 0; r < p.rows; ++r, ++j) {
       const std::int8_t* src = p.w + static_cast<std::size_t>(r) * p.ldw;
       std::int8_t* panel = out.data_.data() + static_cast<std::size_t>(j / detail::panel_width) * pb;
-      const int c = j % detail::panel_width;
+      // Row j's k_group-byte groups go to its column of every group block (panel_width groups
+      // each), a 4-byte copy per group: packing is most of a file's load time.
+      constexpr std::size_t block = static_cast<std::size_t>(detail::panel_width) * detail::k_group;
+      std::int8_t* column = panel + (j % detail::panel_width) * detail::k_group;
+      const int whole = k / detail::k_group;
+      for (int g = 0; g < whole; ++g)
+        std::memcpy(column + g * block, src + static_cast<std::size_t>(g) * detail::k_group, detail::k_group);
+      for (int kk = whole * detail::k_group; kk < k; ++kk) column[whole * block + kk % detail::k_group] = src[kk];
       std::int32_t sum = 0;
-      for (int kk = 0; kk < k; ++kk) {
-        panel[(kk / detail::k_group) * (detail::panel_width * detail::k_group) + c * detail::k_group +
-              kk % detail::k_group] = src[kk];
-        sum += src[kk];
-      }
+      for (int kk = 0; kk < k; ++kk) sum += src[kk];
       out.comp_[static_cast<std::size_t>(j)] = 128 * sum;
       out.scales_[static_cast<std::size_t>(j)] = p.scales[r] * p.multiplier;
       if (any_bias) out.bias_[static_cast<std::size_t>(j)] = p.bias[r] * p.multiplier;
