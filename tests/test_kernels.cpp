@@ -593,13 +593,14 @@ TEST_CASE("gemm_packed_f32 equals a plain fused-multiply-add reference bit for b
 }
 
 TEST_CASE("attention_scores and attention_combine match the plain reference on every ISA") {
-  // dh around the 16-float register chunks, past the 128 floats AVX-512 keeps q in registers for;
+  // dh around the 16-float register chunks (the key-major kernels take multiples of 8 on AVX2, of
+  // 16 on AVX-512; others the head-major ones), past the 128 floats AVX-512 keeps q in registers for;
   // keys in order, and keys picked by row index (the decoder cache's slots: out of order, repeated).
   for (tk::isa isa : runnable_isas()) {
     tk::scoped_isa_override force(isa);
     for (bool indexed : {false, true})
-      for (int heads : {1, 3, 8})
-        for (int dh : {1, 7, 16, 33, 64, 100, 130})
+      for (int heads : {1, 3, 8, 11})  // 11: past the key-major kernels' groups of 8 heads
+        for (int dh : {1, 7, 8, 16, 24, 33, 64, 100, 130, 144})  // multiples of 8 / 16: key-major
           for (int n : {1, 2, 3, 17, 64}) {
             CAPTURE(std::string(tk::to_string(isa))); CAPTURE(indexed); CAPTURE(heads); CAPTURE(dh); CAPTURE(n);
             const int ld = heads * dh + 5, lds = n + 3, stored = indexed ? 2 * n + 3 : n;

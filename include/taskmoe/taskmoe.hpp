@@ -8,9 +8,10 @@
 #include <taskmoe/config.hpp>
 #include <taskmoe/error.hpp>
 
-// Tensors: element types and non-owning views.
+// Tensors: element types, non-owning views, uninitialized owned storage.
 #include <taskmoe/tensor/dtype.hpp>
 #include <taskmoe/tensor/tensor_view.hpp>
+#include <taskmoe/tensor/buffer.hpp>
 
 // File formats: model config, safetensors, the multi-task checkpoint, the per-task .tmoe file.
 #include <taskmoe/format/architecture.hpp>

@@ -111,7 +111,7 @@ class io_error : public error {
 }  // namespace taskmoe
 // ---- end taskmoe/error.hpp ----
 
-// Tensors: element types and non-owning views.
+// Tensors: element types, non-owning views, uninitialized owned storage.
 // ---- begin taskmoe/tensor/dtype.hpp ----
 // Element types of stored tensors. The numeric values are the on-disk codes of the .tmoe tensor
 // table (docs/format.md), so never renumber them.
@@ -432,6 +432,32 @@ inline void check_finite(const tensor_view& v, const std::string& name, const st
 
 }  // namespace taskmoe
 // ---- end taskmoe/tensor/tensor_view.hpp ----
+// ---- begin taskmoe/tensor/buffer.hpp ----
+// Owned storage that is not zero-filled. The decoder's K/V cache is sized for a capacity its rows
+// may never reach: std::vector would write (and so commit) every page of it; here a page costs
+// memory only once something is written to it.
+
+#include <cstddef>  // std::size_t
+#include <memory>   // std::unique_ptr
+
+namespace taskmoe {
+
+template <class T>
+class uninitialized_buffer {
+ public:
+  uninitialized_buffer() = default;
+  explicit uninitialized_buffer(std::size_t n) : data_(n ? new T[n] : nullptr), size_(n) {}
+  T* data() noexcept { return data_.get(); }
+  const T* data() const noexcept { return data_.get(); }
+  std::size_t size() const noexcept { return size_; }
+
+ private:
+  std::unique_ptr<T[]> data_;  // new T[n]: default-initialized, i.e. untouched for float
+  std::size_t size_ = 0;
+};
+
+}  // namespace taskmoe
+// ---- end taskmoe/tensor/buffer.hpp ----
 
 // File formats: model config, safetensors, the multi-task checkpoint, the per-task .tmoe file.
 // ---- begin taskmoe/format/architecture.hpp ----
@@ -3308,8 +3334,8 @@ TASKMOE_TARGET_AVX2 inline bool quantize_row_int8(const float* x, int n, std::in
 }
 
 // Attention helpers (layers/attention.hpp): heads are contiguous column blocks of width dh.
-// s[h * lds + j] = (q_h . k_j,h) / scale for h < heads, j < n.
-TASKMOE_TARGET_AVX2 inline void attention_scores(const float* q, const float* k, int ldk, const int* rows, int n,
+// Head-major forms, for dh not a multiple of 8 (the key-major ones below need whole registers per head).
+TASKMOE_TARGET_AVX2 inline void attention_scores_by_head(const float* q, const float* k, int ldk, const int* rows, int n,
                                                  int heads, int dh, float scale, float* s, int lds) {
   const int dv = dh & ~7;
   for (int h = 0; h < heads; ++h) {
@@ -3335,8 +3361,7 @@ TASKMOE_TARGET_AVX2 inline void attention_scores(const float* q, const float* k,
   }
 }
 
-// out[h * dh + c] = sum_j p[h * lds + j] * v[j * ldv + h * dh + c].
-TASKMOE_TARGET_AVX2 inline void attention_combine(const float* p, int lds, const float* v, int ldv,
+TASKMOE_TARGET_AVX2 inline void attention_combine_by_head(const float* p, int lds, const float* v, int ldv,
                                                   const int* rows, int n, int heads, int dh, float* out) {
   for (int h = 0; h < heads; ++h) {
     const float* ph = p + static_cast<std::size_t>(h) * lds;
@@ -3373,6 +3398,75 @@ TASKMOE_TARGET_AVX2 inline void attention_combine(const float* p, int lds, const
 }
 
 // y[i] += b[i]; 8 floats per step.
+// Lane u of the result = the sum of v[u]'s eight lanes.
+TASKMOE_TARGET_AVX2 inline __m256 hsum8(const __m256* v) {
+  const __m256 a = _mm256_hadd_ps(_mm256_hadd_ps(v[0], v[1]), _mm256_hadd_ps(v[2], v[3]));
+  const __m256 b = _mm256_hadd_ps(_mm256_hadd_ps(v[4], v[5]), _mm256_hadd_ps(v[6], v[7]));
+  // a = sums of v0..v3 over the low 128 bits | the same over the high 128 bits; b for v4..v7
+  return _mm256_add_ps(_mm256_permute2f128_ps(a, b, 0x20), _mm256_permute2f128_ps(a, b, 0x31));
+}
+
+// s[h * lds + j] = (q_h . k_j,h) / scale for h < heads, j < n. Key-major: each key's heads are
+// read in one sweep. The decoder's keys are rows kilobytes apart (a slot or a source token per
+// row); reading one head's slice of every key, then the next head's, left the prefetcher
+// nothing to follow and attention memory-bound. Eight heads' dot products reduce together.
+TASKMOE_TARGET_AVX2 inline void attention_scores(const float* q, const float* k, int ldk, const int* rows, int n,
+                                                 int heads, int dh, float scale, float* s, int lds) {
+  if (dh % 8 != 0) return attention_scores_by_head(q, k, ldk, rows, n, heads, dh, scale, s, lds);
+  const __m256 vscale = _mm256_set1_ps(scale);
+  for (int j = 0; j < n; ++j) {
+    const float* kj = k + key_row(rows, j) * ldk;
+    for (int h0 = 0; h0 < heads; h0 += 8) {
+      const int hn = heads - h0 < 8 ? heads - h0 : 8;
+      __m256 part[8];
+      for (int u = 0; u < 8; ++u) {
+        part[u] = _mm256_setzero_ps();
+        if (u >= hn) continue;
+        const std::size_t off = static_cast<std::size_t>(h0 + u) * dh;
+        for (int c = 0; c < dh; c += 8)
+          part[u] = _mm256_fmadd_ps(_mm256_loadu_ps(q + off + c), _mm256_loadu_ps(kj + off + c), part[u]);
+      }
+      alignas(32) float sums[8];
+      _mm256_store_ps(sums, _mm256_div_ps(hsum8(part), vscale));
+      for (int u = 0; u < hn; ++u) s[static_cast<std::size_t>(h0 + u) * lds + j] = sums[u];
+    }
+  }
+}
+
+// out[h * dh + c] = sum_j p[h * lds + j] * v[r_j * ldv + h * dh + c] (r_j as in
+// attention_scores). Key-major like attention_scores: four keys' rows per sweep of the output
+// (which stays in L1), each row one contiguous read.
+TASKMOE_TARGET_AVX2 inline void attention_combine(const float* p, int lds, const float* v, int ldv,
+                                                  const int* rows, int n, int heads, int dh, float* out) {
+  if (dh % 8 != 0) return attention_combine_by_head(p, lds, v, ldv, rows, n, heads, dh, out);
+  const int vectors = heads * dh / 8;
+  for (int u = 0; u < vectors; ++u) _mm256_storeu_ps(out + 8 * u, _mm256_setzero_ps());
+  int j = 0;
+  for (; j + 4 <= n; j += 4) {
+    const float* v0 = v + key_row(rows, j) * ldv;
+    const float* v1 = v + key_row(rows, j + 1) * ldv;
+    const float* v2 = v + key_row(rows, j + 2) * ldv;
+    const float* v3 = v + key_row(rows, j + 3) * ldv;
+    for (int u = 0; u < vectors; ++u) {
+      const float* ph = p + static_cast<std::size_t>(u * 8 / dh) * lds + j;
+      __m256 o = _mm256_loadu_ps(out + 8 * u);
+      o = _mm256_fmadd_ps(_mm256_broadcast_ss(ph), _mm256_loadu_ps(v0 + 8 * u), o);
+      o = _mm256_fmadd_ps(_mm256_broadcast_ss(ph + 1), _mm256_loadu_ps(v1 + 8 * u), o);
+      o = _mm256_fmadd_ps(_mm256_broadcast_ss(ph + 2), _mm256_loadu_ps(v2 + 8 * u), o);
+      o = _mm256_fmadd_ps(_mm256_broadcast_ss(ph + 3), _mm256_loadu_ps(v3 + 8 * u), o);
+      _mm256_storeu_ps(out + 8 * u, o);
+    }
+  }
+  for (; j < n; ++j) {
+    const float* v0 = v + key_row(rows, j) * ldv;
+    for (int u = 0; u < vectors; ++u) {
+      const float* ph = p + static_cast<std::size_t>(u * 8 / dh) * lds + j;
+      _mm256_storeu_ps(out + 8 * u, _mm256_fmadd_ps(_mm256_broadcast_ss(ph), _mm256_loadu_ps(v0 + 8 * u),
+                                                    _mm256_loadu_ps(out + 8 * u)));
+    }
+  }
+}
+
 TASKMOE_TARGET_AVX2 inline void add_inplace(float* y, const float* b, int n) {
   int i = 0;
   for (; i + 8 <= n; i += 8) {
@@ -3725,8 +3819,9 @@ TASKMOE_TARGET_AVX512 inline __m512 dot_lanes(const __m512* qv, const float* qh,
   return acc;
 }
 
-// s[h * lds + j] = (q_h . k_j,h) / scale; two keys per step for independent FMA chains.
-TASKMOE_TARGET_AVX512 inline void attention_scores(const float* q, const float* k, int ldk, const int* rows,
+// Head-major forms, for dh not a multiple of 16 (the key-major ones below need whole registers
+// per head). Two keys per step for independent FMA chains.
+TASKMOE_TARGET_AVX512 inline void attention_scores_by_head(const float* q, const float* k, int ldk, const int* rows,
                                                    int n, int heads, int dh, float scale, float* s, int lds) {
   for (int h = 0; h < heads; ++h) {
     const float* qh = q + static_cast<std::size_t>(h) * dh;
@@ -3746,9 +3841,8 @@ TASKMOE_TARGET_AVX512 inline void attention_scores(const float* q, const float* 
   }
 }
 
-// out[h * dh + c] = sum_j p[h * lds + j] * v[j * ldv + h * dh + c]; 64 columns (4 registers) per
-// pass over the keys, masked tails.
-TASKMOE_TARGET_AVX512 inline void attention_combine(const float* p, int lds, const float* v, int ldv,
+// 64 columns (4 registers) per pass over the keys, masked tails.
+TASKMOE_TARGET_AVX512 inline void attention_combine_by_head(const float* p, int lds, const float* v, int ldv,
                                                     const int* rows, int n, int heads, int dh, float* out) {
   for (int h = 0; h < heads; ++h) {
     const float* ph = p + static_cast<std::size_t>(h) * lds;
@@ -3770,6 +3864,68 @@ TASKMOE_TARGET_AVX512 inline void attention_combine(const float* p, int lds, con
       _mm512_mask_storeu_ps(oh + c + 16, m1, o1);
       _mm512_mask_storeu_ps(oh + c + 32, m2, o2);
       _mm512_mask_storeu_ps(oh + c + 48, m3, o3);
+    }
+  }
+}
+
+// s[h * lds + j] = (q_h . k_j,h) / scale, key-major (why: avx2::attention_scores): per key, eight
+// heads' dot products, each folded to 8 lanes and reduced together.
+TASKMOE_TARGET_AVX512 inline void attention_scores(const float* q, const float* k, int ldk, const int* rows,
+                                                   int n, int heads, int dh, float scale, float* s, int lds) {
+  if (dh % 16 != 0) return attention_scores_by_head(q, k, ldk, rows, n, heads, dh, scale, s, lds);
+  const __m256 vscale = _mm256_set1_ps(scale);
+  for (int j = 0; j < n; ++j) {
+    const float* kj = k + key_row(rows, j) * ldk;
+    for (int h0 = 0; h0 < heads; h0 += 8) {
+      const int hn = heads - h0 < 8 ? heads - h0 : 8;
+      __m256 part[8];
+      for (int u = 0; u < 8; ++u) {
+        part[u] = _mm256_setzero_ps();
+        if (u >= hn) continue;
+        const std::size_t off = static_cast<std::size_t>(h0 + u) * dh;
+        __m512 acc = _mm512_mul_ps(_mm512_loadu_ps(q + off), _mm512_loadu_ps(kj + off));
+        for (int c = 16; c < dh; c += 16)
+          acc = _mm512_fmadd_ps(_mm512_loadu_ps(q + off + c), _mm512_loadu_ps(kj + off + c), acc);
+        const __m512i b = _mm512_castps_si512(acc);  // zero-masked extracts: see hsum
+        part[u] = _mm256_add_ps(_mm256_castsi256_ps(_mm512_maskz_extracti64x4_epi64(0xff, b, 0)),
+                                _mm256_castsi256_ps(_mm512_maskz_extracti64x4_epi64(0xff, b, 1)));
+      }
+      alignas(32) float sums[8];
+      _mm256_store_ps(sums, _mm256_div_ps(avx2::hsum8(part), vscale));
+      for (int u = 0; u < hn; ++u) s[static_cast<std::size_t>(h0 + u) * lds + j] = sums[u];
+    }
+  }
+}
+
+// out[h * dh + c] = sum_j p[h * lds + j] * v[r_j * ldv + h * dh + c], key-major: four keys' rows
+// per sweep of the output (which stays in L1), each row one contiguous read.
+TASKMOE_TARGET_AVX512 inline void attention_combine(const float* p, int lds, const float* v, int ldv,
+                                                    const int* rows, int n, int heads, int dh, float* out) {
+  if (dh % 16 != 0) return attention_combine_by_head(p, lds, v, ldv, rows, n, heads, dh, out);
+  const int vectors = heads * dh / 16;
+  for (int u = 0; u < vectors; ++u) _mm512_storeu_ps(out + 16 * u, _mm512_setzero_ps());
+  int j = 0;
+  for (; j + 4 <= n; j += 4) {
+    const float* v0 = v + key_row(rows, j) * ldv;
+    const float* v1 = v + key_row(rows, j + 1) * ldv;
+    const float* v2 = v + key_row(rows, j + 2) * ldv;
+    const float* v3 = v + key_row(rows, j + 3) * ldv;
+    for (int u = 0; u < vectors; ++u) {
+      const float* ph = p + static_cast<std::size_t>(u * 16 / dh) * lds + j;
+      __m512 o = _mm512_loadu_ps(out + 16 * u);
+      o = _mm512_fmadd_ps(_mm512_set1_ps(ph[0]), _mm512_loadu_ps(v0 + 16 * u), o);
+      o = _mm512_fmadd_ps(_mm512_set1_ps(ph[1]), _mm512_loadu_ps(v1 + 16 * u), o);
+      o = _mm512_fmadd_ps(_mm512_set1_ps(ph[2]), _mm512_loadu_ps(v2 + 16 * u), o);
+      o = _mm512_fmadd_ps(_mm512_set1_ps(ph[3]), _mm512_loadu_ps(v3 + 16 * u), o);
+      _mm512_storeu_ps(out + 16 * u, o);
+    }
+  }
+  for (; j < n; ++j) {
+    const float* v0 = v + key_row(rows, j) * ldv;
+    for (int u = 0; u < vectors; ++u) {
+      const float w = p[static_cast<std::size_t>(u * 16 / dh) * lds + j];
+      _mm512_storeu_ps(out + 16 * u, _mm512_fmadd_ps(_mm512_set1_ps(w), _mm512_loadu_ps(v0 + 16 * u),
+                                                      _mm512_loadu_ps(out + 16 * u)));
     }
   }
 }
@@ -4682,10 +4838,14 @@ inline void gemm_int8(int m, int n, int k, const float* a, int lda, const std::i
 #include <cstddef>    // std::size_t
 #include <cstdint>    // int8_t, uint8_t, int32_t
 #include <cstdlib>    // std::aligned_alloc, std::free
-#include <cstring>    // std::memset
+#include <cstring>    // std::memset, std::memcpy
 #include <memory>     // std::unique_ptr
 #include <new>        // std::bad_alloc
 #include <vector>     // std::vector
+
+#if defined(__linux__)
+#include <sys/mman.h>  // madvise
+#endif
 
 // ---- begin taskmoe/kernels/parallel.hpp ----
 // Intra-op parallelism: parallel_for(threads, n, f) runs f(begin, end) over `threads` contiguous
@@ -4900,13 +5060,22 @@ namespace detail {
 // Zeroed, 64-byte aligned storage for packed panels (aligned vector loads).
 template <class T>
 class aligned_buffer {
+  static constexpr std::size_t huge_page = std::size_t{2} << 20, huge_page_min = std::size_t{1} << 20;
+
  public:
   aligned_buffer() = default;
   explicit aligned_buffer(std::size_t count) : size_(count) {
     if (count == 0) return;
-    const std::size_t bytes = (count * sizeof(T) + 63) / 64 * 64;
-    void* mem = std::aligned_alloc(64, bytes);
+    // Large panels on 2 MiB pages where the kernel allows it (transparent huge pages): the
+    // decoder streams every weight each step, and 4 KiB pages cost a TLB miss per page (and a
+    // page fault per page at load).
+    const std::size_t align = count * sizeof(T) >= huge_page_min ? huge_page : 64;
+    const std::size_t bytes = (count * sizeof(T) + align - 1) / align * align;
+    void* mem = std::aligned_alloc(align, bytes);
     if (mem == nullptr) throw std::bad_alloc();
+#if defined(__linux__) && defined(MADV_HUGEPAGE)
+    if (align == huge_page) ::madvise(mem, bytes, MADV_HUGEPAGE);  // advice only: failure is harmless
+#endif
     std::memset(mem, 0, bytes);
     data_.reset(static_cast<T*>(mem));
   }
@@ -5060,13 +5229,16 @@ inline packed_int8 packed_int8::pack(const std::vector<part>& parts, int k) {
     for (int r = 0; r < p.rows; ++r, ++j) {
       const std::int8_t* src = p.w + static_cast<std::size_t>(r) * p.ldw;
       std::int8_t* panel = out.data_.data() + static_cast<std::size_t>(j / detail::panel_width) * pb;
-      const int c = j % detail::panel_width;
+      // Row j's k_group-byte groups go to its column of every group block (panel_width groups
+      // each), a 4-byte copy per group: packing is most of a file's load time.
+      constexpr std::size_t block = static_cast<std::size_t>(detail::panel_width) * detail::k_group;
+      std::int8_t* column = panel + (j % detail::panel_width) * detail::k_group;
+      const int whole = k / detail::k_group;
+      for (int g = 0; g < whole; ++g)
+        std::memcpy(column + g * block, src + static_cast<std::size_t>(g) * detail::k_group, detail::k_group);
+      for (int kk = whole * detail::k_group; kk < k; ++kk) column[whole * block + kk % detail::k_group] = src[kk];
       std::int32_t sum = 0;
-      for (int kk = 0; kk < k; ++kk) {
-        panel[(kk / detail::k_group) * (detail::panel_width * detail::k_group) + c * detail::k_group +
-              kk % detail::k_group] = src[kk];
-        sum += src[kk];
-      }
+      for (int kk = 0; kk < k; ++kk) sum += src[kk];
       out.comp_[static_cast<std::size_t>(j)] = 128 * sum;
       out.scales_[static_cast<std::size_t>(j)] = p.scales[r] * p.multiplier;
       if (any_bias) out.bias_[static_cast<std::size_t>(j)] = p.bias[r] * p.multiplier;
@@ -6126,9 +6298,12 @@ class moe_layer {
 //   start_decoding()  computes every layer's cross-attention keys/values once per sentence;
 //   step()            one decoder position for every live row (self-attention K/V cached);
 //   reorder()         keeps / duplicates rows (beam reordering, finished rows dropped).
-// The self-attention cache is written once: every step appends one K/V slot per row, and each row
-// keeps the list of slots that make up its history. A reorder copies those lists (ints), never
-// keys or values, so beam search costs no cache traffic that grows with the output length.
+// The self-attention cache is written once: row index r writes position p into slot
+// (block r, position p), which nothing else ever writes, and each row keeps the list of slots that
+// make up its history. A reorder copies those lists (ints), never keys or values, so beam search
+// costs no cache traffic that grows with the output length; a row that is never reordered (greedy)
+// reads its history from one contiguous block. Keys and values live in separate arrays, so that
+// attention's two passes (scores over keys, sums over values) each stream contiguous memory.
 // A transformer is immutable after construction: all mutable state lives in encoder_output /
 // decoder_state, which belong to the caller, so one model serves any number of threads.
 
@@ -6202,13 +6377,13 @@ struct decoder_state {
   const encoder_output* encoded = nullptr;
   int rows = 0;
   int length = 0;               // positions already in the self-attention cache
-  int capacity = 0;             // positions allocated per row in key_slots
-  int slots = 0;                // K/V slots written so far (the same in every layer)
+  int capacity = 0;             // positions per cache block (and per row in key_slots)
+  int blocks = 0;               // cache blocks allocated (at least rows)
   std::vector<int> row_source;  // sentence (in encoded) of each row
-  std::vector<int> key_slots;   // [rows, capacity]: the slot holding row r's position p
+  std::vector<int> key_slots;   // [rows, capacity]: slot (block * capacity + position) of row r's position p
   std::vector<int> spare;       // reorder's gather buffer (swapped with key_slots)
-  std::vector<std::vector<float>> self_kv;   // per layer [slots, 2d]: key, then value
-  std::vector<std::vector<float>> cross_kv;  // per layer [total source tokens, 2d]
+  std::vector<uninitialized_buffer<float>> self_k, self_v;  // per layer [blocks * capacity, d]
+  std::vector<std::vector<float>> cross_k, cross_v;         // per layer [total source tokens, d]
   workspace ws;
 };
 
@@ -6302,18 +6477,29 @@ class transformer {
     st.encoded = &encoded;
     st.rows = static_cast<int>(row_source.size());
     st.row_source = std::move(row_source);
-    st.self_kv.resize(decoder_.layers.size());
-    st.cross_kv.resize(decoder_.layers.size());
+    const std::size_t layers = decoder_.layers.size();
+    st.self_k.resize(layers);
+    st.self_v.resize(layers);
+    st.cross_k.resize(layers);
+    st.cross_v.resize(layers);
     const int total = static_cast<int>(encoded.memory.size() / static_cast<std::size_t>(d));
-    for (std::size_t i = 0; i < decoder_.layers.size(); ++i) {
+    const std::size_t n = static_cast<std::size_t>(total) * d;
+    for (std::size_t i = 0; i < layers; ++i) {
       const auto& l = decoder_.layers[i];
-      auto& kv = st.cross_kv[i];
-      kv.resize(static_cast<std::size_t>(total) * 2 * d);
-      if (l.cross.fused) {
+      auto &k = st.cross_k[i], &v = st.cross_v[i];
+      k.resize(n);
+      v.resize(n);
+      if (l.cross.fused) {  // [total, 2d] out of the fused projection, split into K and V
+        std::vector<float>& kv = st.ws.qkv;
+        kv.resize(2 * n);
         l.cross.kv.forward(encoded.memory.data(), total, d, kv.data(), 2 * d);
+        for (std::size_t t = 0; t < static_cast<std::size_t>(total); ++t) {
+          std::memcpy(k.data() + t * d, kv.data() + t * 2 * d, sizeof(float) * d);
+          std::memcpy(v.data() + t * d, kv.data() + t * 2 * d + d, sizeof(float) * d);
+        }
       } else {
-        l.cross.k.forward(encoded.memory.data(), total, d, kv.data(), 2 * d);
-        l.cross.v.forward(encoded.memory.data(), total, d, kv.data() + d, 2 * d);
+        l.cross.k.forward(encoded.memory.data(), total, d, k.data(), d);
+        l.cross.v.forward(encoded.memory.data(), total, d, v.data(), d);
       }
     }
     return st;
@@ -6327,7 +6513,7 @@ class transformer {
                                    " >= max_positions");
     grow_cache(st, pos + 1);
     for (int r = 0; r < rows; ++r)
-      st.key_slots[static_cast<std::size_t>(r) * st.capacity + pos] = st.slots + r;
+      st.key_slots[static_cast<std::size_t>(r) * st.capacity + pos] = r * st.capacity + pos;
     workspace& ws = st.ws;
     ws.x.resize(static_cast<std::size_t>(rows) * d);
     float* x = ws.x.data();
@@ -6344,7 +6530,6 @@ class transformer {
     }
     if (decoder_.final_ln.present()) decoder_.final_ln.apply(x, rows, d, x);
     output_.forward(x, rows, d, logits, cfg_.vocab_size);
-    st.slots += rows;
     st.length = pos + 1;
   }
 
@@ -6463,20 +6648,21 @@ class transformer {
     const int d = cfg_.d_model, rows = st.rows, pos = st.length;
     workspace& ws = st.ws;
     project_qkv(l.self, h, rows, ws.qkv);
-    // This step's slots st.slots .. st.slots + rows - 1 (row r's key and value are adjacent in
-    // its qkv row, and in the slot).
-    std::vector<float>& cache = st.self_kv[li];
-    const std::size_t kv = 2 * static_cast<std::size_t>(d);
-    cache.resize((static_cast<std::size_t>(st.slots) + rows) * kv);
-    float* fresh = cache.data() + static_cast<std::size_t>(st.slots) * kv;
-    for (int r = 0; r < rows; ++r)
-      std::memcpy(fresh + r * kv, ws.qkv.data() + static_cast<std::size_t>(r) * 3 * d + d, sizeof(float) * kv);
+    // Row r's key and value (columns d and 2d of its qkv row) into slot (block r, position pos).
+    float* keys = st.self_k[li].data();
+    float* values = st.self_v[li].data();
+    for (int r = 0; r < rows; ++r) {
+      const std::size_t slot = static_cast<std::size_t>(r) * st.capacity + pos;
+      const float* kv = ws.qkv.data() + static_cast<std::size_t>(r) * 3 * d + d;
+      std::memcpy(keys + slot * d, kv, sizeof(float) * d);
+      std::memcpy(values + slot * d, kv + d, sizeof(float) * d);
+    }
     ws.attn.resize(static_cast<std::size_t>(rows) * d);
     for (int r = 0; r < rows; ++r)
-      layers::multi_head_attention(ws.qkv.data() + static_cast<std::size_t>(r) * 3 * d, 3 * d, 1,
-                                   cache.data(), 2 * d, cache.data() + d, 2 * d, pos + 1, cfg_.n_heads,
-                                   cfg_.d_head(), -1, ws.attn.data() + static_cast<std::size_t>(r) * d,
-                                   d, ws.scores, st.key_slots.data() + static_cast<std::size_t>(r) * st.capacity);
+      layers::multi_head_attention(ws.qkv.data() + static_cast<std::size_t>(r) * 3 * d, 3 * d, 1, keys, d,
+                                   values, d, pos + 1, cfg_.n_heads, cfg_.d_head(), -1,
+                                   ws.attn.data() + static_cast<std::size_t>(r) * d, d, ws.scores,
+                                   st.key_slots.data() + static_cast<std::size_t>(r) * st.capacity);
     l.self.out.forward(ws.attn.data(), rows, d, y, d);
   }
 
@@ -6487,29 +6673,45 @@ class transformer {
     ws.qkv.resize(static_cast<std::size_t>(rows) * d);
     l.cross.q.forward(h, rows, d, ws.qkv.data(), d);
     ws.attn.resize(static_cast<std::size_t>(rows) * d);
-    const float* kv = st.cross_kv[li].data();
     for (int r = 0; r < rows; ++r) {
       const int s = st.row_source[static_cast<std::size_t>(r)];
-      const float* base = kv + static_cast<std::size_t>(st.encoded->offsets[s]) * 2 * d;
-      layers::multi_head_attention(ws.qkv.data() + static_cast<std::size_t>(r) * d, d, 1, base, 2 * d,
-                                   base + d, 2 * d, st.encoded->lengths[s], cfg_.n_heads, cfg_.d_head(),
-                                   -1, ws.attn.data() + static_cast<std::size_t>(r) * d, d, ws.scores);
+      const std::size_t first = static_cast<std::size_t>(st.encoded->offsets[s]) * d;
+      layers::multi_head_attention(ws.qkv.data() + static_cast<std::size_t>(r) * d, d, 1,
+                                   st.cross_k[li].data() + first, d, st.cross_v[li].data() + first, d,
+                                   st.encoded->lengths[s], cfg_.n_heads, cfg_.d_head(), -1,
+                                   ws.attn.data() + static_cast<std::size_t>(r) * d, d, ws.scores);
     }
     l.cross.out.forward(ws.attn.data(), rows, d, y, d);
   }
 
-  // Room for `needed` positions in every row's slot list (doubling; the lists are ints).
+  // Room for `needed` positions in a block per row. Growing moves the written keys and values to
+  // the new block size (slot numbers change with it): doubling keeps that to one copy of the
+  // cache in all. Blocks never shrink, so a row index always has its own.
   void grow_cache(decoder_state& st, int needed) const {
-    if (needed <= st.capacity) return;
-    int cap = st.capacity < 16 ? 16 : st.capacity * 2;
+    if (needed <= st.capacity && st.rows <= st.blocks) return;
+    int cap = st.capacity < 16 ? 16 : st.capacity;
     while (cap < needed) cap *= 2;
     if (cap > cfg_.max_positions) cap = cfg_.max_positions;
-    std::vector<int> next(static_cast<std::size_t>(st.rows) * cap);
+    const int blocks = std::max(st.rows, st.blocks);
+    const std::size_t d = static_cast<std::size_t>(cfg_.d_model), old_cap = static_cast<std::size_t>(st.capacity);
+    for (auto* cache : {&st.self_k, &st.self_v})
+      for (auto& layer_cache : *cache) {
+        uninitialized_buffer<float> next(static_cast<std::size_t>(blocks) * cap * d);
+        for (int b = 0; b < st.blocks; ++b)
+          std::copy_n(layer_cache.data() + b * old_cap * d, static_cast<std::size_t>(st.length) * d,
+                      next.data() + static_cast<std::size_t>(b) * cap * d);
+        layer_cache = std::move(next);
+      }
+    std::vector<int> slots(static_cast<std::size_t>(st.rows) * cap);
     for (int r = 0; r < st.rows; ++r)
-      std::copy_n(st.key_slots.data() + static_cast<std::size_t>(r) * st.capacity, st.length,
-                  next.data() + static_cast<std::size_t>(r) * cap);
-    st.key_slots.swap(next);
+      for (int p = 0; p < st.length; ++p) {
+        const int old = st.key_slots[static_cast<std::size_t>(r) * old_cap + p];
+        slots[static_cast<std::size_t>(r) * cap + p] =
+            old / st.capacity * cap + old % st.capacity;  // (block, position) kept
+      }
+    st.key_slots.swap(slots);
     st.capacity = cap;
+    st.blocks = blocks;
   }
 
   // ---- loading -----------------------------------------------------------------------------
@@ -6525,6 +6727,9 @@ class transformer {
       if (cfg_.positions == positional_encoding::learned) {
         sw.positions = w.matrix_f32(spec::embed_positions(s), cfg_.max_positions, d);
         sw.position_rows = cfg_.max_positions;
+      } else if (s == stack::decoder) {  // the encoder's table: the same values
+        sw.positions = encoder_.positions;
+        sw.position_rows = encoder_.position_rows;
       } else {
         auto& p = w.owned(0);
         sw.position_rows = std::min(cfg_.max_positions, sinusoidal_table_rows);

@@ -5,9 +5,12 @@
 //   start_decoding()  computes every layer's cross-attention keys/values once per sentence;
 //   step()            one decoder position for every live row (self-attention K/V cached);
 //   reorder()         keeps / duplicates rows (beam reordering, finished rows dropped).
-// The self-attention cache is written once: every step appends one K/V slot per row, and each row
-// keeps the list of slots that make up its history. A reorder copies those lists (ints), never
-// keys or values, so beam search costs no cache traffic that grows with the output length.
+// The self-attention cache is written once: row index r writes position p into slot
+// (block r, position p), which nothing else ever writes, and each row keeps the list of slots that
+// make up its history. A reorder copies those lists (ints), never keys or values, so beam search
+// costs no cache traffic that grows with the output length; a row that is never reordered (greedy)
+// reads its history from one contiguous block. Keys and values live in separate arrays, so that
+// attention's two passes (scores over keys, sums over values) each stream contiguous memory.
 // A transformer is immutable after construction: all mutable state lives in encoder_output /
 // decoder_state, which belong to the caller, so one model serves any number of threads.
 
@@ -28,6 +31,7 @@
 #include <taskmoe/layers/linear.hpp>
 #include <taskmoe/model/weights.hpp>
 #include <taskmoe/moe/moe_layer.hpp>
+#include <taskmoe/tensor/buffer.hpp>
 
 namespace taskmoe {
 namespace model {
@@ -90,13 +94,13 @@ struct decoder_state {
   const encoder_output* encoded = nullptr;
   int rows = 0;
   int length = 0;               // positions already in the self-attention cache
-  int capacity = 0;             // positions allocated per row in key_slots
-  int slots = 0;                // K/V slots written so far (the same in every layer)
+  int capacity = 0;             // positions per cache block (and per row in key_slots)
+  int blocks = 0;               // cache blocks allocated (at least rows)
   std::vector<int> row_source;  // sentence (in encoded) of each row
-  std::vector<int> key_slots;   // [rows, capacity]: the slot holding row r's position p
+  std::vector<int> key_slots;   // [rows, capacity]: slot (block * capacity + position) of row r's position p
   std::vector<int> spare;       // reorder's gather buffer (swapped with key_slots)
-  std::vector<std::vector<float>> self_kv;   // per layer [slots, 2d]: key, then value
-  std::vector<std::vector<float>> cross_kv;  // per layer [total source tokens, 2d]
+  std::vector<uninitialized_buffer<float>> self_k, self_v;  // per layer [blocks * capacity, d]
+  std::vector<std::vector<float>> cross_k, cross_v;         // per layer [total source tokens, d]
   workspace ws;
 };
 
@@ -190,18 +194,29 @@ class transformer {
     st.encoded = &encoded;
     st.rows = static_cast<int>(row_source.size());
     st.row_source = std::move(row_source);
-    st.self_kv.resize(decoder_.layers.size());
-    st.cross_kv.resize(decoder_.layers.size());
+    const std::size_t layers = decoder_.layers.size();
+    st.self_k.resize(layers);
+    st.self_v.resize(layers);
+    st.cross_k.resize(layers);
+    st.cross_v.resize(layers);
     const int total = static_cast<int>(encoded.memory.size() / static_cast<std::size_t>(d));
-    for (std::size_t i = 0; i < decoder_.layers.size(); ++i) {
+    const std::size_t n = static_cast<std::size_t>(total) * d;
+    for (std::size_t i = 0; i < layers; ++i) {
       const auto& l = decoder_.layers[i];
-      auto& kv = st.cross_kv[i];
-      kv.resize(static_cast<std::size_t>(total) * 2 * d);
-      if (l.cross.fused) {
+      auto &k = st.cross_k[i], &v = st.cross_v[i];
+      k.resize(n);
+      v.resize(n);
+      if (l.cross.fused) {  // [total, 2d] out of the fused projection, split into K and V
+        std::vector<float>& kv = st.ws.qkv;
+        kv.resize(2 * n);
         l.cross.kv.forward(encoded.memory.data(), total, d, kv.data(), 2 * d);
+        for (std::size_t t = 0; t < static_cast<std::size_t>(total); ++t) {
+          std::memcpy(k.data() + t * d, kv.data() + t * 2 * d, sizeof(float) * d);
+          std::memcpy(v.data() + t * d, kv.data() + t * 2 * d + d, sizeof(float) * d);
+        }
       } else {
-        l.cross.k.forward(encoded.memory.data(), total, d, kv.data(), 2 * d);
-        l.cross.v.forward(encoded.memory.data(), total, d, kv.data() + d, 2 * d);
+        l.cross.k.forward(encoded.memory.data(), total, d, k.data(), d);
+        l.cross.v.forward(encoded.memory.data(), total, d, v.data(), d);
       }
     }
     return st;
@@ -215,7 +230,7 @@ class transformer {
                                    " >= max_positions");
     grow_cache(st, pos + 1);
     for (int r = 0; r < rows; ++r)
-      st.key_slots[static_cast<std::size_t>(r) * st.capacity + pos] = st.slots + r;
+      st.key_slots[static_cast<std::size_t>(r) * st.capacity + pos] = r * st.capacity + pos;
     workspace& ws = st.ws;
     ws.x.resize(static_cast<std::size_t>(rows) * d);
     float* x = ws.x.data();
@@ -232,7 +247,6 @@ class transformer {
     }
     if (decoder_.final_ln.present()) decoder_.final_ln.apply(x, rows, d, x);
     output_.forward(x, rows, d, logits, cfg_.vocab_size);
-    st.slots += rows;
     st.length = pos + 1;
   }
 
@@ -351,20 +365,21 @@ class transformer {
     const int d = cfg_.d_model, rows = st.rows, pos = st.length;
     workspace& ws = st.ws;
     project_qkv(l.self, h, rows, ws.qkv);
-    // This step's slots st.slots .. st.slots + rows - 1 (row r's key and value are adjacent in
-    // its qkv row, and in the slot).
-    std::vector<float>& cache = st.self_kv[li];
-    const std::size_t kv = 2 * static_cast<std::size_t>(d);
-    cache.resize((static_cast<std::size_t>(st.slots) + rows) * kv);
-    float* fresh = cache.data() + static_cast<std::size_t>(st.slots) * kv;
-    for (int r = 0; r < rows; ++r)
-      std::memcpy(fresh + r * kv, ws.qkv.data() + static_cast<std::size_t>(r) * 3 * d + d, sizeof(float) * kv);
+    // Row r's key and value (columns d and 2d of its qkv row) into slot (block r, position pos).
+    float* keys = st.self_k[li].data();
+    float* values = st.self_v[li].data();
+    for (int r = 0; r < rows; ++r) {
+      const std::size_t slot = static_cast<std::size_t>(r) * st.capacity + pos;
+      const float* kv = ws.qkv.data() + static_cast<std::size_t>(r) * 3 * d + d;
+      std::memcpy(keys + slot * d, kv, sizeof(float) * d);
+      std::memcpy(values + slot * d, kv + d, sizeof(float) * d);
+    }
     ws.attn.resize(static_cast<std::size_t>(rows) * d);
     for (int r = 0; r < rows; ++r)
-      layers::multi_head_attention(ws.qkv.data() + static_cast<std::size_t>(r) * 3 * d, 3 * d, 1,
-                                   cache.data(), 2 * d, cache.data() + d, 2 * d, pos + 1, cfg_.n_heads,
-                                   cfg_.d_head(), -1, ws.attn.data() + static_cast<std::size_t>(r) * d,
-                                   d, ws.scores, st.key_slots.data() + static_cast<std::size_t>(r) * st.capacity);
+      layers::multi_head_attention(ws.qkv.data() + static_cast<std::size_t>(r) * 3 * d, 3 * d, 1, keys, d,
+                                   values, d, pos + 1, cfg_.n_heads, cfg_.d_head(), -1,
+                                   ws.attn.data() + static_cast<std::size_t>(r) * d, d, ws.scores,
+                                   st.key_slots.data() + static_cast<std::size_t>(r) * st.capacity);
     l.self.out.forward(ws.attn.data(), rows, d, y, d);
   }
 
@@ -375,29 +390,45 @@ class transformer {
     ws.qkv.resize(static_cast<std::size_t>(rows) * d);
     l.cross.q.forward(h, rows, d, ws.qkv.data(), d);
     ws.attn.resize(static_cast<std::size_t>(rows) * d);
-    const float* kv = st.cross_kv[li].data();
     for (int r = 0; r < rows; ++r) {
       const int s = st.row_source[static_cast<std::size_t>(r)];
-      const float* base = kv + static_cast<std::size_t>(st.encoded->offsets[s]) * 2 * d;
-      layers::multi_head_attention(ws.qkv.data() + static_cast<std::size_t>(r) * d, d, 1, base, 2 * d,
-                                   base + d, 2 * d, st.encoded->lengths[s], cfg_.n_heads, cfg_.d_head(),
-                                   -1, ws.attn.data() + static_cast<std::size_t>(r) * d, d, ws.scores);
+      const std::size_t first = static_cast<std::size_t>(st.encoded->offsets[s]) * d;
+      layers::multi_head_attention(ws.qkv.data() + static_cast<std::size_t>(r) * d, d, 1,
+                                   st.cross_k[li].data() + first, d, st.cross_v[li].data() + first, d,
+                                   st.encoded->lengths[s], cfg_.n_heads, cfg_.d_head(), -1,
+                                   ws.attn.data() + static_cast<std::size_t>(r) * d, d, ws.scores);
     }
     l.cross.out.forward(ws.attn.data(), rows, d, y, d);
   }
 
-  // Room for `needed` positions in every row's slot list (doubling; the lists are ints).
+  // Room for `needed` positions in a block per row. Growing moves the written keys and values to
+  // the new block size (slot numbers change with it): doubling keeps that to one copy of the
+  // cache in all. Blocks never shrink, so a row index always has its own.
   void grow_cache(decoder_state& st, int needed) const {
-    if (needed <= st.capacity) return;
-    int cap = st.capacity < 16 ? 16 : st.capacity * 2;
+    if (needed <= st.capacity && st.rows <= st.blocks) return;
+    int cap = st.capacity < 16 ? 16 : st.capacity;
     while (cap < needed) cap *= 2;
     if (cap > cfg_.max_positions) cap = cfg_.max_positions;
-    std::vector<int> next(static_cast<std::size_t>(st.rows) * cap);
+    const int blocks = std::max(st.rows, st.blocks);
+    const std::size_t d = static_cast<std::size_t>(cfg_.d_model), old_cap = static_cast<std::size_t>(st.capacity);
+    for (auto* cache : {&st.self_k, &st.self_v})
+      for (auto& layer_cache : *cache) {
+        uninitialized_buffer<float> next(static_cast<std::size_t>(blocks) * cap * d);
+        for (int b = 0; b < st.blocks; ++b)
+          std::copy_n(layer_cache.data() + b * old_cap * d, static_cast<std::size_t>(st.length) * d,
+                      next.data() + static_cast<std::size_t>(b) * cap * d);
+        layer_cache = std::move(next);
+      }
+    std::vector<int> slots(static_cast<std::size_t>(st.rows) * cap);
     for (int r = 0; r < st.rows; ++r)
-      std::copy_n(st.key_slots.data() + static_cast<std::size_t>(r) * st.capacity, st.length,
-                  next.data() + static_cast<std::size_t>(r) * cap);
-    st.key_slots.swap(next);
+      for (int p = 0; p < st.length; ++p) {
+        const int old = st.key_slots[static_cast<std::size_t>(r) * old_cap + p];
+        slots[static_cast<std::size_t>(r) * cap + p] =
+            old / st.capacity * cap + old % st.capacity;  // (block, position) kept
+      }
+    st.key_slots.swap(slots);
     st.capacity = cap;
+    st.blocks = blocks;
   }
 
   // ---- loading -----------------------------------------------------------------------------
@@ -413,6 +444,9 @@ class transformer {
       if (cfg_.positions == positional_encoding::learned) {
         sw.positions = w.matrix_f32(spec::embed_positions(s), cfg_.max_positions, d);
         sw.position_rows = cfg_.max_positions;
+      } else if (s == stack::decoder) {  // the encoder's table: the same values
+        sw.positions = encoder_.positions;
+        sw.position_rows = encoder_.position_rows;
       } else {
         auto& p = w.owned(0);
         sw.position_rows = std::min(cfg_.max_positions, sinusoidal_table_rows);

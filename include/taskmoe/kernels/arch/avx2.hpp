@@ -346,8 +346,8 @@ TASKMOE_TARGET_AVX2 inline bool quantize_row_int8(const float* x, int n, std::in
 }
 
 // Attention helpers (layers/attention.hpp): heads are contiguous column blocks of width dh.
-// s[h * lds + j] = (q_h . k_j,h) / scale for h < heads, j < n.
-TASKMOE_TARGET_AVX2 inline void attention_scores(const float* q, const float* k, int ldk, const int* rows, int n,
+// Head-major forms, for dh not a multiple of 8 (the key-major ones below need whole registers per head).
+TASKMOE_TARGET_AVX2 inline void attention_scores_by_head(const float* q, const float* k, int ldk, const int* rows, int n,
                                                  int heads, int dh, float scale, float* s, int lds) {
   const int dv = dh & ~7;
   for (int h = 0; h < heads; ++h) {
@@ -373,8 +373,7 @@ TASKMOE_TARGET_AVX2 inline void attention_scores(const float* q, const float* k,
   }
 }
 
-// out[h * dh + c] = sum_j p[h * lds + j] * v[j * ldv + h * dh + c].
-TASKMOE_TARGET_AVX2 inline void attention_combine(const float* p, int lds, const float* v, int ldv,
+TASKMOE_TARGET_AVX2 inline void attention_combine_by_head(const float* p, int lds, const float* v, int ldv,
                                                   const int* rows, int n, int heads, int dh, float* out) {
   for (int h = 0; h < heads; ++h) {
     const float* ph = p + static_cast<std::size_t>(h) * lds;
@@ -411,6 +410,75 @@ TASKMOE_TARGET_AVX2 inline void attention_combine(const float* p, int lds, const
 }
 
 // y[i] += b[i]; 8 floats per step.
+// Lane u of the result = the sum of v[u]'s eight lanes.
+TASKMOE_TARGET_AVX2 inline __m256 hsum8(const __m256* v) {
+  const __m256 a = _mm256_hadd_ps(_mm256_hadd_ps(v[0], v[1]), _mm256_hadd_ps(v[2], v[3]));
+  const __m256 b = _mm256_hadd_ps(_mm256_hadd_ps(v[4], v[5]), _mm256_hadd_ps(v[6], v[7]));
+  // a = sums of v0..v3 over the low 128 bits | the same over the high 128 bits; b for v4..v7
+  return _mm256_add_ps(_mm256_permute2f128_ps(a, b, 0x20), _mm256_permute2f128_ps(a, b, 0x31));
+}
+
+// s[h * lds + j] = (q_h . k_j,h) / scale for h < heads, j < n. Key-major: each key's heads are
+// read in one sweep. The decoder's keys are rows kilobytes apart (a slot or a source token per
+// row); reading one head's slice of every key, then the next head's, left the prefetcher
+// nothing to follow and attention memory-bound. Eight heads' dot products reduce together.
+TASKMOE_TARGET_AVX2 inline void attention_scores(const float* q, const float* k, int ldk, const int* rows, int n,
+                                                 int heads, int dh, float scale, float* s, int lds) {
+  if (dh % 8 != 0) return attention_scores_by_head(q, k, ldk, rows, n, heads, dh, scale, s, lds);
+  const __m256 vscale = _mm256_set1_ps(scale);
+  for (int j = 0; j < n; ++j) {
+    const float* kj = k + key_row(rows, j) * ldk;
+    for (int h0 = 0; h0 < heads; h0 += 8) {
+      const int hn = heads - h0 < 8 ? heads - h0 : 8;
+      __m256 part[8];
+      for (int u = 0; u < 8; ++u) {
+        part[u] = _mm256_setzero_ps();
+        if (u >= hn) continue;
+        const std::size_t off = static_cast<std::size_t>(h0 + u) * dh;
+        for (int c = 0; c < dh; c += 8)
+          part[u] = _mm256_fmadd_ps(_mm256_loadu_ps(q + off + c), _mm256_loadu_ps(kj + off + c), part[u]);
+      }
+      alignas(32) float sums[8];
+      _mm256_store_ps(sums, _mm256_div_ps(hsum8(part), vscale));
+      for (int u = 0; u < hn; ++u) s[static_cast<std::size_t>(h0 + u) * lds + j] = sums[u];
+    }
+  }
+}
+
+// out[h * dh + c] = sum_j p[h * lds + j] * v[r_j * ldv + h * dh + c] (r_j as in
+// attention_scores). Key-major like attention_scores: four keys' rows per sweep of the output
+// (which stays in L1), each row one contiguous read.
+TASKMOE_TARGET_AVX2 inline void attention_combine(const float* p, int lds, const float* v, int ldv,
+                                                  const int* rows, int n, int heads, int dh, float* out) {
+  if (dh % 8 != 0) return attention_combine_by_head(p, lds, v, ldv, rows, n, heads, dh, out);
+  const int vectors = heads * dh / 8;
+  for (int u = 0; u < vectors; ++u) _mm256_storeu_ps(out + 8 * u, _mm256_setzero_ps());
+  int j = 0;
+  for (; j + 4 <= n; j += 4) {
+    const float* v0 = v + key_row(rows, j) * ldv;
+    const float* v1 = v + key_row(rows, j + 1) * ldv;
+    const float* v2 = v + key_row(rows, j + 2) * ldv;
+    const float* v3 = v + key_row(rows, j + 3) * ldv;
+    for (int u = 0; u < vectors; ++u) {
+      const float* ph = p + static_cast<std::size_t>(u * 8 / dh) * lds + j;
+      __m256 o = _mm256_loadu_ps(out + 8 * u);
+      o = _mm256_fmadd_ps(_mm256_broadcast_ss(ph), _mm256_loadu_ps(v0 + 8 * u), o);
+      o = _mm256_fmadd_ps(_mm256_broadcast_ss(ph + 1), _mm256_loadu_ps(v1 + 8 * u), o);
+      o = _mm256_fmadd_ps(_mm256_broadcast_ss(ph + 2), _mm256_loadu_ps(v2 + 8 * u), o);
+      o = _mm256_fmadd_ps(_mm256_broadcast_ss(ph + 3), _mm256_loadu_ps(v3 + 8 * u), o);
+      _mm256_storeu_ps(out + 8 * u, o);
+    }
+  }
+  for (; j < n; ++j) {
+    const float* v0 = v + key_row(rows, j) * ldv;
+    for (int u = 0; u < vectors; ++u) {
+      const float* ph = p + static_cast<std::size_t>(u * 8 / dh) * lds + j;
+      _mm256_storeu_ps(out + 8 * u, _mm256_fmadd_ps(_mm256_broadcast_ss(ph), _mm256_loadu_ps(v0 + 8 * u),
+                                                    _mm256_loadu_ps(out + 8 * u)));
+    }
+  }
+}
+
 TASKMOE_TARGET_AVX2 inline void add_inplace(float* y, const float* b, int n) {
   int i = 0;
   for (; i + 8 <= n; i += 8) {

@@ -15,6 +15,7 @@
 #include <cstring>  // std::memcpy
 #include <limits>   // std::numeric_limits
 
+#include <taskmoe/kernels/arch/avx2.hpp>             // hsum8
 #include <taskmoe/kernels/detail/exp_poly.hpp>     // log_softmax's exp
 #include <taskmoe/kernels/detail/packed_args.hpp>  // packed_call, panel layout
 #include <taskmoe/kernels/isa.hpp>                 // TASKMOE_KERNELS_X86
@@ -287,8 +288,9 @@ TASKMOE_TARGET_AVX512 inline __m512 dot_lanes(const __m512* qv, const float* qh,
   return acc;
 }
 
-// s[h * lds + j] = (q_h . k_j,h) / scale; two keys per step for independent FMA chains.
-TASKMOE_TARGET_AVX512 inline void attention_scores(const float* q, const float* k, int ldk, const int* rows,
+// Head-major forms, for dh not a multiple of 16 (the key-major ones below need whole registers
+// per head). Two keys per step for independent FMA chains.
+TASKMOE_TARGET_AVX512 inline void attention_scores_by_head(const float* q, const float* k, int ldk, const int* rows,
                                                    int n, int heads, int dh, float scale, float* s, int lds) {
   for (int h = 0; h < heads; ++h) {
     const float* qh = q + static_cast<std::size_t>(h) * dh;
@@ -308,9 +310,8 @@ TASKMOE_TARGET_AVX512 inline void attention_scores(const float* q, const float* 
   }
 }
 
-// out[h * dh + c] = sum_j p[h * lds + j] * v[j * ldv + h * dh + c]; 64 columns (4 registers) per
-// pass over the keys, masked tails.
-TASKMOE_TARGET_AVX512 inline void attention_combine(const float* p, int lds, const float* v, int ldv,
+// 64 columns (4 registers) per pass over the keys, masked tails.
+TASKMOE_TARGET_AVX512 inline void attention_combine_by_head(const float* p, int lds, const float* v, int ldv,
                                                     const int* rows, int n, int heads, int dh, float* out) {
   for (int h = 0; h < heads; ++h) {
     const float* ph = p + static_cast<std::size_t>(h) * lds;
@@ -332,6 +333,68 @@ TASKMOE_TARGET_AVX512 inline void attention_combine(const float* p, int lds, con
       _mm512_mask_storeu_ps(oh + c + 16, m1, o1);
       _mm512_mask_storeu_ps(oh + c + 32, m2, o2);
       _mm512_mask_storeu_ps(oh + c + 48, m3, o3);
+    }
+  }
+}
+
+// s[h * lds + j] = (q_h . k_j,h) / scale, key-major (why: avx2::attention_scores): per key, eight
+// heads' dot products, each folded to 8 lanes and reduced together.
+TASKMOE_TARGET_AVX512 inline void attention_scores(const float* q, const float* k, int ldk, const int* rows,
+                                                   int n, int heads, int dh, float scale, float* s, int lds) {
+  if (dh % 16 != 0) return attention_scores_by_head(q, k, ldk, rows, n, heads, dh, scale, s, lds);
+  const __m256 vscale = _mm256_set1_ps(scale);
+  for (int j = 0; j < n; ++j) {
+    const float* kj = k + key_row(rows, j) * ldk;
+    for (int h0 = 0; h0 < heads; h0 += 8) {
+      const int hn = heads - h0 < 8 ? heads - h0 : 8;
+      __m256 part[8];
+      for (int u = 0; u < 8; ++u) {
+        part[u] = _mm256_setzero_ps();
+        if (u >= hn) continue;
+        const std::size_t off = static_cast<std::size_t>(h0 + u) * dh;
+        __m512 acc = _mm512_mul_ps(_mm512_loadu_ps(q + off), _mm512_loadu_ps(kj + off));
+        for (int c = 16; c < dh; c += 16)
+          acc = _mm512_fmadd_ps(_mm512_loadu_ps(q + off + c), _mm512_loadu_ps(kj + off + c), acc);
+        const __m512i b = _mm512_castps_si512(acc);  // zero-masked extracts: see hsum
+        part[u] = _mm256_add_ps(_mm256_castsi256_ps(_mm512_maskz_extracti64x4_epi64(0xff, b, 0)),
+                                _mm256_castsi256_ps(_mm512_maskz_extracti64x4_epi64(0xff, b, 1)));
+      }
+      alignas(32) float sums[8];
+      _mm256_store_ps(sums, _mm256_div_ps(avx2::hsum8(part), vscale));
+      for (int u = 0; u < hn; ++u) s[static_cast<std::size_t>(h0 + u) * lds + j] = sums[u];
+    }
+  }
+}
+
+// out[h * dh + c] = sum_j p[h * lds + j] * v[r_j * ldv + h * dh + c], key-major: four keys' rows
+// per sweep of the output (which stays in L1), each row one contiguous read.
+TASKMOE_TARGET_AVX512 inline void attention_combine(const float* p, int lds, const float* v, int ldv,
+                                                    const int* rows, int n, int heads, int dh, float* out) {
+  if (dh % 16 != 0) return attention_combine_by_head(p, lds, v, ldv, rows, n, heads, dh, out);
+  const int vectors = heads * dh / 16;
+  for (int u = 0; u < vectors; ++u) _mm512_storeu_ps(out + 16 * u, _mm512_setzero_ps());
+  int j = 0;
+  for (; j + 4 <= n; j += 4) {
+    const float* v0 = v + key_row(rows, j) * ldv;
+    const float* v1 = v + key_row(rows, j + 1) * ldv;
+    const float* v2 = v + key_row(rows, j + 2) * ldv;
+    const float* v3 = v + key_row(rows, j + 3) * ldv;
+    for (int u = 0; u < vectors; ++u) {
+      const float* ph = p + static_cast<std::size_t>(u * 16 / dh) * lds + j;
+      __m512 o = _mm512_loadu_ps(out + 16 * u);
+      o = _mm512_fmadd_ps(_mm512_set1_ps(ph[0]), _mm512_loadu_ps(v0 + 16 * u), o);
+      o = _mm512_fmadd_ps(_mm512_set1_ps(ph[1]), _mm512_loadu_ps(v1 + 16 * u), o);
+      o = _mm512_fmadd_ps(_mm512_set1_ps(ph[2]), _mm512_loadu_ps(v2 + 16 * u), o);
+      o = _mm512_fmadd_ps(_mm512_set1_ps(ph[3]), _mm512_loadu_ps(v3 + 16 * u), o);
+      _mm512_storeu_ps(out + 16 * u, o);
+    }
+  }
+  for (; j < n; ++j) {
+    const float* v0 = v + key_row(rows, j) * ldv;
+    for (int u = 0; u < vectors; ++u) {
+      const float w = p[static_cast<std::size_t>(u * 16 / dh) * lds + j];
+      _mm512_storeu_ps(out + 16 * u, _mm512_fmadd_ps(_mm512_set1_ps(w), _mm512_loadu_ps(v0 + 16 * u),
+                                                      _mm512_loadu_ps(out + 16 * u)));
     }
   }
 }
