@@ -4844,7 +4844,7 @@ inline void gemm_int8(int m, int n, int k, const float* a, int lda, const std::i
 #include <vector>     // std::vector
 
 #if defined(__linux__)
-#include <sys/mman.h>  // madvise
+#include <sys/mman.h>  // mmap, munmap
 #endif
 
 // ---- begin taskmoe/kernels/parallel.hpp ----
@@ -5057,36 +5057,49 @@ namespace kernels {
 
 namespace detail {
 
-// Zeroed, 64-byte aligned storage for packed panels (aligned vector loads).
+// Zeroed, 64-byte aligned storage for packed panels (aligned vector loads). Large ones are
+// anonymous mappings faulted in up front (MAP_POPULATE: the kernel zeroes and maps every page in
+// one call instead of one trap per page, and packing writes them all anyway): page faults were
+// about a third of a file's load time. Pages stay 4 KiB, so nothing is rounded up.
 template <class T>
 class aligned_buffer {
-  static constexpr std::size_t huge_page = std::size_t{2} << 20, huge_page_min = std::size_t{1} << 20;
+  static constexpr std::size_t map_min = std::size_t{256} << 10;
 
  public:
   aligned_buffer() = default;
   explicit aligned_buffer(std::size_t count) : size_(count) {
     if (count == 0) return;
-    // Large panels on 2 MiB pages where the kernel allows it (transparent huge pages): the
-    // decoder streams every weight each step, and 4 KiB pages cost a TLB miss per page (and a
-    // page fault per page at load).
-    const std::size_t align = count * sizeof(T) >= huge_page_min ? huge_page : 64;
-    const std::size_t bytes = (count * sizeof(T) + align - 1) / align * align;
-    void* mem = std::aligned_alloc(align, bytes);
-    if (mem == nullptr) throw std::bad_alloc();
-#if defined(__linux__) && defined(MADV_HUGEPAGE)
-    if (align == huge_page) ::madvise(mem, bytes, MADV_HUGEPAGE);  // advice only: failure is harmless
+    const std::size_t bytes = (count * sizeof(T) + 63) / 64 * 64;
+#if defined(__linux__)
+    if (bytes >= map_min) {
+      void* mem = ::mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0);
+      if (mem == MAP_FAILED) throw std::bad_alloc();
+      data_ = std::unique_ptr<T, freer>(static_cast<T*>(mem), freer{bytes});
+      return;
+    }
 #endif
+    void* mem = std::aligned_alloc(64, bytes);
+    if (mem == nullptr) throw std::bad_alloc();
     std::memset(mem, 0, bytes);
-    data_.reset(static_cast<T*>(mem));
+    data_ = std::unique_ptr<T, freer>(static_cast<T*>(mem), freer{0});
   }
   T* data() const noexcept { return data_.get(); }
   std::size_t size() const noexcept { return size_; }
 
  private:
   struct freer {
-    void operator()(T* p) const noexcept { std::free(p); }
+    std::size_t mapped = 0;  // bytes of an mmap'ed buffer; 0: aligned_alloc
+    void operator()(T* p) const noexcept {
+#if defined(__linux__)
+      if (mapped != 0) {
+        ::munmap(p, mapped);
+        return;
+      }
+#endif
+      std::free(p);
+    }
   };
-  std::unique_ptr<T, freer> data_;
+  std::unique_ptr<T, freer> data_{nullptr, freer{0}};
   std::size_t size_ = 0;
 };
 
