@@ -9,7 +9,7 @@
 //
 //   bench_decode (--model FILE | --checkpoint DIR --task T) --input ids.txt [--output out.txt]
 //                [--beam 1] [--batch-size 1] [--max-length 128] [--min-length 0] [--length-penalty 1]
-//                [--threads 1] [--reps 3] [--batching consecutive|translator]
+//                [--threads 1] [--reps 3] [--batching consecutive|translator] [--kv-cache auto|float32|float16]
 // One untimed pass runs first (page faults of the workspaces, the thread pool's start).
 
 #include <algorithm>  // std::sort, std::max
@@ -27,7 +27,7 @@
 #include "bench_util.hpp"  // taskmoe_bench::cpu_model
 
 int main(int argc, char** argv) {
-  std::string model, ckpt, task, input, output, batching = "consecutive";
+  std::string model, ckpt, task, input, output, batching = "consecutive", kv_cache = "auto";
   int beam = 1, batch = 1, max_length = 128, min_length = 0, threads = 1, reps = 3;
   float length_penalty = 1.0f;
   for (int i = 1; i < argc; ++i) {
@@ -50,6 +50,7 @@ int main(int argc, char** argv) {
     else if (a == "--threads") threads = std::max(1, std::atoi(v.c_str()));
     else if (a == "--length-penalty") length_penalty = static_cast<float>(std::atof(v.c_str()));
     else if (a == "--reps") reps = std::max(1, std::atoi(v.c_str()));
+    else if (a == "--kv-cache" && (v == "auto" || v == "float32" || v == "float16")) kv_cache = v;
     else {
       std::fprintf(stderr, "bench_decode: unknown argument %s\n", a.c_str());
       return 2;
@@ -58,7 +59,7 @@ int main(int argc, char** argv) {
   if (model.empty() == ckpt.empty() || input.empty() || (!ckpt.empty() && task.empty())) {
     std::fprintf(stderr, "usage: bench_decode (--model FILE | --checkpoint DIR --task T) --input ids.txt "
                  "[--output out.txt] [--beam N] [--batch-size N] [--max-length N] [--min-length N] [--length-penalty X] "
-                 "[--threads N] [--reps N] [--batching consecutive|translator]\n");
+                 "[--threads N] [--reps N] [--batching consecutive|translator] [--kv-cache auto|float32|float16]\n");
     return 2;
   }
   try {
@@ -67,6 +68,8 @@ int main(int argc, char** argv) {
                 tk::to_string(tk::active_isa()), threads, std::getenv("OMP_NUM_THREADS") ? std::getenv("OMP_NUM_THREADS") : "unset");
     taskmoe::translator_options to;
     to.threads = threads;
+    using precision = taskmoe::model::model_options::cache_precision;
+    to.kv_cache = kv_cache == "float32" ? precision::float32 : kv_cache == "float16" ? precision::float16 : precision::automatic;
     const taskmoe::translator tr = model.empty() ? taskmoe::translator::from_checkpoint(ckpt, task, to)
                                                  : taskmoe::translator(model, to);
     std::vector<std::vector<int>> sources;

@@ -52,6 +52,7 @@ constexpr const char* usage_text =
     "                           bounded (default 16777216)\n"
     "  --threads N              worker threads, each translating part of a batch (default 1)\n"
     "  --no-verify              skip the per-tensor checksum check when opening a .tmoe file\n"
+    "  --kv-cache P             attention caches: auto (float16 for int8 models), float32, float16\n"
     "  -i, --input FILE         read from FILE instead of stdin\n"
     "  -o, --output FILE        write to FILE instead of stdout\n"
     "  --verbose                print the model on load and a summary (sentences, tokens/s) at the end\n"
@@ -85,6 +86,7 @@ struct cli_options {
   bool truncate = true;
   std::size_t max_line_bytes = std::size_t{16} << 20;
   int threads = 1;
+  std::string kv_cache = "auto";
   bool verify = true;
   bool verbose = false;
   bool quiet = false;
@@ -134,6 +136,11 @@ cli_options parse(int argc, char** argv) {
     else if (a == "--max-line-bytes") o.max_line_bytes = static_cast<std::size_t>(to_int(a, take(), 1));
     else if (a == "--threads") o.threads = to_int(a, take(), 1);
     else if (a == "--no-verify") { flag(); o.verify = false; }
+    else if (a == "--kv-cache") {
+      o.kv_cache = take();
+      if (o.kv_cache != "auto" && o.kv_cache != "float32" && o.kv_cache != "float16")
+        throw usage_error{"--kv-cache needs auto, float32 or float16, got '" + o.kv_cache + "'"};
+    }
     else if (a == "--input" || a == "-i") o.input = take();
     else if (a == "--output" || a == "-o") o.output = take();
     else if (a == "--verbose" || a == "-v") { flag(); o.verbose = true; }
@@ -271,6 +278,8 @@ int run(const cli_options& o) {
   taskmoe::translator_options to;
   to.threads = o.threads;
   to.verify_checksums = o.verify;
+  using precision = taskmoe::model::model_options::cache_precision;
+  to.kv_cache = o.kv_cache == "float32" ? precision::float32 : o.kv_cache == "float16" ? precision::float16 : precision::automatic;
   const auto t_load = clock::now();
   const taskmoe::translator tr = o.checkpoint.empty()
       ? [&] {

@@ -635,6 +635,73 @@ TEST_CASE("attention_scores and attention_combine match the plain reference on e
   }
 }
 
+TEST_CASE("float16 keys and values: attention kernels match a reference on the decoded values, on every ISA") {
+  for (tk::isa isa : runnable_isas()) {
+    tk::scoped_isa_override force(isa);
+    for (bool indexed : {false, true})
+      for (int heads : {1, 3, 8, 11})
+        for (int dh : {1, 7, 8, 16, 24, 64, 100, 144})  // non-multiples of 8 / 16: the generic path
+          for (int n : {1, 2, 3, 5, 17, 64}) {
+            CAPTURE(std::string(tk::to_string(isa))); CAPTURE(indexed); CAPTURE(heads); CAPTURE(dh); CAPTURE(n);
+            const int ld = heads * dh + 5, lds = n + 3, stored = indexed ? 2 * n + 3 : n;
+            std::vector<int> rows(static_cast<std::size_t>(n));
+            for (int j = 0; j < n; ++j) rows[static_cast<std::size_t>(j)] = indexed ? (7 * j + 3) % stored : j;
+            const int* key_rows = indexed ? rows.data() : nullptr;
+            const auto q = random_floats(static_cast<std::size_t>(heads) * dh, 61);
+            const auto kf = random_floats(static_cast<std::size_t>(stored) * ld, 62, -4.0f, 4.0f);
+            const auto vf = random_floats(static_cast<std::size_t>(stored) * ld, 63, -4.0f, 4.0f);
+            const auto p = random_floats(static_cast<std::size_t>(heads) * lds, 64, 0.0f, 1.0f);
+            std::vector<std::uint16_t> k(kf.size()), v(vf.size());
+            for (std::size_t i = 0; i < kf.size(); ++i) k[i] = taskmoe::detail::f32_to_f16(kf[i]);
+            for (std::size_t i = 0; i < vf.size(); ++i) v[i] = taskmoe::detail::f32_to_f16(vf[i]);
+            const float scale = 1.7f;
+            std::vector<float> s(static_cast<std::size_t>(heads) * lds, -7.0f), out(static_cast<std::size_t>(heads) * dh + 1, -7.0f);
+            tk::attention_scores(q.data(), k.data(), ld, n, heads, dh, scale, s.data(), lds, key_rows);
+            tk::attention_combine(p.data(), lds, v.data(), ld, n, heads, dh, out.data(), key_rows);
+            for (int h = 0; h < heads; ++h) {
+              for (int j = 0; j < n; ++j) {
+                const int r = rows[static_cast<std::size_t>(j)];
+                double want = 0.0;
+                for (int c = 0; c < dh; ++c) want += double(q[h * dh + c]) * taskmoe::detail::f16_to_f32(k[r * ld + h * dh + c]);
+                REQUIRE(s[h * lds + j] == doctest::Approx(want / scale).epsilon(1e-5).scale(1.0));
+              }
+              for (int j = n; j < lds; ++j) REQUIRE(s[h * lds + j] == -7.0f);
+              for (int c = 0; c < dh; ++c) {
+                double want = 0.0;
+                for (int j = 0; j < n; ++j)
+                  want += double(p[h * lds + j]) * taskmoe::detail::f16_to_f32(v[rows[static_cast<std::size_t>(j)] * ld + h * dh + c]);
+                REQUIRE(out[h * dh + c] == doctest::Approx(want).epsilon(1e-5).scale(1.0));
+              }
+            }
+            REQUIRE(out.back() == -7.0f);
+          }
+  }
+}
+
+TEST_CASE("to_float16 rounds like the scalar converter on every ISA, tails and edge values included") {
+  std::vector<float> x;
+  for (float f : {0.0f, -0.0f, 1.0f, -1.0f, 65504.0f, 65519.0f, 65520.0f, -70000.0f, 6.1035156e-05f, 5.9604645e-08f,
+                  2.9802322e-08f, 1e-10f, 1.0009765625f, 1.00048828125f, 1.00146484375f, 0.333333f,
+                  std::numeric_limits<float>::infinity(), -std::numeric_limits<float>::infinity()})
+    x.push_back(f);
+  const auto r = random_floats(200, 65, -1000.0f, 1000.0f);
+  x.insert(x.end(), r.begin(), r.end());
+  for (tk::isa isa : runnable_isas()) {
+    tk::scoped_isa_override force(isa);
+    for (int n : {0, 1, 7, 8, 9, 15, 16, 17, 33, static_cast<int>(x.size())}) {
+      CAPTURE(std::string(tk::to_string(isa))); CAPTURE(n);
+      std::vector<std::uint16_t> y(static_cast<std::size_t>(n) + 1, 0xBEEF);
+      tk::to_float16(x.data(), n, y.data());
+      for (int i = 0; i < n; ++i) REQUIRE(y[static_cast<std::size_t>(i)] == taskmoe::detail::f32_to_f16(x[static_cast<std::size_t>(i)]));
+      REQUIRE(y.back() == 0xBEEF);  // nothing written past n
+    }
+    std::uint16_t nan_out = 0;
+    const float nan = std::numeric_limits<float>::quiet_NaN();
+    tk::to_float16(&nan, 1, &nan_out);
+    REQUIRE(std::isnan(taskmoe::detail::f16_to_f32(nan_out)));
+  }
+}
+
 TEST_CASE("parallel_for covers [0, n) exactly once, from any number of callers, and rethrows") {
   for (int threads : {1, 2, 3, 8}) {
     for (int n : {0, 1, 2, 5, 100}) {

@@ -47,9 +47,10 @@ struct error_stats {
 struct fixture_models {
   std::shared_ptr<const checkpoint> ck;
   std::map<std::string, std::unique_ptr<model::transformer>> by_task;
+  model::model_options options{};
   const model::transformer& get(const std::string& task) {
     auto& m = by_task[task];
-    if (!m) m = std::make_unique<model::transformer>(model::weight_source::from_checkpoint(ck, task));
+    if (!m) m = std::make_unique<model::transformer>(model::weight_source::from_checkpoint(ck, task), options);
     return *m;
   }
 };
@@ -159,9 +160,14 @@ TEST_CASE("batched decoding equals one sentence at a time, and finished rows lea
 TEST_CASE("reorder permutes, repeats and drops rows: each row then decodes as its own history alone") {
   // The cache keeps every K/V slot where it was written and moves only the rows' slot lists; a
   // row's logits after any reorder sequence must equal a one-row state fed that row's history.
+  // Both cache precisions: float16 rounds the same values the same way in either state.
+  using precision = model::model_options::cache_precision;
+  for (precision cache : {precision::float32, precision::float16})
   for (const auto& setup : fixture_setups()) {
     CAPTURE(setup);
-    fixture_models models{std::make_shared<const checkpoint>(fixture_dir(setup)), {}};
+    CAPTURE(cache == precision::float16);
+    fixture_models models{std::make_shared<const checkpoint>(fixture_dir(setup)), {}, {}};
+    models.options.kv_cache = cache;
     const nlohmann::json ref = fixture_reference(setup);
     const model::transformer& m = models.get(ref["cases"][0]["task"].get<std::string>());
     const int vocab = m.config().vocab_size, bos = m.config().bos_id;
@@ -208,6 +214,69 @@ TEST_CASE("reorder permutes, repeats and drops rows: each row then decodes as it
       history.swap(h2);
     }
   }
+}
+
+TEST_CASE("a float16 K/V cache stays within float16 rounding of the float32 one, and automatic picks it for int8 models only") {
+  using precision = model::model_options::cache_precision;
+  for (const auto& setup : fixture_setups()) {
+    CAPTURE(setup);
+    const nlohmann::json ref = fixture_reference(setup);
+    auto ck = std::make_shared<const checkpoint>(fixture_dir(setup));
+    fixture_models f32{ck, {}, {}}, f16{ck, {}, {}}, automatic{ck, {}, {}};
+    f32.options.kv_cache = precision::float32;
+    f16.options.kv_cache = precision::float16;
+    for (const auto& c : ref["cases"]) {
+      const std::string task = c["task"].get<std::string>();
+      model::workspace ws;
+      const auto enc = f32.get(task).encode({ints(c["source_ids"])}, ws);
+      std::vector<float> l32, l16, lauto, got32, got16, gotauto;
+      decoding::model_session s32(f32.get(task), enc), s16(f16.get(task), enc), sauto(automatic.get(task), enc);
+      for (int t : ints(c["decoder_input"])) {
+        s32.step({t}, got32);
+        s16.step({t}, got16);
+        sauto.step({t}, gotauto);
+        l32.insert(l32.end(), got32.begin(), got32.end());
+        l16.insert(l16.end(), got16.begin(), got16.end());
+        lauto.insert(lauto.end(), gotauto.begin(), gotauto.end());
+      }
+      CHECK(lauto == l32);  // a float32 checkpoint: automatic is float32, bit for bit
+      double worst = 0, scale = 0;
+      bool differs = false;
+      for (std::size_t i = 0; i < l32.size(); ++i) {
+        worst = std::max(worst, std::abs(double(l16[i]) - l32[i]));
+        scale = std::max(scale, std::abs(double(l32[i])));
+        differs = differs || l16[i] != l32[i];
+      }
+      CAPTURE(worst);
+      CHECK(differs);                  // the float16 cache is really in use
+      CHECK(worst <= 5e-3 * scale + 1e-3);  // keys/values within 2^-11: logits move far less than 1 %
+    }
+  }
+  // An int8 model (quantized at load) gets float16 under automatic: its logits equal the explicit
+  // float16 ones and differ from float32's.
+  const auto setup = fixture_setups().front();
+  const nlohmann::json ref = fixture_reference(setup);
+  auto ck = std::make_shared<const checkpoint>(fixture_dir(setup));
+  const auto& c = ref["cases"][0];
+  const std::string task = c["task"].get<std::string>();
+  std::vector<std::vector<float>> out;
+  for (precision cache : {precision::automatic, precision::float16, precision::float32}) {
+    model::model_options o;
+    o.quantize_int8 = true;
+    o.kv_cache = cache;
+    const model::transformer m(model::weight_source::from_checkpoint(ck, task), o);
+    model::workspace ws;
+    const auto enc = m.encode({ints(c["source_ids"])}, ws);
+    decoding::model_session s(m, enc);
+    std::vector<float> got, all;
+    for (int t : ints(c["decoder_input"])) {
+      s.step({t}, got);
+      all.insert(all.end(), got.begin(), got.end());
+    }
+    out.push_back(all);
+  }
+  CHECK(out[0] == out[1]);
+  CHECK(out[0] != out[2]);
 }
 
 TEST_CASE("an extracted .tmoe task runs exactly like the checkpoint it came from") {

@@ -45,6 +45,9 @@ struct translator_options {
   std::string expected_task;     // non-empty: throw unless the file's task has this name
   bool fuse_qkv = true;          // fuse q/k/v projections at load (a copy of those weights)
   bool int8_output_projection = true;  // int8 files: quantize a float output projection at load
+  // The decoder's K/V caches: automatic = float16 for int8 models, float32 otherwise
+  // (model::model_options::kv_cache).
+  model::model_options::cache_precision kv_cache = model::model_options::cache_precision::automatic;
   // Map the .tmoe file (default; shared pages, instant start) or read it into memory (immune to
   // the file being rewritten in place or truncated while in use). A mapped file modified after
   // opening makes every later call throw io_error instead of translating with changed weights.
@@ -263,6 +266,7 @@ class translator {
     model::model_options mo;
     mo.fuse_qkv = o.fuse_qkv;
     mo.int8_output_projection = o.int8_output_projection;
+    mo.kv_cache = o.kv_cache;
     return mo;
   }
 

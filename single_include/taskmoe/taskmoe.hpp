@@ -2702,7 +2702,7 @@ class tmoe_writer {
 // Per-function target attributes and __builtin_cpu_supports exist: the AVX2/AVX-512 kernels are
 // compiled in. Elsewhere only the generic kernels exist and active_isa() is always generic.
 #define TASKMOE_KERNELS_X86 1
-#include <cpuid.h>  // __get_cpuid (f16c on clang: see detect_cpu_features)
+#include <cpuid.h>  // __get_cpuid (f16c: see detect_cpu_features)
 #else
 #define TASKMOE_KERNELS_X86 0
 #endif
@@ -2754,15 +2754,10 @@ inline const cpu_features& detect_cpu_features() noexcept {
     __builtin_cpu_init();  // harmless when already done; needed if called from a constructor
     f.avx2 = __builtin_cpu_supports("avx2");
     f.fma = __builtin_cpu_supports("fma");
-    f.f16c = false;
-#if defined(__clang__)
-    // clang before 16 rejects "f16c" in __builtin_cpu_supports: read CPUID leaf 1, ECX bit 29
-    // (the OS saving the YMM registers is implied by avx2 above).
+    // CPUID leaf 1, ECX bit 29 (clang before 16 and GCC before 11 reject "f16c" in
+    // __builtin_cpu_supports; the OS saving the YMM registers is implied by avx2 above).
     unsigned eax = 0, ebx = 0, ecx = 0, edx = 0;
     f.f16c = f.avx2 && __get_cpuid(1, &eax, &ebx, &ecx, &edx) != 0 && (ecx & bit_F16C) != 0;
-#elif __GNUC__ >= 11
-    f.f16c = __builtin_cpu_supports("f16c");
-#endif
     f.avx512f = __builtin_cpu_supports("avx512f");
     f.avx512bw = __builtin_cpu_supports("avx512bw");
     f.avx512vl = __builtin_cpu_supports("avx512vl");
@@ -2778,8 +2773,9 @@ inline bool cpu_supports(isa value) noexcept {
   const cpu_features& f = detect_cpu_features();
   switch (value) {
     case isa::generic: return true;
-    case isa::avx2: return TASKMOE_KERNELS_X86 && f.avx2 && f.fma;
-    case isa::avx512: return TASKMOE_KERNELS_X86 && f.avx2 && f.fma && f.avx512f && f.avx512bw && f.avx512vl;
+    // F16C (the float16 K/V cache's conversions) comes with every AVX2 CPU; checked all the same.
+    case isa::avx2: return TASKMOE_KERNELS_X86 && f.avx2 && f.fma && f.f16c;
+    case isa::avx512: return TASKMOE_KERNELS_X86 && f.avx2 && f.fma && f.f16c && f.avx512f && f.avx512bw && f.avx512vl;
   }
   return false;
 }
@@ -2893,7 +2889,7 @@ class scoped_isa_override {
 #include <Eigen/Core>  // the fallback f32 GEMM
 
 // ---- begin taskmoe/kernels/arch/avx2.hpp ----
-// AVX2 (+FMA) kernels. Every function here carries __attribute__((target("avx2,fma"))), so this
+// AVX2 (+FMA) kernels. Every function here carries __attribute__((target("avx2,fma,f16c"))), so this
 // header compiles and links in a baseline x86-64 build; the dispatchers call these only when
 // active_isa() >= isa::avx2. Kernels not defined here fall back to arch/generic.hpp.
 //
@@ -2913,6 +2909,7 @@ class scoped_isa_override {
 #include <cstdint>    // int8_t, int32_t
 #include <cstring>    // std::memcpy
 #include <limits>     // std::numeric_limits
+#include <type_traits>  // std::is_same
 
 // ---- begin taskmoe/kernels/detail/exp_poly.hpp ----
 // The single-precision exp of the wide log_softmax kernels (arch/avx2.hpp, arch/avx512.hpp), in
@@ -3020,7 +3017,8 @@ namespace kernels {
 namespace detail {
 namespace avx2 {
 
-#define TASKMOE_TARGET_AVX2 __attribute__((target("avx2,fma")))
+// F16C: every AVX2 CPU has it, and cpu_supports(isa::avx2) checks it (the float16 K/V cache).
+#define TASKMOE_TARGET_AVX2 __attribute__((target("avx2,fma,f16c")))
 
 // acc += a * b for 32 signed bytes (a from our quantizer, b any int8): the sign trick with |b| as
 // the unsigned operand, so that b = -128 (|b| = 128 unsigned) stays exact; negating b instead
@@ -3406,16 +3404,24 @@ TASKMOE_TARGET_AVX2 inline __m256 hsum8(const __m256* v) {
   return _mm256_add_ps(_mm256_permute2f128_ps(a, b, 0x20), _mm256_permute2f128_ps(a, b, 0x31));
 }
 
+// 8 keys / values as floats: float32 as stored, float16 (the K/V cache's half form) converted.
+TASKMOE_TARGET_AVX2 inline __m256 load_kv(const float* p) { return _mm256_loadu_ps(p); }
+TASKMOE_TARGET_AVX2 inline __m256 load_kv(const std::uint16_t* p) {
+  return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+}
+
 // s[h * lds + j] = (q_h . k_j,h) / scale for h < heads, j < n. Key-major: each key's heads are
 // read in one sweep. The decoder's keys are rows kilobytes apart (a slot or a source token per
 // row); reading one head's slice of every key, then the next head's, left the prefetcher
 // nothing to follow and attention memory-bound. Eight heads' dot products reduce together.
-TASKMOE_TARGET_AVX2 inline void attention_scores(const float* q, const float* k, int ldk, const int* rows, int n,
+template <class T>
+TASKMOE_TARGET_AVX2 inline void attention_scores(const float* q, const T* k, int ldk, const int* rows, int n,
                                                  int heads, int dh, float scale, float* s, int lds) {
-  if (dh % 8 != 0) return attention_scores_by_head(q, k, ldk, rows, n, heads, dh, scale, s, lds);
+  if constexpr (std::is_same<T, float>::value)
+    if (dh % 8 != 0) return attention_scores_by_head(q, k, ldk, rows, n, heads, dh, scale, s, lds);
   const __m256 vscale = _mm256_set1_ps(scale);
   for (int j = 0; j < n; ++j) {
-    const float* kj = k + key_row(rows, j) * ldk;
+    const T* kj = k + key_row(rows, j) * ldk;
     for (int h0 = 0; h0 < heads; h0 += 8) {
       const int hn = heads - h0 < 8 ? heads - h0 : 8;
       __m256 part[8];
@@ -3424,7 +3430,7 @@ TASKMOE_TARGET_AVX2 inline void attention_scores(const float* q, const float* k,
         if (u >= hn) continue;
         const std::size_t off = static_cast<std::size_t>(h0 + u) * dh;
         for (int c = 0; c < dh; c += 8)
-          part[u] = _mm256_fmadd_ps(_mm256_loadu_ps(q + off + c), _mm256_loadu_ps(kj + off + c), part[u]);
+          part[u] = _mm256_fmadd_ps(_mm256_loadu_ps(q + off + c), load_kv(kj + off + c), part[u]);
       }
       alignas(32) float sums[8];
       _mm256_store_ps(sums, _mm256_div_ps(hsum8(part), vscale));
@@ -3436,34 +3442,51 @@ TASKMOE_TARGET_AVX2 inline void attention_scores(const float* q, const float* k,
 // out[h * dh + c] = sum_j p[h * lds + j] * v[r_j * ldv + h * dh + c] (r_j as in
 // attention_scores). Key-major like attention_scores: four keys' rows per sweep of the output
 // (which stays in L1), each row one contiguous read.
-TASKMOE_TARGET_AVX2 inline void attention_combine(const float* p, int lds, const float* v, int ldv,
+template <class T>
+TASKMOE_TARGET_AVX2 inline void attention_combine(const float* p, int lds, const T* v, int ldv,
                                                   const int* rows, int n, int heads, int dh, float* out) {
-  if (dh % 8 != 0) return attention_combine_by_head(p, lds, v, ldv, rows, n, heads, dh, out);
+  if constexpr (std::is_same<T, float>::value)
+    if (dh % 8 != 0) return attention_combine_by_head(p, lds, v, ldv, rows, n, heads, dh, out);
   const int vectors = heads * dh / 8;
   for (int u = 0; u < vectors; ++u) _mm256_storeu_ps(out + 8 * u, _mm256_setzero_ps());
   int j = 0;
   for (; j + 4 <= n; j += 4) {
-    const float* v0 = v + key_row(rows, j) * ldv;
-    const float* v1 = v + key_row(rows, j + 1) * ldv;
-    const float* v2 = v + key_row(rows, j + 2) * ldv;
-    const float* v3 = v + key_row(rows, j + 3) * ldv;
+    const T* v0 = v + key_row(rows, j) * ldv;
+    const T* v1 = v + key_row(rows, j + 1) * ldv;
+    const T* v2 = v + key_row(rows, j + 2) * ldv;
+    const T* v3 = v + key_row(rows, j + 3) * ldv;
     for (int u = 0; u < vectors; ++u) {
       const float* ph = p + static_cast<std::size_t>(u * 8 / dh) * lds + j;
       __m256 o = _mm256_loadu_ps(out + 8 * u);
-      o = _mm256_fmadd_ps(_mm256_broadcast_ss(ph), _mm256_loadu_ps(v0 + 8 * u), o);
-      o = _mm256_fmadd_ps(_mm256_broadcast_ss(ph + 1), _mm256_loadu_ps(v1 + 8 * u), o);
-      o = _mm256_fmadd_ps(_mm256_broadcast_ss(ph + 2), _mm256_loadu_ps(v2 + 8 * u), o);
-      o = _mm256_fmadd_ps(_mm256_broadcast_ss(ph + 3), _mm256_loadu_ps(v3 + 8 * u), o);
+      o = _mm256_fmadd_ps(_mm256_broadcast_ss(ph), load_kv(v0 + 8 * u), o);
+      o = _mm256_fmadd_ps(_mm256_broadcast_ss(ph + 1), load_kv(v1 + 8 * u), o);
+      o = _mm256_fmadd_ps(_mm256_broadcast_ss(ph + 2), load_kv(v2 + 8 * u), o);
+      o = _mm256_fmadd_ps(_mm256_broadcast_ss(ph + 3), load_kv(v3 + 8 * u), o);
       _mm256_storeu_ps(out + 8 * u, o);
     }
   }
   for (; j < n; ++j) {
-    const float* v0 = v + key_row(rows, j) * ldv;
+    const T* v0 = v + key_row(rows, j) * ldv;
     for (int u = 0; u < vectors; ++u) {
       const float* ph = p + static_cast<std::size_t>(u * 8 / dh) * lds + j;
-      _mm256_storeu_ps(out + 8 * u, _mm256_fmadd_ps(_mm256_broadcast_ss(ph), _mm256_loadu_ps(v0 + 8 * u),
+      _mm256_storeu_ps(out + 8 * u, _mm256_fmadd_ps(_mm256_broadcast_ss(ph), load_kv(v0 + 8 * u),
                                                     _mm256_loadu_ps(out + 8 * u)));
     }
+  }
+}
+
+// y = x rounded to float16 (nearest even), 8 at a time.
+TASKMOE_TARGET_AVX2 inline void to_float16(const float* x, int n, std::uint16_t* y) {
+  int i = 0;
+  for (; i + 8 <= n; i += 8)
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(y + i),
+                     _mm256_cvtps_ph(_mm256_loadu_ps(x + i), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+  if (i < n) {
+    alignas(32) float in[8] = {};
+    alignas(16) std::uint16_t outh[8];
+    for (int t = i; t < n; ++t) in[t - i] = x[t];
+    _mm_store_si128(reinterpret_cast<__m128i*>(outh), _mm256_cvtps_ph(_mm256_load_ps(in), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+    for (int t = i; t < n; ++t) y[t] = outh[t - i];
   }
 }
 
@@ -3549,6 +3572,7 @@ TASKMOE_TARGET_AVX2 inline void log_softmax_row(const float* x, int n, float* y)
 
 #include <cstring>  // std::memcpy
 #include <limits>   // std::numeric_limits
+#include <type_traits>  // std::is_same
 
 
 #if TASKMOE_KERNELS_X86
@@ -3559,9 +3583,9 @@ namespace kernels {
 namespace detail {
 namespace avx512 {
 
-#define TASKMOE_TARGET_AVX512 __attribute__((target("avx2,fma,avx512f,avx512bw,avx512vl")))
+#define TASKMOE_TARGET_AVX512 __attribute__((target("avx2,fma,f16c,avx512f,avx512bw,avx512vl")))
 #define TASKMOE_TARGET_AVX512_VNNI \
-  __attribute__((target("avx2,fma,avx512f,avx512bw,avx512vl,avx512vnni")))
+  __attribute__((target("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")))
 
 // acc += a * b for 64 signed bytes (a from our quantizer, b any int8): |b| is the unsigned
 // operand and a takes b's sign, so b = -128 stays exact (negating b would wrap it to itself).
@@ -3868,14 +3892,25 @@ TASKMOE_TARGET_AVX512 inline void attention_combine_by_head(const float* p, int 
   }
 }
 
+// 16 keys / values as floats: float32 as stored, float16 (the K/V cache's half form) converted.
+TASKMOE_TARGET_AVX512 inline __m512 load_kv(const float* p) { return _mm512_loadu_ps(p); }
+TASKMOE_TARGET_AVX512 inline __m512 load_kv(const std::uint16_t* p) {
+  // The zero-masked forms here and in to_float16: GCC 12's unmasked ones read an undefined
+  // vector, which -Wmaybe-uninitialized flags once inlined (as for hsum).
+  return _mm512_maskz_cvtph_ps(0xffff, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
+}
+
 // s[h * lds + j] = (q_h . k_j,h) / scale, key-major (why: avx2::attention_scores): per key, eight
-// heads' dot products, each folded to 8 lanes and reduced together.
-TASKMOE_TARGET_AVX512 inline void attention_scores(const float* q, const float* k, int ldk, const int* rows,
+// heads' dot products, each folded to 8 lanes and reduced together. T: float, or float16 bits
+// (dh a multiple of 16 then: the dispatcher sends other float16 shapes to the generic kernel).
+template <class T>
+TASKMOE_TARGET_AVX512 inline void attention_scores(const float* q, const T* k, int ldk, const int* rows,
                                                    int n, int heads, int dh, float scale, float* s, int lds) {
-  if (dh % 16 != 0) return attention_scores_by_head(q, k, ldk, rows, n, heads, dh, scale, s, lds);
+  if constexpr (std::is_same<T, float>::value)
+    if (dh % 16 != 0) return attention_scores_by_head(q, k, ldk, rows, n, heads, dh, scale, s, lds);
   const __m256 vscale = _mm256_set1_ps(scale);
   for (int j = 0; j < n; ++j) {
-    const float* kj = k + key_row(rows, j) * ldk;
+    const T* kj = k + key_row(rows, j) * ldk;
     for (int h0 = 0; h0 < heads; h0 += 8) {
       const int hn = heads - h0 < 8 ? heads - h0 : 8;
       __m256 part[8];
@@ -3883,9 +3918,9 @@ TASKMOE_TARGET_AVX512 inline void attention_scores(const float* q, const float* 
         part[u] = _mm256_setzero_ps();
         if (u >= hn) continue;
         const std::size_t off = static_cast<std::size_t>(h0 + u) * dh;
-        __m512 acc = _mm512_mul_ps(_mm512_loadu_ps(q + off), _mm512_loadu_ps(kj + off));
+        __m512 acc = _mm512_mul_ps(_mm512_loadu_ps(q + off), load_kv(kj + off));
         for (int c = 16; c < dh; c += 16)
-          acc = _mm512_fmadd_ps(_mm512_loadu_ps(q + off + c), _mm512_loadu_ps(kj + off + c), acc);
+          acc = _mm512_fmadd_ps(_mm512_loadu_ps(q + off + c), load_kv(kj + off + c), acc);
         const __m512i b = _mm512_castps_si512(acc);  // zero-masked extracts: see hsum
         part[u] = _mm256_add_ps(_mm256_castsi256_ps(_mm512_maskz_extracti64x4_epi64(0xff, b, 0)),
                                 _mm256_castsi256_ps(_mm512_maskz_extracti64x4_epi64(0xff, b, 1)));
@@ -3899,34 +3934,46 @@ TASKMOE_TARGET_AVX512 inline void attention_scores(const float* q, const float* 
 
 // out[h * dh + c] = sum_j p[h * lds + j] * v[r_j * ldv + h * dh + c], key-major: four keys' rows
 // per sweep of the output (which stays in L1), each row one contiguous read.
-TASKMOE_TARGET_AVX512 inline void attention_combine(const float* p, int lds, const float* v, int ldv,
+template <class T>
+TASKMOE_TARGET_AVX512 inline void attention_combine(const float* p, int lds, const T* v, int ldv,
                                                     const int* rows, int n, int heads, int dh, float* out) {
-  if (dh % 16 != 0) return attention_combine_by_head(p, lds, v, ldv, rows, n, heads, dh, out);
+  if constexpr (std::is_same<T, float>::value)
+    if (dh % 16 != 0) return attention_combine_by_head(p, lds, v, ldv, rows, n, heads, dh, out);
   const int vectors = heads * dh / 16;
   for (int u = 0; u < vectors; ++u) _mm512_storeu_ps(out + 16 * u, _mm512_setzero_ps());
   int j = 0;
   for (; j + 4 <= n; j += 4) {
-    const float* v0 = v + key_row(rows, j) * ldv;
-    const float* v1 = v + key_row(rows, j + 1) * ldv;
-    const float* v2 = v + key_row(rows, j + 2) * ldv;
-    const float* v3 = v + key_row(rows, j + 3) * ldv;
+    const T* v0 = v + key_row(rows, j) * ldv;
+    const T* v1 = v + key_row(rows, j + 1) * ldv;
+    const T* v2 = v + key_row(rows, j + 2) * ldv;
+    const T* v3 = v + key_row(rows, j + 3) * ldv;
     for (int u = 0; u < vectors; ++u) {
       const float* ph = p + static_cast<std::size_t>(u * 16 / dh) * lds + j;
       __m512 o = _mm512_loadu_ps(out + 16 * u);
-      o = _mm512_fmadd_ps(_mm512_set1_ps(ph[0]), _mm512_loadu_ps(v0 + 16 * u), o);
-      o = _mm512_fmadd_ps(_mm512_set1_ps(ph[1]), _mm512_loadu_ps(v1 + 16 * u), o);
-      o = _mm512_fmadd_ps(_mm512_set1_ps(ph[2]), _mm512_loadu_ps(v2 + 16 * u), o);
-      o = _mm512_fmadd_ps(_mm512_set1_ps(ph[3]), _mm512_loadu_ps(v3 + 16 * u), o);
+      o = _mm512_fmadd_ps(_mm512_set1_ps(ph[0]), load_kv(v0 + 16 * u), o);
+      o = _mm512_fmadd_ps(_mm512_set1_ps(ph[1]), load_kv(v1 + 16 * u), o);
+      o = _mm512_fmadd_ps(_mm512_set1_ps(ph[2]), load_kv(v2 + 16 * u), o);
+      o = _mm512_fmadd_ps(_mm512_set1_ps(ph[3]), load_kv(v3 + 16 * u), o);
       _mm512_storeu_ps(out + 16 * u, o);
     }
   }
   for (; j < n; ++j) {
-    const float* v0 = v + key_row(rows, j) * ldv;
+    const T* v0 = v + key_row(rows, j) * ldv;
     for (int u = 0; u < vectors; ++u) {
       const float w = p[static_cast<std::size_t>(u * 16 / dh) * lds + j];
-      _mm512_storeu_ps(out + 16 * u, _mm512_fmadd_ps(_mm512_set1_ps(w), _mm512_loadu_ps(v0 + 16 * u),
+      _mm512_storeu_ps(out + 16 * u, _mm512_fmadd_ps(_mm512_set1_ps(w), load_kv(v0 + 16 * u),
                                                       _mm512_loadu_ps(out + 16 * u)));
     }
+  }
+}
+
+// y = x rounded to float16 (nearest even), 16 at a time, the tail masked.
+TASKMOE_TARGET_AVX512 inline void to_float16(const float* x, int n, std::uint16_t* y) {
+  for (int i = 0; i < n; i += 16) {
+    const __mmask16 m = tail_mask(n - i);
+    const __m256i h = _mm512_maskz_cvtps_ph(0xffff, _mm512_maskz_loadu_ps(m, x + i),
+                                              _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    _mm256_mask_storeu_epi16(y + i, m, h);
   }
 }
 
@@ -4063,31 +4110,42 @@ inline void quantize_row_int8(const float* x, int n, std::int8_t* q, float* scal
   *scale = amax / 127.0f;
 }
 
+// A key / value element as float: float32 as stored, float16 bits (the K/V cache's half form)
+// converted exactly.
+inline float kv_float(float x) noexcept { return x; }
+inline float kv_float(std::uint16_t h) noexcept { return taskmoe::detail::f16_to_f32(h); }
+
 // Attention helpers (the plain reference for arch/avx2.hpp's versions; see layers/attention.hpp).
-inline void attention_scores(const float* q, const float* k, int ldk, const int* rows, int n, int heads,
+template <class T>
+inline void attention_scores(const float* q, const T* k, int ldk, const int* rows, int n, int heads,
                              int dh, float scale, float* s, int lds) {
   for (int h = 0; h < heads; ++h) {
     const float* qh = q + static_cast<std::size_t>(h) * dh;
     for (int j = 0; j < n; ++j) {
-      const float* kj = k + key_row(rows, j) * ldk + static_cast<std::size_t>(h) * dh;
+      const T* kj = k + key_row(rows, j) * ldk + static_cast<std::size_t>(h) * dh;
       float acc = 0.0f;
-      for (int c = 0; c < dh; ++c) acc += qh[c] * kj[c];
+      for (int c = 0; c < dh; ++c) acc += qh[c] * kv_float(kj[c]);
       s[static_cast<std::size_t>(h) * lds + j] = acc / scale;
     }
   }
 }
 
-inline void attention_combine(const float* p, int lds, const float* v, int ldv, const int* rows, int n,
+template <class T>
+inline void attention_combine(const float* p, int lds, const T* v, int ldv, const int* rows, int n,
                               int heads, int dh, float* out) {
   for (int h = 0; h < heads; ++h) {
     float* oh = out + static_cast<std::size_t>(h) * dh;
     for (int c = 0; c < dh; ++c) oh[c] = 0.0f;
     for (int j = 0; j < n; ++j) {
       const float pj = p[static_cast<std::size_t>(h) * lds + j];
-      const float* vj = v + key_row(rows, j) * ldv + static_cast<std::size_t>(h) * dh;
-      for (int c = 0; c < dh; ++c) oh[c] += pj * vj[c];
+      const T* vj = v + key_row(rows, j) * ldv + static_cast<std::size_t>(h) * dh;
+      for (int c = 0; c < dh; ++c) oh[c] += pj * kv_float(vj[c]);
     }
   }
+}
+
+inline void to_float16(const float* x, int n, std::uint16_t* y) {
+  for (int i = 0; i < n; ++i) y[i] = taskmoe::detail::f32_to_f16(x[i]);
 }
 
 // C_int[i, j] = sum_k a[i, k] * w[j, k] for i < m, j < n, handed to ep(i, j, value) exactly once
@@ -5421,6 +5479,8 @@ inline void gemm_packed_f32(int m, const float* a, int lda, const packed_f32& w,
 // runtime dispatch (arch/avx2.hpp, arch/avx512.hpp).
 
 #include <cstddef>  // std::size_t
+#include <cstdint>  // std::uint16_t
+#include <type_traits>  // std::is_same
 #include <string>   // std::to_string
 
 
@@ -5467,34 +5527,70 @@ inline void layer_norm(const float* x, int rows, int d, int ldx, const float* ga
   }
 }
 
+namespace detail {
+// The wide attention kernels take float keys of any head width, float16 ones in whole registers.
+template <class T>
+inline bool wide_attention(int dh, int lanes) noexcept {
+  return std::is_same<T, float>::value || dh % lanes == 0;
+}
+}  // namespace detail
+
 // Attention scores of one query over n keys, all heads at once (heads are contiguous column
 // blocks of width dh): s[h * lds + j] = (q[h*dh ..] . k[r_j * ldk + h*dh ..]) / scale, where key
-// j is row r_j = key_rows[j] of k, or row j when key_rows is null.
-inline void attention_scores(const float* q, const float* k, int ldk, int n, int heads, int dh, float scale,
+// j is row r_j = key_rows[j] of k, or row j when key_rows is null. Keys are float, or float16 bits
+// (std::uint16_t: the decoder's half-precision K/V cache), converted exactly.
+template <class T>
+inline void attention_scores(const float* q, const T* k, int ldk, int n, int heads, int dh, float scale,
                              float* s, int lds, const int* key_rows = nullptr) {
+  static_assert(std::is_same<T, float>::value || std::is_same<T, std::uint16_t>::value, "float or float16 keys");
   if (n <= 0 || heads <= 0) return;
   if (dh < 0 || ldk < heads * dh || lds < n) detail::fail("attention_scores", "bad sizes");
   switch (active_isa()) {
 #if TASKMOE_KERNELS_X86
-    case isa::avx512: detail::avx512::attention_scores(q, k, ldk, key_rows, n, heads, dh, scale, s, lds); return;
-    case isa::avx2: detail::avx2::attention_scores(q, k, ldk, key_rows, n, heads, dh, scale, s, lds); return;
+    case isa::avx512:
+      if (detail::wide_attention<T>(dh, 16)) return detail::avx512::attention_scores(q, k, ldk, key_rows, n, heads, dh, scale, s, lds);
+      break;
+    case isa::avx2:
+      if (detail::wide_attention<T>(dh, 8)) return detail::avx2::attention_scores(q, k, ldk, key_rows, n, heads, dh, scale, s, lds);
+      break;
 #endif
-    default: detail::generic::attention_scores(q, k, ldk, key_rows, n, heads, dh, scale, s, lds); return;
+    default: break;
   }
+  detail::generic::attention_scores(q, k, ldk, key_rows, n, heads, dh, scale, s, lds);
 }
 
 // Weighted sum of n value rows per head: out[h * dh + c] = sum_j p[h * lds + j] v[r_j * ldv + h*dh + c]
-// (r_j as in attention_scores).
-inline void attention_combine(const float* p, int lds, const float* v, int ldv, int n, int heads, int dh,
+// (r_j as in attention_scores; values float or float16 bits like the keys there).
+template <class T>
+inline void attention_combine(const float* p, int lds, const T* v, int ldv, int n, int heads, int dh,
                               float* out, const int* key_rows = nullptr) {
+  static_assert(std::is_same<T, float>::value || std::is_same<T, std::uint16_t>::value, "float or float16 values");
   if (heads <= 0) return;
   if (n < 0 || dh < 0 || ldv < heads * dh || lds < n) detail::fail("attention_combine", "bad sizes");
   switch (active_isa()) {
 #if TASKMOE_KERNELS_X86
-    case isa::avx512: detail::avx512::attention_combine(p, lds, v, ldv, key_rows, n, heads, dh, out); return;
-    case isa::avx2: detail::avx2::attention_combine(p, lds, v, ldv, key_rows, n, heads, dh, out); return;
+    case isa::avx512:
+      if (detail::wide_attention<T>(dh, 16)) return detail::avx512::attention_combine(p, lds, v, ldv, key_rows, n, heads, dh, out);
+      break;
+    case isa::avx2:
+      if (detail::wide_attention<T>(dh, 8)) return detail::avx2::attention_combine(p, lds, v, ldv, key_rows, n, heads, dh, out);
+      break;
 #endif
-    default: detail::generic::attention_combine(p, lds, v, ldv, key_rows, n, heads, dh, out); return;
+    default: break;
+  }
+  detail::generic::attention_combine(p, lds, v, ldv, key_rows, n, heads, dh, out);
+}
+
+// y[i] = x[i] rounded to float16 bits, to nearest even (the same on every ISA); beyond 65504 in
+// magnitude it is infinity.
+inline void to_float16(const float* x, int n, std::uint16_t* y) {
+  if (n < 0) detail::fail("to_float16", "n must be >= 0");
+  switch (active_isa()) {
+#if TASKMOE_KERNELS_X86
+    case isa::avx512: detail::avx512::to_float16(x, n, y); return;
+    case isa::avx2: detail::avx2::to_float16(x, n, y); return;
+#endif
+    default: detail::generic::to_float16(x, n, y); return;
   }
 }
 
@@ -6070,9 +6166,11 @@ namespace layers {
 //   out[i, h] = softmax_j( q[i, h] · k[j, h] / sqrt(dh) ) v[j, h],  j < visible(i)
 // where visible(i) = lk, or min(lk, i + 1 + causal_offset) when causal_offset >= 0 (query i sits
 // at key position i + causal_offset). Key / value j is row key_rows[j] of k / v (row j when
-// key_rows is null). `scores` is scratch (resized as needed).
-inline void multi_head_attention(const float* q, int ldq, int lq, const float* k, int ldk,
-                                 const float* v, int ldv, int lk, int heads, int dh,
+// key_rows is null). `scores` is scratch (resized as needed). Keys and values are float, or
+// float16 bits (std::uint16_t: the decoder's half-precision K/V cache).
+template <class T>
+inline void multi_head_attention(const float* q, int ldq, int lq, const T* k, int ldk,
+                                 const T* v, int ldv, int lk, int heads, int dh,
                                  int causal_offset, float* out, int ldo,
                                  std::vector<float>& scores, const int* key_rows = nullptr) {
   const std::size_t need = static_cast<std::size_t>(heads) * static_cast<std::size_t>(lk > 0 ? lk : 1);
@@ -6361,6 +6459,13 @@ struct model_options {
   // quantizer as the converter) so the largest decoder GEMM runs int8 too. BENCHMARKS.md
   // section 4 has its measured BLEU cost.
   bool int8_output_projection = true;
+  // Precision of the decoder's attention caches (self-attention keys and values of every written
+  // position, cross-attention keys and values of the source). At large batches attention waits
+  // on DRAM for them (BENCHMARKS.md section 0); float16 halves those bytes at a relative error of
+  // at most 2^-11 per element. automatic: float16 in models with int8 layers (already
+  // approximate; BLEU in BENCHMARKS.md section 4), float32 otherwise (exact against the reference).
+  enum class cache_precision { automatic, float32, float16 };
+  cache_precision kv_cache = cache_precision::automatic;
   // Quantize float weights per row at load exactly as `taskmoe-convert --quantization int8`
   // (its defaults: attention projections, dense FFNs and experts; embeddings, router and small
   // tensors stay float), so a checkpoint runs like its converted int8 file. Weights already int8
@@ -6385,6 +6490,44 @@ struct workspace {
   moe::moe_workspace moe;
 };
 
+// Keys or values of one attention cache: float32, or float16 bits (model_options::kv_cache).
+struct kv_array {
+  bool half = false;
+  uninitialized_buffer<float> f32;
+  uninitialized_buffer<std::uint16_t> f16;
+
+  kv_array() = default;
+  kv_array(bool half_precision, std::size_t n) : half(half_precision) {
+    if (half)
+      f16 = uninitialized_buffer<std::uint16_t>(n);
+    else
+      f32 = uninitialized_buffer<float>(n);
+  }
+  // Elements [at, at + n) from floats (rounded to float16 when half).
+  void write(std::size_t at, const float* x, int n) {
+    if (half)
+      kernels::to_float16(x, n, f16.data() + at);
+    else
+      std::memcpy(f32.data() + at, x, sizeof(float) * static_cast<std::size_t>(n));
+  }
+  // Elements [from, from + n) of `other` (the same precision) to [to, to + n).
+  void copy(const kv_array& other, std::size_t from, std::size_t to, std::size_t n) {
+    if (half)
+      std::copy_n(other.f16.data() + from, n, f16.data() + to);
+    else
+      std::copy_n(other.f32.data() + from, n, f32.data() + to);
+  }
+};
+
+// fn(keys + at, values + at), both typed by their precision: const float* or const std::uint16_t*.
+template <class Fn>
+void visit_kv(const kv_array& keys, const kv_array& values, std::size_t at, Fn&& fn) {
+  if (keys.half)
+    fn(static_cast<const std::uint16_t*>(keys.f16.data() + at), static_cast<const std::uint16_t*>(values.f16.data() + at));
+  else
+    fn(static_cast<const float*>(keys.f32.data() + at), static_cast<const float*>(values.f32.data() + at));
+}
+
 // Incremental decoding state for `rows` decoder rows.
 struct decoder_state {
   const encoder_output* encoded = nullptr;
@@ -6395,8 +6538,8 @@ struct decoder_state {
   std::vector<int> row_source;  // sentence (in encoded) of each row
   std::vector<int> key_slots;   // [rows, capacity]: slot (block * capacity + position) of row r's position p
   std::vector<int> spare;       // reorder's gather buffer (swapped with key_slots)
-  std::vector<uninitialized_buffer<float>> self_k, self_v;  // per layer [blocks * capacity, d]
-  std::vector<std::vector<float>> cross_k, cross_v;         // per layer [total source tokens, d]
+  std::vector<kv_array> self_k, self_v;    // per layer [blocks * capacity, d]
+  std::vector<kv_array> cross_k, cross_v;  // per layer [total source tokens, d]
   workspace ws;
 };
 
@@ -6416,6 +6559,7 @@ class transformer {
                                    "of the same checkpoint object");
     pre_ = base_->pre_;
     embed_scale_ = base_->embed_scale_;
+    half_cache_ = base_->half_cache_;
     encoder_ = base_->encoder_;
     decoder_ = base_->decoder_;
     output_ = base_->output_;
@@ -6491,28 +6635,27 @@ class transformer {
     st.rows = static_cast<int>(row_source.size());
     st.row_source = std::move(row_source);
     const std::size_t layers = decoder_.layers.size();
-    st.self_k.resize(layers);
-    st.self_v.resize(layers);
-    st.cross_k.resize(layers);
-    st.cross_v.resize(layers);
+    for (std::size_t i = 0; i < layers; ++i) {
+      st.self_k.emplace_back(half_cache_, 0);
+      st.self_v.emplace_back(half_cache_, 0);
+    }
     const int total = static_cast<int>(encoded.memory.size() / static_cast<std::size_t>(d));
     const std::size_t n = static_cast<std::size_t>(total) * d;
+    std::vector<float>& kv = st.ws.qkv;  // [total, 2d] out of the projection(s), split into K and V
+    kv.resize(2 * n);
     for (std::size_t i = 0; i < layers; ++i) {
       const auto& l = decoder_.layers[i];
-      auto &k = st.cross_k[i], &v = st.cross_v[i];
-      k.resize(n);
-      v.resize(n);
-      if (l.cross.fused) {  // [total, 2d] out of the fused projection, split into K and V
-        std::vector<float>& kv = st.ws.qkv;
-        kv.resize(2 * n);
+      if (l.cross.fused) {
         l.cross.kv.forward(encoded.memory.data(), total, d, kv.data(), 2 * d);
-        for (std::size_t t = 0; t < static_cast<std::size_t>(total); ++t) {
-          std::memcpy(k.data() + t * d, kv.data() + t * 2 * d, sizeof(float) * d);
-          std::memcpy(v.data() + t * d, kv.data() + t * 2 * d + d, sizeof(float) * d);
-        }
       } else {
-        l.cross.k.forward(encoded.memory.data(), total, d, k.data(), d);
-        l.cross.v.forward(encoded.memory.data(), total, d, v.data(), d);
+        l.cross.k.forward(encoded.memory.data(), total, d, kv.data(), 2 * d);
+        l.cross.v.forward(encoded.memory.data(), total, d, kv.data() + d, 2 * d);
+      }
+      st.cross_k.emplace_back(half_cache_, n);
+      st.cross_v.emplace_back(half_cache_, n);
+      for (std::size_t t = 0; t < static_cast<std::size_t>(total); ++t) {
+        st.cross_k.back().write(t * d, kv.data() + t * 2 * d, d);
+        st.cross_v.back().write(t * d, kv.data() + t * 2 * d + d, d);
       }
     }
     return st;
@@ -6662,20 +6805,22 @@ class transformer {
     workspace& ws = st.ws;
     project_qkv(l.self, h, rows, ws.qkv);
     // Row r's key and value (columns d and 2d of its qkv row) into slot (block r, position pos).
-    float* keys = st.self_k[li].data();
-    float* values = st.self_v[li].data();
+    kv_array& keys = st.self_k[li];
+    kv_array& values = st.self_v[li];
     for (int r = 0; r < rows; ++r) {
       const std::size_t slot = static_cast<std::size_t>(r) * st.capacity + pos;
       const float* kv = ws.qkv.data() + static_cast<std::size_t>(r) * 3 * d + d;
-      std::memcpy(keys + slot * d, kv, sizeof(float) * d);
-      std::memcpy(values + slot * d, kv + d, sizeof(float) * d);
+      keys.write(slot * d, kv, d);
+      values.write(slot * d, kv + d, d);
     }
     ws.attn.resize(static_cast<std::size_t>(rows) * d);
-    for (int r = 0; r < rows; ++r)
-      layers::multi_head_attention(ws.qkv.data() + static_cast<std::size_t>(r) * 3 * d, 3 * d, 1, keys, d,
-                                   values, d, pos + 1, cfg_.n_heads, cfg_.d_head(), -1,
-                                   ws.attn.data() + static_cast<std::size_t>(r) * d, d, ws.scores,
-                                   st.key_slots.data() + static_cast<std::size_t>(r) * st.capacity);
+    visit_kv(keys, values, 0, [&](auto* k, auto* v) {
+      for (int r = 0; r < rows; ++r)
+        layers::multi_head_attention(ws.qkv.data() + static_cast<std::size_t>(r) * 3 * d, 3 * d, 1, k, d, v, d,
+                                     pos + 1, cfg_.n_heads, cfg_.d_head(), -1,
+                                     ws.attn.data() + static_cast<std::size_t>(r) * d, d, ws.scores,
+                                     st.key_slots.data() + static_cast<std::size_t>(r) * st.capacity);
+    });
     l.self.out.forward(ws.attn.data(), rows, d, y, d);
   }
 
@@ -6689,10 +6834,11 @@ class transformer {
     for (int r = 0; r < rows; ++r) {
       const int s = st.row_source[static_cast<std::size_t>(r)];
       const std::size_t first = static_cast<std::size_t>(st.encoded->offsets[s]) * d;
-      layers::multi_head_attention(ws.qkv.data() + static_cast<std::size_t>(r) * d, d, 1,
-                                   st.cross_k[li].data() + first, d, st.cross_v[li].data() + first, d,
-                                   st.encoded->lengths[s], cfg_.n_heads, cfg_.d_head(), -1,
-                                   ws.attn.data() + static_cast<std::size_t>(r) * d, d, ws.scores);
+      visit_kv(st.cross_k[li], st.cross_v[li], first, [&](auto* k, auto* v) {
+        layers::multi_head_attention(ws.qkv.data() + static_cast<std::size_t>(r) * d, d, 1, k, d, v, d,
+                                     st.encoded->lengths[s], cfg_.n_heads, cfg_.d_head(), -1,
+                                     ws.attn.data() + static_cast<std::size_t>(r) * d, d, ws.scores);
+      });
     }
     l.cross.out.forward(ws.attn.data(), rows, d, y, d);
   }
@@ -6708,11 +6854,11 @@ class transformer {
     const int blocks = std::max(st.rows, st.blocks);
     const std::size_t d = static_cast<std::size_t>(cfg_.d_model), old_cap = static_cast<std::size_t>(st.capacity);
     for (auto* cache : {&st.self_k, &st.self_v})
-      for (auto& layer_cache : *cache) {
-        uninitialized_buffer<float> next(static_cast<std::size_t>(blocks) * cap * d);
+      for (kv_array& layer_cache : *cache) {
+        kv_array next(layer_cache.half, static_cast<std::size_t>(blocks) * cap * d);
         for (int b = 0; b < st.blocks; ++b)
-          std::copy_n(layer_cache.data() + b * old_cap * d, static_cast<std::size_t>(st.length) * d,
-                      next.data() + static_cast<std::size_t>(b) * cap * d);
+          next.copy(layer_cache, b * old_cap * d, static_cast<std::size_t>(b) * cap * d,
+                    static_cast<std::size_t>(st.length) * d);
         layer_cache = std::move(next);
       }
     std::vector<int> slots(static_cast<std::size_t>(st.rows) * cap);
@@ -6755,6 +6901,8 @@ class transformer {
     }
     output_.weight = cfg_.shared_embeddings ? encoder_.embed
                                             : w.matrix(std::string(spec::output_projection), v, d);
+    half_cache_ = opts_.kv_cache == model_options::cache_precision::float16 ||
+                  (opts_.kv_cache == model_options::cache_precision::automatic && has_int8_layers());
     if (!output_.weight.is_int8() && opts_.int8_output_projection && has_int8_layers()) {
       output_.packed = std::make_shared<const kernels::packed_int8>(
           kernels::quantize_pack(output_.weight.f32, v, d, d));
@@ -6884,6 +7032,7 @@ class transformer {
   weight_store store_;
   bool pre_ = true;
   float embed_scale_ = 1.0f;
+  bool half_cache_ = false;  // decoder attention caches in float16 (model_options::kv_cache)
   stack_weights encoder_, decoder_;
   layers::linear output_;
 };
@@ -7520,6 +7669,9 @@ struct translator_options {
   std::string expected_task;     // non-empty: throw unless the file's task has this name
   bool fuse_qkv = true;          // fuse q/k/v projections at load (a copy of those weights)
   bool int8_output_projection = true;  // int8 files: quantize a float output projection at load
+  // The decoder's K/V caches: automatic = float16 for int8 models, float32 otherwise
+  // (model::model_options::kv_cache).
+  model::model_options::cache_precision kv_cache = model::model_options::cache_precision::automatic;
   // Map the .tmoe file (default; shared pages, instant start) or read it into memory (immune to
   // the file being rewritten in place or truncated while in use). A mapped file modified after
   // opening makes every later call throw io_error instead of translating with changed weights.
@@ -7738,6 +7890,7 @@ class translator {
     model::model_options mo;
     mo.fuse_qkv = o.fuse_qkv;
     mo.int8_output_projection = o.int8_output_projection;
+    mo.kv_cache = o.kv_cache;
     return mo;
   }
 

@@ -13,6 +13,8 @@
 // runtime dispatch (arch/avx2.hpp, arch/avx512.hpp).
 
 #include <cstddef>  // std::size_t
+#include <cstdint>  // std::uint16_t
+#include <type_traits>  // std::is_same
 #include <string>   // std::to_string
 
 #include <taskmoe/kernels/arch/avx2.hpp>     // detail::avx2::add_inplace
@@ -64,34 +66,70 @@ inline void layer_norm(const float* x, int rows, int d, int ldx, const float* ga
   }
 }
 
+namespace detail {
+// The wide attention kernels take float keys of any head width, float16 ones in whole registers.
+template <class T>
+inline bool wide_attention(int dh, int lanes) noexcept {
+  return std::is_same<T, float>::value || dh % lanes == 0;
+}
+}  // namespace detail
+
 // Attention scores of one query over n keys, all heads at once (heads are contiguous column
 // blocks of width dh): s[h * lds + j] = (q[h*dh ..] . k[r_j * ldk + h*dh ..]) / scale, where key
-// j is row r_j = key_rows[j] of k, or row j when key_rows is null.
-inline void attention_scores(const float* q, const float* k, int ldk, int n, int heads, int dh, float scale,
+// j is row r_j = key_rows[j] of k, or row j when key_rows is null. Keys are float, or float16 bits
+// (std::uint16_t: the decoder's half-precision K/V cache), converted exactly.
+template <class T>
+inline void attention_scores(const float* q, const T* k, int ldk, int n, int heads, int dh, float scale,
                              float* s, int lds, const int* key_rows = nullptr) {
+  static_assert(std::is_same<T, float>::value || std::is_same<T, std::uint16_t>::value, "float or float16 keys");
   if (n <= 0 || heads <= 0) return;
   if (dh < 0 || ldk < heads * dh || lds < n) detail::fail("attention_scores", "bad sizes");
   switch (active_isa()) {
 #if TASKMOE_KERNELS_X86
-    case isa::avx512: detail::avx512::attention_scores(q, k, ldk, key_rows, n, heads, dh, scale, s, lds); return;
-    case isa::avx2: detail::avx2::attention_scores(q, k, ldk, key_rows, n, heads, dh, scale, s, lds); return;
+    case isa::avx512:
+      if (detail::wide_attention<T>(dh, 16)) return detail::avx512::attention_scores(q, k, ldk, key_rows, n, heads, dh, scale, s, lds);
+      break;
+    case isa::avx2:
+      if (detail::wide_attention<T>(dh, 8)) return detail::avx2::attention_scores(q, k, ldk, key_rows, n, heads, dh, scale, s, lds);
+      break;
 #endif
-    default: detail::generic::attention_scores(q, k, ldk, key_rows, n, heads, dh, scale, s, lds); return;
+    default: break;
   }
+  detail::generic::attention_scores(q, k, ldk, key_rows, n, heads, dh, scale, s, lds);
 }
 
 // Weighted sum of n value rows per head: out[h * dh + c] = sum_j p[h * lds + j] v[r_j * ldv + h*dh + c]
-// (r_j as in attention_scores).
-inline void attention_combine(const float* p, int lds, const float* v, int ldv, int n, int heads, int dh,
+// (r_j as in attention_scores; values float or float16 bits like the keys there).
+template <class T>
+inline void attention_combine(const float* p, int lds, const T* v, int ldv, int n, int heads, int dh,
                               float* out, const int* key_rows = nullptr) {
+  static_assert(std::is_same<T, float>::value || std::is_same<T, std::uint16_t>::value, "float or float16 values");
   if (heads <= 0) return;
   if (n < 0 || dh < 0 || ldv < heads * dh || lds < n) detail::fail("attention_combine", "bad sizes");
   switch (active_isa()) {
 #if TASKMOE_KERNELS_X86
-    case isa::avx512: detail::avx512::attention_combine(p, lds, v, ldv, key_rows, n, heads, dh, out); return;
-    case isa::avx2: detail::avx2::attention_combine(p, lds, v, ldv, key_rows, n, heads, dh, out); return;
+    case isa::avx512:
+      if (detail::wide_attention<T>(dh, 16)) return detail::avx512::attention_combine(p, lds, v, ldv, key_rows, n, heads, dh, out);
+      break;
+    case isa::avx2:
+      if (detail::wide_attention<T>(dh, 8)) return detail::avx2::attention_combine(p, lds, v, ldv, key_rows, n, heads, dh, out);
+      break;
 #endif
-    default: detail::generic::attention_combine(p, lds, v, ldv, key_rows, n, heads, dh, out); return;
+    default: break;
+  }
+  detail::generic::attention_combine(p, lds, v, ldv, key_rows, n, heads, dh, out);
+}
+
+// y[i] = x[i] rounded to float16 bits, to nearest even (the same on every ISA); beyond 65504 in
+// magnitude it is infinity.
+inline void to_float16(const float* x, int n, std::uint16_t* y) {
+  if (n < 0) detail::fail("to_float16", "n must be >= 0");
+  switch (active_isa()) {
+#if TASKMOE_KERNELS_X86
+    case isa::avx512: detail::avx512::to_float16(x, n, y); return;
+    case isa::avx2: detail::avx2::to_float16(x, n, y); return;
+#endif
+    default: detail::generic::to_float16(x, n, y); return;
   }
 }
 

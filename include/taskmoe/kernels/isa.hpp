@@ -24,7 +24,7 @@
 // Per-function target attributes and __builtin_cpu_supports exist: the AVX2/AVX-512 kernels are
 // compiled in. Elsewhere only the generic kernels exist and active_isa() is always generic.
 #define TASKMOE_KERNELS_X86 1
-#include <cpuid.h>  // __get_cpuid (f16c on clang: see detect_cpu_features)
+#include <cpuid.h>  // __get_cpuid (f16c: see detect_cpu_features)
 #else
 #define TASKMOE_KERNELS_X86 0
 #endif
@@ -76,15 +76,10 @@ inline const cpu_features& detect_cpu_features() noexcept {
     __builtin_cpu_init();  // harmless when already done; needed if called from a constructor
     f.avx2 = __builtin_cpu_supports("avx2");
     f.fma = __builtin_cpu_supports("fma");
-    f.f16c = false;
-#if defined(__clang__)
-    // clang before 16 rejects "f16c" in __builtin_cpu_supports: read CPUID leaf 1, ECX bit 29
-    // (the OS saving the YMM registers is implied by avx2 above).
+    // CPUID leaf 1, ECX bit 29 (clang before 16 and GCC before 11 reject "f16c" in
+    // __builtin_cpu_supports; the OS saving the YMM registers is implied by avx2 above).
     unsigned eax = 0, ebx = 0, ecx = 0, edx = 0;
     f.f16c = f.avx2 && __get_cpuid(1, &eax, &ebx, &ecx, &edx) != 0 && (ecx & bit_F16C) != 0;
-#elif __GNUC__ >= 11
-    f.f16c = __builtin_cpu_supports("f16c");
-#endif
     f.avx512f = __builtin_cpu_supports("avx512f");
     f.avx512bw = __builtin_cpu_supports("avx512bw");
     f.avx512vl = __builtin_cpu_supports("avx512vl");
@@ -100,8 +95,9 @@ inline bool cpu_supports(isa value) noexcept {
   const cpu_features& f = detect_cpu_features();
   switch (value) {
     case isa::generic: return true;
-    case isa::avx2: return TASKMOE_KERNELS_X86 && f.avx2 && f.fma;
-    case isa::avx512: return TASKMOE_KERNELS_X86 && f.avx2 && f.fma && f.avx512f && f.avx512bw && f.avx512vl;
+    // F16C (the float16 K/V cache's conversions) comes with every AVX2 CPU; checked all the same.
+    case isa::avx2: return TASKMOE_KERNELS_X86 && f.avx2 && f.fma && f.f16c;
+    case isa::avx512: return TASKMOE_KERNELS_X86 && f.avx2 && f.fma && f.f16c && f.avx512f && f.avx512bw && f.avx512vl;
   }
   return false;
 }

@@ -17,9 +17,11 @@ namespace layers {
 //   out[i, h] = softmax_j( q[i, h] · k[j, h] / sqrt(dh) ) v[j, h],  j < visible(i)
 // where visible(i) = lk, or min(lk, i + 1 + causal_offset) when causal_offset >= 0 (query i sits
 // at key position i + causal_offset). Key / value j is row key_rows[j] of k / v (row j when
-// key_rows is null). `scores` is scratch (resized as needed).
-inline void multi_head_attention(const float* q, int ldq, int lq, const float* k, int ldk,
-                                 const float* v, int ldv, int lk, int heads, int dh,
+// key_rows is null). `scores` is scratch (resized as needed). Keys and values are float, or
+// float16 bits (std::uint16_t: the decoder's half-precision K/V cache).
+template <class T>
+inline void multi_head_attention(const float* q, int ldq, int lq, const T* k, int ldk,
+                                 const T* v, int ldv, int lk, int heads, int dh,
                                  int causal_offset, float* out, int ldo,
                                  std::vector<float>& scores, const int* key_rows = nullptr) {
   const std::size_t need = static_cast<std::size_t>(heads) * static_cast<std::size_t>(lk > 0 ? lk : 1);

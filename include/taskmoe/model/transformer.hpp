@@ -65,6 +65,13 @@ struct model_options {
   // quantizer as the converter) so the largest decoder GEMM runs int8 too. BENCHMARKS.md
   // section 4 has its measured BLEU cost.
   bool int8_output_projection = true;
+  // Precision of the decoder's attention caches (self-attention keys and values of every written
+  // position, cross-attention keys and values of the source). At large batches attention waits
+  // on DRAM for them (BENCHMARKS.md section 0); float16 halves those bytes at a relative error of
+  // at most 2^-11 per element. automatic: float16 in models with int8 layers (already
+  // approximate; BLEU in BENCHMARKS.md section 4), float32 otherwise (exact against the reference).
+  enum class cache_precision { automatic, float32, float16 };
+  cache_precision kv_cache = cache_precision::automatic;
   // Quantize float weights per row at load exactly as `taskmoe-convert --quantization int8`
   // (its defaults: attention projections, dense FFNs and experts; embeddings, router and small
   // tensors stay float), so a checkpoint runs like its converted int8 file. Weights already int8
@@ -89,6 +96,44 @@ struct workspace {
   moe::moe_workspace moe;
 };
 
+// Keys or values of one attention cache: float32, or float16 bits (model_options::kv_cache).
+struct kv_array {
+  bool half = false;
+  uninitialized_buffer<float> f32;
+  uninitialized_buffer<std::uint16_t> f16;
+
+  kv_array() = default;
+  kv_array(bool half_precision, std::size_t n) : half(half_precision) {
+    if (half)
+      f16 = uninitialized_buffer<std::uint16_t>(n);
+    else
+      f32 = uninitialized_buffer<float>(n);
+  }
+  // Elements [at, at + n) from floats (rounded to float16 when half).
+  void write(std::size_t at, const float* x, int n) {
+    if (half)
+      kernels::to_float16(x, n, f16.data() + at);
+    else
+      std::memcpy(f32.data() + at, x, sizeof(float) * static_cast<std::size_t>(n));
+  }
+  // Elements [from, from + n) of `other` (the same precision) to [to, to + n).
+  void copy(const kv_array& other, std::size_t from, std::size_t to, std::size_t n) {
+    if (half)
+      std::copy_n(other.f16.data() + from, n, f16.data() + to);
+    else
+      std::copy_n(other.f32.data() + from, n, f32.data() + to);
+  }
+};
+
+// fn(keys + at, values + at), both typed by their precision: const float* or const std::uint16_t*.
+template <class Fn>
+void visit_kv(const kv_array& keys, const kv_array& values, std::size_t at, Fn&& fn) {
+  if (keys.half)
+    fn(static_cast<const std::uint16_t*>(keys.f16.data() + at), static_cast<const std::uint16_t*>(values.f16.data() + at));
+  else
+    fn(static_cast<const float*>(keys.f32.data() + at), static_cast<const float*>(values.f32.data() + at));
+}
+
 // Incremental decoding state for `rows` decoder rows.
 struct decoder_state {
   const encoder_output* encoded = nullptr;
@@ -99,8 +144,8 @@ struct decoder_state {
   std::vector<int> row_source;  // sentence (in encoded) of each row
   std::vector<int> key_slots;   // [rows, capacity]: slot (block * capacity + position) of row r's position p
   std::vector<int> spare;       // reorder's gather buffer (swapped with key_slots)
-  std::vector<uninitialized_buffer<float>> self_k, self_v;  // per layer [blocks * capacity, d]
-  std::vector<std::vector<float>> cross_k, cross_v;         // per layer [total source tokens, d]
+  std::vector<kv_array> self_k, self_v;    // per layer [blocks * capacity, d]
+  std::vector<kv_array> cross_k, cross_v;  // per layer [total source tokens, d]
   workspace ws;
 };
 
@@ -120,6 +165,7 @@ class transformer {
                                    "of the same checkpoint object");
     pre_ = base_->pre_;
     embed_scale_ = base_->embed_scale_;
+    half_cache_ = base_->half_cache_;
     encoder_ = base_->encoder_;
     decoder_ = base_->decoder_;
     output_ = base_->output_;
@@ -195,28 +241,27 @@ class transformer {
     st.rows = static_cast<int>(row_source.size());
     st.row_source = std::move(row_source);
     const std::size_t layers = decoder_.layers.size();
-    st.self_k.resize(layers);
-    st.self_v.resize(layers);
-    st.cross_k.resize(layers);
-    st.cross_v.resize(layers);
+    for (std::size_t i = 0; i < layers; ++i) {
+      st.self_k.emplace_back(half_cache_, 0);
+      st.self_v.emplace_back(half_cache_, 0);
+    }
     const int total = static_cast<int>(encoded.memory.size() / static_cast<std::size_t>(d));
     const std::size_t n = static_cast<std::size_t>(total) * d;
+    std::vector<float>& kv = st.ws.qkv;  // [total, 2d] out of the projection(s), split into K and V
+    kv.resize(2 * n);
     for (std::size_t i = 0; i < layers; ++i) {
       const auto& l = decoder_.layers[i];
-      auto &k = st.cross_k[i], &v = st.cross_v[i];
-      k.resize(n);
-      v.resize(n);
-      if (l.cross.fused) {  // [total, 2d] out of the fused projection, split into K and V
-        std::vector<float>& kv = st.ws.qkv;
-        kv.resize(2 * n);
+      if (l.cross.fused) {
         l.cross.kv.forward(encoded.memory.data(), total, d, kv.data(), 2 * d);
-        for (std::size_t t = 0; t < static_cast<std::size_t>(total); ++t) {
-          std::memcpy(k.data() + t * d, kv.data() + t * 2 * d, sizeof(float) * d);
-          std::memcpy(v.data() + t * d, kv.data() + t * 2 * d + d, sizeof(float) * d);
-        }
       } else {
-        l.cross.k.forward(encoded.memory.data(), total, d, k.data(), d);
-        l.cross.v.forward(encoded.memory.data(), total, d, v.data(), d);
+        l.cross.k.forward(encoded.memory.data(), total, d, kv.data(), 2 * d);
+        l.cross.v.forward(encoded.memory.data(), total, d, kv.data() + d, 2 * d);
+      }
+      st.cross_k.emplace_back(half_cache_, n);
+      st.cross_v.emplace_back(half_cache_, n);
+      for (std::size_t t = 0; t < static_cast<std::size_t>(total); ++t) {
+        st.cross_k.back().write(t * d, kv.data() + t * 2 * d, d);
+        st.cross_v.back().write(t * d, kv.data() + t * 2 * d + d, d);
       }
     }
     return st;
@@ -366,20 +411,22 @@ class transformer {
     workspace& ws = st.ws;
     project_qkv(l.self, h, rows, ws.qkv);
     // Row r's key and value (columns d and 2d of its qkv row) into slot (block r, position pos).
-    float* keys = st.self_k[li].data();
-    float* values = st.self_v[li].data();
+    kv_array& keys = st.self_k[li];
+    kv_array& values = st.self_v[li];
     for (int r = 0; r < rows; ++r) {
       const std::size_t slot = static_cast<std::size_t>(r) * st.capacity + pos;
       const float* kv = ws.qkv.data() + static_cast<std::size_t>(r) * 3 * d + d;
-      std::memcpy(keys + slot * d, kv, sizeof(float) * d);
-      std::memcpy(values + slot * d, kv + d, sizeof(float) * d);
+      keys.write(slot * d, kv, d);
+      values.write(slot * d, kv + d, d);
     }
     ws.attn.resize(static_cast<std::size_t>(rows) * d);
-    for (int r = 0; r < rows; ++r)
-      layers::multi_head_attention(ws.qkv.data() + static_cast<std::size_t>(r) * 3 * d, 3 * d, 1, keys, d,
-                                   values, d, pos + 1, cfg_.n_heads, cfg_.d_head(), -1,
-                                   ws.attn.data() + static_cast<std::size_t>(r) * d, d, ws.scores,
-                                   st.key_slots.data() + static_cast<std::size_t>(r) * st.capacity);
+    visit_kv(keys, values, 0, [&](auto* k, auto* v) {
+      for (int r = 0; r < rows; ++r)
+        layers::multi_head_attention(ws.qkv.data() + static_cast<std::size_t>(r) * 3 * d, 3 * d, 1, k, d, v, d,
+                                     pos + 1, cfg_.n_heads, cfg_.d_head(), -1,
+                                     ws.attn.data() + static_cast<std::size_t>(r) * d, d, ws.scores,
+                                     st.key_slots.data() + static_cast<std::size_t>(r) * st.capacity);
+    });
     l.self.out.forward(ws.attn.data(), rows, d, y, d);
   }
 
@@ -393,10 +440,11 @@ class transformer {
     for (int r = 0; r < rows; ++r) {
       const int s = st.row_source[static_cast<std::size_t>(r)];
       const std::size_t first = static_cast<std::size_t>(st.encoded->offsets[s]) * d;
-      layers::multi_head_attention(ws.qkv.data() + static_cast<std::size_t>(r) * d, d, 1,
-                                   st.cross_k[li].data() + first, d, st.cross_v[li].data() + first, d,
-                                   st.encoded->lengths[s], cfg_.n_heads, cfg_.d_head(), -1,
-                                   ws.attn.data() + static_cast<std::size_t>(r) * d, d, ws.scores);
+      visit_kv(st.cross_k[li], st.cross_v[li], first, [&](auto* k, auto* v) {
+        layers::multi_head_attention(ws.qkv.data() + static_cast<std::size_t>(r) * d, d, 1, k, d, v, d,
+                                     st.encoded->lengths[s], cfg_.n_heads, cfg_.d_head(), -1,
+                                     ws.attn.data() + static_cast<std::size_t>(r) * d, d, ws.scores);
+      });
     }
     l.cross.out.forward(ws.attn.data(), rows, d, y, d);
   }
@@ -412,11 +460,11 @@ class transformer {
     const int blocks = std::max(st.rows, st.blocks);
     const std::size_t d = static_cast<std::size_t>(cfg_.d_model), old_cap = static_cast<std::size_t>(st.capacity);
     for (auto* cache : {&st.self_k, &st.self_v})
-      for (auto& layer_cache : *cache) {
-        uninitialized_buffer<float> next(static_cast<std::size_t>(blocks) * cap * d);
+      for (kv_array& layer_cache : *cache) {
+        kv_array next(layer_cache.half, static_cast<std::size_t>(blocks) * cap * d);
         for (int b = 0; b < st.blocks; ++b)
-          std::copy_n(layer_cache.data() + b * old_cap * d, static_cast<std::size_t>(st.length) * d,
-                      next.data() + static_cast<std::size_t>(b) * cap * d);
+          next.copy(layer_cache, b * old_cap * d, static_cast<std::size_t>(b) * cap * d,
+                    static_cast<std::size_t>(st.length) * d);
         layer_cache = std::move(next);
       }
     std::vector<int> slots(static_cast<std::size_t>(st.rows) * cap);
@@ -459,6 +507,8 @@ class transformer {
     }
     output_.weight = cfg_.shared_embeddings ? encoder_.embed
                                             : w.matrix(std::string(spec::output_projection), v, d);
+    half_cache_ = opts_.kv_cache == model_options::cache_precision::float16 ||
+                  (opts_.kv_cache == model_options::cache_precision::automatic && has_int8_layers());
     if (!output_.weight.is_int8() && opts_.int8_output_projection && has_int8_layers()) {
       output_.packed = std::make_shared<const kernels::packed_int8>(
           kernels::quantize_pack(output_.weight.f32, v, d, d));
@@ -588,6 +638,7 @@ class transformer {
   weight_store store_;
   bool pre_ = true;
   float embed_scale_ = 1.0f;
+  bool half_cache_ = false;  // decoder attention caches in float16 (model_options::kv_cache)
   stack_weights encoder_, decoder_;
   layers::linear output_;
 };

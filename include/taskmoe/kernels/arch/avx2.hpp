@@ -1,5 +1,5 @@
 #pragma once
-// AVX2 (+FMA) kernels. Every function here carries __attribute__((target("avx2,fma"))), so this
+// AVX2 (+FMA) kernels. Every function here carries __attribute__((target("avx2,fma,f16c"))), so this
 // header compiles and links in a baseline x86-64 build; the dispatchers call these only when
 // active_isa() >= isa::avx2. Kernels not defined here fall back to arch/generic.hpp.
 //
@@ -19,6 +19,7 @@
 #include <cstdint>    // int8_t, int32_t
 #include <cstring>    // std::memcpy
 #include <limits>     // std::numeric_limits
+#include <type_traits>  // std::is_same
 
 #include <taskmoe/kernels/detail/exp_poly.hpp>     // log_softmax's exp
 #include <taskmoe/kernels/detail/packed_args.hpp>  // packed_call, panel layout
@@ -32,7 +33,8 @@ namespace kernels {
 namespace detail {
 namespace avx2 {
 
-#define TASKMOE_TARGET_AVX2 __attribute__((target("avx2,fma")))
+// F16C: every AVX2 CPU has it, and cpu_supports(isa::avx2) checks it (the float16 K/V cache).
+#define TASKMOE_TARGET_AVX2 __attribute__((target("avx2,fma,f16c")))
 
 // acc += a * b for 32 signed bytes (a from our quantizer, b any int8): the sign trick with |b| as
 // the unsigned operand, so that b = -128 (|b| = 128 unsigned) stays exact; negating b instead
@@ -418,16 +420,24 @@ TASKMOE_TARGET_AVX2 inline __m256 hsum8(const __m256* v) {
   return _mm256_add_ps(_mm256_permute2f128_ps(a, b, 0x20), _mm256_permute2f128_ps(a, b, 0x31));
 }
 
+// 8 keys / values as floats: float32 as stored, float16 (the K/V cache's half form) converted.
+TASKMOE_TARGET_AVX2 inline __m256 load_kv(const float* p) { return _mm256_loadu_ps(p); }
+TASKMOE_TARGET_AVX2 inline __m256 load_kv(const std::uint16_t* p) {
+  return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+}
+
 // s[h * lds + j] = (q_h . k_j,h) / scale for h < heads, j < n. Key-major: each key's heads are
 // read in one sweep. The decoder's keys are rows kilobytes apart (a slot or a source token per
 // row); reading one head's slice of every key, then the next head's, left the prefetcher
 // nothing to follow and attention memory-bound. Eight heads' dot products reduce together.
-TASKMOE_TARGET_AVX2 inline void attention_scores(const float* q, const float* k, int ldk, const int* rows, int n,
+template <class T>
+TASKMOE_TARGET_AVX2 inline void attention_scores(const float* q, const T* k, int ldk, const int* rows, int n,
                                                  int heads, int dh, float scale, float* s, int lds) {
-  if (dh % 8 != 0) return attention_scores_by_head(q, k, ldk, rows, n, heads, dh, scale, s, lds);
+  if constexpr (std::is_same<T, float>::value)
+    if (dh % 8 != 0) return attention_scores_by_head(q, k, ldk, rows, n, heads, dh, scale, s, lds);
   const __m256 vscale = _mm256_set1_ps(scale);
   for (int j = 0; j < n; ++j) {
-    const float* kj = k + key_row(rows, j) * ldk;
+    const T* kj = k + key_row(rows, j) * ldk;
     for (int h0 = 0; h0 < heads; h0 += 8) {
       const int hn = heads - h0 < 8 ? heads - h0 : 8;
       __m256 part[8];
@@ -436,7 +446,7 @@ TASKMOE_TARGET_AVX2 inline void attention_scores(const float* q, const float* k,
         if (u >= hn) continue;
         const std::size_t off = static_cast<std::size_t>(h0 + u) * dh;
         for (int c = 0; c < dh; c += 8)
-          part[u] = _mm256_fmadd_ps(_mm256_loadu_ps(q + off + c), _mm256_loadu_ps(kj + off + c), part[u]);
+          part[u] = _mm256_fmadd_ps(_mm256_loadu_ps(q + off + c), load_kv(kj + off + c), part[u]);
       }
       alignas(32) float sums[8];
       _mm256_store_ps(sums, _mm256_div_ps(hsum8(part), vscale));
@@ -448,34 +458,51 @@ TASKMOE_TARGET_AVX2 inline void attention_scores(const float* q, const float* k,
 // out[h * dh + c] = sum_j p[h * lds + j] * v[r_j * ldv + h * dh + c] (r_j as in
 // attention_scores). Key-major like attention_scores: four keys' rows per sweep of the output
 // (which stays in L1), each row one contiguous read.
-TASKMOE_TARGET_AVX2 inline void attention_combine(const float* p, int lds, const float* v, int ldv,
+template <class T>
+TASKMOE_TARGET_AVX2 inline void attention_combine(const float* p, int lds, const T* v, int ldv,
                                                   const int* rows, int n, int heads, int dh, float* out) {
-  if (dh % 8 != 0) return attention_combine_by_head(p, lds, v, ldv, rows, n, heads, dh, out);
+  if constexpr (std::is_same<T, float>::value)
+    if (dh % 8 != 0) return attention_combine_by_head(p, lds, v, ldv, rows, n, heads, dh, out);
   const int vectors = heads * dh / 8;
   for (int u = 0; u < vectors; ++u) _mm256_storeu_ps(out + 8 * u, _mm256_setzero_ps());
   int j = 0;
   for (; j + 4 <= n; j += 4) {
-    const float* v0 = v + key_row(rows, j) * ldv;
-    const float* v1 = v + key_row(rows, j + 1) * ldv;
-    const float* v2 = v + key_row(rows, j + 2) * ldv;
-    const float* v3 = v + key_row(rows, j + 3) * ldv;
+    const T* v0 = v + key_row(rows, j) * ldv;
+    const T* v1 = v + key_row(rows, j + 1) * ldv;
+    const T* v2 = v + key_row(rows, j + 2) * ldv;
+    const T* v3 = v + key_row(rows, j + 3) * ldv;
     for (int u = 0; u < vectors; ++u) {
       const float* ph = p + static_cast<std::size_t>(u * 8 / dh) * lds + j;
       __m256 o = _mm256_loadu_ps(out + 8 * u);
-      o = _mm256_fmadd_ps(_mm256_broadcast_ss(ph), _mm256_loadu_ps(v0 + 8 * u), o);
-      o = _mm256_fmadd_ps(_mm256_broadcast_ss(ph + 1), _mm256_loadu_ps(v1 + 8 * u), o);
-      o = _mm256_fmadd_ps(_mm256_broadcast_ss(ph + 2), _mm256_loadu_ps(v2 + 8 * u), o);
-      o = _mm256_fmadd_ps(_mm256_broadcast_ss(ph + 3), _mm256_loadu_ps(v3 + 8 * u), o);
+      o = _mm256_fmadd_ps(_mm256_broadcast_ss(ph), load_kv(v0 + 8 * u), o);
+      o = _mm256_fmadd_ps(_mm256_broadcast_ss(ph + 1), load_kv(v1 + 8 * u), o);
+      o = _mm256_fmadd_ps(_mm256_broadcast_ss(ph + 2), load_kv(v2 + 8 * u), o);
+      o = _mm256_fmadd_ps(_mm256_broadcast_ss(ph + 3), load_kv(v3 + 8 * u), o);
       _mm256_storeu_ps(out + 8 * u, o);
     }
   }
   for (; j < n; ++j) {
-    const float* v0 = v + key_row(rows, j) * ldv;
+    const T* v0 = v + key_row(rows, j) * ldv;
     for (int u = 0; u < vectors; ++u) {
       const float* ph = p + static_cast<std::size_t>(u * 8 / dh) * lds + j;
-      _mm256_storeu_ps(out + 8 * u, _mm256_fmadd_ps(_mm256_broadcast_ss(ph), _mm256_loadu_ps(v0 + 8 * u),
+      _mm256_storeu_ps(out + 8 * u, _mm256_fmadd_ps(_mm256_broadcast_ss(ph), load_kv(v0 + 8 * u),
                                                     _mm256_loadu_ps(out + 8 * u)));
     }
+  }
+}
+
+// y = x rounded to float16 (nearest even), 8 at a time.
+TASKMOE_TARGET_AVX2 inline void to_float16(const float* x, int n, std::uint16_t* y) {
+  int i = 0;
+  for (; i + 8 <= n; i += 8)
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(y + i),
+                     _mm256_cvtps_ph(_mm256_loadu_ps(x + i), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+  if (i < n) {
+    alignas(32) float in[8] = {};
+    alignas(16) std::uint16_t outh[8];
+    for (int t = i; t < n; ++t) in[t - i] = x[t];
+    _mm_store_si128(reinterpret_cast<__m128i*>(outh), _mm256_cvtps_ph(_mm256_load_ps(in), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+    for (int t = i; t < n; ++t) y[t] = outh[t - i];
   }
 }
 

@@ -14,6 +14,7 @@
 
 #include <cstring>  // std::memcpy
 #include <limits>   // std::numeric_limits
+#include <type_traits>  // std::is_same
 
 #include <taskmoe/kernels/arch/avx2.hpp>             // hsum8
 #include <taskmoe/kernels/detail/exp_poly.hpp>     // log_softmax's exp
@@ -28,9 +29,9 @@ namespace kernels {
 namespace detail {
 namespace avx512 {
 
-#define TASKMOE_TARGET_AVX512 __attribute__((target("avx2,fma,avx512f,avx512bw,avx512vl")))
+#define TASKMOE_TARGET_AVX512 __attribute__((target("avx2,fma,f16c,avx512f,avx512bw,avx512vl")))
 #define TASKMOE_TARGET_AVX512_VNNI \
-  __attribute__((target("avx2,fma,avx512f,avx512bw,avx512vl,avx512vnni")))
+  __attribute__((target("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")))
 
 // acc += a * b for 64 signed bytes (a from our quantizer, b any int8): |b| is the unsigned
 // operand and a takes b's sign, so b = -128 stays exact (negating b would wrap it to itself).
@@ -337,14 +338,25 @@ TASKMOE_TARGET_AVX512 inline void attention_combine_by_head(const float* p, int 
   }
 }
 
+// 16 keys / values as floats: float32 as stored, float16 (the K/V cache's half form) converted.
+TASKMOE_TARGET_AVX512 inline __m512 load_kv(const float* p) { return _mm512_loadu_ps(p); }
+TASKMOE_TARGET_AVX512 inline __m512 load_kv(const std::uint16_t* p) {
+  // The zero-masked forms here and in to_float16: GCC 12's unmasked ones read an undefined
+  // vector, which -Wmaybe-uninitialized flags once inlined (as for hsum).
+  return _mm512_maskz_cvtph_ps(0xffff, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
+}
+
 // s[h * lds + j] = (q_h . k_j,h) / scale, key-major (why: avx2::attention_scores): per key, eight
-// heads' dot products, each folded to 8 lanes and reduced together.
-TASKMOE_TARGET_AVX512 inline void attention_scores(const float* q, const float* k, int ldk, const int* rows,
+// heads' dot products, each folded to 8 lanes and reduced together. T: float, or float16 bits
+// (dh a multiple of 16 then: the dispatcher sends other float16 shapes to the generic kernel).
+template <class T>
+TASKMOE_TARGET_AVX512 inline void attention_scores(const float* q, const T* k, int ldk, const int* rows,
                                                    int n, int heads, int dh, float scale, float* s, int lds) {
-  if (dh % 16 != 0) return attention_scores_by_head(q, k, ldk, rows, n, heads, dh, scale, s, lds);
+  if constexpr (std::is_same<T, float>::value)
+    if (dh % 16 != 0) return attention_scores_by_head(q, k, ldk, rows, n, heads, dh, scale, s, lds);
   const __m256 vscale = _mm256_set1_ps(scale);
   for (int j = 0; j < n; ++j) {
-    const float* kj = k + key_row(rows, j) * ldk;
+    const T* kj = k + key_row(rows, j) * ldk;
     for (int h0 = 0; h0 < heads; h0 += 8) {
       const int hn = heads - h0 < 8 ? heads - h0 : 8;
       __m256 part[8];
@@ -352,9 +364,9 @@ TASKMOE_TARGET_AVX512 inline void attention_scores(const float* q, const float* 
         part[u] = _mm256_setzero_ps();
         if (u >= hn) continue;
         const std::size_t off = static_cast<std::size_t>(h0 + u) * dh;
-        __m512 acc = _mm512_mul_ps(_mm512_loadu_ps(q + off), _mm512_loadu_ps(kj + off));
+        __m512 acc = _mm512_mul_ps(_mm512_loadu_ps(q + off), load_kv(kj + off));
         for (int c = 16; c < dh; c += 16)
-          acc = _mm512_fmadd_ps(_mm512_loadu_ps(q + off + c), _mm512_loadu_ps(kj + off + c), acc);
+          acc = _mm512_fmadd_ps(_mm512_loadu_ps(q + off + c), load_kv(kj + off + c), acc);
         const __m512i b = _mm512_castps_si512(acc);  // zero-masked extracts: see hsum
         part[u] = _mm256_add_ps(_mm256_castsi256_ps(_mm512_maskz_extracti64x4_epi64(0xff, b, 0)),
                                 _mm256_castsi256_ps(_mm512_maskz_extracti64x4_epi64(0xff, b, 1)));
@@ -368,34 +380,46 @@ TASKMOE_TARGET_AVX512 inline void attention_scores(const float* q, const float* 
 
 // out[h * dh + c] = sum_j p[h * lds + j] * v[r_j * ldv + h * dh + c], key-major: four keys' rows
 // per sweep of the output (which stays in L1), each row one contiguous read.
-TASKMOE_TARGET_AVX512 inline void attention_combine(const float* p, int lds, const float* v, int ldv,
+template <class T>
+TASKMOE_TARGET_AVX512 inline void attention_combine(const float* p, int lds, const T* v, int ldv,
                                                     const int* rows, int n, int heads, int dh, float* out) {
-  if (dh % 16 != 0) return attention_combine_by_head(p, lds, v, ldv, rows, n, heads, dh, out);
+  if constexpr (std::is_same<T, float>::value)
+    if (dh % 16 != 0) return attention_combine_by_head(p, lds, v, ldv, rows, n, heads, dh, out);
   const int vectors = heads * dh / 16;
   for (int u = 0; u < vectors; ++u) _mm512_storeu_ps(out + 16 * u, _mm512_setzero_ps());
   int j = 0;
   for (; j + 4 <= n; j += 4) {
-    const float* v0 = v + key_row(rows, j) * ldv;
-    const float* v1 = v + key_row(rows, j + 1) * ldv;
-    const float* v2 = v + key_row(rows, j + 2) * ldv;
-    const float* v3 = v + key_row(rows, j + 3) * ldv;
+    const T* v0 = v + key_row(rows, j) * ldv;
+    const T* v1 = v + key_row(rows, j + 1) * ldv;
+    const T* v2 = v + key_row(rows, j + 2) * ldv;
+    const T* v3 = v + key_row(rows, j + 3) * ldv;
     for (int u = 0; u < vectors; ++u) {
       const float* ph = p + static_cast<std::size_t>(u * 16 / dh) * lds + j;
       __m512 o = _mm512_loadu_ps(out + 16 * u);
-      o = _mm512_fmadd_ps(_mm512_set1_ps(ph[0]), _mm512_loadu_ps(v0 + 16 * u), o);
-      o = _mm512_fmadd_ps(_mm512_set1_ps(ph[1]), _mm512_loadu_ps(v1 + 16 * u), o);
-      o = _mm512_fmadd_ps(_mm512_set1_ps(ph[2]), _mm512_loadu_ps(v2 + 16 * u), o);
-      o = _mm512_fmadd_ps(_mm512_set1_ps(ph[3]), _mm512_loadu_ps(v3 + 16 * u), o);
+      o = _mm512_fmadd_ps(_mm512_set1_ps(ph[0]), load_kv(v0 + 16 * u), o);
+      o = _mm512_fmadd_ps(_mm512_set1_ps(ph[1]), load_kv(v1 + 16 * u), o);
+      o = _mm512_fmadd_ps(_mm512_set1_ps(ph[2]), load_kv(v2 + 16 * u), o);
+      o = _mm512_fmadd_ps(_mm512_set1_ps(ph[3]), load_kv(v3 + 16 * u), o);
       _mm512_storeu_ps(out + 16 * u, o);
     }
   }
   for (; j < n; ++j) {
-    const float* v0 = v + key_row(rows, j) * ldv;
+    const T* v0 = v + key_row(rows, j) * ldv;
     for (int u = 0; u < vectors; ++u) {
       const float w = p[static_cast<std::size_t>(u * 16 / dh) * lds + j];
-      _mm512_storeu_ps(out + 16 * u, _mm512_fmadd_ps(_mm512_set1_ps(w), _mm512_loadu_ps(v0 + 16 * u),
+      _mm512_storeu_ps(out + 16 * u, _mm512_fmadd_ps(_mm512_set1_ps(w), load_kv(v0 + 16 * u),
                                                       _mm512_loadu_ps(out + 16 * u)));
     }
+  }
+}
+
+// y = x rounded to float16 (nearest even), 16 at a time, the tail masked.
+TASKMOE_TARGET_AVX512 inline void to_float16(const float* x, int n, std::uint16_t* y) {
+  for (int i = 0; i < n; i += 16) {
+    const __mmask16 m = tail_mask(n - i);
+    const __m256i h = _mm512_maskz_cvtps_ph(0xffff, _mm512_maskz_loadu_ps(m, x + i),
+                                              _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    _mm256_mask_storeu_epi16(y + i, m, h);
   }
 }
 

@@ -14,6 +14,7 @@
 
 #include <xsimd/xsimd.hpp>  // batch<float> at the default architecture
 
+#include <taskmoe/detail/half.hpp>               // f16_to_f32, f32_to_f16
 #include <taskmoe/error.hpp>                     // invalid_argument_error
 #include <taskmoe/kernels/detail/packed_args.hpp>  // packed_call
 
@@ -53,31 +54,42 @@ inline void quantize_row_int8(const float* x, int n, std::int8_t* q, float* scal
   *scale = amax / 127.0f;
 }
 
+// A key / value element as float: float32 as stored, float16 bits (the K/V cache's half form)
+// converted exactly.
+inline float kv_float(float x) noexcept { return x; }
+inline float kv_float(std::uint16_t h) noexcept { return taskmoe::detail::f16_to_f32(h); }
+
 // Attention helpers (the plain reference for arch/avx2.hpp's versions; see layers/attention.hpp).
-inline void attention_scores(const float* q, const float* k, int ldk, const int* rows, int n, int heads,
+template <class T>
+inline void attention_scores(const float* q, const T* k, int ldk, const int* rows, int n, int heads,
                              int dh, float scale, float* s, int lds) {
   for (int h = 0; h < heads; ++h) {
     const float* qh = q + static_cast<std::size_t>(h) * dh;
     for (int j = 0; j < n; ++j) {
-      const float* kj = k + key_row(rows, j) * ldk + static_cast<std::size_t>(h) * dh;
+      const T* kj = k + key_row(rows, j) * ldk + static_cast<std::size_t>(h) * dh;
       float acc = 0.0f;
-      for (int c = 0; c < dh; ++c) acc += qh[c] * kj[c];
+      for (int c = 0; c < dh; ++c) acc += qh[c] * kv_float(kj[c]);
       s[static_cast<std::size_t>(h) * lds + j] = acc / scale;
     }
   }
 }
 
-inline void attention_combine(const float* p, int lds, const float* v, int ldv, const int* rows, int n,
+template <class T>
+inline void attention_combine(const float* p, int lds, const T* v, int ldv, const int* rows, int n,
                               int heads, int dh, float* out) {
   for (int h = 0; h < heads; ++h) {
     float* oh = out + static_cast<std::size_t>(h) * dh;
     for (int c = 0; c < dh; ++c) oh[c] = 0.0f;
     for (int j = 0; j < n; ++j) {
       const float pj = p[static_cast<std::size_t>(h) * lds + j];
-      const float* vj = v + key_row(rows, j) * ldv + static_cast<std::size_t>(h) * dh;
-      for (int c = 0; c < dh; ++c) oh[c] += pj * vj[c];
+      const T* vj = v + key_row(rows, j) * ldv + static_cast<std::size_t>(h) * dh;
+      for (int c = 0; c < dh; ++c) oh[c] += pj * kv_float(vj[c]);
     }
   }
+}
+
+inline void to_float16(const float* x, int n, std::uint16_t* y) {
+  for (int i = 0; i < n; ++i) y[i] = taskmoe::detail::f32_to_f16(x[i]);
 }
 
 // C_int[i, j] = sum_k a[i, k] * w[j, k] for i < m, j < n, handed to ep(i, j, value) exactly once
