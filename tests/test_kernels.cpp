@@ -592,25 +592,30 @@ TEST_CASE("gemm_packed_f32 equals a plain fused-multiply-add reference bit for b
   err([&] { tk::gemm_packed_f32(3, a.data(), 45, packed, c.data(), 19, {false, false, -1}); });
 }
 
-TEST_CASE("attention_scores and attention_combine match the plain reference on every ISA") {
-  // dh around the 16-float register chunks (the key-major kernels take multiples of 8 on AVX2, of
-  // 16 on AVX-512; others the head-major ones), past the 128 floats AVX-512 keeps q in registers for;
-  // keys in order, and keys picked by row index (the decoder cache's slots: out of order, repeated).
+// The attention kernels on keys / values stored as T (float, or float16 bits: `store` converts a
+// float, `load` gives back the value the kernels must see) against a double reference, for every
+// head count, head width and key count given, keys in order and picked by row index (the decoder
+// cache's slots: out of order, repeated).
+template <class T, class Store, class Load>
+void check_attention_kernels(const std::vector<int>& widths, const std::vector<int>& counts, Store store, Load load) {
   for (tk::isa isa : runnable_isas()) {
     tk::scoped_isa_override force(isa);
     for (bool indexed : {false, true})
       for (int heads : {1, 3, 8, 11})  // 11: past the key-major kernels' groups of 8 heads
-        for (int dh : {1, 7, 8, 16, 24, 33, 64, 100, 130, 144})  // multiples of 8 / 16: key-major
-          for (int n : {1, 2, 3, 17, 64}) {
+        for (int dh : widths)
+          for (int n : counts) {
             CAPTURE(std::string(tk::to_string(isa))); CAPTURE(indexed); CAPTURE(heads); CAPTURE(dh); CAPTURE(n);
             const int ld = heads * dh + 5, lds = n + 3, stored = indexed ? 2 * n + 3 : n;
             std::vector<int> rows(static_cast<std::size_t>(n));
             for (int j = 0; j < n; ++j) rows[static_cast<std::size_t>(j)] = indexed ? (7 * j + 3) % stored : j;
             const int* key_rows = indexed ? rows.data() : nullptr;
             const auto q = random_floats(static_cast<std::size_t>(heads) * dh, 51);
-            const auto k = random_floats(static_cast<std::size_t>(stored) * ld, 52);
-            const auto v = random_floats(static_cast<std::size_t>(stored) * ld, 53);
+            const auto kf = random_floats(static_cast<std::size_t>(stored) * ld, 52, -4.0f, 4.0f);
+            const auto vf = random_floats(static_cast<std::size_t>(stored) * ld, 53, -4.0f, 4.0f);
             const auto p = random_floats(static_cast<std::size_t>(heads) * lds, 54, 0.0f, 1.0f);
+            std::vector<T> k(kf.size()), v(vf.size());
+            for (std::size_t i = 0; i < kf.size(); ++i) k[i] = store(kf[i]);
+            for (std::size_t i = 0; i < vf.size(); ++i) v[i] = store(vf[i]);
             const float scale = 1.7f;
             std::vector<float> s(static_cast<std::size_t>(heads) * lds, -7.0f), out(static_cast<std::size_t>(heads) * dh + 1, -7.0f);
             tk::attention_scores(q.data(), k.data(), ld, n, heads, dh, scale, s.data(), lds, key_rows);
@@ -619,14 +624,13 @@ TEST_CASE("attention_scores and attention_combine match the plain reference on e
               for (int j = 0; j < n; ++j) {
                 const int r = rows[static_cast<std::size_t>(j)];
                 double want = 0.0;
-                for (int c = 0; c < dh; ++c) want += double(q[h * dh + c]) * k[r * ld + h * dh + c];
+                for (int c = 0; c < dh; ++c) want += double(q[h * dh + c]) * load(k[r * ld + h * dh + c]);
                 REQUIRE(s[h * lds + j] == doctest::Approx(want / scale).epsilon(1e-5).scale(1.0));
               }
               for (int j = n; j < lds; ++j) REQUIRE(s[h * lds + j] == -7.0f);  // past n: untouched
               for (int c = 0; c < dh; ++c) {
                 double want = 0.0;
-                for (int j = 0; j < n; ++j)
-                  want += double(p[h * lds + j]) * v[rows[static_cast<std::size_t>(j)] * ld + h * dh + c];
+                for (int j = 0; j < n; ++j) want += double(p[h * lds + j]) * load(v[rows[static_cast<std::size_t>(j)] * ld + h * dh + c]);
                 REQUIRE(out[h * dh + c] == doctest::Approx(want).epsilon(1e-5).scale(1.0));
               }
             }
@@ -635,47 +639,18 @@ TEST_CASE("attention_scores and attention_combine match the plain reference on e
   }
 }
 
+TEST_CASE("attention_scores and attention_combine match the plain reference on every ISA") {
+  // dh around the 16-float register chunks (the key-major kernels take multiples of 8 on AVX2, of
+  // 16 on AVX-512; others the head-major ones), past the 128 floats AVX-512 keeps q in registers for.
+  check_attention_kernels<float>({1, 7, 8, 16, 24, 33, 64, 100, 130, 144}, {1, 2, 3, 17, 64},
+                                 [](float x) { return x; }, [](float x) { return x; });
+}
+
 TEST_CASE("float16 keys and values: attention kernels match a reference on the decoded values, on every ISA") {
-  for (tk::isa isa : runnable_isas()) {
-    tk::scoped_isa_override force(isa);
-    for (bool indexed : {false, true})
-      for (int heads : {1, 3, 8, 11})
-        for (int dh : {1, 7, 8, 16, 24, 64, 100, 144})  // non-multiples of 8 / 16: the generic path
-          for (int n : {1, 2, 3, 5, 17, 64}) {
-            CAPTURE(std::string(tk::to_string(isa))); CAPTURE(indexed); CAPTURE(heads); CAPTURE(dh); CAPTURE(n);
-            const int ld = heads * dh + 5, lds = n + 3, stored = indexed ? 2 * n + 3 : n;
-            std::vector<int> rows(static_cast<std::size_t>(n));
-            for (int j = 0; j < n; ++j) rows[static_cast<std::size_t>(j)] = indexed ? (7 * j + 3) % stored : j;
-            const int* key_rows = indexed ? rows.data() : nullptr;
-            const auto q = random_floats(static_cast<std::size_t>(heads) * dh, 61);
-            const auto kf = random_floats(static_cast<std::size_t>(stored) * ld, 62, -4.0f, 4.0f);
-            const auto vf = random_floats(static_cast<std::size_t>(stored) * ld, 63, -4.0f, 4.0f);
-            const auto p = random_floats(static_cast<std::size_t>(heads) * lds, 64, 0.0f, 1.0f);
-            std::vector<std::uint16_t> k(kf.size()), v(vf.size());
-            for (std::size_t i = 0; i < kf.size(); ++i) k[i] = taskmoe::detail::f32_to_f16(kf[i]);
-            for (std::size_t i = 0; i < vf.size(); ++i) v[i] = taskmoe::detail::f32_to_f16(vf[i]);
-            const float scale = 1.7f;
-            std::vector<float> s(static_cast<std::size_t>(heads) * lds, -7.0f), out(static_cast<std::size_t>(heads) * dh + 1, -7.0f);
-            tk::attention_scores(q.data(), k.data(), ld, n, heads, dh, scale, s.data(), lds, key_rows);
-            tk::attention_combine(p.data(), lds, v.data(), ld, n, heads, dh, out.data(), key_rows);
-            for (int h = 0; h < heads; ++h) {
-              for (int j = 0; j < n; ++j) {
-                const int r = rows[static_cast<std::size_t>(j)];
-                double want = 0.0;
-                for (int c = 0; c < dh; ++c) want += double(q[h * dh + c]) * taskmoe::detail::f16_to_f32(k[r * ld + h * dh + c]);
-                REQUIRE(s[h * lds + j] == doctest::Approx(want / scale).epsilon(1e-5).scale(1.0));
-              }
-              for (int j = n; j < lds; ++j) REQUIRE(s[h * lds + j] == -7.0f);
-              for (int c = 0; c < dh; ++c) {
-                double want = 0.0;
-                for (int j = 0; j < n; ++j)
-                  want += double(p[h * lds + j]) * taskmoe::detail::f16_to_f32(v[rows[static_cast<std::size_t>(j)] * ld + h * dh + c]);
-                REQUIRE(out[h * dh + c] == doctest::Approx(want).epsilon(1e-5).scale(1.0));
-              }
-            }
-            REQUIRE(out.back() == -7.0f);
-          }
-  }
+  // widths that are not multiples of 8 / 16 take the generic kernel
+  check_attention_kernels<std::uint16_t>({1, 7, 8, 16, 24, 64, 100, 144}, {1, 2, 3, 5, 17, 64},
+                                         [](float x) { return taskmoe::detail::f32_to_f16(x); },
+                                         [](std::uint16_t h) { return taskmoe::detail::f16_to_f32(h); });
 }
 
 TEST_CASE("to_float16 rounds like the scalar converter on every ISA, tails and edge values included") {
