@@ -105,8 +105,18 @@ std::size_t non_negative(long long v, const char* what) {
 
 taskmoe::translator_options make_translator_options(int threads, bool verify_checksums,
                                                     const std::string& expected_task, bool use_mmap,
-                                                    bool fuse_qkv, bool int8_output_projection) {
+                                                    bool fuse_qkv, bool int8_output_projection,
+                                                    const std::string& kv_cache) {
+  using precision = taskmoe::model::model_options::cache_precision;
   taskmoe::translator_options o;
+  if (kv_cache == "auto")
+    o.kv_cache = precision::automatic;
+  else if (kv_cache == "float32")
+    o.kv_cache = precision::float32;
+  else if (kv_cache == "float16")
+    o.kv_cache = precision::float16;
+  else
+    throw taskmoe::invalid_argument_error("kv_cache must be 'auto', 'float32' or 'float16', got '" + kv_cache + "'");
   o.threads = threads;
   o.verify_checksums = verify_checksums;
   o.expected_task = expected_task;
@@ -327,27 +337,28 @@ PYBIND11_MODULE(_taskmoe, m) {
                                   "Immutable; any number of threads may use it at once.")
       .def(py::init([](const py::object& path_in, int threads, bool verify_checksums,
                        std::optional<std::string> expected_task, bool use_mmap, bool fuse_qkv,
-                       bool int8_output_projection) {
+                       bool int8_output_projection, const std::string& kv_cache) {
              const auto o = make_translator_options(threads, verify_checksums, expected_task.value_or(""),
-                                                    use_mmap, fuse_qkv, int8_output_projection);
+                                                    use_mmap, fuse_qkv, int8_output_projection, kv_cache);
              const std::string path = fspath(path_in);
              py::gil_scoped_release release;  // loading verifies checksums and packs weights
              return std::make_unique<taskmoe::translator>(path, o);
            }),
            py::arg("path"), py::kw_only(), py::arg("threads") = 1, py::arg("verify_checksums") = true,
            py::arg("expected_task") = py::none(), py::arg("use_mmap") = true, py::arg("fuse_qkv") = true,
-           py::arg("int8_output_projection") = true, "Opens a .tmoe file (memory-mapped).")
+           py::arg("int8_output_projection") = true, py::arg("kv_cache") = "auto",
+           "Opens a .tmoe file (memory-mapped).")
       .def_static(
           "from_checkpoint",
           [](const py::object& dir_in, const std::string& task, int threads, bool fuse_qkv,
-             bool int8_output_projection) {
-            const auto o = make_translator_options(threads, true, "", true, fuse_qkv, int8_output_projection);
+             bool int8_output_projection, const std::string& kv_cache) {
+            const auto o = make_translator_options(threads, true, "", true, fuse_qkv, int8_output_projection, kv_cache);
             const std::string dir = fspath(dir_in);
             py::gil_scoped_release release;
             return std::make_unique<taskmoe::translator>(taskmoe::translator::from_checkpoint(dir, task, o));
           },
           py::arg("checkpoint"), py::arg("task"), py::kw_only(), py::arg("threads") = 1,
-          py::arg("fuse_qkv") = true, py::arg("int8_output_projection") = true,
+          py::arg("fuse_qkv") = true, py::arg("int8_output_projection") = true, py::arg("kv_cache") = "auto",
           "One task of a full multi-task checkpoint directory (comparisons, debugging).")
       .def_property_readonly(
           "task", [](const taskmoe::translator& t) { return t.task(); }, "The task this model translates.")

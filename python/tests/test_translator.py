@@ -106,6 +106,19 @@ def test_bad_options_raise_the_library_message(demo, options, message):
     assert isinstance(e.value, ValueError) and isinstance(e.value, taskmoe.Error)
 
 
+def test_kv_cache_precision(demo, demo_tmoe):
+    # An int8 file: "auto" keeps the attention caches in float16, so it equals "float16" exactly
+    # and differs (slightly) from "float32".
+    f16 = taskmoe.Translator(demo_tmoe, kv_cache="float16")
+    f32 = taskmoe.Translator(demo_tmoe, kv_cache="float32")
+    scores = [[r[0].score for r in t.translate_batch(SENTENCES, beam_size=1)] for t in (demo, f16, f32)]
+    assert scores[0] == scores[1]
+    assert scores[0] != scores[2]
+    with pytest.raises(taskmoe.InvalidArgumentError) as e:
+        taskmoe.Translator(demo_tmoe, kv_cache="bfloat16")
+    assert str(e.value) == "kv_cache must be 'auto', 'float32' or 'float16', got 'bfloat16'"
+
+
 def test_bad_tokens_and_python_types(demo):
     with pytest.raises(ValueError, match="outside the vocabulary"):
         demo.translate_batch_tokens([[10**6]])
