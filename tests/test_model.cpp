@@ -55,6 +55,18 @@ struct fixture_models {
   }
 };
 
+// The logits of every step of `inputs` (teacher forcing), concatenated.
+std::vector<float> step_logits(const model::transformer& m, const model::encoder_output& enc,
+                               const std::vector<int>& inputs) {
+  decoding::model_session session(m, enc);
+  std::vector<float> logits, all;
+  for (int t : inputs) {
+    session.step({t}, logits);
+    all.insert(all.end(), logits.begin(), logits.end());
+  }
+  return all;
+}
+
 decoding::search_options beam_options(const nlohmann::json& ref) {
   decoding::search_options o;
   o.beam_size = ref["beam_size"].get<int>();
@@ -103,13 +115,7 @@ TEST_CASE("the model matches the PyTorch reference on every fixture and ISA path
         model::workspace ws;
         const auto enc = m.encode({ints(c["source_ids"])}, ws);
         enc_err.compare(enc.memory, c["encoder_output"], "encoder output");
-        decoding::model_session session(m, enc);
-        std::vector<float> logits, all;
-        for (int t : ints(c["decoder_input"])) {
-          session.step({t}, logits);
-          all.insert(all.end(), logits.begin(), logits.end());
-        }
-        logit_err.compare(all, c["logits"], "decoder logits");
+        logit_err.compare(step_logits(m, enc, ints(c["decoder_input"])), c["logits"], "decoder logits");
 
         decoding::model_session g(m, enc);
         decoding::search_options go;
@@ -229,16 +235,9 @@ TEST_CASE("a float16 K/V cache stays within float16 rounding of the float32 one,
       const std::string task = c["task"].get<std::string>();
       model::workspace ws;
       const auto enc = f32.get(task).encode({ints(c["source_ids"])}, ws);
-      std::vector<float> l32, l16, lauto, got32, got16, gotauto;
-      decoding::model_session s32(f32.get(task), enc), s16(f16.get(task), enc), sauto(automatic.get(task), enc);
-      for (int t : ints(c["decoder_input"])) {
-        s32.step({t}, got32);
-        s16.step({t}, got16);
-        sauto.step({t}, gotauto);
-        l32.insert(l32.end(), got32.begin(), got32.end());
-        l16.insert(l16.end(), got16.begin(), got16.end());
-        lauto.insert(lauto.end(), gotauto.begin(), gotauto.end());
-      }
+      const std::vector<int> inputs = ints(c["decoder_input"]);
+      const auto l32 = step_logits(f32.get(task), enc, inputs), l16 = step_logits(f16.get(task), enc, inputs),
+                 lauto = step_logits(automatic.get(task), enc, inputs);
       CHECK(lauto == l32);  // a float32 checkpoint: automatic is float32, bit for bit
       double worst = 0, scale = 0;
       bool differs = false;
@@ -267,13 +266,7 @@ TEST_CASE("a float16 K/V cache stays within float16 rounding of the float32 one,
     const model::transformer m(model::weight_source::from_checkpoint(ck, task), o);
     model::workspace ws;
     const auto enc = m.encode({ints(c["source_ids"])}, ws);
-    decoding::model_session s(m, enc);
-    std::vector<float> got, all;
-    for (int t : ints(c["decoder_input"])) {
-      s.step({t}, got);
-      all.insert(all.end(), got.begin(), got.end());
-    }
-    out.push_back(all);
+    out.push_back(step_logits(m, enc, ints(c["decoder_input"])));
   }
   CHECK(out[0] == out[1]);
   CHECK(out[0] != out[2]);
