@@ -468,17 +468,21 @@ TEST_CASE("gemm_packed_int8 equals the plain integer reference bit for bit on ev
     for (const auto& s : shapes) {
       const int m = s[0], n = s[1], k = s[2];
       const int lda = k + 3, ldc = n + 2;
-      for (int variant = 0; variant < 4; ++variant) {
-        const bool relu = variant & 1, accumulate = variant & 2;
+      // Variants 4 and 5: activations >= 0 (a ReLU's output), which the AVX2 kernel multiplies
+      // as unsigned bytes without the sign trick.
+      for (int variant = 0; variant < 6; ++variant) {
+        const bool relu = variant & 1, accumulate = variant & 2, nonnegative = variant >= 4;
         const int threads = variant == 3 ? 3 : 1;
         CAPTURE(std::string(tk::to_string(isa))); CAPTURE(m); CAPTURE(n); CAPTURE(k); CAPTURE(variant);
-        auto a = random_floats(static_cast<std::size_t>(m) * lda, 21 + variant, -2.0f, 2.0f);
+        auto a = random_floats(static_cast<std::size_t>(m) * lda, 21 + variant, nonnegative ? 0.0f : -2.0f, 2.0f);
         if (m > 2) for (int p = 0; p < k; ++p) a[2 * lda + p] = 0.0f;  // an all-zero row
         // Two stacked parts (the fused-QKV / expert case), the second with a gate multiplier.
         const int n1 = n / 2, n2 = n - n1;
         auto w = random_int8(static_cast<std::size_t>(n) * k, 22);
-        w[0] = -128;  // legal in a file: the kernels must stay exact on it
-        for (int p = 0; p < k && p < 8; ++p) a[p] = (p & 1) ? -2.0f : 2.0f;  // extreme products
+        w[0] = w[1] = -128;  // legal in a file: the kernels must stay exact on it (a pair of them)
+        // Extreme products: +-127 (2 is the row's maximum) against the -128 pair, the largest
+        // 16-bit pair sums the AVX2 kernels form (2 * 127 * 128 in magnitude).
+        for (int p = 0; p < k && p < 8; ++p) a[p] = (p & 2) && !nonnegative ? -2.0f : 2.0f;
         auto sw = random_floats(n, 23, 0.001f, 0.05f);
         auto bias = random_floats(n, 24);
         const float gate = 0.37f;

@@ -315,6 +315,14 @@ void for_each_packed_block(int m, int panels, std::size_t row_bytes, int threads
   });
 }
 
+// True when no byte of q [n] is negative (a ReLU's output quantized): the AVX2 kernel then skips
+// its sign trick. One OR over the activations, a small fraction of the GEMM that reads them.
+inline bool all_nonnegative(const std::int8_t* q, std::size_t n) {
+  unsigned bits = 0;
+  for (std::size_t i = 0; i < n; ++i) bits |= static_cast<std::uint8_t>(q[i]);
+  return (bits & 0x80u) == 0;
+}
+
 // Quantized activations for one call: grown per thread, never shrunk.
 struct packed_workspace {
   std::vector<std::uint8_t> q;
@@ -353,6 +361,7 @@ inline void gemm_packed_int8(int m, const float* a, int lda, const packed_int8& 
   g.ldc = ldc;
   g.relu = options.relu;
   g.accumulate = options.accumulate;
+  g.a_nonnegative = kind == detail::packed_kernel::avx2 && detail::all_nonnegative(q, static_cast<std::size_t>(m) * k4);
   detail::for_each_packed_block(m, w.panels(), static_cast<std::size_t>(k4), options.threads,
                                 [&](int p0, int p1, int i0, int rows) {
                                   detail::packed_call gi = g;

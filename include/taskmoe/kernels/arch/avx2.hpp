@@ -148,8 +148,11 @@ TASKMOE_TARGET_AVX2 void gemm_s8s8(int m, int n, int k, const std::int8_t* a, in
 // broadcast, each 32-byte half of a panel row group is 8 columns x 4 k, and vpmaddubsw +
 // vpmaddwd leave one int32 per column: every lane is an output, no horizontal sums.
 // A tile is MR rows x NP panels (2 * MR * NP accumulators of the 16 registers).
+// Nonnegative (g.a_nonnegative, a ReLU's output): the activations are the unsigned operand as
+// they are, one vpsignb fewer per 32 products. Zen 1 runs every vector integer multiply on one
+// pipe, so this is the only saving there: about 14 % in a 4 x 16 tile loop (19.1 vs 16.8 GMAC/s).
 
-template <int MR, int NP>
+template <int MR, int NP, bool Nonnegative>
 TASKMOE_TARGET_AVX2 void packed_tile(const packed_call& g, int i0, int p0) {
   __m256i acc[MR][NP][2];
   for (int i = 0; i < MR; ++i)
@@ -162,22 +165,28 @@ TASKMOE_TARGET_AVX2 void packed_tile(const packed_call& g, int i0, int p0) {
     // u = |w| (as unsigned bytes: |-128| = 128 is right) and s = a * sign(w) (a in [-127, 127]
     // never wraps), so u * s == a * w exactly, pair sums <= 2 * 128 * 127 < 32767: exact even
     // for -128 in a file's weights, which negating w (the other way round) would wrap.
-    __m256i w[NP][2], u[NP][2];
+    __m256i w[NP][2];
+    [[maybe_unused]] __m256i u[NP][2];  // |w|: the sign trick's unsigned operand
     for (int r = 0; r < NP; ++r) {
       const std::int8_t* src = b + r * pb + static_cast<std::size_t>(kk) * panel_width;
       w[r][0] = _mm256_load_si256(reinterpret_cast<const __m256i*>(src));
       w[r][1] = _mm256_load_si256(reinterpret_cast<const __m256i*>(src + 32));
-      u[r][0] = _mm256_abs_epi8(w[r][0]);
-      u[r][1] = _mm256_abs_epi8(w[r][1]);
+      if constexpr (!Nonnegative) {
+        u[r][0] = _mm256_abs_epi8(w[r][0]);
+        u[r][1] = _mm256_abs_epi8(w[r][1]);
+      }
     }
     for (int i = 0; i < MR; ++i) {
       std::int32_t word;
       std::memcpy(&word, a + static_cast<std::size_t>(i) * g.lda + kk, sizeof word);
       const __m256i av = _mm256_set1_epi32(word);
       for (int r = 0; r < NP; ++r)
-        for (int h = 0; h < 2; ++h)
-          acc[i][r][h] = _mm256_add_epi32(
-              acc[i][r][h], _mm256_madd_epi16(_mm256_maddubs_epi16(u[r][h], _mm256_sign_epi8(av, w[r][h])), ones));
+        for (int h = 0; h < 2; ++h) {
+          // a in [0, 127] as unsigned times any w: pair sums <= 2 * 127 * 128 < 32767.
+          const __m256i pairs = Nonnegative ? _mm256_maddubs_epi16(av, w[r][h])
+                                            : _mm256_maddubs_epi16(u[r][h], _mm256_sign_epi8(av, w[r][h]));
+          acc[i][r][h] = _mm256_add_epi32(acc[i][r][h], _mm256_madd_epi16(pairs, ones));
+        }
     }
   }
   const __m256 zero = _mm256_setzero_ps();
@@ -203,23 +212,29 @@ TASKMOE_TARGET_AVX2 void packed_tile(const packed_call& g, int i0, int p0) {
 
 // Panels [p0, p1): one panel (16 columns) at a time for every row in tiles of 4; a single row
 // takes 2 panels per tile.
-TASKMOE_TARGET_AVX2 inline void gemm_packed(const packed_call& g, int p0, int p1) {
+template <bool Nonnegative>
+TASKMOE_TARGET_AVX2 void gemm_packed_as(const packed_call& g, int p0, int p1) {
   if (g.m == 1) {
     int p = p0;
-    for (; p + 2 <= p1; p += 2) packed_tile<1, 2>(g, 0, p);
-    if (p < p1) packed_tile<1, 1>(g, 0, p);
+    for (; p + 2 <= p1; p += 2) packed_tile<1, 2, Nonnegative>(g, 0, p);
+    if (p < p1) packed_tile<1, 1, Nonnegative>(g, 0, p);
     return;
   }
   for (int p = p0; p < p1; ++p) {
     int i = 0;
-    for (; i + 4 <= g.m; i += 4) packed_tile<4, 1>(g, i, p);
+    for (; i + 4 <= g.m; i += 4) packed_tile<4, 1, Nonnegative>(g, i, p);
     switch (g.m - i) {
-      case 3: packed_tile<3, 1>(g, i, p); break;
-      case 2: packed_tile<2, 1>(g, i, p); break;
-      case 1: packed_tile<1, 1>(g, i, p); break;
+      case 3: packed_tile<3, 1, Nonnegative>(g, i, p); break;
+      case 2: packed_tile<2, 1, Nonnegative>(g, i, p); break;
+      case 1: packed_tile<1, 1, Nonnegative>(g, i, p); break;
       default: break;
     }
   }
+}
+
+TASKMOE_TARGET_AVX2 inline void gemm_packed(const packed_call& g, int p0, int p1) {
+  if (g.a_nonnegative) return gemm_packed_as<true>(g, p0, p1);
+  gemm_packed_as<false>(g, p0, p1);
 }
 
 // ---- packed f32 GEMM (detail/packed_args.hpp) -------------------------------------------------

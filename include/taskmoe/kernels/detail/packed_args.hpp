@@ -37,6 +37,9 @@ struct packed_call {
   int ldc = 0;
   bool relu = false;        // max(0, .) after the bias
   bool accumulate = false;  // c += result instead of c = result
+  // Every activation byte is >= 0 (a ReLU's output): AVX2 multiplies them as unsigned bytes
+  // directly (pair sums <= 2 * 127 * 128, exact), without the sign trick's extra operation.
+  bool a_nonnegative = false;
   std::size_t panel_bytes() const noexcept { return static_cast<std::size_t>(k4) * panel_width; }
 };
 
