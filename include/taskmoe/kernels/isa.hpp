@@ -67,6 +67,7 @@ struct cpu_features {
   bool avx512bw = false;
   bool avx512vl = false;
   bool avx512vnni = false;
+  bool avxvnni = false;  // VEX-encoded vpdpbusd at 128/256 bits (Alder Lake, Zen 5)
 };
 
 inline const cpu_features& detect_cpu_features() noexcept {
@@ -84,6 +85,9 @@ inline const cpu_features& detect_cpu_features() noexcept {
     f.avx512bw = __builtin_cpu_supports("avx512bw");
     f.avx512vl = __builtin_cpu_supports("avx512vl");
     f.avx512vnni = __builtin_cpu_supports("avx512vnni");
+    // CPUID leaf 7 sub-leaf 1, EAX bit 4 (not every compiler's __builtin_cpu_supports knows it;
+    // the OS saving the YMM registers is implied by avx2).
+    f.avxvnni = f.avx2 && __get_cpuid_count(7, 1, &eax, &ebx, &ecx, &edx) != 0 && (eax & (1u << 4)) != 0;
 #endif
     return f;
   }();

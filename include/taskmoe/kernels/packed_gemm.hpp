@@ -32,8 +32,9 @@
 #include <sys/mman.h>  // mmap, munmap
 #endif
 
-#include <taskmoe/kernels/arch/avx2.hpp>            // avx2::gemm_packed
-#include <taskmoe/kernels/arch/avx512.hpp>          // avx512::gemm_packed, flip_sign_bits
+#include <taskmoe/kernels/arch/avx2.hpp>            // avx2::gemm_packed, flip_sign_bits
+#include <taskmoe/kernels/arch/avx512.hpp>          // avx512::gemm_packed
+#include <taskmoe/kernels/arch/avxvnni.hpp>         // avxvnni::gemm_packed
 #include <taskmoe/kernels/arch/generic.hpp>         // generic::gemm_packed
 #include <taskmoe/kernels/detail/args.hpp>          // argument checks
 #include <taskmoe/kernels/detail/packed_args.hpp>   // packed_call
@@ -266,13 +267,15 @@ struct packed_gemm_options {
 
 namespace detail {
 
-enum class packed_kernel { generic, avx2, vnni };
+// vnni: AVX-512 VNNI; avx_vnni: AVX-VNNI at AVX2 width; both take activations shifted by +128.
+enum class packed_kernel { generic, avx2, avx_vnni, vnni };
 
 inline packed_kernel choose_packed_kernel() {
 #if TASKMOE_KERNELS_X86
   const isa active = active_isa();
-  if (active == isa::avx512 && detect_cpu_features().avx512vnni) return packed_kernel::vnni;
-  if (active >= isa::avx2) return packed_kernel::avx2;
+  const cpu_features& f = detect_cpu_features();
+  if (active == isa::avx512 && f.avx512vnni) return packed_kernel::vnni;
+  if (active >= isa::avx2) return f.avxvnni ? packed_kernel::avx_vnni : packed_kernel::avx2;
 #endif
   return packed_kernel::generic;
 }
@@ -281,6 +284,7 @@ inline void run_packed(packed_kernel kind, const packed_call& g, int p0, int p1)
   switch (kind) {
 #if TASKMOE_KERNELS_X86
     case packed_kernel::vnni: avx512::gemm_packed(g, p0, p1); return;
+    case packed_kernel::avx_vnni: avxvnni::gemm_packed(g, p0, p1); return;
     case packed_kernel::avx2: avx2::gemm_packed(g, p0, p1); return;
 #endif
     default: generic::gemm_packed(g, p0, p1); return;
@@ -350,7 +354,7 @@ inline void gemm_packed_int8(int m, const float* a, int lda, const packed_int8& 
     std::uint8_t* row = ws.q.data() + static_cast<std::size_t>(i) * k4;
     if (k4 > k) std::memset(row + k, 0, static_cast<std::size_t>(k4 - k));
 #if TASKMOE_KERNELS_X86
-    if (kind == detail::packed_kernel::vnni) detail::avx512::flip_sign_bits(row, k4);
+    if (kind == detail::packed_kernel::vnni || kind == detail::packed_kernel::avx_vnni) detail::avx2::flip_sign_bits(row, k4);
 #endif
   }
   detail::packed_call g = packed_access::call(w);

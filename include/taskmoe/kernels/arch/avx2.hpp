@@ -144,6 +144,47 @@ TASKMOE_TARGET_AVX2 void gemm_s8s8(int m, int n, int k, const std::int8_t* a, in
 }
 
 // ---- packed int8 GEMM (detail/packed_args.hpp) ------------------------------------------------
+// The epilogue of a packed int8 tile (MR rows x NP panels, two 8-column halves each): the int32
+// sums (less comp[j] when `shifted`: a VNNI kernel's activations were a + 128) become
+// act(sum * a_scale * w_scale + bias) (+ c), stored to the real columns only. One explicit fused
+// multiply-add like every ISA's epilogue, so all kernels give bit-identical results.
+template <int MR, int NP>
+__attribute__((target("avx2,fma,f16c"), always_inline)) inline void packed_epilogue(
+    const packed_call& g, int i0, int p0, const __m256i (&acc)[MR][NP][2], bool shifted) {
+  const __m256 zero = _mm256_setzero_ps();
+  for (int r = 0; r < NP; ++r)
+    for (int h = 0; h < 2; ++h) {
+      const int j = (p0 + r) * panel_width + 8 * h;
+      const int cols = g.n - j;
+      if (cols <= 0) break;
+      const __m256i mask = _mm256_cmpgt_epi32(_mm256_set1_epi32(cols), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+      const __m256i comp = shifted ? _mm256_loadu_si256(reinterpret_cast<const __m256i*>(g.comp + j)) : _mm256_setzero_si256();
+      const __m256 ws = _mm256_loadu_ps(g.w_scales + j);
+      const __m256 bias = g.bias != nullptr ? _mm256_loadu_ps(g.bias + j) : zero;
+      for (int i = 0; i < MR; ++i) {
+        __m256 v = _mm256_cvtepi32_ps(_mm256_sub_epi32(acc[i][r][h], comp));
+        const __m256 sc = _mm256_mul_ps(_mm256_set1_ps(g.a_scales[i0 + i]), ws);
+        v = g.bias != nullptr ? _mm256_fmadd_ps(v, sc, bias) : _mm256_mul_ps(v, sc);
+        if (g.relu) v = _mm256_max_ps(v, zero);
+        float* out = g.c + static_cast<std::size_t>(i0 + i) * g.ldc + j;
+        if (g.accumulate) v = _mm256_add_ps(_mm256_maskload_ps(out, mask), v);
+        _mm256_maskstore_ps(out, mask, v);
+      }
+    }
+}
+
+// q[t] ^= 0x80: signed activation bytes to the unsigned a + 128 the VNNI kernels multiply (AVX2
+// and AVX-512 VNNI alike; the pass is a sliver of the GEMM that follows).
+TASKMOE_TARGET_AVX2 inline void flip_sign_bits(std::uint8_t* q, int n) {
+  const __m256i bit = _mm256_set1_epi8(static_cast<char>(0x80));
+  int t = 0;
+  for (; t + 32 <= n; t += 32) {
+    const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(q + t));
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(q + t), _mm256_xor_si256(v, bit));
+  }
+  for (; t < n; ++t) q[t] = static_cast<std::uint8_t>(q[t] ^ 0x80u);
+}
+
 // Signed activations and the sign trick (with the roles swapped, see below), on the panel layout: 4 activation bytes are
 // broadcast, each 32-byte half of a panel row group is 8 columns x 4 k, and vpmaddubsw +
 // vpmaddwd leave one int32 per column: every lane is an output, no horizontal sums.
@@ -151,7 +192,6 @@ TASKMOE_TARGET_AVX2 void gemm_s8s8(int m, int n, int k, const std::int8_t* a, in
 // Nonnegative (g.a_nonnegative, a ReLU's output): the activations are the unsigned operand as
 // they are, one vpsignb fewer per 32 products. Zen 1 runs every vector integer multiply on one
 // pipe, so this is the only saving there: about 14 % in a 4 x 16 tile loop (19.1 vs 16.8 GMAC/s).
-
 template <int MR, int NP, bool Nonnegative>
 TASKMOE_TARGET_AVX2 void packed_tile(const packed_call& g, int i0, int p0) {
   __m256i acc[MR][NP][2];
@@ -189,25 +229,7 @@ TASKMOE_TARGET_AVX2 void packed_tile(const packed_call& g, int i0, int p0) {
         }
     }
   }
-  const __m256 zero = _mm256_setzero_ps();
-  for (int r = 0; r < NP; ++r)
-    for (int h = 0; h < 2; ++h) {
-      const int j = (p0 + r) * panel_width + 8 * h;
-      const int cols = g.n - j;
-      if (cols <= 0) break;
-      const __m256i mask = _mm256_cmpgt_epi32(_mm256_set1_epi32(cols), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
-      const __m256 ws = _mm256_loadu_ps(g.w_scales + j);
-      const __m256 bias = g.bias != nullptr ? _mm256_loadu_ps(g.bias + j) : zero;
-      for (int i = 0; i < MR; ++i) {
-        __m256 v = _mm256_cvtepi32_ps(acc[i][r][h]);
-        const __m256 sc = _mm256_mul_ps(_mm256_set1_ps(g.a_scales[i0 + i]), ws);
-        v = g.bias != nullptr ? _mm256_fmadd_ps(v, sc, bias) : _mm256_mul_ps(v, sc);
-        if (g.relu) v = _mm256_max_ps(v, zero);
-        float* out = g.c + static_cast<std::size_t>(i0 + i) * g.ldc + j;
-        if (g.accumulate) v = _mm256_add_ps(_mm256_maskload_ps(out, mask), v);
-        _mm256_maskstore_ps(out, mask, v);
-      }
-    }
+  packed_epilogue<MR, NP>(g, i0, p0, acc, false);
 }
 
 // Panels [p0, p1): one panel (16 columns) at a time for every row in tiles of 4; a single row

@@ -423,17 +423,6 @@ TASKMOE_TARGET_AVX512 inline void to_float16(const float* x, int n, std::uint16_
   }
 }
 
-// q[t] ^= 0x80: signed quantized activations to the unsigned form vpdpbusd wants (a + 128).
-TASKMOE_TARGET_AVX512 inline void flip_sign_bits(std::uint8_t* q, int n) {
-  const __m512i bit = _mm512_set1_epi8(static_cast<char>(0x80));
-  int t = 0;
-  for (; t + 64 <= n; t += 64) {
-    __m512i v = _mm512_loadu_si512(q + t);
-    _mm512_storeu_si512(q + t, _mm512_xor_si512(v, bit));
-  }
-  for (; t < n; ++t) q[t] = static_cast<std::uint8_t>(q[t] ^ 0x80u);
-}
-
 // y[i] += b[i]; 16 floats per step, masked tail.
 TASKMOE_TARGET_AVX512 inline void add_inplace(float* y, const float* b, int n) {
   int i = 0;
