@@ -1705,10 +1705,57 @@ inline std::uint32_t crc32c_update_portable(std::uint32_t state, const unsigned 
   return state;
 }
 
+// a * b mod P for reflected polynomials (bit 31 is x^0): moves a CRC register past zero bytes,
+// register * x^(8n) for n of them, which is how independent streams are joined.
+constexpr std::uint32_t crc32c_multmodp(std::uint32_t a, std::uint32_t b) noexcept {
+  std::uint32_t product = 0;
+  for (std::uint32_t m = 1u << 31; m != 0; m >>= 1) {
+    if ((a & m) != 0) product ^= b;
+    b = (b & 1u) != 0 ? (b >> 1) ^ 0x82F63B78u : b >> 1;
+  }
+  return product;
+}
+
+// x^(8n) mod P, by repeated squaring of x^8.
+constexpr std::uint32_t crc32c_x8n(std::uint64_t n) noexcept {
+  std::uint32_t result = 1u << 31, square = 1u << 23;  // x^0, x^8
+  for (; n != 0; n >>= 1) {
+    if ((n & 1u) != 0) result = crc32c_multmodp(square, result);
+    square = crc32c_multmodp(square, square);
+  }
+  return result;
+}
+
+// The hardware path runs three streams over consecutive stripes of this many bytes: one crc32
+// instruction issues per cycle but each takes three, so a single chain ran at a third of the
+// unit's rate (a fifth of a model's load time was its checksum).
+inline constexpr std::size_t crc32c_stripe = 16384;
+inline constexpr std::uint32_t crc32c_stripe_shift = crc32c_x8n(crc32c_stripe);
+
 #if TASKMOE_DETAIL_CRC32C_HW
 __attribute__((target("sse4.2"))) inline std::uint32_t crc32c_update_sse42(
     std::uint32_t state, const unsigned char* p, std::size_t n) noexcept {
 #if defined(__x86_64__)
+  while (n >= 3 * crc32c_stripe) {
+    // Stream 0 continues `state`, streams 1 and 2 start from 0; by linearity the register after
+    // all three stripes is ((s0 * x^8L) ^ s1) * x^8L ^ s2.
+    std::uint64_t s0 = state, s1 = 0, s2 = 0;
+    for (std::size_t i = 0; i < crc32c_stripe; i += 8) {
+      std::uint64_t v0 = 0, v1 = 0, v2 = 0;
+      std::memcpy(&v0, p + i, 8);
+      std::memcpy(&v1, p + crc32c_stripe + i, 8);
+      std::memcpy(&v2, p + 2 * crc32c_stripe + i, 8);
+      s0 = _mm_crc32_u64(s0, v0);
+      s1 = _mm_crc32_u64(s1, v1);
+      s2 = _mm_crc32_u64(s2, v2);
+    }
+    state = crc32c_multmodp(crc32c_stripe_shift,
+                            crc32c_multmodp(crc32c_stripe_shift, static_cast<std::uint32_t>(s0)) ^
+                                static_cast<std::uint32_t>(s1)) ^
+            static_cast<std::uint32_t>(s2);
+    p += 3 * crc32c_stripe;
+    n -= 3 * crc32c_stripe;
+  }
   std::uint64_t s = state;
   while (n >= 8) {
     std::uint64_t v = 0;
@@ -2745,6 +2792,7 @@ struct cpu_features {
   bool avx512bw = false;
   bool avx512vl = false;
   bool avx512vnni = false;
+  bool avxvnni = false;  // VEX-encoded vpdpbusd at 128/256 bits (Alder Lake, Zen 5)
 };
 
 inline const cpu_features& detect_cpu_features() noexcept {
@@ -2762,6 +2810,9 @@ inline const cpu_features& detect_cpu_features() noexcept {
     f.avx512bw = __builtin_cpu_supports("avx512bw");
     f.avx512vl = __builtin_cpu_supports("avx512vl");
     f.avx512vnni = __builtin_cpu_supports("avx512vnni");
+    // CPUID leaf 7 sub-leaf 1, EAX bit 4 (not every compiler's __builtin_cpu_supports knows it;
+    // the OS saving the YMM registers is implied by avx2).
+    f.avxvnni = f.avx2 && __get_cpuid_count(7, 1, &eax, &ebx, &ecx, &edx) != 0 && (eax & (1u << 4)) != 0;
 #endif
     return f;
   }();
@@ -3131,6 +3182,47 @@ TASKMOE_TARGET_AVX2 void gemm_s8s8(int m, int n, int k, const std::int8_t* a, in
 }
 
 // ---- packed int8 GEMM (detail/packed_args.hpp) ------------------------------------------------
+// The epilogue of a packed int8 tile (MR rows x NP panels, two 8-column halves each): the int32
+// sums (less comp[j] when `shifted`: a VNNI kernel's activations were a + 128) become
+// act(sum * a_scale * w_scale + bias) (+ c), stored to the real columns only. One explicit fused
+// multiply-add like every ISA's epilogue, so all kernels give bit-identical results.
+template <int MR, int NP>
+__attribute__((target("avx2,fma,f16c"), always_inline)) inline void packed_epilogue(
+    const packed_call& g, int i0, int p0, const __m256i (&acc)[MR][NP][2], bool shifted) {
+  const __m256 zero = _mm256_setzero_ps();
+  for (int r = 0; r < NP; ++r)
+    for (int h = 0; h < 2; ++h) {
+      const int j = (p0 + r) * panel_width + 8 * h;
+      const int cols = g.n - j;
+      if (cols <= 0) break;
+      const __m256i mask = _mm256_cmpgt_epi32(_mm256_set1_epi32(cols), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+      const __m256i comp = shifted ? _mm256_loadu_si256(reinterpret_cast<const __m256i*>(g.comp + j)) : _mm256_setzero_si256();
+      const __m256 ws = _mm256_loadu_ps(g.w_scales + j);
+      const __m256 bias = g.bias != nullptr ? _mm256_loadu_ps(g.bias + j) : zero;
+      for (int i = 0; i < MR; ++i) {
+        __m256 v = _mm256_cvtepi32_ps(_mm256_sub_epi32(acc[i][r][h], comp));
+        const __m256 sc = _mm256_mul_ps(_mm256_set1_ps(g.a_scales[i0 + i]), ws);
+        v = g.bias != nullptr ? _mm256_fmadd_ps(v, sc, bias) : _mm256_mul_ps(v, sc);
+        if (g.relu) v = _mm256_max_ps(v, zero);
+        float* out = g.c + static_cast<std::size_t>(i0 + i) * g.ldc + j;
+        if (g.accumulate) v = _mm256_add_ps(_mm256_maskload_ps(out, mask), v);
+        _mm256_maskstore_ps(out, mask, v);
+      }
+    }
+}
+
+// q[t] ^= 0x80: signed activation bytes to the unsigned a + 128 the VNNI kernels multiply (AVX2
+// and AVX-512 VNNI alike; the pass is a sliver of the GEMM that follows).
+TASKMOE_TARGET_AVX2 inline void flip_sign_bits(std::uint8_t* q, int n) {
+  const __m256i bit = _mm256_set1_epi8(static_cast<char>(0x80));
+  int t = 0;
+  for (; t + 32 <= n; t += 32) {
+    const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(q + t));
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(q + t), _mm256_xor_si256(v, bit));
+  }
+  for (; t < n; ++t) q[t] = static_cast<std::uint8_t>(q[t] ^ 0x80u);
+}
+
 // Signed activations and the sign trick (with the roles swapped, see below), on the panel layout: 4 activation bytes are
 // broadcast, each 32-byte half of a panel row group is 8 columns x 4 k, and vpmaddubsw +
 // vpmaddwd leave one int32 per column: every lane is an output, no horizontal sums.
@@ -3138,7 +3230,6 @@ TASKMOE_TARGET_AVX2 void gemm_s8s8(int m, int n, int k, const std::int8_t* a, in
 // Nonnegative (g.a_nonnegative, a ReLU's output): the activations are the unsigned operand as
 // they are, one vpsignb fewer per 32 products. Zen 1 runs every vector integer multiply on one
 // pipe, so this is the only saving there: about 14 % in a 4 x 16 tile loop (19.1 vs 16.8 GMAC/s).
-
 template <int MR, int NP, bool Nonnegative>
 TASKMOE_TARGET_AVX2 void packed_tile(const packed_call& g, int i0, int p0) {
   __m256i acc[MR][NP][2];
@@ -3176,25 +3267,7 @@ TASKMOE_TARGET_AVX2 void packed_tile(const packed_call& g, int i0, int p0) {
         }
     }
   }
-  const __m256 zero = _mm256_setzero_ps();
-  for (int r = 0; r < NP; ++r)
-    for (int h = 0; h < 2; ++h) {
-      const int j = (p0 + r) * panel_width + 8 * h;
-      const int cols = g.n - j;
-      if (cols <= 0) break;
-      const __m256i mask = _mm256_cmpgt_epi32(_mm256_set1_epi32(cols), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
-      const __m256 ws = _mm256_loadu_ps(g.w_scales + j);
-      const __m256 bias = g.bias != nullptr ? _mm256_loadu_ps(g.bias + j) : zero;
-      for (int i = 0; i < MR; ++i) {
-        __m256 v = _mm256_cvtepi32_ps(acc[i][r][h]);
-        const __m256 sc = _mm256_mul_ps(_mm256_set1_ps(g.a_scales[i0 + i]), ws);
-        v = g.bias != nullptr ? _mm256_fmadd_ps(v, sc, bias) : _mm256_mul_ps(v, sc);
-        if (g.relu) v = _mm256_max_ps(v, zero);
-        float* out = g.c + static_cast<std::size_t>(i0 + i) * g.ldc + j;
-        if (g.accumulate) v = _mm256_add_ps(_mm256_maskload_ps(out, mask), v);
-        _mm256_maskstore_ps(out, mask, v);
-      }
-    }
+  packed_epilogue<MR, NP>(g, i0, p0, acc, false);
 }
 
 // Panels [p0, p1): one panel (16 columns) at a time for every row in tiles of 4; a single row
@@ -3993,17 +4066,6 @@ TASKMOE_TARGET_AVX512 inline void to_float16(const float* x, int n, std::uint16_
                                               _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
     _mm256_mask_storeu_epi16(y + i, m, h);
   }
-}
-
-// q[t] ^= 0x80: signed quantized activations to the unsigned form vpdpbusd wants (a + 128).
-TASKMOE_TARGET_AVX512 inline void flip_sign_bits(std::uint8_t* q, int n) {
-  const __m512i bit = _mm512_set1_epi8(static_cast<char>(0x80));
-  int t = 0;
-  for (; t + 64 <= n; t += 64) {
-    __m512i v = _mm512_loadu_si512(q + t);
-    _mm512_storeu_si512(q + t, _mm512_xor_si512(v, bit));
-  }
-  for (; t < n; ++t) q[t] = static_cast<std::uint8_t>(q[t] ^ 0x80u);
 }
 
 // y[i] += b[i]; 16 floats per step, masked tail.
@@ -4923,6 +4985,93 @@ inline void gemm_int8(int m, int n, int k, const float* a, int lda, const std::i
 #include <sys/mman.h>  // mmap, munmap
 #endif
 
+// ---- begin taskmoe/kernels/arch/avxvnni.hpp ----
+// AVX-VNNI kernels: the VEX-encoded 256-bit vpdpbusd of CPUs with AVX2 and AVX-VNNI but no
+// AVX-512 VNNI (Intel Alder Lake and later client cores, Sierra Forest; AMD Zen 5 has both and
+// takes the AVX-512 kernel). Used for the packed int8 GEMM when active_isa() == isa::avx2 and
+// detect_cpu_features().avxvnni; everything else at that ISA stays in arch/avx2.hpp. Same rules:
+// every function carries its target attribute.
+//
+// One vpdpbusd multiplies 4 broadcast activation bytes, shifted to unsigned (a + 128, as for the
+// AVX-512 VNNI kernel), by 8 columns x 4 k of weights and adds the four products of each column
+// straight into int32: 32 multiply-adds in one instruction where the AVX2 sign trick needs four,
+// with no intermediate saturation. comp[j] = 128 * sum_k w[j, k] takes the shift back out in the
+// shared epilogue (avx2::packed_epilogue), so results are bit-identical to every other kernel.
+
+#include <cstddef>  // std::size_t
+#include <cstdint>  // int8_t, uint8_t, int32_t
+#include <cstring>  // std::memcpy
+
+
+#if TASKMOE_KERNELS_X86
+#include <immintrin.h>  // AVX-VNNI intrinsics (usable inside target("avxvnni") functions)
+
+namespace taskmoe {
+namespace kernels {
+namespace detail {
+namespace avxvnni {
+
+#define TASKMOE_TARGET_AVXVNNI __attribute__((target("avx2,fma,f16c,avxvnni")))
+
+// MR rows x NP panels: 2 * MR * NP accumulators plus 2 * NP weight vectors of the 16 registers.
+template <int MR, int NP>
+TASKMOE_TARGET_AVXVNNI void packed_tile(const packed_call& g, int i0, int p0) {
+  __m256i acc[MR][NP][2];
+  for (int i = 0; i < MR; ++i)
+    for (int r = 0; r < NP; ++r) acc[i][r][0] = acc[i][r][1] = _mm256_setzero_si256();
+  const std::size_t pb = g.panel_bytes();
+  const std::int8_t* b = g.data + static_cast<std::size_t>(p0) * pb;
+  const std::uint8_t* a = g.a + static_cast<std::size_t>(i0) * g.lda;
+  for (int kk = 0; kk < g.k4; kk += k_group) {
+    __m256i w[NP][2];
+    for (int r = 0; r < NP; ++r) {
+      const std::int8_t* src = b + r * pb + static_cast<std::size_t>(kk) * panel_width;
+      w[r][0] = _mm256_load_si256(reinterpret_cast<const __m256i*>(src));
+      w[r][1] = _mm256_load_si256(reinterpret_cast<const __m256i*>(src + 32));
+    }
+    for (int i = 0; i < MR; ++i) {
+      std::int32_t word;
+      std::memcpy(&word, a + static_cast<std::size_t>(i) * g.lda + kk, sizeof word);
+      const __m256i av = _mm256_set1_epi32(word);
+      for (int r = 0; r < NP; ++r)
+        for (int h = 0; h < 2; ++h) acc[i][r][h] = _mm256_dpbusd_avx_epi32(acc[i][r][h], av, w[r][h]);
+    }
+  }
+  avx2::packed_epilogue<MR, NP>(g, i0, p0, acc, true);
+}
+
+// Panels [p0, p1), as avx2::gemm_packed: one panel at a time for every row in tiles of 6 (12
+// accumulators); a single row takes 2 panels per tile.
+TASKMOE_TARGET_AVXVNNI inline void gemm_packed(const packed_call& g, int p0, int p1) {
+  if (g.m == 1) {
+    int p = p0;
+    for (; p + 2 <= p1; p += 2) packed_tile<1, 2>(g, 0, p);
+    if (p < p1) packed_tile<1, 1>(g, 0, p);
+    return;
+  }
+  for (int p = p0; p < p1; ++p) {
+    int i = 0;
+    for (; i + 6 <= g.m; i += 6) packed_tile<6, 1>(g, i, p);
+    switch (g.m - i) {
+      case 5: packed_tile<5, 1>(g, i, p); break;
+      case 4: packed_tile<4, 1>(g, i, p); break;
+      case 3: packed_tile<3, 1>(g, i, p); break;
+      case 2: packed_tile<2, 1>(g, i, p); break;
+      case 1: packed_tile<1, 1>(g, i, p); break;
+      default: break;
+    }
+  }
+}
+
+#undef TASKMOE_TARGET_AVXVNNI
+
+}  // namespace avxvnni
+}  // namespace detail
+}  // namespace kernels
+}  // namespace taskmoe
+
+#endif  // TASKMOE_KERNELS_X86
+// ---- end taskmoe/kernels/arch/avxvnni.hpp ----
 // ---- begin taskmoe/kernels/parallel.hpp ----
 // Intra-op parallelism: parallel_for(threads, n, f) runs f(begin, end) over `threads` contiguous
 // chunks of [0, n), the calling thread taking the first, on one process-wide pool of persistent
@@ -5353,13 +5502,15 @@ struct packed_gemm_options {
 
 namespace detail {
 
-enum class packed_kernel { generic, avx2, vnni };
+// vnni: AVX-512 VNNI; avx_vnni: AVX-VNNI at AVX2 width; both take activations shifted by +128.
+enum class packed_kernel { generic, avx2, avx_vnni, vnni };
 
 inline packed_kernel choose_packed_kernel() {
 #if TASKMOE_KERNELS_X86
   const isa active = active_isa();
-  if (active == isa::avx512 && detect_cpu_features().avx512vnni) return packed_kernel::vnni;
-  if (active >= isa::avx2) return packed_kernel::avx2;
+  const cpu_features& f = detect_cpu_features();
+  if (active == isa::avx512 && f.avx512vnni) return packed_kernel::vnni;
+  if (active >= isa::avx2) return f.avxvnni ? packed_kernel::avx_vnni : packed_kernel::avx2;
 #endif
   return packed_kernel::generic;
 }
@@ -5368,6 +5519,7 @@ inline void run_packed(packed_kernel kind, const packed_call& g, int p0, int p1)
   switch (kind) {
 #if TASKMOE_KERNELS_X86
     case packed_kernel::vnni: avx512::gemm_packed(g, p0, p1); return;
+    case packed_kernel::avx_vnni: avxvnni::gemm_packed(g, p0, p1); return;
     case packed_kernel::avx2: avx2::gemm_packed(g, p0, p1); return;
 #endif
     default: generic::gemm_packed(g, p0, p1); return;
@@ -5437,7 +5589,7 @@ inline void gemm_packed_int8(int m, const float* a, int lda, const packed_int8& 
     std::uint8_t* row = ws.q.data() + static_cast<std::size_t>(i) * k4;
     if (k4 > k) std::memset(row + k, 0, static_cast<std::size_t>(k4 - k));
 #if TASKMOE_KERNELS_X86
-    if (kind == detail::packed_kernel::vnni) detail::avx512::flip_sign_bits(row, k4);
+    if (kind == detail::packed_kernel::vnni || kind == detail::packed_kernel::avx_vnni) detail::avx2::flip_sign_bits(row, k4);
 #endif
   }
   detail::packed_call g = packed_access::call(w);
@@ -6308,6 +6460,10 @@ class moe_layer {
   std::vector<float> router;                  // token routing: [num_experts, d] (f32)
   int num_experts = 0;                        // token routing: router rows
   int top_k = 0;
+  // Token routing: the router packed by pack(), so that a token's gate values come from the same
+  // operations whatever the batch (oneDNN's sgemm sums in an order that depends on M on some
+  // CPUs, and a last-bit change in a gate moved float16-cached logits between batch and replay).
+  std::shared_ptr<const kernels::packed_f32> router_packed;
 
   // Task routing on int8 experts: the k kept experts as one FFN, built by pack(). fc1 of every
   // expert stacked by rows (one GEMM of width k * d_ff; the input is quantized once), and each
@@ -6321,6 +6477,11 @@ class moe_layer {
   void pack() {
     bool int8 = !experts.empty();
     for (const auto& e : experts) int8 = int8 && e.fc1.weight.is_int8() && e.fc2.weight.is_int8();
+    if (!task_routed() && num_experts > 0 && !router.empty()) {
+      const int d = static_cast<int>(router.size() / static_cast<std::size_t>(num_experts));
+      router_packed = std::make_shared<const kernels::packed_f32>(
+          kernels::packed_f32::pack({{router.data(), num_experts, d, nullptr}}, d));
+    }
     if (!int8 || !task_routed()) {  // f32, mixed dtypes or token routing: each matrix on its own
       for (auto& e : experts) e.pack();
       return;
@@ -6339,7 +6500,7 @@ class moe_layer {
   }
 
   std::size_t packed_bytes() const noexcept {
-    std::size_t b = fused_fc1.packed_bytes();
+    std::size_t b = fused_fc1.packed_bytes() + (router_packed ? router_packed->bytes() : 0);
     for (const auto& e : experts) b += e.packed_bytes();
     for (const auto& l : gated_fc2) b += l.packed_bytes();
     return b;
@@ -6405,8 +6566,10 @@ class moe_layer {
     ws.probs.resize(me);
     ws.chosen.resize(static_cast<std::size_t>(m) * top_k);
     ws.chosen_gate.resize(static_cast<std::size_t>(m) * top_k);
-    kernels::gemm_f32(m, num_experts, d, 1.0f, x, d, router.data(), d, 0.0f, ws.probs.data(),
-                      num_experts);
+    if (router_packed)
+      kernels::gemm_packed_f32(m, x, d, *router_packed, ws.probs.data(), num_experts);
+    else
+      kernels::gemm_f32(m, num_experts, d, 1.0f, x, d, router.data(), d, 0.0f, ws.probs.data(), num_experts);
     kernels::softmax(ws.probs.data(), m, num_experts, num_experts, ws.probs.data(), num_experts);
     for (int t = 0; t < m; ++t) {
       const float* p = ws.probs.data() + static_cast<std::size_t>(t) * num_experts;
@@ -6458,18 +6621,30 @@ namespace taskmoe {
 namespace model {
 
 // Sinusoidal table P[pos, 2i] = sin(pos / 10000^(2i/d)), P[pos, 2i+1] = cos(...), computed in
-// double and rounded to float like the reference.
-inline void sinusoidal_position(int pos, int d, float* out) {
+// double and rounded to float like the reference. divisor(i2) = 10000^(i2/d).
+template <class Divisor>
+void sinusoidal_row(int pos, int d, const Divisor& divisor, float* out) {
   for (int i2 = 0; i2 < d; i2 += 2) {
-    const double angle = pos / std::pow(10000.0, static_cast<double>(i2) / d);
+    const double angle = pos / divisor(i2);
     out[i2] = static_cast<float>(std::sin(angle));
     if (i2 + 1 < d) out[i2 + 1] = static_cast<float>(std::cos(angle));
   }
 }
 
+inline double sinusoidal_divisor(int i2, int d) { return std::pow(10000.0, static_cast<double>(i2) / d); }
+
+inline void sinusoidal_position(int pos, int d, float* out) {
+  sinusoidal_row(pos, d, [d](int i2) { return sinusoidal_divisor(i2, d); }, out);
+}
+
+// The table's rows; the divisors once per column, not per entry (pow was a twentieth of a load).
 inline std::vector<float> sinusoidal_positions(int n, int d) {
+  std::vector<double> divisors;
+  for (int i2 = 0; i2 < d; i2 += 2) divisors.push_back(sinusoidal_divisor(i2, d));
   std::vector<float> p(static_cast<std::size_t>(n) * static_cast<std::size_t>(d));
-  for (int pos = 0; pos < n; ++pos) sinusoidal_position(pos, d, p.data() + static_cast<std::size_t>(pos) * d);
+  for (int pos = 0; pos < n; ++pos)
+    sinusoidal_row(pos, d, [&](int i2) { return divisors[static_cast<std::size_t>(i2 / 2)]; },
+                   p.data() + static_cast<std::size_t>(pos) * d);
   return p;
 }
 

@@ -37,18 +37,30 @@ namespace taskmoe {
 namespace model {
 
 // Sinusoidal table P[pos, 2i] = sin(pos / 10000^(2i/d)), P[pos, 2i+1] = cos(...), computed in
-// double and rounded to float like the reference.
-inline void sinusoidal_position(int pos, int d, float* out) {
+// double and rounded to float like the reference. divisor(i2) = 10000^(i2/d).
+template <class Divisor>
+void sinusoidal_row(int pos, int d, const Divisor& divisor, float* out) {
   for (int i2 = 0; i2 < d; i2 += 2) {
-    const double angle = pos / std::pow(10000.0, static_cast<double>(i2) / d);
+    const double angle = pos / divisor(i2);
     out[i2] = static_cast<float>(std::sin(angle));
     if (i2 + 1 < d) out[i2 + 1] = static_cast<float>(std::cos(angle));
   }
 }
 
+inline double sinusoidal_divisor(int i2, int d) { return std::pow(10000.0, static_cast<double>(i2) / d); }
+
+inline void sinusoidal_position(int pos, int d, float* out) {
+  sinusoidal_row(pos, d, [d](int i2) { return sinusoidal_divisor(i2, d); }, out);
+}
+
+// The table's rows; the divisors once per column, not per entry (pow was a twentieth of a load).
 inline std::vector<float> sinusoidal_positions(int n, int d) {
+  std::vector<double> divisors;
+  for (int i2 = 0; i2 < d; i2 += 2) divisors.push_back(sinusoidal_divisor(i2, d));
   std::vector<float> p(static_cast<std::size_t>(n) * static_cast<std::size_t>(d));
-  for (int pos = 0; pos < n; ++pos) sinusoidal_position(pos, d, p.data() + static_cast<std::size_t>(pos) * d);
+  for (int pos = 0; pos < n; ++pos)
+    sinusoidal_row(pos, d, [&](int i2) { return divisors[static_cast<std::size_t>(i2 / 2)]; },
+                   p.data() + static_cast<std::size_t>(pos) * d);
   return p;
 }
 

@@ -20,6 +20,7 @@
 #include <taskmoe/format/architecture.hpp>   // routing
 #include <taskmoe/kernels/elementwise.hpp>   // softmax, top_k
 #include <taskmoe/kernels/gemm.hpp>          // gemm_f32
+#include <taskmoe/kernels/packed_gemm.hpp>   // packed_f32, gemm_packed_f32
 #include <taskmoe/layers/feed_forward.hpp>   // feed_forward
 #include <taskmoe/moe/gating.hpp>            // select_experts
 
@@ -47,6 +48,10 @@ class moe_layer {
   std::vector<float> router;                  // token routing: [num_experts, d] (f32)
   int num_experts = 0;                        // token routing: router rows
   int top_k = 0;
+  // Token routing: the router packed by pack(), so that a token's gate values come from the same
+  // operations whatever the batch (oneDNN's sgemm sums in an order that depends on M on some
+  // CPUs, and a last-bit change in a gate moved float16-cached logits between batch and replay).
+  std::shared_ptr<const kernels::packed_f32> router_packed;
 
   // Task routing on int8 experts: the k kept experts as one FFN, built by pack(). fc1 of every
   // expert stacked by rows (one GEMM of width k * d_ff; the input is quantized once), and each
@@ -60,6 +65,11 @@ class moe_layer {
   void pack() {
     bool int8 = !experts.empty();
     for (const auto& e : experts) int8 = int8 && e.fc1.weight.is_int8() && e.fc2.weight.is_int8();
+    if (!task_routed() && num_experts > 0 && !router.empty()) {
+      const int d = static_cast<int>(router.size() / static_cast<std::size_t>(num_experts));
+      router_packed = std::make_shared<const kernels::packed_f32>(
+          kernels::packed_f32::pack({{router.data(), num_experts, d, nullptr}}, d));
+    }
     if (!int8 || !task_routed()) {  // f32, mixed dtypes or token routing: each matrix on its own
       for (auto& e : experts) e.pack();
       return;
@@ -78,7 +88,7 @@ class moe_layer {
   }
 
   std::size_t packed_bytes() const noexcept {
-    std::size_t b = fused_fc1.packed_bytes();
+    std::size_t b = fused_fc1.packed_bytes() + (router_packed ? router_packed->bytes() : 0);
     for (const auto& e : experts) b += e.packed_bytes();
     for (const auto& l : gated_fc2) b += l.packed_bytes();
     return b;
@@ -144,8 +154,10 @@ class moe_layer {
     ws.probs.resize(me);
     ws.chosen.resize(static_cast<std::size_t>(m) * top_k);
     ws.chosen_gate.resize(static_cast<std::size_t>(m) * top_k);
-    kernels::gemm_f32(m, num_experts, d, 1.0f, x, d, router.data(), d, 0.0f, ws.probs.data(),
-                      num_experts);
+    if (router_packed)
+      kernels::gemm_packed_f32(m, x, d, *router_packed, ws.probs.data(), num_experts);
+    else
+      kernels::gemm_f32(m, num_experts, d, 1.0f, x, d, router.data(), d, 0.0f, ws.probs.data(), num_experts);
     kernels::softmax(ws.probs.data(), m, num_experts, num_experts, ws.probs.data(), num_experts);
     for (int t = 0; t < m; ++t) {
       const float* p = ws.probs.data() + static_cast<std::size_t>(t) * num_experts;
