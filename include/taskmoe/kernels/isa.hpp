@@ -2,7 +2,7 @@
 // Runtime instruction-set detection and dispatch for the kernels.
 //
 // The library is compiled for the x86-64 baseline (SSE2), so code for wider instruction sets lives
-// in functions marked __attribute__((target(...))) (kernels/arch/avx2.hpp, arch/avx512.hpp) and
+// in functions marked __attribute__((target(...))) (kernels/arch/avx2.hpp, avxvnni.hpp, avx512.hpp) and
 // is only ever called after active_isa() said the CPU runs it. That is what keeps a binary built
 // on a new machine from dying with SIGILL on an older one.
 //
