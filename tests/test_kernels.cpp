@@ -516,6 +516,40 @@ TEST_CASE("gemm_packed_int8 equals the plain integer reference bit for bit on ev
   }
 }
 
+TEST_CASE("packed int8 weights: every ISA packs the same bytes and the VNNI compensation 128 * row sum") {
+  // AVX2 packs whole panels with an in-register transpose and sums rows with vpsadbw; the
+  // compensation is read only by the VNNI kernels, so it is checked here directly.
+  const int shapes[][2] = {{1, 1}, {15, 31}, {16, 32}, {17, 33}, {48, 2049}, {129, 1000}, {64, 4}};
+  for (const auto& s : shapes) {
+    const int n = s[0], k = s[1];
+    CAPTURE(n); CAPTURE(k);
+    auto w = random_int8(static_cast<std::size_t>(n) * k, 31);
+    w[0] = -128;
+    const auto sw = random_floats(n, 32, 0.001f, 0.05f);
+    std::vector<tk::packed_int8> packs;
+    for (tk::isa isa : runnable_isas()) {
+      tk::scoped_isa_override force(isa);
+      packs.push_back(tk::packed_int8::pack({{w.data(), n, k, sw.data(), nullptr, 1.0f}}, k));
+    }
+    const int k4 = (k + 3) / 4 * 4;
+    const std::size_t bytes = static_cast<std::size_t>(packs[0].panels()) * 16 * k4;
+    for (const tk::packed_int8& p : packs) {
+      const auto g = tk::packed_access::call(p);
+      for (int j = 0; j < n; ++j) {
+        std::int32_t sum = 0;
+        for (int q = 0; q < k; ++q) sum += w[static_cast<std::size_t>(j) * k + q];
+        REQUIRE(g.comp[j] == 128 * sum);
+        // column j, k index q: panel j / 16, group q / 4, lane j % 16, byte q % 4
+        for (int q = 0; q < k; ++q)
+          REQUIRE(g.data[static_cast<std::size_t>(j / 16) * 16 * k4 + static_cast<std::size_t>(q / 4) * 64 + (j % 16) * 4 + q % 4] ==
+                  w[static_cast<std::size_t>(j) * k + q]);
+      }
+      const auto g0 = tk::packed_access::call(packs[0]);
+      CHECK(std::equal(g.data, g.data + bytes, g0.data));  // padding (zero) included
+    }
+  }
+}
+
 TEST_CASE("packed int8 weights: quantize_pack matches quantize + pack, bad arguments throw") {
   const int n = 19, k = 45;
   auto wf = random_floats(static_cast<std::size_t>(n) * k, 31);

@@ -226,26 +226,48 @@ inline packed_int8 packed_int8::pack(const std::vector<part>& parts, int k) {
   out.comp_.assign(padded, 0);
   out.scales_.assign(padded, 0.0f);
   if (any_bias) out.bias_.assign(padded, 0.0f);
-  const std::size_t pb = static_cast<std::size_t>(out.k4_) * detail::panel_width;
+  // Every row's source first, then panel by panel: a full panel's whole k-groups go through the
+  // AVX2 transpose where the CPU has it; a partial panel, K's last partial group and other CPUs
+  // take 4-byte copies (packing is a large part of a file's load time).
+#if TASKMOE_KERNELS_X86
+  const bool avx2 = active_isa() >= isa::avx2;
+#endif
+  std::vector<const std::int8_t*> rows(padded, nullptr);
   int j = 0;
-  for (const part& p : parts) {
+  for (const part& p : parts)
     for (int r = 0; r < p.rows; ++r, ++j) {
       const std::int8_t* src = p.w + static_cast<std::size_t>(r) * p.ldw;
-      std::int8_t* panel = out.data_.data() + static_cast<std::size_t>(j / detail::panel_width) * pb;
-      // Row j's k_group-byte groups go to its column of every group block (panel_width groups
-      // each), a 4-byte copy per group: packing is most of a file's load time.
-      constexpr std::size_t block = static_cast<std::size_t>(detail::panel_width) * detail::k_group;
-      std::int8_t* column = panel + (j % detail::panel_width) * detail::k_group;
-      const int whole = k / detail::k_group;
-      for (int g = 0; g < whole; ++g)
-        std::memcpy(column + g * block, src + static_cast<std::size_t>(g) * detail::k_group, detail::k_group);
-      for (int kk = whole * detail::k_group; kk < k; ++kk) column[whole * block + kk % detail::k_group] = src[kk];
+      rows[static_cast<std::size_t>(j)] = src;
       std::int32_t sum = 0;
-      for (int kk = 0; kk < k; ++kk) sum += src[kk];
+#if TASKMOE_KERNELS_X86
+      if (avx2) sum = detail::avx2::sum_int8(src, k);
+      else
+#endif
+        for (int kk = 0; kk < k; ++kk) sum += src[kk];
       out.comp_[static_cast<std::size_t>(j)] = 128 * sum;
       out.scales_[static_cast<std::size_t>(j)] = p.scales[r] * p.multiplier;
       if (any_bias) out.bias_[static_cast<std::size_t>(j)] = p.bias[r] * p.multiplier;
     }
+  constexpr int width = detail::panel_width, group = detail::k_group;
+  const std::size_t pb = static_cast<std::size_t>(out.k4_) * width;
+  const int whole = k / group;
+  for (int panel = 0; panel < out.panels_; ++panel) {
+    std::int8_t* dst = out.data_.data() + static_cast<std::size_t>(panel) * pb;
+    const std::int8_t* const* src = rows.data() + static_cast<std::size_t>(panel) * width;
+    const int cols = std::min(width, out.n_ - panel * width);  // padding columns stay zero
+    int done = 0;  // whole groups packed
+#if TASKMOE_KERNELS_X86
+    if (avx2 && cols == width) {
+      detail::avx2::pack_panel_int8(src, whole, dst);
+      done = whole;
+    }
+#endif
+    for (int g = done; g < whole; ++g)
+      for (int c = 0; c < cols; ++c)
+        std::memcpy(dst + static_cast<std::size_t>(g) * width * group + c * group, src[c] + g * group, group);
+    for (int c = 0; c < cols; ++c)
+      for (int kk = whole * group; kk < k; ++kk)
+        dst[static_cast<std::size_t>(whole) * width * group + c * group + kk % group] = src[c][kk];
   }
   return out;
 }
