@@ -2793,6 +2793,9 @@ struct cpu_features {
   bool avx512vl = false;
   bool avx512vnni = false;
   bool avxvnni = false;  // VEX-encoded vpdpbusd at 128/256 bits (Alder Lake, Zen 5)
+  // AMD family 17h (Zen 1, Zen+, Zen 2): every vector integer multiply issues on one pipe, so
+  // the int8 GEMM prefers adds to multiplies (arch/avx2_pairs.hpp).
+  bool one_multiply_pipe = false;
 };
 
 inline const cpu_features& detect_cpu_features() noexcept {
@@ -2813,6 +2816,12 @@ inline const cpu_features& detect_cpu_features() noexcept {
     // CPUID leaf 7 sub-leaf 1, EAX bit 4 (not every compiler's __builtin_cpu_supports knows it;
     // the OS saving the YMM registers is implied by avx2).
     f.avxvnni = f.avx2 && __get_cpuid_count(7, 1, &eax, &ebx, &ecx, &edx) != 0 && (eax & (1u << 4)) != 0;
+    // Vendor "AuthenticAMD" (EBX EDX ECX of leaf 0), family = base 0xF + extended 0x8.
+    if (__get_cpuid(0, &eax, &ebx, &ecx, &edx) != 0 && ebx == 0x68747541u && edx == 0x69746e65u &&
+        ecx == 0x444d4163u && __get_cpuid(1, &eax, &ebx, &ecx, &edx) != 0) {
+      const unsigned family = ((eax >> 8) & 0xFu) + ((eax >> 20) & 0xFFu);
+      f.one_multiply_pipe = family == 0x17;
+    }
 #endif
     return f;
   }();
@@ -3029,6 +3038,11 @@ struct packed_call {
   // Every activation byte is >= 0 (a ReLU's output): AVX2 multiplies them as unsigned bytes
   // directly (pair sums <= 2 * 127 * 128, exact), without the sign trick's extra operation.
   bool a_nonnegative = false;
+  // The pair-products kernel's activations (arch/avx2_pairs.hpp: expand_rows): int16 pairs
+  // [m, k4 / 2] words (ld_pairs) and each row's sum of a[2t] * a[2t + 1]; null for the others.
+  const std::int32_t* a_pairs = nullptr;
+  int ld_pairs = 0;
+  const std::int32_t* a_pair_sums = nullptr;
   std::size_t panel_bytes() const noexcept { return static_cast<std::size_t>(k4) * panel_width; }
 };
 
@@ -3183,12 +3197,15 @@ TASKMOE_TARGET_AVX2 void gemm_s8s8(int m, int n, int k, const std::int8_t* a, in
 
 // ---- packed int8 GEMM (detail/packed_args.hpp) ------------------------------------------------
 // The epilogue of a packed int8 tile (MR rows x NP panels, two 8-column halves each): the int32
-// sums (less comp[j] when `shifted`: a VNNI kernel's activations were a + 128) become
-// act(sum * a_scale * w_scale + bias) (+ c), stored to the real columns only. One explicit fused
-// multiply-add like every ISA's epilogue, so all kernels give bit-identical results.
+// sums, less col_sub[c] (c counted from the tile's first column; null: none) and row_sub[i] (null:
+// none), the corrections of the kernels that multiply something else than a * w (VNNI: a + 128;
+// avx2_pairs: Winograd's pair products), become act(sum * a_scale * w_scale + bias) (+ c), stored
+// to the real columns only. One explicit fused multiply-add like every ISA's epilogue, so all
+// kernels give bit-identical results.
 template <int MR, int NP>
 __attribute__((target("avx2,fma,f16c"), always_inline)) inline void packed_epilogue(
-    const packed_call& g, int i0, int p0, const __m256i (&acc)[MR][NP][2], bool shifted) {
+    const packed_call& g, int i0, int p0, const __m256i (&acc)[MR][NP][2], const std::int32_t* col_sub = nullptr,
+    const std::int32_t* row_sub = nullptr) {
   const __m256 zero = _mm256_setzero_ps();
   for (int r = 0; r < NP; ++r)
     for (int h = 0; h < 2; ++h) {
@@ -3196,11 +3213,14 @@ __attribute__((target("avx2,fma,f16c"), always_inline)) inline void packed_epilo
       const int cols = g.n - j;
       if (cols <= 0) break;
       const __m256i mask = _mm256_cmpgt_epi32(_mm256_set1_epi32(cols), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
-      const __m256i comp = shifted ? _mm256_loadu_si256(reinterpret_cast<const __m256i*>(g.comp + j)) : _mm256_setzero_si256();
+      const __m256i comp = col_sub != nullptr ? _mm256_loadu_si256(reinterpret_cast<const __m256i*>(col_sub + r * panel_width + 8 * h))
+                                              : _mm256_setzero_si256();
       const __m256 ws = _mm256_loadu_ps(g.w_scales + j);
       const __m256 bias = g.bias != nullptr ? _mm256_loadu_ps(g.bias + j) : zero;
       for (int i = 0; i < MR; ++i) {
-        __m256 v = _mm256_cvtepi32_ps(_mm256_sub_epi32(acc[i][r][h], comp));
+        __m256i sum = _mm256_sub_epi32(acc[i][r][h], comp);
+        if (row_sub != nullptr) sum = _mm256_sub_epi32(sum, _mm256_set1_epi32(row_sub[i]));
+        __m256 v = _mm256_cvtepi32_ps(sum);
         const __m256 sc = _mm256_mul_ps(_mm256_set1_ps(g.a_scales[i0 + i]), ws);
         v = g.bias != nullptr ? _mm256_fmadd_ps(v, sc, bias) : _mm256_mul_ps(v, sc);
         if (g.relu) v = _mm256_max_ps(v, zero);
@@ -3267,7 +3287,7 @@ TASKMOE_TARGET_AVX2 void packed_tile(const packed_call& g, int i0, int p0) {
         }
     }
   }
-  packed_epilogue<MR, NP>(g, i0, p0, acc, false);
+  packed_epilogue<MR, NP>(g, i0, p0, acc);
 }
 
 // Panels [p0, p1): one panel (16 columns) at a time for every row in tiles of 4; a single row
@@ -5018,25 +5038,182 @@ inline void gemm_int8(int m, int n, int k, const float* a, int lda, const std::i
 //   quantize_pack    f32 weights: quantize_rows_int8 per row, then pack (f32 output projection).
 //   gemm_packed_int8 quantizes A per row (the same quantizer as gemm_int8), runs the ISA's
 //                    kernel: AVX-512 VNNI (u8 x s8 with the +128 shift compensated per column),
-//                    AVX2 (sign trick), or the generic reference, with the epilogue fused.
+//                    AVX-VNNI, AVX2 (sign trick; Winograd's pair products for calls with many
+//                    rows on CPUs with one vector-multiply pipe), or the generic reference, with
+//                    the epilogue fused.
 //
 // The integer sums equal gemm_int8's exactly; the epilogue's scale + bias is one explicit fused
 // multiply-add, so results are bit-identical on every ISA (generic, AVX2, AVX-512 VNNI). The file's row-major int8 stays the portable
 // format; packing costs one pass over the weights at load.
 
 #include <algorithm>  // std::min
+#include <atomic>     // std::atomic
 #include <cstddef>    // std::size_t
 #include <cstdint>    // int8_t, uint8_t, int32_t
-#include <cstdlib>    // std::aligned_alloc, std::free
+#include <cstdlib>    // std::aligned_alloc, std::free, std::getenv
 #include <cstring>    // std::memset, std::memcpy
 #include <memory>     // std::unique_ptr
 #include <new>        // std::bad_alloc
+#include <string>     // std::string
 #include <vector>     // std::vector
 
 #if defined(__linux__)
 #include <sys/mman.h>  // mmap, munmap
 #endif
 
+// ---- begin taskmoe/kernels/arch/avx2_pairs.hpp ----
+// AVX2 int8 GEMM by Winograd's pair products (S. Winograd, "A new algorithm for inner product",
+// IEEE Trans. Computers, 1968), for CPUs that run every vector integer multiply on one pipe (AMD
+// Zen 1 / Zen+ / Zen 2). There the sign-trick kernel (arch/avx2.hpp) is capped by its two
+// multiplies per 32 products (vpmaddubsw + vpmaddwd); this one needs one vpmaddwd per 32 and
+// moves the rest to adds, which three pipes issue:
+//
+//     sum_k a[k] w[k] = sum_t (a[2t] + w[2t+1]) (a[2t+1] + w[2t])  -  sum_t a[2t] a[2t+1]  -  sum_t w[2t] w[2t+1]
+//
+// The last two sums are one number per activation row and one per weight column: the epilogue's
+// row_sub / col_sub. Operands are int16 (|a + w| <= 127 + 128), every product and pair sum fits
+// int32, and the int32 wrap-around of the accumulators cancels in the subtraction, so the result
+// is the exact integer dot product: bit-identical to every other kernel (shared epilogue).
+//
+// Data: the activations become int16 pairs once per call (expand_rows: per k-group words (a0, a2)
+// and (a1, a3), and their row sums); each weight panel becomes int16 pairs (w1, w3), (w0, w2) in a
+// per-thread scratch right before its tiles run (expand_panel), so the packed weights in memory
+// stay the int8 panels every kernel shares, and the conversion is paid once per panel and call,
+// shared by all its row tiles (hence only for calls with many rows: int8_pairs_min_rows).
+// Zen 1, one core, M = 64: 1.08x-1.13x the AVX2 kernel on non-negative activations, 1.14x-1.18x
+// on signed ones (the adds, three per vpmaddwd, are now the limit). Where two pipes multiply
+// (Intel since Skylake; Zen 3 and later) the adds make it slower: choose_packed_kernel() picks it
+// only for AMD family 17h.
+
+#include <cstddef>  // std::size_t
+#include <cstdint>  // int8_t, int16_t, int32_t
+#include <vector>   // std::vector
+
+
+#if TASKMOE_KERNELS_X86
+#include <immintrin.h>  // AVX2 intrinsics (usable inside target("avx2") functions)
+
+namespace taskmoe {
+namespace kernels {
+namespace detail {
+namespace avx2_pairs {
+
+#define TASKMOE_TARGET_AVX2_PAIRS __attribute__((target("avx2,fma,f16c")))
+
+// Rows q [m, k4] (lda) of signed activation bytes -> words [m, k4 / 2] (ldw): k-group t gives the
+// int16 pairs (a0, a2) at word 2t and (a1, a3) at 2t + 1; sums[i] = sum_t a0 a1 + a2 a3 (exact:
+// |sums| <= k4 * 127 * 127 / 2 fits int32 for k4 <= 65536).
+TASKMOE_TARGET_AVX2_PAIRS inline void expand_rows(const std::int8_t* q, int m, int k4, int lda, std::int32_t* words,
+                                                  int ldw, std::int32_t* sums) {
+  const __m128i order = _mm_setr_epi8(0, 2, 1, 3, 4, 6, 5, 7, 8, 10, 9, 11, 12, 14, 13, 15);
+  const __m256i even_words = _mm256_setr_epi32(-1, 0, -1, 0, -1, 0, -1, 0);
+  for (int i = 0; i < m; ++i) {
+    const std::int8_t* a = q + static_cast<std::size_t>(i) * lda;
+    auto* out = reinterpret_cast<std::int16_t*>(words + static_cast<std::size_t>(i) * ldw);
+    __m256i acc = _mm256_setzero_si256();
+    int t = 0;
+    for (; t + 16 <= k4; t += 16) {  // 4 k-groups
+      const __m128i bytes = _mm_shuffle_epi8(_mm_loadu_si128(reinterpret_cast<const __m128i*>(a + t)), order);
+      const __m256i v = _mm256_cvtepi8_epi16(bytes);  // a0 a2 a1 a3 per group
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + t), v);
+      // word (a0, a2) . word (a1, a3) in the even dword of each group; the odd one repeats it.
+      acc = _mm256_add_epi32(acc, _mm256_and_si256(_mm256_madd_epi16(v, _mm256_shuffle_epi32(v, 0xB1)), even_words));
+    }
+    std::int32_t sum = avx2::hsum(acc);
+    for (; t < k4; t += 4) {
+      out[t] = a[t];
+      out[t + 1] = a[t + 2];
+      out[t + 2] = a[t + 1];
+      out[t + 3] = a[t + 3];
+      sum += a[t] * a[t + 1] + a[t + 2] * a[t + 3];
+    }
+    sums[i] = sum;
+  }
+}
+
+// One int8 panel (detail/packed_args.hpp) -> w16 [k4 / 4][2 halves][(w1, w3) x 8 columns,
+// (w0, w2) x 8 columns] int16, and sums[c] = sum_t w0 w1 + w2 w3 of its 16 columns.
+TASKMOE_TARGET_AVX2_PAIRS inline void expand_panel(const std::int8_t* panel, int k4, std::int16_t* w16,
+                                                   std::int32_t* sums) {
+  // Per 128-bit lane (4 columns x 4 k): the odd k of each column, then the even ones.
+  const __m256i order = _mm256_setr_epi8(1, 3, 5, 7, 9, 11, 13, 15, 0, 2, 4, 6, 8, 10, 12, 14,  //
+                                         1, 3, 5, 7, 9, 11, 13, 15, 0, 2, 4, 6, 8, 10, 12, 14);
+  __m256i acc[2] = {_mm256_setzero_si256(), _mm256_setzero_si256()};
+  for (int t = 0; t < k4 / k_group; ++t)
+    for (int h = 0; h < 2; ++h) {
+      const __m256i bytes = _mm256_load_si256(reinterpret_cast<const __m256i*>(panel + t * 64 + h * 32));
+      // [odd 0-3, even 0-3 | odd 4-7, even 4-7] -> [odd 0-7 | even 0-7]
+      const __m256i split = _mm256_permute4x64_epi64(_mm256_shuffle_epi8(bytes, order), 0xD8);
+      const __m256i odd = _mm256_cvtepi8_epi16(_mm256_castsi256_si128(split));
+      const __m256i even = _mm256_cvtepi8_epi16(_mm256_extracti128_si256(split, 1));
+      std::int16_t* dst = w16 + t * 64 + h * 32;
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst), odd);
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + 16), even);
+      acc[h] = _mm256_add_epi32(acc[h], _mm256_madd_epi16(odd, even));
+    }
+  _mm256_storeu_si256(reinterpret_cast<__m256i*>(sums), acc[0]);
+  _mm256_storeu_si256(reinterpret_cast<__m256i*>(sums + 8), acc[1]);
+}
+
+// MR rows x one panel: 2 * MR accumulators, 4 weight vectors and 2 broadcasts of the 16 registers.
+template <int MR>
+TASKMOE_TARGET_AVX2_PAIRS void tile(const packed_call& g, int i0, int p, const std::int16_t* w16,
+                                    const std::int32_t* col_sums) {
+  __m256i lo[MR], hi[MR];  // columns 0-7 / 8-15 (plain arrays: a nested one made GCC spill)
+  for (int i = 0; i < MR; ++i) lo[i] = hi[i] = _mm256_setzero_si256();
+  const std::int32_t* a = g.a_pairs + static_cast<std::size_t>(i0) * g.ld_pairs;
+  const int groups = g.k4 / k_group;
+  for (int t = 0; t < groups; ++t) {
+    const std::int16_t* src = w16 + t * 64;
+    const __m256i odd0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(src));
+    const __m256i even0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(src + 16));
+    const __m256i odd1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(src + 32));
+    const __m256i even1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(src + 48));
+    for (int i = 0; i < MR; ++i) {
+      const std::int32_t* row = a + static_cast<std::size_t>(i) * g.ld_pairs + 2 * t;
+      const __m256i a02 = _mm256_set1_epi32(row[0]), a13 = _mm256_set1_epi32(row[1]);
+      // (a0 + w1)(a1 + w0) + (a2 + w3)(a3 + w2) per column
+      lo[i] = _mm256_add_epi32(lo[i], _mm256_madd_epi16(_mm256_add_epi16(a02, odd0), _mm256_add_epi16(a13, even0)));
+      hi[i] = _mm256_add_epi32(hi[i], _mm256_madd_epi16(_mm256_add_epi16(a02, odd1), _mm256_add_epi16(a13, even1)));
+    }
+  }
+  __m256i acc[MR][1][2];
+  for (int i = 0; i < MR; ++i) {
+    acc[i][0][0] = lo[i];
+    acc[i][0][1] = hi[i];
+  }
+  avx2::packed_epilogue<MR, 1>(g, i0, p, acc, col_sums, g.a_pair_sums + i0);
+}
+
+// Panels [p0, p1): each panel converted once into this thread's scratch, then every row in tiles
+// of 4. Needs g.a_pairs / g.a_pair_sums (expand_rows).
+TASKMOE_TARGET_AVX2_PAIRS inline void gemm_packed(const packed_call& g, int p0, int p1) {
+  thread_local std::vector<std::int16_t> scratch;
+  scratch.resize(static_cast<std::size_t>(g.k4) * panel_width);
+  std::int16_t* w16 = scratch.data();
+  alignas(32) std::int32_t col_sums[panel_width];
+  for (int p = p0; p < p1; ++p) {
+    expand_panel(g.data + static_cast<std::size_t>(p) * g.panel_bytes(), g.k4, w16, col_sums);
+    int i = 0;
+    for (; i + 4 <= g.m; i += 4) tile<4>(g, i, p, w16, col_sums);
+    switch (g.m - i) {
+      case 3: tile<3>(g, i, p, w16, col_sums); break;
+      case 2: tile<2>(g, i, p, w16, col_sums); break;
+      case 1: tile<1>(g, i, p, w16, col_sums); break;
+      default: break;
+    }
+  }
+}
+
+#undef TASKMOE_TARGET_AVX2_PAIRS
+
+}  // namespace avx2_pairs
+}  // namespace detail
+}  // namespace kernels
+}  // namespace taskmoe
+
+#endif  // TASKMOE_KERNELS_X86
+// ---- end taskmoe/kernels/arch/avx2_pairs.hpp ----
 // ---- begin taskmoe/kernels/arch/avxvnni.hpp ----
 // AVX-VNNI kernels: the VEX-encoded 256-bit vpdpbusd of CPUs with AVX2 and AVX-VNNI but no
 // AVX-512 VNNI (Intel Alder Lake and later client cores, Sierra Forest; AMD Zen 5 has both and
@@ -5089,7 +5266,7 @@ TASKMOE_TARGET_AVXVNNI void packed_tile(const packed_call& g, int i0, int p0) {
         for (int h = 0; h < 2; ++h) acc[i][r][h] = _mm256_dpbusd_avx_epi32(acc[i][r][h], av, w[r][h]);
     }
   }
-  avx2::packed_epilogue<MR, NP>(g, i0, p0, acc, true);
+  avx2::packed_epilogue<MR, NP>(g, i0, p0, acc, g.comp + static_cast<std::size_t>(p0) * panel_width);
 }
 
 // Panels [p0, p1), as avx2::gemm_packed: one panel at a time for every row in tiles of 6 (12
@@ -5577,14 +5754,48 @@ struct packed_gemm_options {
 namespace detail {
 
 // vnni: AVX-512 VNNI; avx_vnni: AVX-VNNI at AVX2 width; both take activations shifted by +128.
-enum class packed_kernel { generic, avx2, avx_vnni, vnni };
+// avx2_pairs: Winograd's pair products (arch/avx2_pairs.hpp), activations as int16 pairs.
+enum class packed_kernel { generic, avx2, avx2_pairs, avx_vnni, vnni };
 
-inline packed_kernel choose_packed_kernel() {
+// Calls with fewer rows keep the sign-trick kernel: each panel's conversion to pairs is shared by
+// the call's row tiles only (Zen 1, N = 2048, K = 512: 0.97x at 12 rows, 1.04x at 16, 1.10x at 32).
+constexpr int int8_pairs_min_rows = 16;
+
+// -1: no override; 0 / 1: pair products off / on (scoped_int8_pairs_override).
+inline std::atomic<int>& int8_pairs_override_slot() noexcept {
+  static std::atomic<int> slot{-1};
+  return slot;
+}
+
+// Whether the AVX2 path may use pair products: an override, else TASKMOE_INT8_PAIRS=0|1 (read
+// once; another value throws), else the CPU (cpu_features::one_multiply_pipe). Results are the
+// same either way (exact integer sums); only the speed differs.
+inline bool int8_pairs_enabled() {
+  const int forced = int8_pairs_override_slot().load(std::memory_order_relaxed);
+  if (forced >= 0) return forced == 1;
+  static const int env = [] {
+    const char* text = std::getenv("TASKMOE_INT8_PAIRS");
+    if (text == nullptr || *text == '\0') return -1;
+    const std::string value(text);
+    return value == "0" ? 0 : value == "1" ? 1 : -2;
+  }();
+  if (env == -2) throw invalid_argument_error("TASKMOE_INT8_PAIRS must be 0 or 1");
+  if (env >= 0) return env == 1;
+  return detect_cpu_features().one_multiply_pipe;
+}
+
+// The kernel for a call of m rows at the active instruction set.
+inline packed_kernel choose_packed_kernel(int m) {
 #if TASKMOE_KERNELS_X86
   const isa active = active_isa();
   const cpu_features& f = detect_cpu_features();
   if (active == isa::avx512 && f.avx512vnni) return packed_kernel::vnni;
+  // (No CPU with one multiply pipe has AVX-VNNI: pairs come first only when forced, for tests.)
+  // (The setting is read before the row count, so that a bad TASKMOE_INT8_PAIRS fails at once.)
+  if (active >= isa::avx2 && int8_pairs_enabled() && m >= int8_pairs_min_rows) return packed_kernel::avx2_pairs;
   if (active >= isa::avx2) return f.avxvnni ? packed_kernel::avx_vnni : packed_kernel::avx2;
+#else
+  static_cast<void>(m);
 #endif
   return packed_kernel::generic;
 }
@@ -5595,6 +5806,7 @@ inline void run_packed(packed_kernel kind, const packed_call& g, int p0, int p1)
     case packed_kernel::vnni: avx512::gemm_packed(g, p0, p1); return;
     case packed_kernel::avx_vnni: avxvnni::gemm_packed(g, p0, p1); return;
     case packed_kernel::avx2: avx2::gemm_packed(g, p0, p1); return;
+    case packed_kernel::avx2_pairs: avx2_pairs::gemm_packed(g, p0, p1); return;
 #endif
     default: generic::gemm_packed(g, p0, p1); return;
   }
@@ -5636,10 +5848,12 @@ inline bool all_nonnegative(const std::int8_t* q, std::size_t n) {
   return (bits & 0x80u) == 0;
 }
 
-// Quantized activations for one call: grown per thread, never shrunk.
+// Quantized activations for one call (and their int16 pairs for avx2_pairs): grown per thread,
+// never shrunk.
 struct packed_workspace {
   std::vector<std::uint8_t> q;
   std::vector<float> scales;
+  std::vector<std::int32_t> pairs, pair_sums;
 };
 inline packed_workspace& packed_thread_workspace() {
   thread_local packed_workspace ws;
@@ -5647,6 +5861,19 @@ inline packed_workspace& packed_thread_workspace() {
 }
 
 }  // namespace detail
+
+// Forces the AVX2 int8 path's pair products on or off for its lifetime (process-wide, nestable;
+// tests and benchmarks: the results are the same, only the speed differs).
+class scoped_int8_pairs_override {
+ public:
+  explicit scoped_int8_pairs_override(bool on) : previous_(detail::int8_pairs_override_slot().exchange(on ? 1 : 0)) {}
+  ~scoped_int8_pairs_override() { detail::int8_pairs_override_slot().store(previous_); }
+  scoped_int8_pairs_override(const scoped_int8_pairs_override&) = delete;
+  scoped_int8_pairs_override& operator=(const scoped_int8_pairs_override&) = delete;
+
+ private:
+  int previous_;
+};
 
 // c [m, rows] (ldc) = act(a [m, cols] (lda) Wᵀ) (+ c); see packed_gemm_options.
 inline void gemm_packed_int8(int m, const float* a, int lda, const packed_int8& w, float* c, int ldc,
@@ -5658,7 +5885,7 @@ inline void gemm_packed_int8(int m, const float* a, int lda, const packed_int8& 
   ws.scales.resize(static_cast<std::size_t>(m));
   auto* q = reinterpret_cast<std::int8_t*>(ws.q.data());
   quantize_rows_int8(a, m, k, lda, q, k4, ws.scales.data());
-  const detail::packed_kernel kind = detail::choose_packed_kernel();
+  const detail::packed_kernel kind = detail::choose_packed_kernel(m);
   for (int i = 0; i < m; ++i) {
     std::uint8_t* row = ws.q.data() + static_cast<std::size_t>(i) * k4;
     if (k4 > k) std::memset(row + k, 0, static_cast<std::size_t>(k4 - k));
@@ -5675,12 +5902,28 @@ inline void gemm_packed_int8(int m, const float* a, int lda, const packed_int8& 
   g.relu = options.relu;
   g.accumulate = options.accumulate;
   g.a_nonnegative = kind == detail::packed_kernel::avx2 && detail::all_nonnegative(q, static_cast<std::size_t>(m) * k4);
-  detail::for_each_packed_block(m, w.panels(), static_cast<std::size_t>(k4), options.threads,
+  std::size_t row_bytes = static_cast<std::size_t>(k4);
+#if TASKMOE_KERNELS_X86
+  if (kind == detail::packed_kernel::avx2_pairs) {
+    ws.pairs.resize(static_cast<std::size_t>(m) * (k4 / 2));
+    ws.pair_sums.resize(static_cast<std::size_t>(m));
+    detail::avx2_pairs::expand_rows(q, m, k4, k4, ws.pairs.data(), k4 / 2, ws.pair_sums.data());
+    g.a_pairs = ws.pairs.data();
+    g.ld_pairs = k4 / 2;
+    g.a_pair_sums = ws.pair_sums.data();
+    row_bytes *= 2;
+  }
+#endif
+  detail::for_each_packed_block(m, w.panels(), row_bytes, options.threads,
                                 [&](int p0, int p1, int i0, int rows) {
                                   detail::packed_call gi = g;
                                   gi.m = rows;
                                   gi.a += static_cast<std::size_t>(i0) * g.lda;
                                   gi.a_scales += i0;
+                                  if (g.a_pairs != nullptr) {
+                                    gi.a_pairs += static_cast<std::size_t>(i0) * g.ld_pairs;
+                                    gi.a_pair_sums += i0;
+                                  }
                                   gi.c += static_cast<std::size_t>(i0) * g.ldc;
                                   detail::run_packed(kind, gi, p0, p1);
                                 });

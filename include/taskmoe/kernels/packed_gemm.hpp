@@ -13,26 +13,32 @@
 //   quantize_pack    f32 weights: quantize_rows_int8 per row, then pack (f32 output projection).
 //   gemm_packed_int8 quantizes A per row (the same quantizer as gemm_int8), runs the ISA's
 //                    kernel: AVX-512 VNNI (u8 x s8 with the +128 shift compensated per column),
-//                    AVX2 (sign trick), or the generic reference, with the epilogue fused.
+//                    AVX-VNNI, AVX2 (sign trick; Winograd's pair products for calls with many
+//                    rows on CPUs with one vector-multiply pipe), or the generic reference, with
+//                    the epilogue fused.
 //
 // The integer sums equal gemm_int8's exactly; the epilogue's scale + bias is one explicit fused
 // multiply-add, so results are bit-identical on every ISA (generic, AVX2, AVX-512 VNNI). The file's row-major int8 stays the portable
 // format; packing costs one pass over the weights at load.
 
 #include <algorithm>  // std::min
+#include <atomic>     // std::atomic
 #include <cstddef>    // std::size_t
 #include <cstdint>    // int8_t, uint8_t, int32_t
-#include <cstdlib>    // std::aligned_alloc, std::free
+#include <cstdlib>    // std::aligned_alloc, std::free, std::getenv
 #include <cstring>    // std::memset, std::memcpy
 #include <memory>     // std::unique_ptr
 #include <new>        // std::bad_alloc
+#include <string>     // std::string
 #include <vector>     // std::vector
 
 #if defined(__linux__)
 #include <sys/mman.h>  // mmap, munmap
 #endif
 
+#include <taskmoe/error.hpp>                        // invalid_argument_error
 #include <taskmoe/kernels/arch/avx2.hpp>            // avx2::gemm_packed, flip_sign_bits
+#include <taskmoe/kernels/arch/avx2_pairs.hpp>      // avx2_pairs::gemm_packed, expand_rows
 #include <taskmoe/kernels/arch/avx512.hpp>          // avx512::gemm_packed
 #include <taskmoe/kernels/arch/avxvnni.hpp>         // avxvnni::gemm_packed
 #include <taskmoe/kernels/arch/generic.hpp>         // generic::gemm_packed
@@ -290,14 +296,48 @@ struct packed_gemm_options {
 namespace detail {
 
 // vnni: AVX-512 VNNI; avx_vnni: AVX-VNNI at AVX2 width; both take activations shifted by +128.
-enum class packed_kernel { generic, avx2, avx_vnni, vnni };
+// avx2_pairs: Winograd's pair products (arch/avx2_pairs.hpp), activations as int16 pairs.
+enum class packed_kernel { generic, avx2, avx2_pairs, avx_vnni, vnni };
 
-inline packed_kernel choose_packed_kernel() {
+// Calls with fewer rows keep the sign-trick kernel: each panel's conversion to pairs is shared by
+// the call's row tiles only (Zen 1, N = 2048, K = 512: 0.97x at 12 rows, 1.04x at 16, 1.10x at 32).
+constexpr int int8_pairs_min_rows = 16;
+
+// -1: no override; 0 / 1: pair products off / on (scoped_int8_pairs_override).
+inline std::atomic<int>& int8_pairs_override_slot() noexcept {
+  static std::atomic<int> slot{-1};
+  return slot;
+}
+
+// Whether the AVX2 path may use pair products: an override, else TASKMOE_INT8_PAIRS=0|1 (read
+// once; another value throws), else the CPU (cpu_features::one_multiply_pipe). Results are the
+// same either way (exact integer sums); only the speed differs.
+inline bool int8_pairs_enabled() {
+  const int forced = int8_pairs_override_slot().load(std::memory_order_relaxed);
+  if (forced >= 0) return forced == 1;
+  static const int env = [] {
+    const char* text = std::getenv("TASKMOE_INT8_PAIRS");
+    if (text == nullptr || *text == '\0') return -1;
+    const std::string value(text);
+    return value == "0" ? 0 : value == "1" ? 1 : -2;
+  }();
+  if (env == -2) throw invalid_argument_error("TASKMOE_INT8_PAIRS must be 0 or 1");
+  if (env >= 0) return env == 1;
+  return detect_cpu_features().one_multiply_pipe;
+}
+
+// The kernel for a call of m rows at the active instruction set.
+inline packed_kernel choose_packed_kernel(int m) {
 #if TASKMOE_KERNELS_X86
   const isa active = active_isa();
   const cpu_features& f = detect_cpu_features();
   if (active == isa::avx512 && f.avx512vnni) return packed_kernel::vnni;
+  // (No CPU with one multiply pipe has AVX-VNNI: pairs come first only when forced, for tests.)
+  // (The setting is read before the row count, so that a bad TASKMOE_INT8_PAIRS fails at once.)
+  if (active >= isa::avx2 && int8_pairs_enabled() && m >= int8_pairs_min_rows) return packed_kernel::avx2_pairs;
   if (active >= isa::avx2) return f.avxvnni ? packed_kernel::avx_vnni : packed_kernel::avx2;
+#else
+  static_cast<void>(m);
 #endif
   return packed_kernel::generic;
 }
@@ -308,6 +348,7 @@ inline void run_packed(packed_kernel kind, const packed_call& g, int p0, int p1)
     case packed_kernel::vnni: avx512::gemm_packed(g, p0, p1); return;
     case packed_kernel::avx_vnni: avxvnni::gemm_packed(g, p0, p1); return;
     case packed_kernel::avx2: avx2::gemm_packed(g, p0, p1); return;
+    case packed_kernel::avx2_pairs: avx2_pairs::gemm_packed(g, p0, p1); return;
 #endif
     default: generic::gemm_packed(g, p0, p1); return;
   }
@@ -349,10 +390,12 @@ inline bool all_nonnegative(const std::int8_t* q, std::size_t n) {
   return (bits & 0x80u) == 0;
 }
 
-// Quantized activations for one call: grown per thread, never shrunk.
+// Quantized activations for one call (and their int16 pairs for avx2_pairs): grown per thread,
+// never shrunk.
 struct packed_workspace {
   std::vector<std::uint8_t> q;
   std::vector<float> scales;
+  std::vector<std::int32_t> pairs, pair_sums;
 };
 inline packed_workspace& packed_thread_workspace() {
   thread_local packed_workspace ws;
@@ -360,6 +403,19 @@ inline packed_workspace& packed_thread_workspace() {
 }
 
 }  // namespace detail
+
+// Forces the AVX2 int8 path's pair products on or off for its lifetime (process-wide, nestable;
+// tests and benchmarks: the results are the same, only the speed differs).
+class scoped_int8_pairs_override {
+ public:
+  explicit scoped_int8_pairs_override(bool on) : previous_(detail::int8_pairs_override_slot().exchange(on ? 1 : 0)) {}
+  ~scoped_int8_pairs_override() { detail::int8_pairs_override_slot().store(previous_); }
+  scoped_int8_pairs_override(const scoped_int8_pairs_override&) = delete;
+  scoped_int8_pairs_override& operator=(const scoped_int8_pairs_override&) = delete;
+
+ private:
+  int previous_;
+};
 
 // c [m, rows] (ldc) = act(a [m, cols] (lda) Wᵀ) (+ c); see packed_gemm_options.
 inline void gemm_packed_int8(int m, const float* a, int lda, const packed_int8& w, float* c, int ldc,
@@ -371,7 +427,7 @@ inline void gemm_packed_int8(int m, const float* a, int lda, const packed_int8& 
   ws.scales.resize(static_cast<std::size_t>(m));
   auto* q = reinterpret_cast<std::int8_t*>(ws.q.data());
   quantize_rows_int8(a, m, k, lda, q, k4, ws.scales.data());
-  const detail::packed_kernel kind = detail::choose_packed_kernel();
+  const detail::packed_kernel kind = detail::choose_packed_kernel(m);
   for (int i = 0; i < m; ++i) {
     std::uint8_t* row = ws.q.data() + static_cast<std::size_t>(i) * k4;
     if (k4 > k) std::memset(row + k, 0, static_cast<std::size_t>(k4 - k));
@@ -388,12 +444,28 @@ inline void gemm_packed_int8(int m, const float* a, int lda, const packed_int8& 
   g.relu = options.relu;
   g.accumulate = options.accumulate;
   g.a_nonnegative = kind == detail::packed_kernel::avx2 && detail::all_nonnegative(q, static_cast<std::size_t>(m) * k4);
-  detail::for_each_packed_block(m, w.panels(), static_cast<std::size_t>(k4), options.threads,
+  std::size_t row_bytes = static_cast<std::size_t>(k4);
+#if TASKMOE_KERNELS_X86
+  if (kind == detail::packed_kernel::avx2_pairs) {
+    ws.pairs.resize(static_cast<std::size_t>(m) * (k4 / 2));
+    ws.pair_sums.resize(static_cast<std::size_t>(m));
+    detail::avx2_pairs::expand_rows(q, m, k4, k4, ws.pairs.data(), k4 / 2, ws.pair_sums.data());
+    g.a_pairs = ws.pairs.data();
+    g.ld_pairs = k4 / 2;
+    g.a_pair_sums = ws.pair_sums.data();
+    row_bytes *= 2;
+  }
+#endif
+  detail::for_each_packed_block(m, w.panels(), row_bytes, options.threads,
                                 [&](int p0, int p1, int i0, int rows) {
                                   detail::packed_call gi = g;
                                   gi.m = rows;
                                   gi.a += static_cast<std::size_t>(i0) * g.lda;
                                   gi.a_scales += i0;
+                                  if (g.a_pairs != nullptr) {
+                                    gi.a_pairs += static_cast<std::size_t>(i0) * g.ld_pairs;
+                                    gi.a_pair_sums += i0;
+                                  }
                                   gi.c += static_cast<std::size_t>(i0) * g.ldc;
                                   detail::run_packed(kind, gi, p0, p1);
                                 });

@@ -145,12 +145,15 @@ TASKMOE_TARGET_AVX2 void gemm_s8s8(int m, int n, int k, const std::int8_t* a, in
 
 // ---- packed int8 GEMM (detail/packed_args.hpp) ------------------------------------------------
 // The epilogue of a packed int8 tile (MR rows x NP panels, two 8-column halves each): the int32
-// sums (less comp[j] when `shifted`: a VNNI kernel's activations were a + 128) become
-// act(sum * a_scale * w_scale + bias) (+ c), stored to the real columns only. One explicit fused
-// multiply-add like every ISA's epilogue, so all kernels give bit-identical results.
+// sums, less col_sub[c] (c counted from the tile's first column; null: none) and row_sub[i] (null:
+// none), the corrections of the kernels that multiply something else than a * w (VNNI: a + 128;
+// avx2_pairs: Winograd's pair products), become act(sum * a_scale * w_scale + bias) (+ c), stored
+// to the real columns only. One explicit fused multiply-add like every ISA's epilogue, so all
+// kernels give bit-identical results.
 template <int MR, int NP>
 __attribute__((target("avx2,fma,f16c"), always_inline)) inline void packed_epilogue(
-    const packed_call& g, int i0, int p0, const __m256i (&acc)[MR][NP][2], bool shifted) {
+    const packed_call& g, int i0, int p0, const __m256i (&acc)[MR][NP][2], const std::int32_t* col_sub = nullptr,
+    const std::int32_t* row_sub = nullptr) {
   const __m256 zero = _mm256_setzero_ps();
   for (int r = 0; r < NP; ++r)
     for (int h = 0; h < 2; ++h) {
@@ -158,11 +161,14 @@ __attribute__((target("avx2,fma,f16c"), always_inline)) inline void packed_epilo
       const int cols = g.n - j;
       if (cols <= 0) break;
       const __m256i mask = _mm256_cmpgt_epi32(_mm256_set1_epi32(cols), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
-      const __m256i comp = shifted ? _mm256_loadu_si256(reinterpret_cast<const __m256i*>(g.comp + j)) : _mm256_setzero_si256();
+      const __m256i comp = col_sub != nullptr ? _mm256_loadu_si256(reinterpret_cast<const __m256i*>(col_sub + r * panel_width + 8 * h))
+                                              : _mm256_setzero_si256();
       const __m256 ws = _mm256_loadu_ps(g.w_scales + j);
       const __m256 bias = g.bias != nullptr ? _mm256_loadu_ps(g.bias + j) : zero;
       for (int i = 0; i < MR; ++i) {
-        __m256 v = _mm256_cvtepi32_ps(_mm256_sub_epi32(acc[i][r][h], comp));
+        __m256i sum = _mm256_sub_epi32(acc[i][r][h], comp);
+        if (row_sub != nullptr) sum = _mm256_sub_epi32(sum, _mm256_set1_epi32(row_sub[i]));
+        __m256 v = _mm256_cvtepi32_ps(sum);
         const __m256 sc = _mm256_mul_ps(_mm256_set1_ps(g.a_scales[i0 + i]), ws);
         v = g.bias != nullptr ? _mm256_fmadd_ps(v, sc, bias) : _mm256_mul_ps(v, sc);
         if (g.relu) v = _mm256_max_ps(v, zero);
@@ -229,7 +235,7 @@ TASKMOE_TARGET_AVX2 void packed_tile(const packed_call& g, int i0, int p0) {
         }
     }
   }
-  packed_epilogue<MR, NP>(g, i0, p0, acc, false);
+  packed_epilogue<MR, NP>(g, i0, p0, acc);
 }
 
 // Panels [p0, p1): one panel (16 columns) at a time for every row in tiles of 4; a single row

@@ -53,7 +53,7 @@ TASKMOE_TARGET_AVXVNNI void packed_tile(const packed_call& g, int i0, int p0) {
         for (int h = 0; h < 2; ++h) acc[i][r][h] = _mm256_dpbusd_avx_epi32(acc[i][r][h], av, w[r][h]);
     }
   }
-  avx2::packed_epilogue<MR, NP>(g, i0, p0, acc, true);
+  avx2::packed_epilogue<MR, NP>(g, i0, p0, acc, g.comp + static_cast<std::size_t>(p0) * panel_width);
 }
 
 // Panels [p0, p1), as avx2::gemm_packed: one panel at a time for every row in tiles of 6 (12

@@ -40,6 +40,11 @@ struct packed_call {
   // Every activation byte is >= 0 (a ReLU's output): AVX2 multiplies them as unsigned bytes
   // directly (pair sums <= 2 * 127 * 128, exact), without the sign trick's extra operation.
   bool a_nonnegative = false;
+  // The pair-products kernel's activations (arch/avx2_pairs.hpp: expand_rows): int16 pairs
+  // [m, k4 / 2] words (ld_pairs) and each row's sum of a[2t] * a[2t + 1]; null for the others.
+  const std::int32_t* a_pairs = nullptr;
+  int ld_pairs = 0;
+  const std::int32_t* a_pair_sums = nullptr;
   std::size_t panel_bytes() const noexcept { return static_cast<std::size_t>(k4) * panel_width; }
 };
 
