@@ -34,7 +34,8 @@ with the checkpoint's SentencePiece) --length 0: each engine decodes until EOS (
 --max-length tokens), so costs that grow with the output show; each engine's tokens/s is its own
 token count over its own time, and the table says how many float32 greedy outputs agree.
 --memory: load time and peak RSS of the int8 model instead (taskmoe's .tmoe against CTranslate2's
-model saved with int8 weights), three runs each.
+model saved with int8 weights), three runs each per --threads value (taskmoe-translate --threads T,
+whose checksums then run on T threads; CTranslate2 intra_threads=T).
 Prints a machine line and a Markdown table with ratios (taskmoe / CTranslate2).
 """
 import argparse
@@ -199,7 +200,7 @@ def rss_mb():  # resident now (ru_maxrss is a peak: the import's own peak can hi
             return int(line.split()[1]) / 1024
 before = rss_mb()
 t0 = time.perf_counter()
-tr = ctranslate2.Translator(sys.argv[2], device="cpu", compute_type="int8_float32", intra_threads=1)
+tr = ctranslate2.Translator(sys.argv[2], device="cpu", compute_type="int8_float32", intra_threads=int(sys.argv[3]))
 print(time.perf_counter() - t0, before, rss_mb())
 """
 
@@ -217,17 +218,19 @@ def measure_memory(args, ct2, np, ckpt, out_dir, cfg, ours_int8, task_routed, co
     mb = lambda path: os.path.getsize(path) / 1e6
     print(f"machine: {cpu_model()} | CTranslate2 {ct2.__version__} | load average {os.getloadavg()[0]:.2f}")
     print(f"files: taskmoe int8 {mb(ours_int8):.1f} MB, CTranslate2 int8 model.bin {mb(os.path.join(ct2_int8, 'model.bin')):.1f} MB")
-    print("| run | taskmoe load s | taskmoe peak RSS MB (whole process) | CT2 load s | CT2 RSS MB after load (after import) | CT2 model RSS MB |")
-    print("|---|---|---|---|---|---|")
-    for run in range(3):
-        r = subprocess.run(["/usr/bin/time", "-f", "%M", translate, "--model", ours_int8, "--verbose"], input="",
-                           capture_output=True, text=True, check=True)
-        load = float(re.search(r"loaded in ([0-9.]+) s", r.stderr).group(1))
-        peak = int(r.stderr.strip().splitlines()[-1]) / 1024
-        c = subprocess.run([sys.executable, "-c", CT2_LOAD, args.ct2_python, ct2_int8], capture_output=True,
-                           text=True, check=True).stdout.split()
-        ct_load, ct_before, ct_after = float(c[0]), float(c[1]), float(c[2])
-        print(f"| {run + 1} | {load:.3f} | {peak:.0f} | {ct_load:.3f} | {ct_after:.0f} ({ct_before:.0f}) | {ct_after - ct_before:.0f} |")
+    print("| threads | run | taskmoe load s | taskmoe peak RSS MB (whole process) | CT2 load s | CT2 RSS MB after load (after import) | CT2 model RSS MB |")
+    print("|---|---|---|---|---|---|---|")
+    for threads in [int(t) for t in args.threads.split(",")]:  # ours --threads T, CTranslate2 intra_threads=T
+        for run in range(3):
+            r = subprocess.run(["/usr/bin/time", "-f", "%M", translate, "--model", ours_int8, "--verbose",
+                                "--threads", str(threads)], input="", capture_output=True, text=True, check=True)
+            load = float(re.search(r"loaded in ([0-9.]+) s", r.stderr).group(1))
+            peak = int(r.stderr.strip().splitlines()[-1]) / 1024
+            c = subprocess.run([sys.executable, "-c", CT2_LOAD, args.ct2_python, ct2_int8, str(threads)],
+                               capture_output=True, text=True, check=True).stdout.split()
+            ct_load, ct_before, ct_after = float(c[0]), float(c[1]), float(c[2])
+            print(f"| {threads} | {run + 1} | {load:.3f} | {peak:.0f} | {ct_load:.3f} | {ct_after:.0f} ({ct_before:.0f}) "
+                  f"| {ct_after - ct_before:.0f} |")
     return 0
 
 

@@ -187,6 +187,46 @@ TEST_CASE("tmoe load option verify_checksums = false skips data CRCs only") {
   fx.expect_error(b, "header checksum mismatch", false);
 }
 
+TEST_CASE("tmoe checksums on several threads: every tensor checked, the first bad one in table order reported") {
+  // Six 1 MiB tensors (above the 4 MiB a second thread needs), each starting with a marker.
+  temp_dir dir;
+  const std::string path = dir.file("big.tmoe");
+  {
+    tmoe_writer w(path);
+    w.set_metadata(tiny_metadata());
+    std::vector<std::uint8_t> data(std::size_t{1} << 20);
+    for (int t = 0; t < 6; ++t) {
+      for (std::size_t i = 0; i < data.size(); ++i) data[i] = static_cast<std::uint8_t>(i * 7 + t);
+      std::memcpy(data.data(), ("<big" + std::to_string(t) + ">").data(), 6);
+      w.add_tensor("big" + std::to_string(t), dtype::u8, tensor_shape{data.size()}, data.data(), data.size());
+    }
+    w.add_tensor("w.i8", dtype::i8, {2, 3}, i8_data, 6, i8_scales, 2);
+    w.add_sentencepiece(spm);
+    w.finish();
+  }
+  const std::string good = read_file(path);
+  const auto flip = [&](std::string& b, int t) { b[b.find("<big" + std::to_string(t) + ">") + 100] ^= 0x10; };
+  for (int threads : {0, 1, 2, 3, 8}) {
+    CAPTURE(threads);
+    tmoe_load_options o;
+    o.verify_threads = threads;
+    CHECK_NOTHROW(tmoe_file(path, o));
+    for (const std::vector<int>& bad : std::vector<std::vector<int>>{{5}, {0}, {2, 4}, {3, 5}}) {
+      std::string b = good;
+      for (int t : bad) flip(b, t);
+      const std::string bad_path = dir.file("bad.tmoe");
+      write_file(bad_path, b);
+      expect_format_error([&] { tmoe_file f(bad_path, o); }, bad_path,
+                          "tensor 'big" + std::to_string(bad.front()) + "': checksum mismatch");
+      o.verify_checksums = false;
+      const tmoe_file lazy(bad_path, o);
+      CHECK_THROWS_WITH_AS(lazy.verify_checksums(threads), taskmoe_test::contains("'big" + std::to_string(bad.front()) + "'"),
+                           format_error);
+      o.verify_checksums = true;
+    }
+  }
+}
+
 TEST_CASE("corrupt tmoe: wrong magic") {
   fixture fx;
   std::string b = fx.bytes;

@@ -2205,6 +2205,7 @@ inline void from_json(const nlohmann::json& j, tmoe_metadata& m) {
 #include <set>        // std::set
 #include <string>     // std::string
 #include <string_view>
+#include <thread>     // std::thread (checksums on several cores)
 #include <utility>    // std::pair
 #include <vector>     // std::vector
 
@@ -2318,6 +2319,10 @@ struct tmoe_load_options {
   // Verify each tensor's CRC32C on load (reads every byte once). false skips it for a faster
   // start; the header CRC (header + metadata + table) is always checked.
   bool verify_checksums = true;
+  // Threads that verify them: 0 one per core (at most 8). A model's checksum was a sixth of its
+  // load on one core; tensors are split by bytes, and a mismatch is reported for the first bad
+  // tensor in table order whatever the thread count.
+  int verify_threads = 0;
   // Map the file (weights used in place, pages shared between processes) or read it into memory
   // (a private copy, immune to the file being rewritten or truncated later: detail/mmap.hpp).
   bool use_mmap = true;
@@ -2368,9 +2373,39 @@ class tmoe_file {
   }
   // Throws io_error when a mapped file was modified since it was opened (one fstat).
   void check_unchanged() const { file_.check_unchanged(); }
-  // Verify every tensor's CRC now (for files loaded with verify_checksums = false).
-  void verify_checksums() const {
-    for (const auto& r : records_) verify_crc(r);
+  // Verify every tensor's CRC now (for files loaded with verify_checksums = false) on `threads`
+  // threads (0: one per core, at most 8).
+  void verify_checksums(int threads = 0) const {
+    const std::size_t n = records_.size();
+    std::vector<std::uint32_t> computed(n);
+    const auto run = [&](std::size_t begin, std::size_t end) {
+      for (std::size_t i = begin; i < end; ++i) computed[i] = record_crc(records_[i]);
+    };
+    std::uint64_t total = 0;
+    for (const auto& r : records_) total += r.data_size + r.scales_size;
+    if (threads <= 0) threads = static_cast<int>(std::min(8u, std::max(1u, std::thread::hardware_concurrency())));
+    // Small files are not worth a thread's start (tens of microseconds).
+    if (total < (std::uint64_t{4} << 20)) threads = 1;
+    // Contiguous runs of records of about total / threads bytes each; this thread takes the last.
+    std::vector<std::thread> pool;
+    std::size_t begin = 0;
+    std::uint64_t done = 0;
+    try {
+      for (int t = 1; t < threads && begin < n; ++t) {
+        std::size_t end = begin;
+        const std::uint64_t target = total / static_cast<std::uint64_t>(threads) * static_cast<std::uint64_t>(t);
+        for (; end < n && done < target; ++end) done += records_[end].data_size + records_[end].scales_size;
+        pool.emplace_back(run, begin, end);
+        begin = end;
+      }
+    } catch (...) {  // no thread to be had: finish on this one
+    }
+    run(begin, n);
+    for (auto& t : pool) t.join();
+    for (std::size_t i = 0; i < n; ++i)
+      if (computed[i] != records_[i].crc)
+        fail("tensor '" + records_[i].name + "': checksum mismatch (stored " + hex(records_[i].crc) + ", computed " +
+             hex(computed[i]) + ")");
   }
 
  private:
@@ -2428,7 +2463,7 @@ class tmoe_file {
     parse_table(table);
     check_layout(meta_end, table_end);
     check_required();
-    if (opts.verify_checksums) verify_checksums();
+    if (opts.verify_checksums) verify_checksums(opts.verify_threads);
   }
 
   void parse_metadata(const std::byte* meta) {
@@ -2569,13 +2604,11 @@ class tmoe_file {
     }
   }
 
-  void verify_crc(const detail::tmoe_record& r) const {
+  std::uint32_t record_crc(const detail::tmoe_record& r) const {
     const tensor_view& v = tensors_.at(r.name);
     std::uint32_t c = detail::crc32c(v.data, v.byte_size);
     if (r.scales_size) c = detail::crc32c_extend(c, v.scales, r.scales_size);
-    if (c != r.crc)
-      fail("tensor '" + r.name + "': checksum mismatch (stored " + hex(r.crc) + ", computed " +
-           hex(c) + ")");
+    return c;
   }
 
   detail::mapped_file file_;
@@ -2793,8 +2826,9 @@ struct cpu_features {
   bool avx512vl = false;
   bool avx512vnni = false;
   bool avxvnni = false;  // VEX-encoded vpdpbusd at 128/256 bits (Alder Lake, Zen 5)
-  // AMD family 17h (Zen 1, Zen+, Zen 2): every vector integer multiply issues on one pipe, so
-  // the int8 GEMM prefers adds to multiplies (arch/avx2_pairs.hpp).
+  // AMD Zen 1 / Zen+ (family 17h, models below 30h): every vector integer multiply issues on one
+  // pipe, so the int8 GEMM prefers adds to multiplies (arch/avx2_pairs.hpp). Measured on Zen 1
+  // only; Zen 2 (17h, 30h and up) is left out until measured.
   bool one_multiply_pipe = false;
 };
 
@@ -2816,11 +2850,13 @@ inline const cpu_features& detect_cpu_features() noexcept {
     // CPUID leaf 7 sub-leaf 1, EAX bit 4 (not every compiler's __builtin_cpu_supports knows it;
     // the OS saving the YMM registers is implied by avx2).
     f.avxvnni = f.avx2 && __get_cpuid_count(7, 1, &eax, &ebx, &ecx, &edx) != 0 && (eax & (1u << 4)) != 0;
-    // Vendor "AuthenticAMD" (EBX EDX ECX of leaf 0), family = base 0xF + extended 0x8.
+    // Vendor "AuthenticAMD" (EBX EDX ECX of leaf 0); family = base 0xF + extended 0x8, model =
+    // extended model << 4 | base model.
     if (__get_cpuid(0, &eax, &ebx, &ecx, &edx) != 0 && ebx == 0x68747541u && edx == 0x69746e65u &&
         ecx == 0x444d4163u && __get_cpuid(1, &eax, &ebx, &ecx, &edx) != 0) {
       const unsigned family = ((eax >> 8) & 0xFu) + ((eax >> 20) & 0xFFu);
-      f.one_multiply_pipe = family == 0x17;
+      const unsigned model = ((eax >> 4) & 0xFu) | ((eax >> 12) & 0xF0u);
+      f.one_multiply_pipe = family == 0x17 && model < 0x30;
     }
 #endif
     return f;
@@ -2963,7 +2999,7 @@ class scoped_isa_override {
 // 32767: it never saturates. vpmaddwd with ones then widens pairs to int32 and vpaddd accumulates.
 // (The other way round, u = |a| and s = sign(w, a), wraps -w for w = -128.)
 
-#include <algorithm>  // std::max
+#include <algorithm>  // std::max, std::min
 #include <cmath>      // std::exp, std::log
 #include <cstddef>    // std::size_t
 #include <cstdint>    // int8_t, int32_t
@@ -3317,21 +3353,26 @@ TASKMOE_TARGET_AVX2 inline void gemm_packed(const packed_call& g, int p0, int p1
   gemm_packed_as<false>(g, p0, p1);
 }
 
-// Sum of n signed bytes (the VNNI compensation, at pack time): vpsadbw adds 8 unsigned bytes
-// against zero, so each byte goes in as b + 128 and 128 per byte comes back out at the end.
-TASKMOE_TARGET_AVX2 inline std::int32_t sum_int8(const std::int8_t* x, int n) {
-  const __m256i bias = _mm256_set1_epi8(static_cast<char>(0x80)), zero = _mm256_setzero_si256();
-  __m256i acc = zero;
-  int i = 0;
-  for (; i + 32 <= n; i += 32) {
-    const __m256i v = _mm256_xor_si256(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(x + i)), bias);
-    acc = _mm256_add_epi64(acc, _mm256_sad_epu8(v, zero));
+// Column sums of one packed panel (the VNNI compensation, at pack time), read back from the
+// panel just written while it is still in cache: a pass over the source rows instead cost a
+// twelfth of a file's load. Per 32 bytes (8 columns x 4 k) vpmaddubsw with ones adds byte pairs
+// into int16 (|sum| <= 256 per group: 64 groups stay below 2^15), vpmaddwd widens per column.
+TASKMOE_TARGET_AVX2 inline void panel_column_sums(const std::int8_t* panel, int k4, std::int32_t* sums) {
+  const __m256i ones8 = _mm256_set1_epi8(1), ones16 = _mm256_set1_epi16(1);
+  __m256i acc[2] = {_mm256_setzero_si256(), _mm256_setzero_si256()};
+  const int groups = k4 / k_group;
+  for (int g0 = 0; g0 < groups; g0 += 64) {
+    __m256i pairs[2] = {_mm256_setzero_si256(), _mm256_setzero_si256()};
+    const int g1 = std::min(groups, g0 + 64);
+    for (int g = g0; g < g1; ++g)
+      for (int h = 0; h < 2; ++h) {
+        const __m256i v = _mm256_load_si256(reinterpret_cast<const __m256i*>(panel + g * panel_width * k_group + 32 * h));
+        pairs[h] = _mm256_add_epi16(pairs[h], _mm256_maddubs_epi16(ones8, v));
+      }
+    for (int h = 0; h < 2; ++h) acc[h] = _mm256_add_epi32(acc[h], _mm256_madd_epi16(pairs[h], ones16));
   }
-  alignas(32) std::int64_t lanes[4];
-  _mm256_store_si256(reinterpret_cast<__m256i*>(lanes), acc);
-  std::int64_t sum = lanes[0] + lanes[1] + lanes[2] + lanes[3] - std::int64_t{128} * i;
-  for (; i < n; ++i) sum += x[i];
-  return static_cast<std::int32_t>(sum);
+  _mm256_storeu_si256(reinterpret_cast<__m256i*>(sums), acc[0]);
+  _mm256_storeu_si256(reinterpret_cast<__m256i*>(sums + 8), acc[1]);
 }
 
 // Packing (packed_int8::pack): the whole k-groups of one panel from its 16 source rows. Each
@@ -5064,7 +5105,7 @@ inline void gemm_int8(int m, int n, int k, const float* a, int lda, const std::i
 // ---- begin taskmoe/kernels/arch/avx2_pairs.hpp ----
 // AVX2 int8 GEMM by Winograd's pair products (S. Winograd, "A new algorithm for inner product",
 // IEEE Trans. Computers, 1968), for CPUs that run every vector integer multiply on one pipe (AMD
-// Zen 1 / Zen+ / Zen 2). There the sign-trick kernel (arch/avx2.hpp) is capped by its two
+// Zen 1 / Zen+). There the sign-trick kernel (arch/avx2.hpp) is capped by its two
 // multiplies per 32 products (vpmaddubsw + vpmaddwd); this one needs one vpmaddwd per 32 and
 // moves the rest to adds, which three pipes issue:
 //
@@ -5082,8 +5123,8 @@ inline void gemm_int8(int m, int n, int k, const float* a, int lda, const std::i
 // shared by all its row tiles (hence only for calls with many rows: int8_pairs_min_rows).
 // Zen 1, one core, M = 64: 1.08x-1.13x the AVX2 kernel on non-negative activations, 1.14x-1.18x
 // on signed ones (the adds, three per vpmaddwd, are now the limit). Where two pipes multiply
-// (Intel since Skylake; Zen 3 and later) the adds make it slower: choose_packed_kernel() picks it
-// only for AMD family 17h.
+// (Intel since Skylake) the adds make it slower: choose_packed_kernel() picks it only where
+// cpu_features::one_multiply_pipe.
 
 #include <cstddef>  // std::size_t
 #include <cstdint>  // int8_t, int16_t, int32_t
@@ -5702,13 +5743,6 @@ inline packed_int8 packed_int8::pack(const std::vector<part>& parts, int k) {
     for (int r = 0; r < p.rows; ++r, ++j) {
       const std::int8_t* src = p.w + static_cast<std::size_t>(r) * p.ldw;
       rows[static_cast<std::size_t>(j)] = src;
-      std::int32_t sum = 0;
-#if TASKMOE_KERNELS_X86
-      if (avx2) sum = detail::avx2::sum_int8(src, k);
-      else
-#endif
-        for (int kk = 0; kk < k; ++kk) sum += src[kk];
-      out.comp_[static_cast<std::size_t>(j)] = 128 * sum;
       out.scales_[static_cast<std::size_t>(j)] = p.scales[r] * p.multiplier;
       if (any_bias) out.bias_[static_cast<std::size_t>(j)] = p.bias[r] * p.multiplier;
     }
@@ -5732,6 +5766,14 @@ inline packed_int8 packed_int8::pack(const std::vector<part>& parts, int k) {
     for (int c = 0; c < cols; ++c)
       for (int kk = whole * group; kk < k; ++kk)
         dst[static_cast<std::size_t>(whole) * width * group + c * group + kk % group] = src[c][kk];
+    // comp = 128 * column sums, from the packed panel (in cache; padding adds zeros).
+    std::int32_t* comp = out.comp_.data() + static_cast<std::size_t>(panel) * width;
+#if TASKMOE_KERNELS_X86
+    if (avx2) detail::avx2::panel_column_sums(dst, out.k4_, comp);
+    else
+#endif
+      for (std::size_t b = 0; b < pb; ++b) comp[b / group % width] += dst[b];
+    for (int c = 0; c < width; ++c) comp[c] *= 128;
   }
   return out;
 }
@@ -8184,7 +8226,7 @@ namespace taskmoe {
 
 struct translator_options {
   int threads = 1;               // threads per call: sub-batches in parallel, the rest inside GEMMs
-  bool verify_checksums = true;  // check every tensor's CRC when opening a .tmoe file
+  bool verify_checksums = true;  // check every tensor's CRC when opening a .tmoe file (on `threads`)
   std::string expected_task;     // non-empty: throw unless the file's task has this name
   bool fuse_qkv = true;          // fuse q/k/v projections at load (a copy of those weights)
   bool int8_output_projection = true;  // int8 files: quantize a float output projection at load
@@ -8268,6 +8310,7 @@ class translator {
       : options_(options) {
     tmoe_load_options lo;
     lo.verify_checksums = options.verify_checksums;
+    lo.verify_threads = options.threads;  // the checksums share the calls' threads
     lo.use_mmap = options.use_mmap;
     auto file = std::make_shared<const tmoe_file>(path, lo);
     init(model::weight_source::from_tmoe(std::move(file)));

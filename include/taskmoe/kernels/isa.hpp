@@ -68,8 +68,9 @@ struct cpu_features {
   bool avx512vl = false;
   bool avx512vnni = false;
   bool avxvnni = false;  // VEX-encoded vpdpbusd at 128/256 bits (Alder Lake, Zen 5)
-  // AMD family 17h (Zen 1, Zen+, Zen 2): every vector integer multiply issues on one pipe, so
-  // the int8 GEMM prefers adds to multiplies (arch/avx2_pairs.hpp).
+  // AMD Zen 1 / Zen+ (family 17h, models below 30h): every vector integer multiply issues on one
+  // pipe, so the int8 GEMM prefers adds to multiplies (arch/avx2_pairs.hpp). Measured on Zen 1
+  // only; Zen 2 (17h, 30h and up) is left out until measured.
   bool one_multiply_pipe = false;
 };
 
@@ -91,11 +92,13 @@ inline const cpu_features& detect_cpu_features() noexcept {
     // CPUID leaf 7 sub-leaf 1, EAX bit 4 (not every compiler's __builtin_cpu_supports knows it;
     // the OS saving the YMM registers is implied by avx2).
     f.avxvnni = f.avx2 && __get_cpuid_count(7, 1, &eax, &ebx, &ecx, &edx) != 0 && (eax & (1u << 4)) != 0;
-    // Vendor "AuthenticAMD" (EBX EDX ECX of leaf 0), family = base 0xF + extended 0x8.
+    // Vendor "AuthenticAMD" (EBX EDX ECX of leaf 0); family = base 0xF + extended 0x8, model =
+    // extended model << 4 | base model.
     if (__get_cpuid(0, &eax, &ebx, &ecx, &edx) != 0 && ebx == 0x68747541u && edx == 0x69746e65u &&
         ecx == 0x444d4163u && __get_cpuid(1, &eax, &ebx, &ecx, &edx) != 0) {
       const unsigned family = ((eax >> 8) & 0xFu) + ((eax >> 20) & 0xFFu);
-      f.one_multiply_pipe = family == 0x17;
+      const unsigned model = ((eax >> 4) & 0xFu) | ((eax >> 12) & 0xF0u);
+      f.one_multiply_pipe = family == 0x17 && model < 0x30;
     }
 #endif
     return f;

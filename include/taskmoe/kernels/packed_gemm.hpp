@@ -244,13 +244,6 @@ inline packed_int8 packed_int8::pack(const std::vector<part>& parts, int k) {
     for (int r = 0; r < p.rows; ++r, ++j) {
       const std::int8_t* src = p.w + static_cast<std::size_t>(r) * p.ldw;
       rows[static_cast<std::size_t>(j)] = src;
-      std::int32_t sum = 0;
-#if TASKMOE_KERNELS_X86
-      if (avx2) sum = detail::avx2::sum_int8(src, k);
-      else
-#endif
-        for (int kk = 0; kk < k; ++kk) sum += src[kk];
-      out.comp_[static_cast<std::size_t>(j)] = 128 * sum;
       out.scales_[static_cast<std::size_t>(j)] = p.scales[r] * p.multiplier;
       if (any_bias) out.bias_[static_cast<std::size_t>(j)] = p.bias[r] * p.multiplier;
     }
@@ -274,6 +267,14 @@ inline packed_int8 packed_int8::pack(const std::vector<part>& parts, int k) {
     for (int c = 0; c < cols; ++c)
       for (int kk = whole * group; kk < k; ++kk)
         dst[static_cast<std::size_t>(whole) * width * group + c * group + kk % group] = src[c][kk];
+    // comp = 128 * column sums, from the packed panel (in cache; padding adds zeros).
+    std::int32_t* comp = out.comp_.data() + static_cast<std::size_t>(panel) * width;
+#if TASKMOE_KERNELS_X86
+    if (avx2) detail::avx2::panel_column_sums(dst, out.k4_, comp);
+    else
+#endif
+      for (std::size_t b = 0; b < pb; ++b) comp[b / group % width] += dst[b];
+    for (int c = 0; c < width; ++c) comp[c] *= 128;
   }
   return out;
 }

@@ -1,7 +1,7 @@
 #pragma once
 // AVX2 int8 GEMM by Winograd's pair products (S. Winograd, "A new algorithm for inner product",
 // IEEE Trans. Computers, 1968), for CPUs that run every vector integer multiply on one pipe (AMD
-// Zen 1 / Zen+ / Zen 2). There the sign-trick kernel (arch/avx2.hpp) is capped by its two
+// Zen 1 / Zen+). There the sign-trick kernel (arch/avx2.hpp) is capped by its two
 // multiplies per 32 products (vpmaddubsw + vpmaddwd); this one needs one vpmaddwd per 32 and
 // moves the rest to adds, which three pipes issue:
 //
@@ -19,8 +19,8 @@
 // shared by all its row tiles (hence only for calls with many rows: int8_pairs_min_rows).
 // Zen 1, one core, M = 64: 1.08x-1.13x the AVX2 kernel on non-negative activations, 1.14x-1.18x
 // on signed ones (the adds, three per vpmaddwd, are now the limit). Where two pipes multiply
-// (Intel since Skylake; Zen 3 and later) the adds make it slower: choose_packed_kernel() picks it
-// only for AMD family 17h.
+// (Intel since Skylake) the adds make it slower: choose_packed_kernel() picks it only where
+// cpu_features::one_multiply_pipe.
 
 #include <cstddef>  // std::size_t
 #include <cstdint>  // int8_t, int16_t, int32_t
