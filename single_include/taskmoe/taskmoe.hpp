@@ -2319,8 +2319,8 @@ struct tmoe_load_options {
   // Verify each tensor's CRC32C on load (reads every byte once). false skips it for a faster
   // start; the header CRC (header + metadata + table) is always checked.
   bool verify_checksums = true;
-  // Threads that verify them: 0 one per core (at most 8). A model's checksum was a sixth of its
-  // load on one core; tensors are split by bytes, and a mismatch is reported for the first bad
+  // Threads that verify them: 0 one per core (at most 8). A model's checksum was about a fifth of
+  // its load on one core (Zen 1: 11 of ~50 ms); tensors are split by bytes, and a mismatch is reported for the first bad
   // tensor in table order whatever the thread count.
   int verify_threads = 0;
   // Map the file (weights used in place, pages shared between processes) or read it into memory
@@ -5123,8 +5123,8 @@ inline void gemm_int8(int m, int n, int k, const float* a, int lda, const std::i
 // shared by all its row tiles (hence only for calls with many rows: int8_pairs_min_rows).
 // Zen 1, one core, M = 64: 1.08x-1.13x the AVX2 kernel on non-negative activations, 1.14x-1.18x
 // on signed ones (the adds, three per vpmaddwd, are now the limit). Where two pipes multiply
-// (Intel since Skylake) the adds make it slower: choose_packed_kernel() picks it only where
-// cpu_features::one_multiply_pipe.
+// (Intel since Skylake) counting instructions predicts a loss (not measured: no such CPU here), so
+// choose_packed_kernel() picks it only where cpu_features::one_multiply_pipe.
 
 #include <cstddef>  // std::size_t
 #include <cstdint>  // int8_t, int16_t, int32_t

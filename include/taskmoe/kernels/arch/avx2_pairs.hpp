@@ -19,8 +19,8 @@
 // shared by all its row tiles (hence only for calls with many rows: int8_pairs_min_rows).
 // Zen 1, one core, M = 64: 1.08x-1.13x the AVX2 kernel on non-negative activations, 1.14x-1.18x
 // on signed ones (the adds, three per vpmaddwd, are now the limit). Where two pipes multiply
-// (Intel since Skylake) the adds make it slower: choose_packed_kernel() picks it only where
-// cpu_features::one_multiply_pipe.
+// (Intel since Skylake) counting instructions predicts a loss (not measured: no such CPU here), so
+// choose_packed_kernel() picks it only where cpu_features::one_multiply_pipe.
 
 #include <cstddef>  // std::size_t
 #include <cstdint>  // int8_t, int16_t, int32_t
