@@ -744,6 +744,27 @@ TEST_CASE("parallel_for covers [0, n) exactly once, from any number of callers, 
                   std::runtime_error);
 }
 
+TEST_CASE("thread_share: workers that leave hand their threads to those still working") {
+  CHECK(tk::intra_op_threads() == 1);
+  tk::thread_share share(3, 2);
+  {
+    const tk::scoped_intra_op_threads scope(share);
+    CHECK(tk::intra_op_threads() == 1);  // 3 threads over 2 workers: one each, as before
+    share.leave();
+    CHECK(tk::intra_op_threads() == 3);  // the last worker gets the whole budget
+    {
+      const tk::scoped_intra_op_threads inner(2);  // a fixed count nests and restores the share
+      CHECK(tk::intra_op_threads() == 2);
+    }
+    CHECK(tk::intra_op_threads() == 3);
+  }
+  CHECK(tk::intra_op_threads() == 1);
+  tk::thread_share four(4, 2);
+  CHECK(four.per_worker() == 2);
+  tk::thread_share bad(0, 0);  // clamped: never zero threads
+  CHECK(bad.per_worker() == 1);
+}
+
 TEST_CASE("quantize_rows_int8: a row below 127 / FLT_MAX quantizes to zeros on every ISA (fuzz_tmoe)") {
   // tests/fuzz/regressions/tmoe/tiny-activation-row-int8-nan: 127 / max|x| overflowed to inf, so
   // 0 * inf = NaN was cast to int8 (UB; AVX2 tail and generic gave -127 instead of 0).

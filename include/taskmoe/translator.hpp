@@ -9,7 +9,7 @@
 // workspaces (encoder output, KV caches, scratch), so any number of threads may call translate*
 // on one translator at the same time; the weights are shared, never copied. Within a call,
 // `translator_options::threads` worker threads translate sub-batches in parallel; threads left
-// over split each GEMM (kernels/parallel.hpp).
+// over, and those of workers that ran out of sub-batches, split each GEMM (kernels/parallel.hpp).
 // Behaviour on edge cases is documented in docs/runtime.md.
 
 #include <algorithm>    // std::stable_sort, std::min, std::remove, std::reverse
@@ -384,7 +384,7 @@ class translator {
     });
     std::vector<std::vector<std::size_t>> batches = split(order, sources, o);
     // Sub-batches run in parallel; threads left over (fewer sub-batches than threads, e.g. one
-    // sentence) split each GEMM's columns instead (kernels/parallel.hpp).
+    // sentence), and those of workers out of sub-batches, split GEMM columns (kernels/parallel.hpp).
     for_each_batch(batches.size(), [&](std::size_t bi) { run_batch(batches[bi], sources, o, so, with_text, results); });
     model_->source().check_unchanged();
     return results;
@@ -452,20 +452,21 @@ class translator {
     }
   }
 
-  // Runs fn(0..count) on up to `threads` workers as run() does (threads left over split the
-  // GEMMs); the first exception is rethrown after all workers stopped.
+  // Runs fn(0..count) on up to `threads` workers as run() does; threads left over, and those of
+  // workers that ran out of batches, split the remaining workers' GEMMs (kernels::thread_share).
+  // The first exception is rethrown after all workers stopped.
   template <class Fn>
   void for_each_batch(std::size_t count, const Fn& fn) const {
     std::atomic<std::size_t> next{0};
     std::exception_ptr failure;
     std::mutex failure_mutex;
     const std::size_t n_threads = std::min<std::size_t>(static_cast<std::size_t>(options_.threads), count);
-    const int intra = n_threads == 0 ? 1 : options_.threads / static_cast<int>(n_threads);
+    kernels::thread_share share(options_.threads, static_cast<int>(n_threads));
     const auto worker = [&] {
-      const kernels::scoped_intra_op_threads scope(intra);
+      const kernels::scoped_intra_op_threads scope(share);
       for (;;) {
         const std::size_t bi = next.fetch_add(1);
-        if (bi >= count) return;
+        if (bi >= count) return share.leave();
         try {
           fn(bi);
         } catch (...) {

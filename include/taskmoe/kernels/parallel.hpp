@@ -165,25 +165,57 @@ class thread_pool {
 
 }  // namespace detail
 
-// Threads one kernel call may use on the calling thread when its options say 0 ("inherit"): set
-// for a scope by whoever owns the parallelism decision (the translator), default 1.
-inline int& intra_op_threads_slot() noexcept {
-  thread_local int threads = 1;
-  return threads;
+// A thread budget shared by the workers of one parallel region (the translator's sub-batch
+// workers): while `active` of them still work, each kernel call gets budget / active threads, so
+// a worker that runs out of sub-batches hands its core to the GEMMs of those still running
+// instead of leaving it idle behind one long sub-batch.
+class thread_share {
+ public:
+  thread_share(int budget, int workers) noexcept : budget_(budget < 1 ? 1 : budget), active_(workers < 1 ? 1 : workers) {}
+  int per_worker() const noexcept {
+    const int active = active_.load(std::memory_order_relaxed);
+    return active <= 1 ? budget_ : std::max(1, budget_ / active);
+  }
+  void leave() noexcept { active_.fetch_sub(1, std::memory_order_relaxed); }
+
+ private:
+  int budget_;
+  std::atomic<int> active_;
+};
+
+namespace detail {
+// Threads one kernel call may use on the calling thread when its options say 0 ("inherit"): a
+// fixed count or a share, set for a scope by whoever owns the parallelism decision (the
+// translator), default 1.
+struct intra_op_setting {
+  int threads = 1;
+  const thread_share* share = nullptr;
+};
+inline intra_op_setting& intra_op_slot() noexcept {
+  thread_local intra_op_setting setting;
+  return setting;
 }
-inline int intra_op_threads() noexcept { return intra_op_threads_slot(); }
+}  // namespace detail
+
+inline int intra_op_threads() noexcept {
+  const detail::intra_op_setting& s = detail::intra_op_slot();
+  return s.share ? s.share->per_worker() : s.threads;
+}
 
 class scoped_intra_op_threads {
  public:
-  explicit scoped_intra_op_threads(int threads) : previous_(intra_op_threads_slot()) {
-    intra_op_threads_slot() = threads < 1 ? 1 : threads;
+  explicit scoped_intra_op_threads(int threads) : previous_(detail::intra_op_slot()) {
+    detail::intra_op_slot() = {threads < 1 ? 1 : threads, nullptr};
   }
-  ~scoped_intra_op_threads() { intra_op_threads_slot() = previous_; }
+  explicit scoped_intra_op_threads(const thread_share& share) : previous_(detail::intra_op_slot()) {
+    detail::intra_op_slot() = {1, &share};
+  }
+  ~scoped_intra_op_threads() { detail::intra_op_slot() = previous_; }
   scoped_intra_op_threads(const scoped_intra_op_threads&) = delete;
   scoped_intra_op_threads& operator=(const scoped_intra_op_threads&) = delete;
 
  private:
-  int previous_;
+  detail::intra_op_setting previous_;
 };
 
 // f(begin, end) over `threads` contiguous chunks of [0, n) (fewer when n is smaller); serial
