@@ -187,7 +187,9 @@ TEST_CASE("int8: FFN, expert and attention matrices per-row quantized, error <= 
       const bool listed = std::find(q.tensors.begin(), q.tensors.end(), name) != q.tensors.end();
       const bool matrix = name.find("_proj.weight") != std::string::npos ||
                           name.find(".fc1.weight") != std::string::npos ||
-                          name.find(".fc2.weight") != std::string::npos;
+                          name.find(".fc2.weight") != std::string::npos ||
+                          name.find("embed_tokens.weight") != std::string::npos ||
+                          name.find("output_projection.weight") != std::string::npos;
       CHECK(listed == matrix);
       CHECK((v.type == dtype::i8) == matrix);
       const std::vector<float> want = expected_f32(ck, f, name);
@@ -212,19 +214,20 @@ TEST_CASE("int8: FFN, expert and attention matrices per-row quantized, error <= 
       }
     }
     CHECK(i8_count == q.tensors.size());
-    CHECK(f.require("embed_tokens.weight").type == dtype::f32);
+    CHECK(f.require("embed_tokens.weight").type == dtype::i8);
   }
-  // Options: no attention, int8 embeddings.
+  // Options: no attention, float32 embeddings (taskmoe-convert --float32-embeddings).
   const checkpoint ck(fixture_dir("dense"));
   convert_options o = options(quantization_scheme::int8);
   o.int8_attention = false;
-  o.int8_embeddings = true;
+  o.int8_embeddings = false;
   temp_dir out;
   convert_task(ck, "en-de", o, out.file("x.tmoe"));
   const tmoe_file f(out.file("x.tmoe"));
   CHECK(f.require("decoder.layers.0.self_attn.q_proj.weight").type == dtype::f32);
-  CHECK(f.require("decoder.output_projection.weight").type == dtype::i8);
-  CHECK(f.require("encoder.embed_tokens.weight").type == dtype::i8);
+  CHECK(f.require("decoder.output_projection.weight").type == dtype::f32);
+  CHECK(f.require("encoder.embed_tokens.weight").type == dtype::f32);
+  CHECK(f.require("decoder.layers.0.ffn.fc1.weight").type == dtype::i8);
 }
 
 TEST_CASE("f16 and bf16 checkpoints: float32 output is their exact widening") {
@@ -370,8 +373,11 @@ TEST_CASE("int8 files decode through the packed kernels: logits track float32 on
     CAPTURE(setup);
     const checkpoint ck(fixture_dir(setup));
     temp_dir out;
-    const std::string p8 = out.file("i8.tmoe"), p32 = out.file("f32.tmoe");
+    const std::string p8 = out.file("i8.tmoe"), p8f = out.file("i8-f32-embeddings.tmoe"), p32 = out.file("f32.tmoe");
     convert_task(ck, "en-de", options(quantization_scheme::int8), p8);
+    convert_options f32_embeddings = options(quantization_scheme::int8);
+    f32_embeddings.int8_embeddings = false;  // the output projection float32 in the file
+    convert_task(ck, "en-de", f32_embeddings, p8f);
     convert_task(ck, "en-de", options(quantization_scheme::float32), p32);
     const int vocab = ck.config().vocab_size, eos = ck.config().eos_id;
     const auto logits = [&](const std::string& path, bool int8_output) {
@@ -410,13 +416,15 @@ TEST_CASE("int8 files decode through the packed kernels: logits track float32 on
       if (!kernels::cpu_supports(isa)) continue;
       CAPTURE(std::string(kernels::to_string(isa)));
       kernels::scoped_isa_override force(isa);
-      const std::vector<float> q = logits(p8, true), q_f32_out = logits(p8, false);
-      const float scale = max_abs(ref), d = max_diff(q, ref), d_f32_out = max_diff(q_f32_out, ref);
+      const std::vector<float> q = logits(p8, true), qf = logits(p8f, true), qf_f32_out = logits(p8f, false);
+      const float scale = max_abs(ref), d = max_diff(q, ref), df = max_diff(qf, ref), df_f32_out = max_diff(qf_f32_out, ref);
       MESSAGE(std::string(setup) << " [" << std::string(kernels::to_string(isa)) << "] int8 vs float32 logits: max abs diff " << d
-                    << " (float output projection: " << d_f32_out << "), max |logit| " << scale);
+                    << " (float32 embeddings: " << df << ", and float output projection: " << df_f32_out << "), max |logit| " << scale);
       CHECK(d <= 0.05f * scale);
-      CHECK(d_f32_out <= 0.05f * scale);
-      CHECK(max_diff(q, q_f32_out) > 0.0f);  // the output projection really ran int8
+      CHECK(df <= 0.05f * scale);
+      CHECK(df_f32_out <= 0.05f * scale);
+      CHECK(max_diff(qf, qf_f32_out) > 0.0f);  // a float output projection really ran int8 when asked
+      CHECK(max_diff(q, logits(p8, false)) == 0.0f);  // an int8 one in the file runs int8 regardless
       if (first.empty()) {
         first = q;
       } else {
@@ -431,8 +439,9 @@ TEST_CASE("int8 golden: converted files match the PyTorch int8 simulation on eve
   // reference_int8.json (tools/train/make_fixtures.py, int8_reference) is the PyTorch reference
   // with every Linear replaced by what an int8 file computes: weights quantized per row as the
   // converter does (scale = max|w| / 127, round half to even), each input row quantized the same
-  // way at run time, exact integer sums times the two scales, plus the bias; routers, embeddings,
-  // norms and attention stay float32. The test above only bounds int8 against float32 (5% of
+  // way at run time, exact integer sums times the two scales, plus the bias; token embeddings
+  // read as their per-row int8 values (the converter stores them int8); routers, norms and
+  // attention stay float32. The test above only bounds int8 against float32 (5% of
   // the largest logit, about 0.3 here); this one pins the int8 numbers themselves.
   //
   // Tolerance. The simulation and the runtime quantize the same activations, which differ only
@@ -444,7 +453,12 @@ TEST_CASE("int8 golden: converted files match the PyTorch int8 simulation on eve
   // layers mix and damp. 1e-3 leaves room for such a stray flip yet is 50x below what int8 itself
   // moves the logits against float32 (0.05 - 0.16 here; it changes two greedy outputs), so it
   // tells the int8 numbers from the float32 ones and from a wrong scale, gate or rounding.
-  const double tol = 1e-3;
+  // Embeddings read as int8 put activations on a grid, and in a model this small one flipped
+  // step moves the logits by up to ~0.06: the simulation records each case's closest approach
+  // to a rounding boundary (min_tie, in quantization steps), and cases closer than float32 can
+  // resolve (1e-5 of a step on values up to 127) are not compared (2 of the 15 when written).
+  const double tol = 1e-3, tie = 1e-5;
+  std::size_t tied = 0;
   double worst = 0, closest_f32 = 1e9;
   std::size_t exact_greedy = 0, greedy_unlike_f32 = 0;
   for (const std::string& setup : fixture_setups()) {
@@ -473,6 +487,10 @@ TEST_CASE("int8 golden: converted files match the PyTorch int8 simulation on eve
       kernels::scoped_isa_override force(isa);
       for (const auto& c : ref8.at("cases")) {
         CAPTURE(c.at("text").get<std::string>());
+        if (c.at("min_tie").get<double>() < tie) {
+          ++tied;
+          continue;
+        }
         const model::transformer& m = *models.at(c.at("task").get<std::string>());
         model::workspace ws;
         const auto enc = m.encode({c.at("source_ids").get<std::vector<int>>()}, ws);
@@ -517,7 +535,9 @@ TEST_CASE("int8 golden: converted files match the PyTorch int8 simulation on eve
     }
   }
   MESSAGE("int8 golden: largest |logit - PyTorch int8 simulation| " << worst << " (tolerance " << tol
-          << "); smallest int8 vs float32 difference " << closest_f32 << "; exact greedy checks " << exact_greedy);
-  CHECK(exact_greedy >= 30);
+          << "); smallest int8 vs float32 difference " << closest_f32 << "; exact greedy checks " << exact_greedy
+          << "; case runs too close to a rounding tie to compare " << tied);
+  CHECK(tied <= 2 * 3);       // at most 2 cases, on each of up to 3 ISAs
+  CHECK(exact_greedy >= 24);  // 13 cases on 2 ISAs, less those whose greedy margin is too thin
   CHECK(greedy_unlike_f32 > 0);  // some int8 greedy outputs differ from float32's: int8 is what is pinned
 }

@@ -5509,25 +5509,57 @@ class thread_pool {
 
 }  // namespace detail
 
-// Threads one kernel call may use on the calling thread when its options say 0 ("inherit"): set
-// for a scope by whoever owns the parallelism decision (the translator), default 1.
-inline int& intra_op_threads_slot() noexcept {
-  thread_local int threads = 1;
-  return threads;
+// A thread budget shared by the workers of one parallel region (the translator's sub-batch
+// workers): while `active` of them still work, each kernel call gets budget / active threads, so
+// a worker that runs out of sub-batches hands its core to the GEMMs of those still running
+// instead of leaving it idle behind one long sub-batch.
+class thread_share {
+ public:
+  thread_share(int budget, int workers) noexcept : budget_(budget < 1 ? 1 : budget), active_(workers < 1 ? 1 : workers) {}
+  int per_worker() const noexcept {
+    const int active = active_.load(std::memory_order_relaxed);
+    return active <= 1 ? budget_ : std::max(1, budget_ / active);
+  }
+  void leave() noexcept { active_.fetch_sub(1, std::memory_order_relaxed); }
+
+ private:
+  int budget_;
+  std::atomic<int> active_;
+};
+
+namespace detail {
+// Threads one kernel call may use on the calling thread when its options say 0 ("inherit"): a
+// fixed count or a share, set for a scope by whoever owns the parallelism decision (the
+// translator), default 1.
+struct intra_op_setting {
+  int threads = 1;
+  const thread_share* share = nullptr;
+};
+inline intra_op_setting& intra_op_slot() noexcept {
+  thread_local intra_op_setting setting;
+  return setting;
 }
-inline int intra_op_threads() noexcept { return intra_op_threads_slot(); }
+}  // namespace detail
+
+inline int intra_op_threads() noexcept {
+  const detail::intra_op_setting& s = detail::intra_op_slot();
+  return s.share ? s.share->per_worker() : s.threads;
+}
 
 class scoped_intra_op_threads {
  public:
-  explicit scoped_intra_op_threads(int threads) : previous_(intra_op_threads_slot()) {
-    intra_op_threads_slot() = threads < 1 ? 1 : threads;
+  explicit scoped_intra_op_threads(int threads) : previous_(detail::intra_op_slot()) {
+    detail::intra_op_slot() = {threads < 1 ? 1 : threads, nullptr};
   }
-  ~scoped_intra_op_threads() { intra_op_threads_slot() = previous_; }
+  explicit scoped_intra_op_threads(const thread_share& share) : previous_(detail::intra_op_slot()) {
+    detail::intra_op_slot() = {1, &share};
+  }
+  ~scoped_intra_op_threads() { detail::intra_op_slot() = previous_; }
   scoped_intra_op_threads(const scoped_intra_op_threads&) = delete;
   scoped_intra_op_threads& operator=(const scoped_intra_op_threads&) = delete;
 
  private:
-  int previous_;
+  detail::intra_op_setting previous_;
 };
 
 // f(begin, end) over `threads` contiguous chunks of [0, n) (fewer when n is smaller); serial
@@ -7028,9 +7060,9 @@ struct model_options {
   enum class cache_precision { automatic, float32, float16 };
   cache_precision kv_cache = cache_precision::automatic;
   // Quantize float weights per row at load exactly as `taskmoe-convert --quantization int8`
-  // (its defaults: attention projections, dense FFNs and experts; embeddings, router and small
-  // tensors stay float), so a checkpoint runs like its converted int8 file. Weights already int8
-  // are used as they are.
+  // (its defaults: attention projections, dense FFNs, experts, embeddings and output projection;
+  // routers and small tensors stay float), so a checkpoint runs like its converted int8 file.
+  // Weights already int8 are used as they are.
   bool quantize_int8 = false;
 };
 
@@ -7443,7 +7475,7 @@ class transformer {
     const int d = cfg_.d_model, v = cfg_.vocab_size;
     for (stack s : {stack::encoder, stack::decoder}) {
       stack_weights& sw = s == stack::encoder ? encoder_ : decoder_;
-      sw.embed = w.matrix(spec::embed_tokens(cfg_, s), v, d);
+      sw.embed = s == stack::decoder && cfg_.shared_embeddings ? encoder_.embed : embedding(w, spec::embed_tokens(cfg_, s));
       if (cfg_.positions == positional_encoding::learned) {
         sw.positions = w.matrix_f32(spec::embed_positions(s), cfg_.max_positions, d);
         sw.position_rows = cfg_.max_positions;
@@ -7460,8 +7492,7 @@ class transformer {
       for (int i = 0; i < cfg_.num_layers(s); ++i)
         sw.layers.push_back(load_layer(w, s, i));
     }
-    output_.weight = cfg_.shared_embeddings ? encoder_.embed
-                                            : w.matrix(std::string(spec::output_projection), v, d);
+    output_.weight = cfg_.shared_embeddings ? encoder_.embed : embedding(w, std::string(spec::output_projection));
     half_cache_ = opts_.kv_cache == model_options::cache_precision::float16 ||
                   (opts_.kv_cache == model_options::cache_precision::automatic && has_int8_layers());
     if (!output_.weight.is_int8() && opts_.int8_output_projection && has_int8_layers()) {
@@ -7481,6 +7512,13 @@ class transformer {
           if (e.fc1.weight.is_int8()) return true;
       }
     return false;
+  }
+
+  // A [vocab, d] embedding or output projection: int8 when quantizing at load, as the converter
+  // writes it into int8 files.
+  weight_matrix embedding(const weight_loader& w, const std::string& name) const {
+    return opts_.quantize_int8 ? w.matrix_int8(name, cfg_.vocab_size, cfg_.d_model)
+                               : w.matrix(name, cfg_.vocab_size, cfg_.d_model);
   }
 
   layers::layer_norm norm(const weight_loader& w, const std::string& prefix) const {
@@ -8206,7 +8244,7 @@ class sentencepiece {
 // workspaces (encoder output, KV caches, scratch), so any number of threads may call translate*
 // on one translator at the same time; the weights are shared, never copied. Within a call,
 // `translator_options::threads` worker threads translate sub-batches in parallel; threads left
-// over split each GEMM (kernels/parallel.hpp).
+// over, and those of workers that ran out of sub-batches, split each GEMM (kernels/parallel.hpp).
 // Behaviour on edge cases is documented in docs/runtime.md.
 
 #include <algorithm>    // std::stable_sort, std::min, std::remove, std::reverse
@@ -8569,7 +8607,7 @@ class translator {
     });
     std::vector<std::vector<std::size_t>> batches = split(order, sources, o);
     // Sub-batches run in parallel; threads left over (fewer sub-batches than threads, e.g. one
-    // sentence) split each GEMM's columns instead (kernels/parallel.hpp).
+    // sentence), and those of workers out of sub-batches, split GEMM columns (kernels/parallel.hpp).
     for_each_batch(batches.size(), [&](std::size_t bi) { run_batch(batches[bi], sources, o, so, with_text, results); });
     model_->source().check_unchanged();
     return results;
@@ -8637,20 +8675,21 @@ class translator {
     }
   }
 
-  // Runs fn(0..count) on up to `threads` workers as run() does (threads left over split the
-  // GEMMs); the first exception is rethrown after all workers stopped.
+  // Runs fn(0..count) on up to `threads` workers as run() does; threads left over, and those of
+  // workers that ran out of batches, split the remaining workers' GEMMs (kernels::thread_share).
+  // The first exception is rethrown after all workers stopped.
   template <class Fn>
   void for_each_batch(std::size_t count, const Fn& fn) const {
     std::atomic<std::size_t> next{0};
     std::exception_ptr failure;
     std::mutex failure_mutex;
     const std::size_t n_threads = std::min<std::size_t>(static_cast<std::size_t>(options_.threads), count);
-    const int intra = n_threads == 0 ? 1 : options_.threads / static_cast<int>(n_threads);
+    kernels::thread_share share(options_.threads, static_cast<int>(n_threads));
     const auto worker = [&] {
-      const kernels::scoped_intra_op_threads scope(intra);
+      const kernels::scoped_intra_op_threads scope(share);
       for (;;) {
         const std::size_t bi = next.fetch_add(1);
-        if (bi >= count) return;
+        if (bi >= count) return share.leave();
         try {
           fn(bi);
         } catch (...) {
@@ -8932,10 +8971,12 @@ struct convert_progress {
 
 struct convert_options {
   quantization_scheme quantization = quantization_scheme::int8;
-  // int8 only: also quantize the attention projections (default) / the embeddings and output
-  // projection (default off: docs/converter.md, "What int8 quantizes").
+  // int8 only: also quantize the attention projections / the embeddings and output projection
+  // (both default on; docs/converter.md, "What int8 quantizes"). Float32 embeddings make the file
+  // a quarter larger and its load slower for no measured quality (the runtime quantizes the
+  // output projection of an int8 model at load anyway).
   bool int8_attention = true;
-  bool int8_embeddings = false;
+  bool int8_embeddings = true;
   bool overwrite = false;  // replace an existing output file (atomically)
   // ISO 8601 UTC time stored as "created"; empty = the current time. Set it for reproducible files.
   std::string created;

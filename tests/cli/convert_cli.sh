@@ -33,6 +33,7 @@ expect 2 "--all-tasks needs --output-dir" -- --checkpoint "$FIX/task_target" --a
 expect 2 "give --output FILE or --output-dir DIR" -- --checkpoint "$FIX/task_target" --task de-en
 expect 2 "mutually exclusive" -- --checkpoint "$FIX/task_target" --task de-en --all-tasks --output-dir "$T"
 expect 2 "needs a value" -- --checkpoint
+expect 2 "--float32-embeddings applies to --quantization int8 only" -- --checkpoint "$FIX/task_target" --task de-en --output "$T/x.tmoe" --quantization float32 --float32-embeddings
 
 # Bad input: exit 1, one line naming the problem.
 expect 1 "config.json is missing" -- --checkpoint "$T/nowhere" --list-tasks
@@ -60,6 +61,10 @@ expect 1 "file exists (use --force to replace it)" -- --checkpoint "$FIX/task_ta
 [ "$(md5sum <"$T/out/de-en.tmoe")" == "$before" ] || { echo "FAIL: file changed without --force"; fails=$((fails + 1)); }
 "$BIN" --checkpoint "$FIX/task_target" --task de-en --output "$T/out/de-en.tmoe" --quantization float32 --force 2>/dev/null || { echo "FAIL: --force"; fails=$((fails + 1)); }
 [ "$(md5sum <"$T/out/de-en.tmoe")" != "$before" ] || { echo "FAIL: --force did not replace"; fails=$((fails + 1)); }
+# int8 embeddings by default; --float32-embeddings keeps them (and the file is larger).
+"$BIN" --checkpoint "$FIX/task_target" --task de-en --output "$T/out/emb32.tmoe" --float32-embeddings --quiet 2>/dev/null || { echo "FAIL: --float32-embeddings"; fails=$((fails + 1)); }
+"$BIN" --checkpoint "$FIX/task_target" --task de-en --output "$T/out/emb8.tmoe" --quiet 2>/dev/null || { echo "FAIL: int8 convert"; fails=$((fails + 1)); }
+[ "$(stat -c %s "$T/out/emb32.tmoe")" -gt "$(stat -c %s "$T/out/emb8.tmoe")" ] || { echo "FAIL: --float32-embeddings file not larger"; fails=$((fails + 1)); }
 mkdir "$T/all"
 "$BIN" --checkpoint "$FIX/token_task" --all-tasks --output-dir "$T/all" 2>"$T/err" || { echo "FAIL: --all-tasks"; cat "$T/err"; fails=$((fails + 1)); }
 [ "$(ls "$T/all" | wc -l)" == 4 ] || { echo "FAIL: --all-tasks wrote: $(ls "$T/all")"; fails=$((fails + 1)); }

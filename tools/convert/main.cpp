@@ -44,6 +44,8 @@ constexpr const char* usage_text =
     "  --quantization Q       float32 | float16 | bfloat16 | int8 (default: int8)\n"
     "                         float32 is bit-exact; int8 stores FFN, expert and attention weights\n"
     "                         as symmetric per-row int8 with f32 scales (see docs/converter.md)\n"
+    "  --float32-embeddings   int8 only: keep the embeddings and output projection float32\n"
+    "                         (a larger file and a slower load; default: int8 like the rest)\n"
     "  --verify N             after each conversion run the full checkpoint model (routing computed\n"
     "                         live) and the extracted file on N probe sentences; print the max abs\n"
     "                         logit difference and the share of identical greedy outputs (float32:\n"
@@ -74,6 +76,7 @@ struct cli_options {
   std::string output;
   std::string output_dir;
   taskmoe::quantization_scheme quantization = taskmoe::quantization_scheme::int8;
+  bool float32_embeddings = false;
   int verify = 0;
   std::string probe_file;
   bool force = false;
@@ -117,6 +120,9 @@ cli_options parse(int argc, char** argv) {
         throw usage_error{e.what()};
       }
       have_q = true;
+    } else if (a == "--float32-embeddings") {
+      flag();
+      o.float32_embeddings = true;
     } else if (a == "--verify") {
       const std::string v = take();
       char* end = nullptr;
@@ -157,6 +163,8 @@ cli_options parse(int argc, char** argv) {
   if ((have_output && o.output.empty()) || (have_output_dir && o.output_dir.empty()))
     throw usage_error{"empty output path"};
   if (!o.probe_file.empty() && o.verify == 0) throw usage_error{"--probe-file needs --verify N"};
+  if (o.float32_embeddings && o.quantization != taskmoe::quantization_scheme::int8)
+    throw usage_error{"--float32-embeddings applies to --quantization int8 only"};
   for (std::size_t i = 0; i < o.tasks.size(); ++i)
     for (std::size_t j = 0; j < i; ++j)
       if (o.tasks[i] == o.tasks[j]) throw usage_error{"--task " + o.tasks[i] + " given twice"};
@@ -311,6 +319,7 @@ int run(const cli_options& o) {
   for (std::size_t i = 0; i < tasks.size(); ++i) {
     convert_options co;
     co.quantization = o.quantization;
+    co.int8_embeddings = !o.float32_embeddings;
     co.overwrite = o.force;
     progress_bar pb(bar, tasks[i]);
     co.progress = [&pb](const convert_progress& p) { pb(p); };

@@ -171,17 +171,35 @@ def _int8_linear(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor = None) -> to
 
 
 def int8_reference(model: TaskMoEModel, ref: dict) -> dict:
-    """Golden outputs of the int8 file the converter makes by default (attention projections, FFNs
-    and experts int8; embeddings float32) run with the runtime's defaults (the float32 output
-    projection quantized at load): every F.linear of the reference model replaced by
-    _int8_linear (routers use matmul and stay float32, as in the runtime)."""
+    """Golden outputs of the int8 file the converter makes by default (attention projections, FFNs,
+    experts, embeddings and output projection int8) run with the runtime's defaults: the token
+    embeddings replaced in place by their per-row int8 values (what a lookup reads), and every
+    F.linear of the reference model by _int8_linear (routers use matmul and stay float32, as in
+    the runtime). Modifies `model`."""
     import torch.nn.functional as F
+    with torch.no_grad():
+        for name, module in model.named_modules():
+            if name.endswith("embed_tokens"):
+                q, scale = _quantize_rows(module.weight)
+                # float32 q * scale, as weight_matrix::row_to_f32 computes it
+                module.weight.copy_(q.float() * scale.float()[:, None])
     original = F.linear
-    F.linear = _int8_linear
+    ties = []
+
+    def linear(x, w, b=None):
+        # How close any activation came to a rounding boundary of its quantization (in steps):
+        # the runtime's float32 arithmetic may round such a value the other way.
+        xf = x.detach().reshape(-1, x.shape[-1]).float()
+        v = xf * (torch.tensor(127.0, dtype=torch.float32) / xf.abs().amax(dim=1))[:, None]
+        ties.append(float((v - torch.floor(v) - 0.5).abs().nan_to_num(1.0).min()))
+        return _int8_linear(x, w, b)
+
+    F.linear = linear
     try:
         cases = []
         with torch.no_grad():
             for i in INT8_CASES:
+                ties.clear()
                 c = ref["cases"][i]
                 src, task, prefix = c["source_ids"], c["task"], c["decoder_input"]
                 tid = torch.tensor([model.cfg.task_index(task)])
@@ -197,6 +215,7 @@ def int8_reference(model: TaskMoEModel, ref: dict) -> dict:
                     "text": c["text"], "task": task, "source_ids": src, "decoder_input": prefix,
                     "logits": {"shape": list(logits.shape[1:]), "data": tolist(logits[0], 3)},
                     "greedy": {"tokens": g.tokens, "score": g.score, "min_margin": margin},
+                    "min_tie": min(ties),
                 })
     finally:
         F.linear = original

@@ -85,9 +85,9 @@ struct model_options {
   enum class cache_precision { automatic, float32, float16 };
   cache_precision kv_cache = cache_precision::automatic;
   // Quantize float weights per row at load exactly as `taskmoe-convert --quantization int8`
-  // (its defaults: attention projections, dense FFNs and experts; embeddings, router and small
-  // tensors stay float), so a checkpoint runs like its converted int8 file. Weights already int8
-  // are used as they are.
+  // (its defaults: attention projections, dense FFNs, experts, embeddings and output projection;
+  // routers and small tensors stay float), so a checkpoint runs like its converted int8 file.
+  // Weights already int8 are used as they are.
   bool quantize_int8 = false;
 };
 
@@ -500,7 +500,7 @@ class transformer {
     const int d = cfg_.d_model, v = cfg_.vocab_size;
     for (stack s : {stack::encoder, stack::decoder}) {
       stack_weights& sw = s == stack::encoder ? encoder_ : decoder_;
-      sw.embed = w.matrix(spec::embed_tokens(cfg_, s), v, d);
+      sw.embed = s == stack::decoder && cfg_.shared_embeddings ? encoder_.embed : embedding(w, spec::embed_tokens(cfg_, s));
       if (cfg_.positions == positional_encoding::learned) {
         sw.positions = w.matrix_f32(spec::embed_positions(s), cfg_.max_positions, d);
         sw.position_rows = cfg_.max_positions;
@@ -517,8 +517,7 @@ class transformer {
       for (int i = 0; i < cfg_.num_layers(s); ++i)
         sw.layers.push_back(load_layer(w, s, i));
     }
-    output_.weight = cfg_.shared_embeddings ? encoder_.embed
-                                            : w.matrix(std::string(spec::output_projection), v, d);
+    output_.weight = cfg_.shared_embeddings ? encoder_.embed : embedding(w, std::string(spec::output_projection));
     half_cache_ = opts_.kv_cache == model_options::cache_precision::float16 ||
                   (opts_.kv_cache == model_options::cache_precision::automatic && has_int8_layers());
     if (!output_.weight.is_int8() && opts_.int8_output_projection && has_int8_layers()) {
@@ -538,6 +537,13 @@ class transformer {
           if (e.fc1.weight.is_int8()) return true;
       }
     return false;
+  }
+
+  // A [vocab, d] embedding or output projection: int8 when quantizing at load, as the converter
+  // writes it into int8 files.
+  weight_matrix embedding(const weight_loader& w, const std::string& name) const {
+    return opts_.quantize_int8 ? w.matrix_int8(name, cfg_.vocab_size, cfg_.d_model)
+                               : w.matrix(name, cfg_.vocab_size, cfg_.d_model);
   }
 
   layers::layer_norm norm(const weight_loader& w, const std::string& prefix) const {
