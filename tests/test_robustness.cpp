@@ -117,6 +117,59 @@ TEST_CASE("a mapped model file changed on disk: a clear error, never a changed t
   }
 }
 
+TEST_CASE("a corrupted tensor in a .tmoe: the translator names it, whichever tensor it is") {
+  // The translator checks each tensor as the model reads it (and the rest after the load):
+  // every tensor must still be covered, the tokenizer before SentencePiece parses it.
+  const taskmoe_test::temp_dir dir;
+  const std::string path = convert_fixture(dir, "good.tmoe", quantization_scheme::int8);
+  const std::string good = taskmoe_test::read_file(path);
+  const tmoe_file file(path);
+  std::size_t covered = 0;
+  bool tokenizer = false;
+  for (const std::string& name : file.tensor_names()) {
+    const tensor_view& v = *file.find(name);
+    // Corrupt the tensor where its first bytes occur just once in the file (found by content:
+    // the format has no public offsets).
+    const std::string head(reinterpret_cast<const char*>(v.data), std::min<std::size_t>(v.byte_size, 48));
+    const std::size_t at = good.find(head);
+    if (head.size() < 16 || at == std::string::npos || good.find(head, at + 1) != std::string::npos) continue;
+    CAPTURE(name);
+    std::string bad = good;
+    bad[at + head.size() / 2] = static_cast<char>(bad[at + head.size() / 2] ^ 0x20);
+    const std::string bad_path = dir.file("bad.tmoe");
+    taskmoe_test::write_file(bad_path, bad);
+    const std::string want = "tensor '" + name + "': checksum mismatch";
+    CHECK_THROWS_WITH_AS(translator{bad_path}, taskmoe_test::contains(want), format_error);
+    ++covered;
+    if (name == tmoe_tokenizer_tensor) {
+      tokenizer = true;
+    } else {
+      translator_options unchecked;
+      unchecked.verify_checksums = false;  // a flipped weight loads (and computes garbage) unchecked
+      CHECK_NOTHROW(translator{bad_path, unchecked});
+    }
+  }
+  CHECK(covered >= file.tensor_names().size() / 2);
+  CHECK(tokenizer);
+  // A tensor the model never reads (a later format's addition) is checked after the load.
+  const std::string extra = dir.file("extra.tmoe");
+  {
+    tmoe_writer w(extra);
+    w.set_metadata(file.metadata());
+    for (const std::string& name : file.tensor_names())
+      if (name != tmoe_tokenizer_tensor) w.add_tensor(name, *file.find(name));
+    const std::string marker = "<unread tensor>, 32 bytes or more";
+    w.add_tensor("unread", dtype::u8, tensor_shape{marker.size()}, marker.data(), marker.size());
+    w.add_sentencepiece(file.sentencepiece_model());
+    w.finish();
+  }
+  CHECK_NOTHROW(translator{extra});
+  std::string bytes = taskmoe_test::read_file(extra);
+  bytes[bytes.find("<unread tensor>") + 3] ^= 0x01;
+  taskmoe_test::write_file(extra, bytes);
+  CHECK_THROWS_WITH_AS(translator{extra}, taskmoe_test::contains("tensor 'unread': checksum mismatch"), format_error);
+}
+
 TEST_CASE("max_input_length: over-long inputs are cut and flagged, or rejected on request") {
   const translator t = translator::from_checkpoint(fixture_dir("task_target"), "en-de");
   const std::size_t model_limit = static_cast<std::size_t>(t.config().max_positions - 2);

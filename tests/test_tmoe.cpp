@@ -222,9 +222,37 @@ TEST_CASE("tmoe checksums on several threads: every tensor checked, the first ba
       const tmoe_file lazy(bad_path, o);
       CHECK_THROWS_WITH_AS(lazy.verify_checksums(threads), taskmoe_test::contains("'big" + std::to_string(bad.front()) + "'"),
                            format_error);
+      // One tensor at a time, and the rest less those already checked (the translator's order).
+      for (int t = 0; t < 6; ++t) {
+        const bool is_bad = std::find(bad.begin(), bad.end(), t) != bad.end();
+        if (is_bad) {
+          CHECK_THROWS_WITH_AS(lazy.verify_tensor("big" + std::to_string(t)),
+                               taskmoe_test::contains("'big" + std::to_string(t) + "': checksum mismatch"), format_error);
+        } else {
+          CHECK_NOTHROW(lazy.verify_tensor("big" + std::to_string(t)));
+        }
+      }
+      const auto named = [](std::vector<int> ts) {
+        return [ts](const std::string& n) {
+          for (int t : ts)
+            if (n == "big" + std::to_string(t)) return true;
+          return false;
+        };
+      };
+      CHECK_NOTHROW(lazy.verify_checksums(threads, named(bad)));  // every bad one skipped
+      if (bad.size() == 2)  // the first skipped: the second is reported
+        CHECK_THROWS_WITH_AS(lazy.verify_checksums(threads, named({bad.front()})),
+                             taskmoe_test::contains("'big" + std::to_string(bad.back()) + "'"), format_error);
       o.verify_checksums = true;
     }
   }
+}
+
+TEST_CASE("tmoe verify_tensor: an unknown name is a clear error") {
+  fixture fx;
+  const tmoe_file f(fx.good_path);
+  CHECK_NOTHROW(f.verify_tensor("w.i8"));
+  CHECK_THROWS_WITH_AS(f.verify_tensor("nope"), taskmoe_test::contains("missing required tensor 'nope'"), format_error);
 }
 
 TEST_CASE("corrupt tmoe: wrong magic") {

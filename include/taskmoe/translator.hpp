@@ -41,7 +41,7 @@ namespace taskmoe {
 
 struct translator_options {
   int threads = 1;               // threads per call: sub-batches in parallel, the rest inside GEMMs
-  bool verify_checksums = true;  // check every tensor's CRC when opening a .tmoe file (on `threads`)
+  bool verify_checksums = true;  // check every tensor's CRC when opening a .tmoe file (each as it is packed)
   std::string expected_task;     // non-empty: throw unless the file's task has this name
   bool fuse_qkv = true;          // fuse q/k/v projections at load (a copy of those weights)
   bool int8_output_projection = true;  // int8 files: quantize a float output projection at load
@@ -124,11 +124,11 @@ class translator {
   explicit translator(const std::string& path, const translator_options& options = {})
       : options_(options) {
     tmoe_load_options lo;
-    lo.verify_checksums = options.verify_checksums;
-    lo.verify_threads = options.threads;  // the checksums share the calls' threads
+    lo.verify_checksums = false;  // each tensor as the model reads it, just before packing it
     lo.use_mmap = options.use_mmap;
     auto file = std::make_shared<const tmoe_file>(path, lo);
-    init(model::weight_source::from_tmoe(std::move(file)));
+    init(model::weight_source::from_tmoe(std::move(file), options.verify_checksums));
+    model_->source().verify_unread(options.threads);  // what the model never read
   }
 
   // The full checkpoint directory and one of its tasks (benchmarks, converter --verify).

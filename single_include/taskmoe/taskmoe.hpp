@@ -2374,15 +2374,21 @@ class tmoe_file {
   // Throws io_error when a mapped file was modified since it was opened (one fstat).
   void check_unchanged() const { file_.check_unchanged(); }
   // Verify every tensor's CRC now (for files loaded with verify_checksums = false) on `threads`
-  // threads (0: one per core, at most 8).
-  void verify_checksums(int threads = 0) const {
+  // threads (0: one per core, at most 8), except those for which skip(name) is true (already
+  // verified one by one with verify_tensor).
+  template <class Skip>
+  void verify_checksums(int threads, const Skip& skip) const {
     const std::size_t n = records_.size();
     std::vector<std::uint32_t> computed(n);
+    std::vector<bool> skipped(n);
+    for (std::size_t i = 0; i < n; ++i) skipped[i] = skip(records_[i].name);
     const auto run = [&](std::size_t begin, std::size_t end) {
-      for (std::size_t i = begin; i < end; ++i) computed[i] = record_crc(records_[i]);
+      for (std::size_t i = begin; i < end; ++i)
+        if (!skipped[i]) computed[i] = record_crc(records_[i]);
     };
     std::uint64_t total = 0;
-    for (const auto& r : records_) total += r.data_size + r.scales_size;
+    for (std::size_t i = 0; i < n; ++i)
+      if (!skipped[i]) total += records_[i].data_size + records_[i].scales_size;
     if (threads <= 0) threads = static_cast<int>(std::min(8u, std::max(1u, std::thread::hardware_concurrency())));
     // Small files are not worth a thread's start (tens of microseconds).
     if (total < (std::uint64_t{4} << 20)) threads = 1;
@@ -2394,7 +2400,8 @@ class tmoe_file {
       for (int t = 1; t < threads && begin < n; ++t) {
         std::size_t end = begin;
         const std::uint64_t target = total / static_cast<std::uint64_t>(threads) * static_cast<std::uint64_t>(t);
-        for (; end < n && done < target; ++end) done += records_[end].data_size + records_[end].scales_size;
+        for (; end < n && done < target; ++end)
+          if (!skipped[end]) done += records_[end].data_size + records_[end].scales_size;
         pool.emplace_back(run, begin, end);
         begin = end;
       }
@@ -2403,9 +2410,18 @@ class tmoe_file {
     run(begin, n);
     for (auto& t : pool) t.join();
     for (std::size_t i = 0; i < n; ++i)
-      if (computed[i] != records_[i].crc)
-        fail("tensor '" + records_[i].name + "': checksum mismatch (stored " + hex(records_[i].crc) + ", computed " +
-             hex(computed[i]) + ")");
+      if (!skipped[i]) check_crc(records_[i], computed[i]);
+  }
+  void verify_checksums(int threads = 0) const {
+    verify_checksums(threads, [](const std::string&) { return false; });
+  }
+  // Verify one tensor's CRC now (format_error naming it on a mismatch). A loader that checks each
+  // tensor right before it packs it reads it from DRAM once instead of twice.
+  void verify_tensor(const std::string& name) const {
+    const auto it = index_.find(name);
+    if (it == index_.end()) fail("missing required tensor '" + name + "'");
+    const detail::tmoe_record& r = records_[it->second];
+    check_crc(r, record_crc(r));
   }
 
  private:
@@ -2513,6 +2529,7 @@ class tmoe_file {
       check_record(r, where);
       if (tensors_.count(r.name)) fail("duplicate tensor name '" + r.name + "'");
       tensors_.emplace(r.name, make_view(r));
+      index_.emplace(r.name, records_.size());
       names_.push_back(r.name);
       records_.push_back(std::move(r));
     }
@@ -2604,6 +2621,11 @@ class tmoe_file {
     }
   }
 
+  void check_crc(const detail::tmoe_record& r, std::uint32_t computed) const {
+    if (computed != r.crc)
+      fail("tensor '" + r.name + "': checksum mismatch (stored " + hex(r.crc) + ", computed " + hex(computed) + ")");
+  }
+
   std::uint32_t record_crc(const detail::tmoe_record& r) const {
     const tensor_view& v = tensors_.at(r.name);
     std::uint32_t c = detail::crc32c(v.data, v.byte_size);
@@ -2618,6 +2640,7 @@ class tmoe_file {
   std::vector<detail::tmoe_record> records_;
   std::vector<std::string> names_;
   std::map<std::string, tensor_view> tensors_;
+  std::map<std::string, std::size_t> index_;  // name -> records_
 };
 
 struct tmoe_write_options {
@@ -6281,6 +6304,8 @@ inline int argmax(const float* x, int n) {
 #include <cstdint>     // std::int8_t, std::uintptr_t
 #include <deque>       // std::deque (stable addresses)
 #include <memory>      // std::shared_ptr
+#include <mutex>       // std::mutex (verify_on_read)
+#include <set>         // std::set
 #include <string>      // std::string
 #include <vector>      // std::vector
 
@@ -6430,10 +6455,13 @@ struct moe_layer_spec {
 // Where tensors come from: a .tmoe file or a checkpoint directory + task.
 class weight_source {
  public:
-  // A .tmoe file (weights used in place from the mapping).
-  static weight_source from_tmoe(std::shared_ptr<const tmoe_file> file) {
+  // A .tmoe file (weights used in place from the mapping). verify_on_read: check each tensor's
+  // CRC the first time it is read (for a file opened without checksums), so the load that packs
+  // it right after finds it in cache; verify_unread() then checks the tensors never read.
+  static weight_source from_tmoe(std::shared_ptr<const tmoe_file> file, bool verify_on_read = false) {
     weight_source s;
     s.tmoe_ = std::move(file);
+    if (verify_on_read) s.verified_ = std::make_shared<verified_set>();
     const tmoe_metadata& m = s.tmoe_->metadata();
     s.config_ = m.model;
     s.task_ = m.task;
@@ -6464,16 +6492,31 @@ class weight_source {
   }
 
   std::string sentencepiece_model() const {
-    if (tmoe_) return std::string(tmoe_->sentencepiece_model());
+    if (tmoe_) {
+      verify_once(tmoe_tokenizer_tensor);
+      return std::string(tmoe_->sentencepiece_model());
+    }
     return ckpt_->sentencepiece_model();
   }
 
   const tensor_view& tensor(const std::string& name) const {
-    if (tmoe_) return tmoe_->require(name);
+    if (tmoe_) {
+      const tensor_view& v = tmoe_->require(name);
+      verify_once(name);
+      return v;
+    }
     if (!ckpt_->has_tensor(name))
       throw format_error(name_, "missing required tensor '" + name + "'");
     return ckpt_->tensor(name);
   }
+  // verify_on_read: the CRCs of the tensors not read so far, on `threads` threads.
+  void verify_unread(int threads) const {
+    if (!verified_) return;
+    const std::lock_guard<std::mutex> lock(verified_->mutex);
+    tmoe_->verify_checksums(threads, [&](const std::string& n) { return verified_->names.count(n) != 0; });
+    for (const std::string& n : tmoe_->tensor_names()) verified_->names.insert(n);
+  }
+
   bool has_tensor(const std::string& name) const {
     return tmoe_ ? tmoe_->contains(name) : ckpt_->has_tensor(name);
   }
@@ -6509,7 +6552,21 @@ class weight_source {
   }
 
  private:
+  struct verified_set {
+    std::mutex mutex;
+    std::set<std::string> names;
+  };
+
+  void verify_once(const std::string& name) const {
+    if (!verified_) return;
+    const std::lock_guard<std::mutex> lock(verified_->mutex);
+    if (verified_->names.count(name)) return;
+    tmoe_->verify_tensor(name);
+    verified_->names.insert(name);
+  }
+
   std::shared_ptr<const tmoe_file> tmoe_;
+  std::shared_ptr<verified_set> verified_;  // verify_on_read: the tensors checked so far
   std::shared_ptr<const checkpoint> ckpt_;
   model_config config_;
   task_info task_;
@@ -8264,7 +8321,7 @@ namespace taskmoe {
 
 struct translator_options {
   int threads = 1;               // threads per call: sub-batches in parallel, the rest inside GEMMs
-  bool verify_checksums = true;  // check every tensor's CRC when opening a .tmoe file (on `threads`)
+  bool verify_checksums = true;  // check every tensor's CRC when opening a .tmoe file (each as it is packed)
   std::string expected_task;     // non-empty: throw unless the file's task has this name
   bool fuse_qkv = true;          // fuse q/k/v projections at load (a copy of those weights)
   bool int8_output_projection = true;  // int8 files: quantize a float output projection at load
@@ -8347,11 +8404,11 @@ class translator {
   explicit translator(const std::string& path, const translator_options& options = {})
       : options_(options) {
     tmoe_load_options lo;
-    lo.verify_checksums = options.verify_checksums;
-    lo.verify_threads = options.threads;  // the checksums share the calls' threads
+    lo.verify_checksums = false;  // each tensor as the model reads it, just before packing it
     lo.use_mmap = options.use_mmap;
     auto file = std::make_shared<const tmoe_file>(path, lo);
-    init(model::weight_source::from_tmoe(std::move(file)));
+    init(model::weight_source::from_tmoe(std::move(file), options.verify_checksums));
+    model_->source().verify_unread(options.threads);  // what the model never read
   }
 
   // The full checkpoint directory and one of its tasks (benchmarks, converter --verify).

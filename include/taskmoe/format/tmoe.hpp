@@ -190,15 +190,21 @@ class tmoe_file {
   // Throws io_error when a mapped file was modified since it was opened (one fstat).
   void check_unchanged() const { file_.check_unchanged(); }
   // Verify every tensor's CRC now (for files loaded with verify_checksums = false) on `threads`
-  // threads (0: one per core, at most 8).
-  void verify_checksums(int threads = 0) const {
+  // threads (0: one per core, at most 8), except those for which skip(name) is true (already
+  // verified one by one with verify_tensor).
+  template <class Skip>
+  void verify_checksums(int threads, const Skip& skip) const {
     const std::size_t n = records_.size();
     std::vector<std::uint32_t> computed(n);
+    std::vector<bool> skipped(n);
+    for (std::size_t i = 0; i < n; ++i) skipped[i] = skip(records_[i].name);
     const auto run = [&](std::size_t begin, std::size_t end) {
-      for (std::size_t i = begin; i < end; ++i) computed[i] = record_crc(records_[i]);
+      for (std::size_t i = begin; i < end; ++i)
+        if (!skipped[i]) computed[i] = record_crc(records_[i]);
     };
     std::uint64_t total = 0;
-    for (const auto& r : records_) total += r.data_size + r.scales_size;
+    for (std::size_t i = 0; i < n; ++i)
+      if (!skipped[i]) total += records_[i].data_size + records_[i].scales_size;
     if (threads <= 0) threads = static_cast<int>(std::min(8u, std::max(1u, std::thread::hardware_concurrency())));
     // Small files are not worth a thread's start (tens of microseconds).
     if (total < (std::uint64_t{4} << 20)) threads = 1;
@@ -210,7 +216,8 @@ class tmoe_file {
       for (int t = 1; t < threads && begin < n; ++t) {
         std::size_t end = begin;
         const std::uint64_t target = total / static_cast<std::uint64_t>(threads) * static_cast<std::uint64_t>(t);
-        for (; end < n && done < target; ++end) done += records_[end].data_size + records_[end].scales_size;
+        for (; end < n && done < target; ++end)
+          if (!skipped[end]) done += records_[end].data_size + records_[end].scales_size;
         pool.emplace_back(run, begin, end);
         begin = end;
       }
@@ -219,9 +226,18 @@ class tmoe_file {
     run(begin, n);
     for (auto& t : pool) t.join();
     for (std::size_t i = 0; i < n; ++i)
-      if (computed[i] != records_[i].crc)
-        fail("tensor '" + records_[i].name + "': checksum mismatch (stored " + hex(records_[i].crc) + ", computed " +
-             hex(computed[i]) + ")");
+      if (!skipped[i]) check_crc(records_[i], computed[i]);
+  }
+  void verify_checksums(int threads = 0) const {
+    verify_checksums(threads, [](const std::string&) { return false; });
+  }
+  // Verify one tensor's CRC now (format_error naming it on a mismatch). A loader that checks each
+  // tensor right before it packs it reads it from DRAM once instead of twice.
+  void verify_tensor(const std::string& name) const {
+    const auto it = index_.find(name);
+    if (it == index_.end()) fail("missing required tensor '" + name + "'");
+    const detail::tmoe_record& r = records_[it->second];
+    check_crc(r, record_crc(r));
   }
 
  private:
@@ -329,6 +345,7 @@ class tmoe_file {
       check_record(r, where);
       if (tensors_.count(r.name)) fail("duplicate tensor name '" + r.name + "'");
       tensors_.emplace(r.name, make_view(r));
+      index_.emplace(r.name, records_.size());
       names_.push_back(r.name);
       records_.push_back(std::move(r));
     }
@@ -420,6 +437,11 @@ class tmoe_file {
     }
   }
 
+  void check_crc(const detail::tmoe_record& r, std::uint32_t computed) const {
+    if (computed != r.crc)
+      fail("tensor '" + r.name + "': checksum mismatch (stored " + hex(r.crc) + ", computed " + hex(computed) + ")");
+  }
+
   std::uint32_t record_crc(const detail::tmoe_record& r) const {
     const tensor_view& v = tensors_.at(r.name);
     std::uint32_t c = detail::crc32c(v.data, v.byte_size);
@@ -434,6 +456,7 @@ class tmoe_file {
   std::vector<detail::tmoe_record> records_;
   std::vector<std::string> names_;
   std::map<std::string, tensor_view> tensors_;
+  std::map<std::string, std::size_t> index_;  // name -> records_
 };
 
 struct tmoe_write_options {

@@ -14,6 +14,8 @@
 #include <cstdint>     // std::int8_t, std::uintptr_t
 #include <deque>       // std::deque (stable addresses)
 #include <memory>      // std::shared_ptr
+#include <mutex>       // std::mutex (verify_on_read)
+#include <set>         // std::set
 #include <string>      // std::string
 #include <vector>      // std::vector
 
@@ -70,10 +72,13 @@ struct moe_layer_spec {
 // Where tensors come from: a .tmoe file or a checkpoint directory + task.
 class weight_source {
  public:
-  // A .tmoe file (weights used in place from the mapping).
-  static weight_source from_tmoe(std::shared_ptr<const tmoe_file> file) {
+  // A .tmoe file (weights used in place from the mapping). verify_on_read: check each tensor's
+  // CRC the first time it is read (for a file opened without checksums), so the load that packs
+  // it right after finds it in cache; verify_unread() then checks the tensors never read.
+  static weight_source from_tmoe(std::shared_ptr<const tmoe_file> file, bool verify_on_read = false) {
     weight_source s;
     s.tmoe_ = std::move(file);
+    if (verify_on_read) s.verified_ = std::make_shared<verified_set>();
     const tmoe_metadata& m = s.tmoe_->metadata();
     s.config_ = m.model;
     s.task_ = m.task;
@@ -104,16 +109,31 @@ class weight_source {
   }
 
   std::string sentencepiece_model() const {
-    if (tmoe_) return std::string(tmoe_->sentencepiece_model());
+    if (tmoe_) {
+      verify_once(tmoe_tokenizer_tensor);
+      return std::string(tmoe_->sentencepiece_model());
+    }
     return ckpt_->sentencepiece_model();
   }
 
   const tensor_view& tensor(const std::string& name) const {
-    if (tmoe_) return tmoe_->require(name);
+    if (tmoe_) {
+      const tensor_view& v = tmoe_->require(name);
+      verify_once(name);
+      return v;
+    }
     if (!ckpt_->has_tensor(name))
       throw format_error(name_, "missing required tensor '" + name + "'");
     return ckpt_->tensor(name);
   }
+  // verify_on_read: the CRCs of the tensors not read so far, on `threads` threads.
+  void verify_unread(int threads) const {
+    if (!verified_) return;
+    const std::lock_guard<std::mutex> lock(verified_->mutex);
+    tmoe_->verify_checksums(threads, [&](const std::string& n) { return verified_->names.count(n) != 0; });
+    for (const std::string& n : tmoe_->tensor_names()) verified_->names.insert(n);
+  }
+
   bool has_tensor(const std::string& name) const {
     return tmoe_ ? tmoe_->contains(name) : ckpt_->has_tensor(name);
   }
@@ -149,7 +169,21 @@ class weight_source {
   }
 
  private:
+  struct verified_set {
+    std::mutex mutex;
+    std::set<std::string> names;
+  };
+
+  void verify_once(const std::string& name) const {
+    if (!verified_) return;
+    const std::lock_guard<std::mutex> lock(verified_->mutex);
+    if (verified_->names.count(name)) return;
+    tmoe_->verify_tensor(name);
+    verified_->names.insert(name);
+  }
+
   std::shared_ptr<const tmoe_file> tmoe_;
+  std::shared_ptr<verified_set> verified_;  // verify_on_read: the tensors checked so far
   std::shared_ptr<const checkpoint> ckpt_;
   model_config config_;
   task_info task_;
