@@ -526,67 +526,79 @@ TASKMOE_TARGET_AVX2 inline __m256 load_kv(const std::uint16_t* p) {
   return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
 }
 
-// s[h * lds + j] = (q_h . k_j,h) / scale for h < heads, j < n. Key-major: each key's heads are
-// read in one sweep. The decoder's keys are rows kilobytes apart (a slot or a source token per
-// row); reading one head's slice of every key, then the next head's, left the prefetcher
-// nothing to follow and attention memory-bound. Eight heads' dot products reduce together.
+// s[h * lds + j] = (q_h . k_j,h) / scale for h < heads, j < n. Keys in blocks of eight: the
+// block's rows are read once, head by head (the decoder's keys are rows kilobytes apart, a slot or
+// a source token per row: reading one head's slice of every key, then the next head's, left the
+// prefetcher nothing to follow), eight independent FMA chains per head (one per key), and one
+// reduction, division and vector store per head gives its eight scores.
 template <class T>
 TASKMOE_TARGET_AVX2 inline void attention_scores(const float* q, const T* k, int ldk, const int* rows, int n,
                                                  int heads, int dh, float scale, float* s, int lds) {
   if constexpr (std::is_same<T, float>::value)
     if (dh % 8 != 0) return attention_scores_by_head(q, k, ldk, rows, n, heads, dh, scale, s, lds);
   const __m256 vscale = _mm256_set1_ps(scale);
-  for (int j = 0; j < n; ++j) {
-    const T* kj = k + key_row(rows, j) * ldk;
-    for (int h0 = 0; h0 < heads; h0 += 8) {
-      const int hn = heads - h0 < 8 ? heads - h0 : 8;
+  for (int j = 0; j < n; j += 8) {
+    const int kn = n - j < 8 ? n - j : 8;
+    const T* kr[8];  // a short block repeats its last key (computed, never stored)
+    for (int u = 0; u < 8; ++u) kr[u] = k + key_row(rows, j + (u < kn ? u : kn - 1)) * ldk;
+    for (int h = 0; h < heads; ++h) {
+      const std::size_t off = static_cast<std::size_t>(h) * dh;
       __m256 part[8];
-      for (int u = 0; u < 8; ++u) {
-        part[u] = _mm256_setzero_ps();
-        if (u >= hn) continue;
-        const std::size_t off = static_cast<std::size_t>(h0 + u) * dh;
-        for (int c = 0; c < dh; c += 8)
-          part[u] = _mm256_fmadd_ps(_mm256_loadu_ps(q + off + c), load_kv(kj + off + c), part[u]);
+      for (int u = 0; u < 8; ++u) part[u] = _mm256_setzero_ps();
+      for (int c = 0; c < dh; c += 8) {
+        const __m256 qv = _mm256_loadu_ps(q + off + c);
+        for (int u = 0; u < 8; ++u) part[u] = _mm256_fmadd_ps(qv, load_kv(kr[u] + off + c), part[u]);
       }
-      alignas(32) float sums[8];
-      _mm256_store_ps(sums, _mm256_div_ps(hsum8(part), vscale));
-      for (int u = 0; u < hn; ++u) s[static_cast<std::size_t>(h0 + u) * lds + j] = sums[u];
+      const __m256 sums = _mm256_div_ps(hsum8(part), vscale);
+      float* sh = s + static_cast<std::size_t>(h) * lds + j;
+      if (kn == 8) {
+        _mm256_storeu_ps(sh, sums);
+      } else {
+        alignas(32) float tail[8];
+        _mm256_store_ps(tail, sums);
+        for (int u = 0; u < kn; ++u) sh[u] = tail[u];
+      }
     }
   }
 }
 
 // out[h * dh + c] = sum_j p[h * lds + j] * v[r_j * ldv + h * dh + c] (r_j as in
 // attention_scores). Key-major like attention_scores: four keys' rows per sweep of the output
-// (which stays in L1), each row one contiguous read.
+// (which stays in L1), each row one contiguous read; per head, its four probabilities are
+// broadcast once for all of its dh / 8 vectors.
 template <class T>
 TASKMOE_TARGET_AVX2 inline void attention_combine(const float* p, int lds, const T* v, int ldv,
                                                   const int* rows, int n, int heads, int dh, float* out) {
   if constexpr (std::is_same<T, float>::value)
     if (dh % 8 != 0) return attention_combine_by_head(p, lds, v, ldv, rows, n, heads, dh, out);
-  const int vectors = heads * dh / 8;
-  for (int u = 0; u < vectors; ++u) _mm256_storeu_ps(out + 8 * u, _mm256_setzero_ps());
+  const int width = heads * dh;
+  for (int c = 0; c < width; c += 8) _mm256_storeu_ps(out + c, _mm256_setzero_ps());
   int j = 0;
   for (; j + 4 <= n; j += 4) {
     const T* v0 = v + key_row(rows, j) * ldv;
     const T* v1 = v + key_row(rows, j + 1) * ldv;
     const T* v2 = v + key_row(rows, j + 2) * ldv;
     const T* v3 = v + key_row(rows, j + 3) * ldv;
-    for (int u = 0; u < vectors; ++u) {
-      const float* ph = p + static_cast<std::size_t>(u * 8 / dh) * lds + j;
-      __m256 o = _mm256_loadu_ps(out + 8 * u);
-      o = _mm256_fmadd_ps(_mm256_broadcast_ss(ph), load_kv(v0 + 8 * u), o);
-      o = _mm256_fmadd_ps(_mm256_broadcast_ss(ph + 1), load_kv(v1 + 8 * u), o);
-      o = _mm256_fmadd_ps(_mm256_broadcast_ss(ph + 2), load_kv(v2 + 8 * u), o);
-      o = _mm256_fmadd_ps(_mm256_broadcast_ss(ph + 3), load_kv(v3 + 8 * u), o);
-      _mm256_storeu_ps(out + 8 * u, o);
+    for (int h = 0; h < heads; ++h) {
+      const float* ph = p + static_cast<std::size_t>(h) * lds + j;
+      const __m256 w0 = _mm256_broadcast_ss(ph), w1 = _mm256_broadcast_ss(ph + 1);
+      const __m256 w2 = _mm256_broadcast_ss(ph + 2), w3 = _mm256_broadcast_ss(ph + 3);
+      for (int c = h * dh; c < (h + 1) * dh; c += 8) {
+        __m256 o = _mm256_loadu_ps(out + c);
+        o = _mm256_fmadd_ps(w0, load_kv(v0 + c), o);
+        o = _mm256_fmadd_ps(w1, load_kv(v1 + c), o);
+        o = _mm256_fmadd_ps(w2, load_kv(v2 + c), o);
+        o = _mm256_fmadd_ps(w3, load_kv(v3 + c), o);
+        _mm256_storeu_ps(out + c, o);
+      }
     }
   }
   for (; j < n; ++j) {
     const T* v0 = v + key_row(rows, j) * ldv;
-    for (int u = 0; u < vectors; ++u) {
-      const float* ph = p + static_cast<std::size_t>(u * 8 / dh) * lds + j;
-      _mm256_storeu_ps(out + 8 * u, _mm256_fmadd_ps(_mm256_broadcast_ss(ph), load_kv(v0 + 8 * u),
-                                                    _mm256_loadu_ps(out + 8 * u)));
+    for (int h = 0; h < heads; ++h) {
+      const __m256 w0 = _mm256_broadcast_ss(p + static_cast<std::size_t>(h) * lds + j);
+      for (int c = h * dh; c < (h + 1) * dh; c += 8)
+        _mm256_storeu_ps(out + c, _mm256_fmadd_ps(w0, load_kv(v0 + c), _mm256_loadu_ps(out + c)));
     }
   }
 }
