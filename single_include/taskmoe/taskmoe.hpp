@@ -7791,19 +7791,20 @@ constexpr float neg_inf = -std::numeric_limits<float>::infinity();
 
 // Turns one row of logits into log-probabilities with the options' penalties and constraints:
 // repetition penalty on the logits, log_softmax, then -inf for forbidden tokens (EOS before
-// min_length, n-gram repeats, anything but the forced prefix token).
-inline void process_row(float* row, int vocab, const std::vector<int>& history,
-                        const sentence_constraints& c, const search_options& o, int eos) {
+// min_length, n-gram repeats, anything but the forced prefix token). `history` holds the `step`
+// tokens generated so far; it is read only when needs_history(o).
+inline bool needs_history(const search_options& o) noexcept {
+  return o.repetition_penalty != 1.0f || o.no_repeat_ngram_size > 0;
+}
+inline void process_row(float* row, int vocab, const int* history, int step, const sentence_constraints& c,
+                        const search_options& o, int eos) {
   if (o.repetition_penalty != 1.0f)
-    for (std::size_t i = 0; i < history.size(); ++i) {
+    for (int i = 0; i < step; ++i) {
       const int t = history[i];
-      if (std::find(history.begin(), history.begin() + static_cast<std::ptrdiff_t>(i), t) !=
-          history.begin() + static_cast<std::ptrdiff_t>(i))
-        continue;  // once per distinct token
+      if (std::find(history, history + i, t) != history + i) continue;  // once per distinct token
       row[t] = row[t] < 0 ? row[t] * o.repetition_penalty : row[t] / o.repetition_penalty;
     }
   kernels::log_softmax(row, 1, vocab, vocab, row, vocab);
-  const int step = static_cast<int>(history.size());
   if (step < o.min_length) row[eos] = neg_inf;
   const int n = o.no_repeat_ngram_size;
   if (n > 0) {
@@ -7831,14 +7832,14 @@ inline double uniform(std::mt19937_64& rng) { return static_cast<double>(rng() >
 
 // Samples from a row of log-probabilities with temperature, top-k and top-p.
 inline int sample(const float* logp, int vocab, const search_options& o, std::mt19937_64& rng,
-                  std::vector<int>& idx, std::vector<float>& val) {
+                  std::vector<int>& idx, std::vector<float>& val, std::vector<double>& p) {
   int k = o.sampling_topk == 0 ? vocab : std::min(o.sampling_topk, vocab);
   idx.resize(static_cast<std::size_t>(k));
   val.resize(static_cast<std::size_t>(k));
   kernels::top_k(logp, vocab, k, idx.data(), val.data());
   while (k > 1 && val[static_cast<std::size_t>(k) - 1] == neg_inf) --k;  // never sample forbidden
   const double t = o.sampling_temperature;
-  std::vector<double> p(static_cast<std::size_t>(k));
+  p.resize(static_cast<std::size_t>(k));
   double sum = 0;
   for (int i = 0; i < k; ++i) sum += p[i] = std::exp((val[i] - val[0]) / t);
   if (o.sampling_topp < 1.0f) {
@@ -7869,6 +7870,8 @@ inline std::uint64_t resolve_seed(std::uint64_t seed) {
 }  // namespace detail
 
 // Greedy search (sampling_topk == 1) or random sampling (beam_size == 1). One hypothesis each.
+// Each hypothesis's tokens grow in place; the per-step lists are reused, so a step allocates
+// nothing once they reach the batch size.
 template <class Session>
 std::vector<std::vector<hypothesis>> greedy_search(Session& session,
                                                    const std::vector<sentence_constraints>& sentences,
@@ -7889,23 +7892,24 @@ std::vector<std::vector<hypothesis>> greedy_search(Session& session,
   std::vector<float> logits;
   std::vector<int> idx;
   std::vector<float> val;
+  std::vector<double> probs;
   for (int i = 0; i < b; ++i)
     if (sentences[i].max_length <= 0) alive.erase(std::find(alive.begin(), alive.end(), i));
   if (alive.size() != static_cast<std::size_t>(b)) {
     session.reorder(alive);
-    std::vector<int> t(alive.size(), bos);
-    tokens.swap(t);
+    tokens.assign(alive.size(), bos);
   }
+  std::vector<int> keep, next, still;
   while (!alive.empty()) {
     session.step(tokens, logits);
-    std::vector<int> keep;
-    std::vector<int> next;
+    keep.clear();
+    next.clear();
     for (std::size_t r = 0; r < alive.size(); ++r) {
       const int s = alive[r];
       hypothesis& h = out[static_cast<std::size_t>(s)];
       float* row = logits.data() + r * static_cast<std::size_t>(vocab);
-      detail::process_row(row, vocab, h.tokens, sentences[s], o, eos);
-      const int t = sampling ? detail::sample(row, vocab, o, rngs[static_cast<std::size_t>(s)], idx, val)
+      detail::process_row(row, vocab, h.tokens.data(), static_cast<int>(h.tokens.size()), sentences[s], o, eos);
+      const int t = sampling ? detail::sample(row, vocab, o, rngs[static_cast<std::size_t>(s)], idx, val, probs)
                              : kernels::argmax(row, vocab);
       h.tokens.push_back(t);
       h.score += static_cast<double>(row[t]);
@@ -7916,9 +7920,9 @@ std::vector<std::vector<hypothesis>> greedy_search(Session& session,
     }
     if (keep.size() != alive.size()) {
       if (!keep.empty()) session.reorder(keep);
-      std::vector<int> a;
-      for (int r : keep) a.push_back(alive[static_cast<std::size_t>(r)]);
-      alive.swap(a);
+      still.clear();
+      for (int r : keep) still.push_back(alive[static_cast<std::size_t>(r)]);
+      alive.swap(still);
     }
     tokens.swap(next);
   }
@@ -7931,7 +7935,32 @@ std::vector<std::vector<hypothesis>> greedy_search(Session& session,
   return result;
 }
 
+namespace detail {
+
+// A beam search's hypotheses as a tree: node i is one generated token and its parent (-1: the
+// first token). Extending a hypothesis appends one node and copies no history; a hypothesis's
+// tokens are read back only when it finishes (or when a penalty needs them).
+struct token_tree {
+  std::vector<int> parent, token;
+
+  int add(int from, int t) {
+    parent.push_back(from);
+    token.push_back(t);
+    return static_cast<int>(token.size()) - 1;
+  }
+  // The `length` tokens that end at `node`, first to last.
+  void path(int node, int length, std::vector<int>& out) const {
+    out.resize(static_cast<std::size_t>(length));
+    for (int i = length; i-- > 0; node = parent[static_cast<std::size_t>(node)])
+      out[static_cast<std::size_t>(i)] = token[static_cast<std::size_t>(node)];
+  }
+};
+
+}  // namespace detail
+
 // Beam search, fairseq style (docs/decoding.md). n-best per sentence, best first.
+// Live beams are (tree node, length, score) in session row order; a step allocates nothing once
+// its lists reach the batch size (the token tree grows by one node per kept candidate).
 template <class Session>
 std::vector<std::vector<hypothesis>> beam_search(Session& session,
                                                  const std::vector<sentence_constraints>& sentences,
@@ -7941,74 +7970,86 @@ std::vector<std::vector<hypothesis>> beam_search(Session& session,
   const int k = o.beam_size;
   const int vocab = session.vocab();
   struct beam {
-    std::vector<int> tokens;
+    int node;    // last token in the tree (-1: none yet)
+    int length;  // tokens so far
     float score;
   };
+  detail::token_tree tree;
   std::vector<std::vector<hypothesis>> finished(static_cast<std::size_t>(b));
-  std::vector<std::vector<beam>> beams(static_cast<std::size_t>(b), std::vector<beam>{beam{{}, 0.0f}});
-  std::vector<int> alive;
+  // Each alive sentence's beams are consecutive session rows: `counts` of them in `beams`.
+  std::vector<int> alive, counts;
+  std::vector<beam> beams;
   for (int i = 0; i < b; ++i)
-    if (sentences[i].max_length > 0) alive.push_back(i);
+    if (sentences[i].max_length > 0) {
+      alive.push_back(i);
+      counts.push_back(1);
+      beams.push_back(beam{-1, 0, 0.0f});
+    }
   if (alive.size() != static_cast<std::size_t>(b) && !alive.empty()) session.reorder(alive);
   std::vector<int> tokens(alive.size(), bos);
   std::vector<float> logits, cand;
-  std::vector<int> top_i;
+  std::vector<int> top_i, history, next_rows, next_alive, next_counts;
   std::vector<float> top_v;
+  std::vector<beam> next_beams, fresh;
+  const bool with_history = detail::needs_history(o);
+  auto finish = [&](std::vector<hypothesis>& fin, int node, int length, float score) {
+    hypothesis h;
+    tree.path(node, length, h.tokens);
+    h.score = score;
+    h.normalized = detail::normalize(score, h.tokens.size(), o.length_penalty);
+    fin.push_back(std::move(h));
+  };
   for (int step = 0; !alive.empty(); ++step) {
     session.step(tokens, logits);
-    std::vector<int> next_rows, next_tok, next_alive;
+    next_rows.clear();
+    next_alive.clear();
+    next_counts.clear();
+    next_beams.clear();
+    tokens.clear();
     std::size_t row = 0;
-    for (int s : alive) {
-      auto& live = beams[static_cast<std::size_t>(s)];
+    for (std::size_t a = 0; a < alive.size(); ++a) {
+      const int s = alive[a];
       auto& fin = finished[static_cast<std::size_t>(s)];
-      const std::size_t n = live.size();
+      const std::size_t n = static_cast<std::size_t>(counts[a]);
       cand.resize(n * static_cast<std::size_t>(vocab));
       for (std::size_t j = 0; j < n; ++j) {
+        const beam& from = beams[row + j];
         float* lp = logits.data() + (row + j) * static_cast<std::size_t>(vocab);
-        detail::process_row(lp, vocab, live[j].tokens, sentences[s], o, eos);
-        for (int t = 0; t < vocab; ++t) cand[j * vocab + t] = live[j].score + lp[t];
+        if (with_history) tree.path(from.node, from.length, history);
+        detail::process_row(lp, vocab, history.data(), from.length, sentences[s], o, eos);
+        for (int t = 0; t < vocab; ++t) cand[j * vocab + t] = from.score + lp[t];
       }
       const int want = std::min(2 * k, static_cast<int>(cand.size()));
       top_i.resize(static_cast<std::size_t>(want));
       top_v.resize(static_cast<std::size_t>(want));
       kernels::top_k(cand.data(), static_cast<int>(cand.size()), want, top_i.data(), top_v.data());
-      struct next_beam {
-        std::vector<int> tokens;
-        float score;
-        std::size_t row;
-      };
-      std::vector<next_beam> new_live;
+      fresh.clear();
       for (int rank = 0; rank < want; ++rank) {
         const float sc = top_v[static_cast<std::size_t>(rank)];
         if (sc == detail::neg_inf) break;  // forbidden by a constraint (never without options)
         const int flat = top_i[static_cast<std::size_t>(rank)];
         const int bi = flat / vocab, t = flat % vocab;
-        std::vector<int> toks = live[static_cast<std::size_t>(bi)].tokens;
-        toks.push_back(t);
+        const beam& from = beams[row + static_cast<std::size_t>(bi)];
         if (t == eos) {
-          if (rank < k) {
-            const double nsc = detail::normalize(sc, toks.size(), o.length_penalty);
-            fin.push_back(hypothesis{std::move(toks), sc, nsc});
-          }
+          if (rank < k) finish(fin, tree.add(from.node, t), from.length + 1, sc);
           continue;
         }
-        new_live.push_back(next_beam{std::move(toks), sc, row + static_cast<std::size_t>(bi)});
-        if (static_cast<int>(new_live.size()) == k) break;
+        fresh.push_back(beam{tree.add(from.node, t), from.length + 1, sc});
+        next_rows.push_back(static_cast<int>(row) + bi);
+        if (static_cast<int>(fresh.size()) == k) break;
       }
       const bool last = step == sentences[s].max_length - 1;
-      if (static_cast<int>(fin.size()) >= k || last || new_live.empty()) {
+      if (static_cast<int>(fin.size()) >= k || last || fresh.empty()) {
         if (last)
-          for (std::size_t j = 0; j < new_live.size() && static_cast<int>(fin.size()) < k; ++j) {
-            const double nsc = detail::normalize(new_live[j].score, new_live[j].tokens.size(), o.length_penalty);
-            fin.push_back(hypothesis{std::move(new_live[j].tokens), new_live[j].score, nsc});
-          }
+          for (std::size_t j = 0; j < fresh.size() && static_cast<int>(fin.size()) < k; ++j)
+            finish(fin, fresh[j].node, fresh[j].length, fresh[j].score);
+        next_rows.resize(next_rows.size() - fresh.size());  // the sentence leaves the batch
       } else {
-        live.clear();
         next_alive.push_back(s);
-        for (auto& nb : new_live) {
-          next_rows.push_back(static_cast<int>(nb.row));
-          next_tok.push_back(nb.tokens.back());
-          live.push_back(beam{std::move(nb.tokens), nb.score});
+        next_counts.push_back(static_cast<int>(fresh.size()));
+        for (const beam& nb : fresh) {
+          next_beams.push_back(nb);
+          tokens.push_back(tree.token[static_cast<std::size_t>(nb.node)]);
         }
       }
       row += n;
@@ -8016,7 +8057,8 @@ std::vector<std::vector<hypothesis>> beam_search(Session& session,
     if (next_alive.empty()) break;
     session.reorder(next_rows);
     alive.swap(next_alive);
-    tokens.swap(next_tok);
+    counts.swap(next_counts);
+    beams.swap(next_beams);
   }
   for (auto& fin : finished) {
     std::stable_sort(fin.begin(), fin.end(),
