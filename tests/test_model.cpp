@@ -427,3 +427,69 @@ TEST_CASE("max_positions 2^31 - 1 with sinusoidal positions loads; rows past the
   model::sinusoidal_position(n - 1, c.d_model, row.data());
   for (int i = 0; i < c.d_model; ++i) CHECK(row[i] == table[static_cast<std::size_t>(n - 1) * c.d_model + i]);
 }
+
+TEST_CASE("a restricted output projection (shortlist) gives the full logits' columns bit for bit") {
+  // Layer level, each way a layer can hold its weights: int8 rows, f32 rows run as an int8 copy
+  // quantized at load, f32 packed. Awkward sizes: 37 rows of 61 inputs, subsets across panels.
+  std::mt19937 rng(7);
+  std::uniform_real_distribution<float> u(-1.0f, 1.0f);
+  const int out = 37, in = 61, m = 5;
+  std::vector<float> w(static_cast<std::size_t>(out) * in), bias(out), x(static_cast<std::size_t>(m) * in);
+  for (auto& v : w) v = u(rng);
+  for (auto& v : bias) v = u(rng);
+  for (auto& v : x) v = u(rng);
+  std::vector<std::int8_t> q(w.size());
+  std::vector<float> scales(out);
+  kernels::quantize_rows_int8(w.data(), out, in, in, q.data(), in, scales.data());
+  layers::linear i8, f32_as_int8, f32;
+  i8.weight = weight_matrix{out, in, nullptr, q.data(), scales.data()};
+  f32_as_int8.weight = f32.weight = weight_matrix{out, in, w.data(), nullptr, nullptr};
+  i8.bias = f32_as_int8.bias = f32.bias = bias.data();
+  i8.pack();
+  f32.pack();
+  f32_as_int8.packed = std::make_shared<const kernels::packed_int8>(kernels::quantize_pack(w.data(), out, in, in, bias.data()));
+  const std::vector<std::vector<int>> subsets = {{0}, {36}, {3, 17, 18, 35}, {20, 1, 16}, {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16}};
+  for (const layers::linear* l : {&i8, &f32_as_int8, &f32}) {
+    std::vector<float> full(static_cast<std::size_t>(m) * out);
+    l->forward(x.data(), m, in, full.data(), out);
+    for (const auto& ids : subsets) {
+      CAPTURE(ids.size());
+      const layers::linear s = l->select_rows(ids);
+      REQUIRE(s.out_features() == static_cast<int>(ids.size()));
+      const int n = static_cast<int>(ids.size());
+      std::vector<float> part(static_cast<std::size_t>(m) * n);
+      s.forward(x.data(), m, in, part.data(), n);
+      for (int r = 0; r < m; ++r)
+        for (int j = 0; j < n; ++j) CHECK(part[r * n + j] == full[r * out + ids[j]]);
+    }
+    CHECK_THROWS_AS(l->select_rows({out}), invalid_argument_error);
+    CHECK_THROWS_AS(l->select_rows({-1}), invalid_argument_error);
+  }
+  // Model level, float32 and int8: a session restricted to some ids steps exactly like the full
+  // one on those columns, and maps its tokens to the model's ids.
+  const auto setup = fixture_setups().front();
+  const nlohmann::json ref = fixture_reference(setup);
+  auto ck = std::make_shared<const checkpoint>(fixture_dir(setup));
+  const auto& c = ref["cases"][0];
+  for (bool int8 : {false, true}) {
+    CAPTURE(int8);
+    model::model_options o;
+    o.quantize_int8 = int8;
+    const model::transformer mdl(model::weight_source::from_checkpoint(ck, c["task"].get<std::string>()), o);
+    model::workspace ws;
+    const auto enc = mdl.encode({ints(c["source_ids"])}, ws);
+    const int v = mdl.config().vocab_size;
+    std::vector<int> ids;
+    for (int t = 0; t < v; t += 7) ids.push_back(t);
+    ids.push_back(v - 1);
+    decoding::model_session full(mdl, enc), part(mdl, enc, ids);
+    REQUIRE(part.vocab() == static_cast<int>(ids.size()));
+    CHECK(part.to_id(1) == 7);
+    std::vector<float> lf, lp;
+    for (int step = 0; step < 3; ++step) {
+      full.step({ids[static_cast<std::size_t>(step)]}, lf);
+      part.step({step}, lp);  // the same model token: ids[step]
+      for (std::size_t j = 0; j < ids.size(); ++j) CHECK(lp[j] == lf[static_cast<std::size_t>(ids[j])]);
+    }
+  }
+}

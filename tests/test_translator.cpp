@@ -7,6 +7,9 @@
 #include <set>
 #include <thread>
 
+#include <fstream>
+
+#include "test_helpers.hpp"
 #include "test_model_support.hpp"
 
 using namespace taskmoe;
@@ -439,5 +442,108 @@ TEST_CASE("sampling draws from the top-k / top-p distribution at the temperature
       const double sd = std::sqrt(kv.second * (1 - kv.second) / draws);
       CHECK(std::fabs(f - kv.second) <= 4.5 * sd + 1e-9);
     }
+  }
+}
+
+TEST_CASE("a vocabulary map (shortlist) restricts the target vocabulary per batch") {
+  const translator& full = fixture_translator();
+  const std::string spm = full.model().source().sentencepiece_model();
+  std::vector<std::string> pieces;
+  tokenizer::for_each_piece(spm, [&](int id, std::string_view p) {
+    if (id < full.config().vocab_size) pieces.emplace_back(p);
+    return false;
+  });
+  REQUIRE(static_cast<int>(pieces.size()) == full.config().vocab_size);
+  taskmoe_test::temp_dir dir;
+  const auto write = [&](const std::string& name, const std::string& text) {
+    std::ofstream(dir.file(name), std::ios::binary) << text;
+    return dir.file(name);
+  };
+  const auto open = [&](const std::string& path) {
+    translator_options to;
+    to.vocabulary_map = path;
+    return translator::from_checkpoint(fixture_dir("task_target"), "en-de", to);
+  };
+  const std::vector<std::vector<int>> srcs = {{7, 89, 19, 18, 178}, {40, 41}, {116, 7, 116}, {19, 18, 19, 18, 19}};
+
+  SUBCASE("a map listing every piece translates exactly like the full vocabulary (greedy and beam)") {
+    std::string all = "\t";
+    for (std::size_t i = 0; i < pieces.size(); ++i) all += (i ? " " : "") + pieces[i];
+    const translator t = open(write("all.txt", all + "\n"));
+    for (int beam : {1, 4}) {
+      CAPTURE(beam);
+      translation_options o = greedy12();
+      o.beam_size = beam;
+      const auto want = t.translate_tokens(srcs, o);
+      o.use_vocabulary_map = true;
+      const auto got = t.translate_tokens(srcs, o);
+      for (std::size_t i = 0; i < srcs.size(); ++i) {
+        CHECK(got[i].hypotheses[0].tokens == want[i].hypotheses[0].tokens);
+        CHECK(got[i].hypotheses[0].score == want[i].hypotheses[0].score);
+      }
+    }
+  }
+  SUBCASE("outputs use only the candidates: fixed pieces, specials, matched rules, the prefix") {
+    // Always: pieces 10-29. Source piece 7 adds the pieces of the full greedy translation of
+    // srcs[0] (which holds 7); the bigram (19, 18) adds 60-69; a rule with an unknown source piece
+    // and an unknown target piece are dropped.
+    const auto want = full.translate_tokens({srcs[0]}, greedy12())[0].hypotheses[0].tokens;
+    REQUIRE(want.size() >= 2);
+    std::set<int> by_7(want.begin(), want.end());
+    std::string map = "\t";
+    for (int i = 10; i < 30; ++i) map += (i > 10 ? " " : "") + pieces[i];
+    map += "\r\n" + pieces[7] + "\t";
+    for (int i : by_7) map += pieces[i] + " ";
+    map.back() = '\n';
+    map += pieces[19] + " " + pieces[18] + "\t";
+    for (int i = 60; i < 70; ++i) map += (i > 60 ? " " : "") + pieces[i];
+    map += " <no such piece>\n<no such piece>\t" + pieces[90] + "\n\n";
+    const translator t = open(write("small.txt", map));
+    translation_options o = greedy12();
+    o.use_vocabulary_map = true;
+    // Greedy's choice is the full argmax whenever that is a candidate: here at every step.
+    CHECK(t.translate_tokens({srcs[0]}, o)[0].hypotheses[0].tokens == want);
+    for (int beam : {1, 4}) {
+      CAPTURE(beam);
+      o.beam_size = beam;
+      o.target_prefix_tokens = {95};
+      const auto got = t.translate_tokens(srcs, o);
+      for (std::size_t i = 0; i < srcs.size(); ++i) {
+        const auto& toks = got[i].hypotheses[0].tokens;
+        REQUIRE(!toks.empty());
+        CHECK(toks[0] == 95);
+        for (int tok : toks) {
+          CAPTURE(tok);
+          // One batch: the union of its sentences' rules (srcs[0] and srcs[2] hold piece 7,
+          // srcs[3] the bigram).
+          const bool ok = (tok >= 10 && tok < 30) || tok == 95 || tok == full.config().unk_id ||
+                          by_7.count(tok) != 0 || (tok >= 60 && tok < 70);
+          CHECK(ok);
+        }
+      }
+    }
+    decoding::vocabulary_map vm(*std::make_unique<std::ifstream>(dir.file("small.txt")),
+                                [&](std::string_view p) {
+                                  for (std::size_t i = 0; i < pieces.size(); ++i)
+                                    if (pieces[i] == p) return static_cast<int>(i);
+                                  return -1;
+                                },
+                                {3});
+    CHECK(vm.rules() == 2);
+    CHECK(vm.always().size() == 21);  // 10-29 and the special 3
+    const auto c = vm.candidates({{19, 18}, {18, 19}}, {200});
+    CHECK(c.size() == 21 + 10 + 1);
+    CHECK(vm.candidates({{18, 19}}, {}).size() == 21);  // the bigram is ordered
+    CHECK(std::is_sorted(c.begin(), c.end()));
+  }
+  SUBCASE("clear errors") {
+    translation_options o = greedy12();
+    o.use_vocabulary_map = true;
+    CHECK_THROWS_AS(full.translate_tokens(srcs, o), invalid_argument_error);
+    CHECK_THROWS_AS(open(dir.file("missing.txt")), io_error);
+    CHECK_THROWS_WITH_AS(open(write("notab.txt", "\t" + pieces[10] + "\n" + pieces[7] + " " + pieces[8] + "\n")),
+                         doctest::Contains("line 2: no tab"), format_error);
+    CHECK_THROWS_WITH_AS(open(write("space.txt", pieces[7] + "\t" + pieces[10] + "  " + pieces[11] + "\n")),
+                         doctest::Contains("empty piece"), format_error);
   }
 }

@@ -12,7 +12,7 @@
 // over, and those of workers that ran out of sub-batches, split each GEMM (kernels/parallel.hpp).
 // Behaviour on edge cases is documented in docs/runtime.md.
 
-#include <algorithm>    // std::stable_sort, std::min, std::remove, std::reverse
+#include <algorithm>    // std::stable_sort, std::min, std::remove, std::reverse, std::lower_bound
 #include <atomic>       // std::atomic
 #include <cmath>        // std::ceil
 #include <cstdint>      // std::uint64_t
@@ -22,11 +22,13 @@
 #include <string>       // std::string
 #include <string_view>  // std::string_view
 #include <thread>       // std::thread
+#include <unordered_map>  // std::unordered_map
 #include <vector>       // std::vector
 
 #include <taskmoe/decoding/options.hpp>
 #include <taskmoe/decoding/model_session.hpp>
 #include <taskmoe/decoding/search.hpp>
+#include <taskmoe/decoding/vocabulary_map.hpp>
 #include <taskmoe/error.hpp>
 #include <taskmoe/format/checkpoint.hpp>
 #include <taskmoe/format/tmoe.hpp>
@@ -52,6 +54,9 @@ struct translator_options {
   // the file being rewritten in place or truncated while in use). A mapped file modified after
   // opening makes every later call throw io_error instead of translating with changed weights.
   bool use_mmap = true;
+  // A target-vocabulary shortlist in CTranslate2's vmap format (decoding/vocabulary_map.hpp),
+  // read at construction; calls use it with translation_options::use_vocabulary_map.
+  std::string vocabulary_map;
 };
 
 enum class batch_unit { examples, tokens };  // what max_batch_size counts
@@ -81,6 +86,9 @@ struct translation_options {
   // (translation_result::truncated), or rejected with invalid_argument_error when !truncate_input.
   std::size_t max_input_length = 0;
   bool truncate_input = true;
+  // Score only the shortlist's candidates for each batch (translator_options::vocabulary_map):
+  // faster, approximate (log-probabilities normalized over the candidates), as CTranslate2's use_vmap.
+  bool use_vocabulary_map = false;
 };
 
 struct translation_hypothesis {
@@ -260,7 +268,9 @@ class translator {
              const translator_options& options)
       : options_(options), model_(std::move(model)), spm_(std::move(spm)), task_(task) {
     check_options(model_->source().name());
-    tag_id_ = target_tag_id(model_->source().sentencepiece_model(), task_, model_->source());
+    const std::string spm_model = model_->source().sentencepiece_model();
+    tag_id_ = target_tag_id(spm_model, task_, model_->source());
+    load_vocabulary_map(spm_model);
   }
 
   static model::model_options model_options(const translator_options& o) {
@@ -293,6 +303,23 @@ class translator {
     tag_id_ = target_tag_id(spm, task_, src);
     spm_ = std::make_shared<const tokenizer::sentencepiece>(spm);
     model_ = std::make_shared<const model::transformer>(std::move(src), model_options(options_));
+    load_vocabulary_map(spm);
+  }
+
+  void load_vocabulary_map(const std::string& spm) {
+    if (options_.vocabulary_map.empty()) return;
+    const model_config& c = config();
+    std::unordered_map<std::string, int> ids;
+    tokenizer::for_each_piece(spm, [&](int id, std::string_view piece) {
+      if (id < c.vocab_size) ids.emplace(std::string(piece), id);
+      return false;
+    });
+    const auto id_of = [&](std::string_view piece) {
+      const auto it = ids.find(std::string(piece));
+      return it == ids.end() ? -1 : it->second;
+    };
+    vmap_ = std::make_shared<const decoding::vocabulary_map>(
+        decoding::vocabulary_map::from_file(options_.vocabulary_map, id_of, {c.unk_id, c.bos_id, c.eos_id}));
   }
 
   decoding::search_options search_options(const translation_options& o) const {
@@ -311,6 +338,9 @@ class translator {
     if (o.max_decoding_length < 1) throw invalid_argument_error("max_decoding_length must be >= 1");
     if (o.max_length_ratio < 0) throw invalid_argument_error("max_length_ratio must be >= 0");
     for (int t : o.target_prefix_tokens) check_token(t, "target_prefix_tokens");
+    if (o.use_vocabulary_map && !vmap_)
+      throw invalid_argument_error("use_vocabulary_map: this translator has no vocabulary map "
+                                   "(translator_options::vocabulary_map)");
     return s;
   }
 
@@ -427,20 +457,28 @@ class translator {
                  const translation_options& o, const decoding::search_options& so, bool with_text,
                  std::vector<translation_result>& results) const {
     std::vector<std::vector<int>> srcs;
+    for (std::size_t i : batch) srcs.push_back(sources[i]);
+    // With a shortlist the search's token t is candidates[t] (sorted: ties still go to the lower id).
+    std::vector<int> candidates;
+    if (o.use_vocabulary_map) candidates = vmap_->candidates(srcs, o.target_prefix_tokens);
+    const auto token = [&](int id) {
+      if (candidates.empty()) return id;
+      return static_cast<int>(std::lower_bound(candidates.begin(), candidates.end(), id) - candidates.begin());
+    };
+    std::vector<int> prefix;
+    for (int id : o.target_prefix_tokens) prefix.push_back(token(id));
     std::vector<decoding::sentence_constraints> cons;
-    for (std::size_t i : batch) {
-      srcs.push_back(sources[i]);
-      cons.push_back(decoding::sentence_constraints{max_length(sources[i].size(), o), o.target_prefix_tokens});
-    }
+    for (std::size_t i : batch) cons.push_back(decoding::sentence_constraints{max_length(sources[i].size(), o), prefix});
+    const int bos = token(config().bos_id), eos = token(config().eos_id);
     model::workspace ws;
     const model::encoder_output enc = model_->encode(srcs, ws);
-    decoding::model_session session(*model_, enc);
-    const auto hyps = decoding::search(session, cons, so, config().bos_id, config().eos_id);
+    decoding::model_session session(*model_, enc, std::move(candidates));
+    const auto hyps = decoding::search(session, cons, so, bos, eos);
     for (std::size_t j = 0; j < batch.size(); ++j) {
       translation_result& r = results[batch[j]];
       for (const auto& h : hyps[j]) {
         translation_hypothesis th;
-        th.tokens = h.tokens;
+        for (int t : h.tokens) th.tokens.push_back(session.to_id(t));
         if (!th.tokens.empty() && th.tokens.back() == config().eos_id) th.tokens.pop_back();
         if (with_text) th.text = spm_->decode(th.tokens);
         if (o.return_scores) {
@@ -526,6 +564,7 @@ class translator {
   std::shared_ptr<const tokenizer::sentencepiece> spm_;
   task_info task_;
   int tag_id_ = -1;
+  std::shared_ptr<const decoding::vocabulary_map> vmap_;  // translator_options::vocabulary_map
 };
 
 }  // namespace taskmoe

@@ -4,7 +4,11 @@
 // was not packed runs kernels::gemm_f32 on the weights in place.
 
 #include <cstddef>  // std::size_t
+#include <cstdint>  // std::int8_t
+#include <cstring>  // std::memcpy
 #include <memory>   // std::shared_ptr
+#include <string>   // std::to_string
+#include <vector>   // std::vector
 
 #include <taskmoe/error.hpp>                // invalid_argument_error
 #include <taskmoe/kernels/elementwise.hpp>  // layer_norm, relu
@@ -41,6 +45,44 @@ struct linear {
       packed = std::make_shared<const kernels::packed_int8>(kernels::packed_int8::pack({packed_part()}, weight.cols));
     else
       packed_f32 = std::make_shared<const kernels::packed_f32>(kernels::packed_f32::pack({packed_f32_part()}, weight.cols));
+  }
+
+  // A packed layer computing only output features `rows` (in that order; each in [0, out)), each
+  // with the same result as this layer's: the same weights (int8 rows, or f32 rows quantized per
+  // row as quantize_pack does when this layer runs an int8 copy of f32 weights), the same kernel
+  // per column. The target-vocabulary shortlist (decoding/vocabulary_map.hpp). Needs `weight`.
+  linear select_rows(const std::vector<int>& rows) const {
+    if (weight.empty()) throw invalid_argument_error("linear::select_rows: no source weights");
+    const int n = static_cast<int>(rows.size()), k = weight.cols;
+    const std::size_t ldk = static_cast<std::size_t>(k);
+    for (int r : rows)
+      if (r < 0 || r >= weight.rows)
+        throw invalid_argument_error("linear::select_rows: row " + std::to_string(r) + " outside [0, " +
+                                     std::to_string(weight.rows) + ")");
+    std::vector<float> b;
+    if (bias != nullptr)
+      for (int r : rows) b.push_back(bias[r]);
+    const float* bp = bias != nullptr ? b.data() : nullptr;
+    linear out;
+    if (weight.is_int8()) {
+      std::vector<std::int8_t> w(static_cast<std::size_t>(n) * ldk);
+      std::vector<float> s(static_cast<std::size_t>(n));
+      for (int i = 0; i < n; ++i) {
+        std::memcpy(w.data() + i * ldk, weight.i8 + static_cast<std::size_t>(rows[i]) * ldk, ldk);
+        s[static_cast<std::size_t>(i)] = weight.scales[rows[i]];
+      }
+      out.packed = std::make_shared<const kernels::packed_int8>(
+          kernels::packed_int8::pack({{w.data(), n, k, s.data(), bp, 1.0f}}, k));
+      return out;
+    }
+    std::vector<float> w(static_cast<std::size_t>(n) * ldk);
+    for (int i = 0; i < n; ++i)
+      std::memcpy(w.data() + i * ldk, weight.f32 + static_cast<std::size_t>(rows[i]) * ldk, ldk * sizeof(float));
+    if (packed)  // int8 copy of f32 weights
+      out.packed = std::make_shared<const kernels::packed_int8>(kernels::quantize_pack(w.data(), n, k, k, bp));
+    else
+      out.packed_f32 = std::make_shared<const kernels::packed_f32>(kernels::packed_f32::pack({{w.data(), n, k, bp}}, k));
+    return out;
   }
 
   // Bytes of this layer's packed copy of its weights (0 before pack()).

@@ -158,6 +158,10 @@ struct decoder_state {
   std::vector<int> spare;       // reorder's gather buffer (swapped with key_slots)
   std::vector<kv_array> self_k, self_v;    // per layer [blocks * capacity, d]
   std::vector<kv_array> cross_k, cross_v;  // per layer [total source tokens, d]
+  // Logits only for these target ids (a shortlist; transformer::restrict_output), else (null) for
+  // the whole vocabulary.
+  std::shared_ptr<const layers::linear> output;
+  std::vector<int> output_ids;
   workspace ws;
 };
 
@@ -279,7 +283,18 @@ class transformer {
     return st;
   }
 
-  // One decoder position for every row: tokens[rows] in, logits [rows, vocab] out.
+  // From now on, st's steps compute logits only for target ids `ids` (sorted or not, each in
+  // [0, vocab)), in that order: [rows, ids.size()], each equal to the full logits' column.
+  void restrict_output(decoder_state& st, std::vector<int> ids) const {
+    st.output = std::make_shared<const layers::linear>(output_.select_rows(ids));
+    st.output_ids = std::move(ids);
+  }
+  // Logit columns per row of st's steps: the vocabulary, or the restricted ids.
+  int output_size(const decoder_state& st) const noexcept {
+    return st.output ? static_cast<int>(st.output_ids.size()) : cfg_.vocab_size;
+  }
+
+  // One decoder position for every row: tokens[rows] in, logits [rows, output_size(st)] out.
   void step(decoder_state& st, const int* tokens, float* logits) const {
     const int d = cfg_.d_model, rows = st.rows, pos = st.length;
     if (pos >= cfg_.max_positions)
@@ -303,7 +318,8 @@ class transformer {
       feed_forward_sublayer(l, x, rows, ws);
     }
     if (decoder_.final_ln.present()) decoder_.final_ln.apply(x, rows, d, x);
-    output_.forward(x, rows, d, logits, cfg_.vocab_size);
+    const int n = output_size(st);
+    (st.output ? *st.output : output_).forward(x, rows, d, logits, n);
     st.length = pos + 1;
   }
 

@@ -43,8 +43,10 @@ inline bool skip_field(std::string_view s, std::size_t& i, std::uint64_t wt) {
 
 }  // namespace detail
 
-// Id of `piece` in the serialized model, or -1 if absent. Throws format_error on a malformed proto.
-inline int find_piece_id(std::string_view model, const std::string& piece) {
+// Calls fn(id, piece) for each piece of the serialized model in id order until fn returns true.
+// Throws format_error on a malformed proto.
+template <class Fn>
+void for_each_piece(std::string_view model, Fn&& fn) {
   std::size_t i = 0;
   int id = 0;
   const auto bad = [] { throw format_error("sentencepiece model", "malformed ModelProto"); };
@@ -59,20 +61,32 @@ inline int find_piece_id(std::string_view model, const std::string& piece) {
     const std::string_view msg = model.substr(i, static_cast<std::size_t>(len));
     i += static_cast<std::size_t>(len);
     std::size_t j = 0;
+    std::string_view piece;
     while (j < msg.size()) {
       std::uint64_t k2 = 0, l2 = 0;
       if (!detail::read_varint(msg, j, k2)) bad();
       if (k2 == ((1u << 3) | 2u)) {
         if (!detail::read_varint(msg, j, l2) || l2 > msg.size() - j) bad();
-        if (msg.substr(j, static_cast<std::size_t>(l2)) == piece) return id;
+        piece = msg.substr(j, static_cast<std::size_t>(l2));
         j += static_cast<std::size_t>(l2);
       } else if (!detail::skip_field(msg, j, k2 & 7)) {
         bad();
       }
     }
+    if (fn(id, piece)) return;
     ++id;
   }
-  return -1;
+}
+
+// Id of `piece` in the serialized model, or -1 if absent. Throws format_error on a malformed proto.
+inline int find_piece_id(std::string_view model, const std::string& piece) {
+  int found = -1;
+  for_each_piece(model, [&](int id, std::string_view p) {
+    if (p != piece) return false;
+    found = id;
+    return true;
+  });
+  return found;
 }
 
 }  // namespace tokenizer
