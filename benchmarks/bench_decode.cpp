@@ -10,6 +10,7 @@
 //   bench_decode (--model FILE | --checkpoint DIR --task T) --input ids.txt [--output out.txt]
 //                [--beam 1] [--batch-size 1] [--max-length 128] [--min-length 0] [--length-penalty 1]
 //                [--threads 1] [--reps 3] [--batching consecutive|translator] [--kv-cache auto|float32|float16]
+//                [--vocabulary-map vmap.txt]
 // One untimed pass runs first (page faults of the workspaces, the thread pool's start).
 
 #include <algorithm>  // std::sort, std::max
@@ -27,7 +28,7 @@
 #include "bench_util.hpp"  // taskmoe_bench::cpu_model
 
 int main(int argc, char** argv) {
-  std::string model, ckpt, task, input, output, batching = "consecutive", kv_cache = "auto";
+  std::string model, ckpt, task, input, output, batching = "consecutive", kv_cache = "auto", vocabulary_map;
   int beam = 1, batch = 1, max_length = 128, min_length = 0, threads = 1, reps = 3;
   float length_penalty = 1.0f;
   for (int i = 1; i < argc; ++i) {
@@ -51,6 +52,7 @@ int main(int argc, char** argv) {
     else if (a == "--length-penalty") length_penalty = static_cast<float>(std::atof(v.c_str()));
     else if (a == "--reps") reps = std::max(1, std::atoi(v.c_str()));
     else if (a == "--kv-cache" && (v == "auto" || v == "float32" || v == "float16")) kv_cache = v;
+    else if (a == "--vocabulary-map") vocabulary_map = v;
     else {
       std::fprintf(stderr, "bench_decode: unknown argument %s\n", a.c_str());
       return 2;
@@ -59,7 +61,7 @@ int main(int argc, char** argv) {
   if (model.empty() == ckpt.empty() || input.empty() || (!ckpt.empty() && task.empty())) {
     std::fprintf(stderr, "usage: bench_decode (--model FILE | --checkpoint DIR --task T) --input ids.txt "
                  "[--output out.txt] [--beam N] [--batch-size N] [--max-length N] [--min-length N] [--length-penalty X] "
-                 "[--threads N] [--reps N] [--batching consecutive|translator] [--kv-cache auto|float32|float16]\n");
+                 "[--threads N] [--reps N] [--batching consecutive|translator] [--kv-cache auto|float32|float16] [--vocabulary-map FILE]\n");
     return 2;
   }
   try {
@@ -70,6 +72,7 @@ int main(int argc, char** argv) {
     to.threads = threads;
     using precision = taskmoe::model::model_options::cache_precision;
     to.kv_cache = kv_cache == "float32" ? precision::float32 : kv_cache == "float16" ? precision::float16 : precision::automatic;
+    to.vocabulary_map = vocabulary_map;
     const taskmoe::translator tr = model.empty() ? taskmoe::translator::from_checkpoint(ckpt, task, to)
                                                  : taskmoe::translator(model, to);
     std::vector<std::vector<int>> sources;
@@ -89,6 +92,7 @@ int main(int argc, char** argv) {
     o.max_decoding_length = max_length;
     o.min_decoding_length = min_length;
     o.return_scores = false;
+    o.use_vocabulary_map = !vocabulary_map.empty();
     if (batching != "consecutive" && batching != "translator")
       throw taskmoe::invalid_argument_error("--batching must be consecutive or translator");
     const bool one_call = batching == "translator";

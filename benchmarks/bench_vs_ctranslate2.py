@@ -36,6 +36,10 @@ token count over its own time, and the table says how many float32 greedy output
 --memory: load time and peak RSS of the int8 model instead (taskmoe's .tmoe against CTranslate2's
 model saved with int8 weights), three runs each per --threads value (taskmoe-translate --threads T,
 whose checksums then run on T threads; CTranslate2 intra_threads=T).
+--vocabulary-map FILE: both engines score only a target shortlist per batch (the map in
+CTranslate2's vmap.txt format over the checkpoint's SentencePiece pieces, e.g. from
+tools/make_vocabulary_map.py): taskmoe with --vocabulary-map, CTranslate2 with the map (in its
+token names) as the model's vmap.txt and use_vmap=True.
 Prints a machine line and a Markdown table with ratios (taskmoe / CTranslate2).
 """
 import argparse
@@ -178,11 +182,11 @@ def write_ct2_model(ct2, np, ckpt_dir, out_dir, cfg, gates, quantization=None):
     spec.save(out_dir)
 
 
-def run_ours(bench, model, ids_file, beam, batch, length, threads, reps, out_file=None, max_length=256):
+def run_ours(bench, model, ids_file, beam, batch, length, threads, reps, out_file=None, max_length=256, vmap=None):
     """length > 0: exactly `length` tokens; 0: free length, up to max_length."""
     cmd = [bench, "--model", model, "--input", ids_file, "--beam", str(beam), "--batch-size", str(batch),
            "--max-length", str(length or max_length), "--min-length", str(length), "--threads", str(threads),
-           "--reps", str(reps), "--batching", "translator"]
+           "--reps", str(reps), "--batching", "translator"] + (["--vocabulary-map", vmap] if vmap else [])
     if out_file:
         cmd += ["--output", out_file]
     out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
@@ -252,6 +256,7 @@ def main():
     ap.add_argument("--sentence-count", type=int, default=0, help="sentences to use (0: max(batch * threads, 16) per cell)")
     ap.add_argument("--source-length", type=int, default=25)
     ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--vocabulary-map", help="target shortlist for both engines (vmap.txt format, SentencePiece pieces)")
     ap.add_argument("--ct2-isa", default="", help="CT2_FORCE_CPU_ISA for CTranslate2 (e.g. AVX512)")
     ap.add_argument("--memory", action="store_true",
                     help="instead of speed: load time and peak RSS of the int8 model, ours against CTranslate2's saved in int8")
@@ -312,6 +317,16 @@ def main():
     import sentencepiece as spm
     sp = spm.SentencePieceProcessor(model_file=os.path.join(ckpt, "sentencepiece.model"))
     tag = sp.piece_to_id(cfg["target_tags"][args.task.split("-")[1]])
+    if args.vocabulary_map:
+        # The same map in CTranslate2's token names (t<id>, specials by name), as its model's vmap.txt.
+        names = {0: "<blank>", 1: "<unk>", 2: "<s>", 3: "</s>"}
+        name = lambda piece: names.get(sp.piece_to_id(piece), f"t{sp.piece_to_id(piece)}")
+        with open(args.vocabulary_map, encoding="utf-8") as f, open(os.path.join(ct2_dir, "vmap.txt"), "w") as out:
+            for line in f:
+                src, _, tgt = line.rstrip("\r\n").partition("\t")
+                if any(sp.piece_to_id(p) == 1 and p != "<unk>" for p in src.split()):
+                    continue  # a source piece outside the vocabulary never matches (taskmoe drops it too)
+                out.write(" ".join(map(name, src.split())) + "\t" + " ".join(map(name, tgt.split())) + "\n")
     rng = np.random.default_rng(0)
     n_max = max(64, max(int(b) for b in args.batches.split(",")) * max(int(t) for t in args.threads.split(",")))
     n_max = max(n_max, args.sentence_count)
@@ -338,22 +353,26 @@ def main():
     def ct2_tokens(n):
         return [[f"t{tag}"] + [f"t{i}" for i in s] + ["</s>"] for s in sources[:n]]
 
-    def ct2_run(tr, n, beam, batch):
+    def ct2_run(tr, n, beam, batch, vmap=bool(args.vocabulary_map)):
         res = tr.translate_batch(ct2_tokens(n), beam_size=beam, max_batch_size=batch,
                                  max_decoding_length=args.length or args.max_length,
-                                 min_decoding_length=args.length, return_scores=False)
+                                 min_decoding_length=args.length, return_scores=False,
+                                 use_vmap=vmap)
         return res
 
     # 3. float32 agreement (greedy)
     n_check = min(n_max, 32 if not free else 128)
     write_ids(n_check)
     out_ids = os.path.join(args.work, "ours.txt")
-    _, _, machine = run_ours(bench, ours["float32"], ids_file, 1, 16, args.length, 1, 1, out_ids, args.max_length)
-    tr = ct2.Translator(ct2_dir, device="cpu", compute_type="float32", intra_threads=1)
     special = {"<blank>": 0, "<unk>": 1, "<s>": 2, "</s>": 3}
-    theirs = [[special[t] if t in special else int(t[1:]) for t in r.hypotheses[0]] for r in ct2_run(tr, n_check, 1, 16)]
-    mine = [[int(x) for x in line.split()] for line in open(out_ids)]
-    agree = sum(a == b for a, b in zip(mine, theirs))
+    tr = ct2.Translator(ct2_dir, device="cpu", compute_type="float32", intra_threads=1)
+    agree = {}
+    for vmap in [None, args.vocabulary_map] if args.vocabulary_map else [None]:
+        _, _, machine = run_ours(bench, ours["float32"], ids_file, 1, 16, args.length, 1, 1, out_ids, args.max_length, vmap)
+        theirs = [[special[t] if t in special else int(t[1:]) for t in r.hypotheses[0]]
+                  for r in ct2_run(tr, n_check, 1, 16, bool(vmap))]
+        mine = [[int(x) for x in line.split()] for line in open(out_ids)]
+        agree[vmap] = sum(a == b for a, b in zip(mine, theirs))
     del tr
 
     print(f"machine: {cpu_model()} | taskmoe: {machine.split('|')[1].strip()} | CTranslate2 {ct2.__version__}"
@@ -362,7 +381,9 @@ def main():
     output = f"free length (until EOS, at most {args.max_length})" if free else f"output exactly {args.length}"
     print(f"model: {args.checkpoint or 'random'} task {args.task}: {cfg['model']['d_model']}d {cfg['model']['encoder_layers']}+"
           f"{cfg['model']['decoder_layers']} layers, routing {routing} | {source}, {output} | median of {args.reps}, engines alternated")
-    print(f"float32 greedy outputs identical: {agree}/{n_check}")
+    print(f"float32 greedy outputs identical: {agree[None]}/{n_check}"
+          + (f" (full vocabulary), {agree[args.vocabulary_map]}/{n_check} with the vocabulary map "
+             f"{args.vocabulary_map}, which every timing below uses on both engines" if args.vocabulary_map else ""))
     print()
     print("| dtype | threads | beam | batch | sentences | taskmoe tok/s | CT2 intra tok/s | CT2 inter tok/s | ratio |")
     print("|---|---|---|---|---|---|---|---|---|")
@@ -388,7 +409,7 @@ def main():
                         ct2_run(engine, n, beam, batch)  # warm-up
                         for _ in range(args.reps):
                             tok, sec, _ = run_ours(bench, ours[dt], ids_file, beam, batch, args.length, threads, 1,
-                                                   max_length=args.max_length)
+                                                   max_length=args.max_length, vmap=args.vocabulary_map)
                             if not free and tok != tokens:
                                 sys.exit(f"bench_vs_ctranslate2: taskmoe produced {tok} tokens, expected {tokens}")
                             t_ours.setdefault((beam, batch), []).append(tok / sec)

@@ -53,6 +53,9 @@ constexpr const char* usage_text =
     "  --threads N              worker threads, each translating part of a batch (default 1)\n"
     "  --no-verify              skip the per-tensor checksum check when opening a .tmoe file\n"
     "  --kv-cache P             attention caches: auto (float16 for int8 models), float32, float16\n"
+    "  --vocabulary-map FILE    score only a shortlist of target pieces per batch (CTranslate2's\n"
+    "                           vmap.txt format: 'source n-gram<TAB>target pieces'); faster,\n"
+    "                           approximate\n"
     "  -i, --input FILE         read from FILE instead of stdin\n"
     "  -o, --output FILE        write to FILE instead of stdout\n"
     "  --verbose                print the model on load and a summary (sentences, tokens/s) at the end\n"
@@ -87,6 +90,7 @@ struct cli_options {
   std::size_t max_line_bytes = std::size_t{16} << 20;
   int threads = 1;
   std::string kv_cache = "auto";
+  std::string vocabulary_map;
   bool verify = true;
   bool verbose = false;
   bool quiet = false;
@@ -141,6 +145,7 @@ cli_options parse(int argc, char** argv) {
       if (o.kv_cache != "auto" && o.kv_cache != "float32" && o.kv_cache != "float16")
         throw usage_error{"--kv-cache needs auto, float32 or float16, got '" + o.kv_cache + "'"};
     }
+    else if (a == "--vocabulary-map") o.vocabulary_map = take();
     else if (a == "--input" || a == "-i") o.input = take();
     else if (a == "--output" || a == "-o") o.output = take();
     else if (a == "--verbose" || a == "-v") { flag(); o.verbose = true; }
@@ -280,6 +285,7 @@ int run(const cli_options& o) {
   to.verify_checksums = o.verify;
   using precision = taskmoe::model::model_options::cache_precision;
   to.kv_cache = o.kv_cache == "float32" ? precision::float32 : o.kv_cache == "float16" ? precision::float16 : precision::automatic;
+  to.vocabulary_map = o.vocabulary_map;
   const auto t_load = clock::now();
   const taskmoe::translator tr = o.checkpoint.empty()
       ? [&] {
@@ -298,6 +304,7 @@ int run(const cli_options& o) {
   opts.sampling_topk = o.sampling_topk;
   opts.sampling_temperature = o.sampling_temperature;
   opts.seed = o.seed;
+  opts.use_vocabulary_map = !o.vocabulary_map.empty();
   opts.return_scores = o.scores || o.n_best > 1;
   opts.max_input_length = static_cast<std::size_t>(o.max_input_length);
   const std::size_t max_pieces = tr.max_input_length(opts);
