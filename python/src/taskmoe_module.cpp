@@ -106,7 +106,7 @@ std::size_t non_negative(long long v, const char* what) {
 taskmoe::translator_options make_translator_options(int threads, bool verify_checksums,
                                                     const std::string& expected_task, bool use_mmap,
                                                     bool fuse_qkv, bool int8_output_projection,
-                                                    const std::string& kv_cache) {
+                                                    const std::string& kv_cache, const std::string& vocabulary_map) {
   using precision = taskmoe::model::model_options::cache_precision;
   taskmoe::translator_options o;
   if (kv_cache == "auto")
@@ -123,6 +123,7 @@ taskmoe::translator_options make_translator_options(int threads, bool verify_che
   o.use_mmap = use_mmap;
   o.fuse_qkv = fuse_qkv;
   o.int8_output_projection = int8_output_projection;
+  o.vocabulary_map = vocabulary_map;
   return o;
 }
 
@@ -161,14 +162,14 @@ py::object to_python(const nlohmann::json& j) {
       py::arg("no_repeat_ngram_size") = d.no_repeat_ngram_size, py::arg("return_scores") = d.return_scores, \
       py::arg("target_prefix") = py::none(), py::arg("max_batch_size") = d.max_batch_size,                \
       py::arg("batch_type") = "examples", py::arg("max_input_length") = d.max_input_length,               \
-      py::arg("truncate_input") = d.truncate_input
+      py::arg("truncate_input") = d.truncate_input, py::arg("use_vocabulary_map") = d.use_vocabulary_map
 
 taskmoe::translation_options make_translation_options(
     int beam_size, int num_hypotheses, float length_penalty, int max_decoding_length,
     int min_decoding_length, float max_length_ratio, int max_length_offset, int sampling_topk,
     float sampling_topp, float sampling_temperature, std::uint64_t seed, float repetition_penalty,
     int no_repeat_ngram_size, bool return_scores, long long max_batch_size,
-    const std::string& batch_type, long long max_input_length, bool truncate_input) {
+    const std::string& batch_type, long long max_input_length, bool truncate_input, bool use_vocabulary_map) {
   taskmoe::translation_options o;
   o.beam_size = beam_size;
   o.num_hypotheses = num_hypotheses;
@@ -188,6 +189,7 @@ taskmoe::translation_options make_translation_options(
   o.batch_type = parse_batch_type(batch_type);
   o.max_input_length = non_negative(max_input_length, "max_input_length");
   o.truncate_input = truncate_input;
+  o.use_vocabulary_map = use_vocabulary_map;
   return o;
 }
 
@@ -337,9 +339,11 @@ PYBIND11_MODULE(_taskmoe, m) {
                                   "Immutable; any number of threads may use it at once.")
       .def(py::init([](const py::object& path_in, int threads, bool verify_checksums,
                        std::optional<std::string> expected_task, bool use_mmap, bool fuse_qkv,
-                       bool int8_output_projection, const std::string& kv_cache) {
+                       bool int8_output_projection, const std::string& kv_cache,
+                       const std::optional<py::object>& vocabulary_map) {
              const auto o = make_translator_options(threads, verify_checksums, expected_task.value_or(""),
-                                                    use_mmap, fuse_qkv, int8_output_projection, kv_cache);
+                                                    use_mmap, fuse_qkv, int8_output_projection, kv_cache,
+                                                    vocabulary_map ? fspath(*vocabulary_map) : "");
              const std::string path = fspath(path_in);
              py::gil_scoped_release release;  // loading verifies checksums and packs weights
              return std::make_unique<taskmoe::translator>(path, o);
@@ -347,18 +351,23 @@ PYBIND11_MODULE(_taskmoe, m) {
            py::arg("path"), py::kw_only(), py::arg("threads") = 1, py::arg("verify_checksums") = true,
            py::arg("expected_task") = py::none(), py::arg("use_mmap") = true, py::arg("fuse_qkv") = true,
            py::arg("int8_output_projection") = true, py::arg("kv_cache") = "auto",
-           "Opens a .tmoe file (memory-mapped).")
+           py::arg("vocabulary_map") = py::none(),
+           "Opens a .tmoe file (memory-mapped). vocabulary_map: a target shortlist (CTranslate2's "
+           "vmap.txt format) that translate calls use with use_vocabulary_map=True.")
       .def_static(
           "from_checkpoint",
           [](const py::object& dir_in, const std::string& task, int threads, bool fuse_qkv,
-             bool int8_output_projection, const std::string& kv_cache) {
-            const auto o = make_translator_options(threads, true, "", true, fuse_qkv, int8_output_projection, kv_cache);
+             bool int8_output_projection, const std::string& kv_cache,
+             const std::optional<py::object>& vocabulary_map) {
+            const auto o = make_translator_options(threads, true, "", true, fuse_qkv, int8_output_projection, kv_cache,
+                                                   vocabulary_map ? fspath(*vocabulary_map) : "");
             const std::string dir = fspath(dir_in);
             py::gil_scoped_release release;
             return std::make_unique<taskmoe::translator>(taskmoe::translator::from_checkpoint(dir, task, o));
           },
           py::arg("checkpoint"), py::arg("task"), py::kw_only(), py::arg("threads") = 1,
           py::arg("fuse_qkv") = true, py::arg("int8_output_projection") = true, py::arg("kv_cache") = "auto",
+          py::arg("vocabulary_map") = py::none(),
           "One task of a full multi-task checkpoint directory (comparisons, debugging).")
       .def_property_readonly(
           "task", [](const taskmoe::translator& t) { return t.task(); }, "The task this model translates.")
@@ -378,12 +387,12 @@ PYBIND11_MODULE(_taskmoe, m) {
              float sampling_temperature, std::uint64_t seed, float repetition_penalty,
              int no_repeat_ngram_size, bool return_scores, std::optional<std::string> target_prefix,
              long long max_batch_size, const std::string& batch_type, long long max_input_length,
-             bool truncate_input) {
+             bool truncate_input, bool use_vocabulary_map) {
             taskmoe::translation_options o = make_translation_options(
                 beam_size, num_hypotheses, length_penalty, max_decoding_length, min_decoding_length,
                 max_length_ratio, max_length_offset, sampling_topk, sampling_topp, sampling_temperature, seed,
                 repetition_penalty, no_repeat_ngram_size, return_scores, max_batch_size, batch_type,
-                max_input_length, truncate_input);
+                max_input_length, truncate_input, use_vocabulary_map);
             if (target_prefix) o.target_prefix = *target_prefix;
             const std::vector<std::string> texts = utf8_texts(texts_in, "texts");
             py::gil_scoped_release release;
@@ -399,12 +408,12 @@ PYBIND11_MODULE(_taskmoe, m) {
              float sampling_temperature, std::uint64_t seed, float repetition_penalty,
              int no_repeat_ngram_size, bool return_scores, std::optional<std::vector<int>> target_prefix,
              long long max_batch_size, const std::string& batch_type, long long max_input_length,
-             bool truncate_input) {
+             bool truncate_input, bool use_vocabulary_map) {
             taskmoe::translation_options o = make_translation_options(
                 beam_size, num_hypotheses, length_penalty, max_decoding_length, min_decoding_length,
                 max_length_ratio, max_length_offset, sampling_topk, sampling_topp, sampling_temperature, seed,
                 repetition_penalty, no_repeat_ngram_size, return_scores, max_batch_size, batch_type,
-                max_input_length, truncate_input);
+                max_input_length, truncate_input, use_vocabulary_map);
             if (target_prefix) o.target_prefix_tokens = *target_prefix;
             py::gil_scoped_release release;
             return t.translate_tokens(pieces, o);

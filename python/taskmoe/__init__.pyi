@@ -68,10 +68,12 @@ KVCache = Literal["auto", "float32", "float16"]
 class Translator:
     def __init__(self, path: Path, *, threads: int = 1, verify_checksums: bool = True,
                  expected_task: Optional[str] = None, use_mmap: bool = True, fuse_qkv: bool = True,
-                 int8_output_projection: bool = True, kv_cache: KVCache = "auto") -> None: ...
+                 int8_output_projection: bool = True, kv_cache: KVCache = "auto",
+                 vocabulary_map: Optional[Path] = None) -> None: ...
     @staticmethod
     def from_checkpoint(checkpoint: Path, task: str, *, threads: int = 1, fuse_qkv: bool = True,
-                        int8_output_projection: bool = True, kv_cache: KVCache = "auto") -> "Translator": ...
+                        int8_output_projection: bool = True, kv_cache: KVCache = "auto",
+                        vocabulary_map: Optional[Path] = None) -> "Translator": ...
     @property
     def task(self) -> Task: ...
     @property
@@ -88,7 +90,7 @@ class Translator:
                         no_repeat_ngram_size: int = 0, return_scores: bool = True,
                         target_prefix: Optional[str] = None, max_batch_size: int = 0,
                         batch_type: BatchType = "examples", max_input_length: int = 0,
-                        truncate_input: bool = True) -> List[TranslationResult]: ...
+                        truncate_input: bool = True, use_vocabulary_map: bool = False) -> List[TranslationResult]: ...
     def translate_batch_tokens(self, pieces: Sequence[Sequence[int]], *, beam_size: int = 2,
                                num_hypotheses: int = 1, length_penalty: float = 1.0,
                                max_decoding_length: int = 256, min_decoding_length: int = 0,
@@ -98,7 +100,8 @@ class Translator:
                                repetition_penalty: float = 1.0, no_repeat_ngram_size: int = 0,
                                return_scores: bool = True, target_prefix: Optional[Sequence[int]] = None,
                                max_batch_size: int = 0, batch_type: BatchType = "examples",
-                               max_input_length: int = 0, truncate_input: bool = True) -> List[TranslationResult]: ...
+                               max_input_length: int = 0, truncate_input: bool = True,
+                               use_vocabulary_map: bool = False) -> List[TranslationResult]: ...
     def translate_iterable(self, source: Iterable[str], max_batch_size: int = 32,
                            batch_type: BatchType = "examples", buffer_size: int = 0,
                            **options: Any) -> Iterator[TranslationResult]: ...

@@ -164,3 +164,27 @@ def test_config_errors_are_format_errors(demo_dir, tmp_path):
     assert e.value.file == str(ck / "config.json")
     assert e.value.problem == "model.d_model: must be > 0, got -4"
     assert issubclass(taskmoe.ConfigError, taskmoe.FormatError)
+
+
+def test_vocabulary_map(demo, demo_tmoe, tmp_path):
+    # A map whose always-line lists the pieces of the full translations (and a rule per source
+    # piece adding nothing new): greedy decoding over that shortlist gives the same translations,
+    # since each step's full argmax is a candidate. Scores are normalized over the candidates only.
+    sentences = [s for s in SENTENCES[:5] if s.strip()]
+    full = demo.translate_batch(sentences, beam_size=1)
+    sp = __import__("sentencepiece").SentencePieceProcessor(
+        model_file=os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
+                                "models", "demo", "sentencepiece.model"))
+    names = [sp.id_to_piece(t) for r in full for t in r.tokens[0]]
+    vmap = tmp_path / "vmap.txt"
+    vmap.write_text("\t" + " ".join(sorted(set(names))) + "\n", encoding="utf-8")
+    t = taskmoe.Translator(demo_tmoe, vocabulary_map=vmap)
+    short = t.translate_batch(sentences, beam_size=1, use_vocabulary_map=True)
+    assert [r.hypotheses for r in short] == [r.hypotheses for r in full]
+    assert all(s.scores[0] >= f.scores[0] for s, f in zip(short, full))  # fewer tokens share the mass
+    assert [r.scores for r in t.translate_batch(sentences, beam_size=1)] == [r.scores for r in full]  # off by default
+    with pytest.raises(taskmoe.InvalidArgumentError, match="no vocabulary map"):
+        demo.translate_batch(sentences, use_vocabulary_map=True)
+    (tmp_path / "bad.txt").write_text("no tab here\n", encoding="utf-8")
+    with pytest.raises(taskmoe.FormatError, match="line 1: no tab"):
+        taskmoe.Translator(demo_tmoe, vocabulary_map=tmp_path / "bad.txt")
