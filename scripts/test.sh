@@ -99,7 +99,7 @@ fuzz_leg() {
   ctest --test-dir "$dir" --output-on-failure
   mkdir -p "$dir/artifacts"
   local h
-  for h in tmoe safetensors config sentencepiece translate; do
+  for h in tmoe safetensors config sentencepiece translate vocabulary_map; do
     local work="$dir/work/$h" log="$dir/fuzz_$h.log" dict=()
     mkdir -p "$work"
     if [ -f "tests/fuzz/dict/$h.dict" ]; then dict=(-dict="tests/fuzz/dict/$h.dict"); fi

@@ -6712,7 +6712,11 @@ class weight_loader {
 // was not packed runs kernels::gemm_f32 on the weights in place.
 
 #include <cstddef>  // std::size_t
+#include <cstdint>  // std::int8_t
+#include <cstring>  // std::memcpy
 #include <memory>   // std::shared_ptr
+#include <string>   // std::to_string
+#include <vector>   // std::vector
 
 
 namespace taskmoe {
@@ -6743,6 +6747,44 @@ struct linear {
       packed = std::make_shared<const kernels::packed_int8>(kernels::packed_int8::pack({packed_part()}, weight.cols));
     else
       packed_f32 = std::make_shared<const kernels::packed_f32>(kernels::packed_f32::pack({packed_f32_part()}, weight.cols));
+  }
+
+  // A packed layer computing only output features `rows` (in that order; each in [0, out)), each
+  // with the same result as this layer's: the same weights (int8 rows, or f32 rows quantized per
+  // row as quantize_pack does when this layer runs an int8 copy of f32 weights), the same kernel
+  // per column. The target-vocabulary shortlist (decoding/vocabulary_map.hpp). Needs `weight`.
+  linear select_rows(const std::vector<int>& rows) const {
+    if (weight.empty()) throw invalid_argument_error("linear::select_rows: no source weights");
+    const int n = static_cast<int>(rows.size()), k = weight.cols;
+    const std::size_t ldk = static_cast<std::size_t>(k);
+    for (int r : rows)
+      if (r < 0 || r >= weight.rows)
+        throw invalid_argument_error("linear::select_rows: row " + std::to_string(r) + " outside [0, " +
+                                     std::to_string(weight.rows) + ")");
+    std::vector<float> b;
+    if (bias != nullptr)
+      for (int r : rows) b.push_back(bias[r]);
+    const float* bp = bias != nullptr ? b.data() : nullptr;
+    linear out;
+    if (weight.is_int8()) {
+      std::vector<std::int8_t> w(static_cast<std::size_t>(n) * ldk);
+      std::vector<float> s(static_cast<std::size_t>(n));
+      for (int i = 0; i < n; ++i) {
+        std::memcpy(w.data() + i * ldk, weight.i8 + static_cast<std::size_t>(rows[i]) * ldk, ldk);
+        s[static_cast<std::size_t>(i)] = weight.scales[rows[i]];
+      }
+      out.packed = std::make_shared<const kernels::packed_int8>(
+          kernels::packed_int8::pack({{w.data(), n, k, s.data(), bp, 1.0f}}, k));
+      return out;
+    }
+    std::vector<float> w(static_cast<std::size_t>(n) * ldk);
+    for (int i = 0; i < n; ++i)
+      std::memcpy(w.data() + i * ldk, weight.f32 + static_cast<std::size_t>(rows[i]) * ldk, ldk * sizeof(float));
+    if (packed)  // int8 copy of f32 weights
+      out.packed = std::make_shared<const kernels::packed_int8>(kernels::quantize_pack(w.data(), n, k, k, bp));
+    else
+      out.packed_f32 = std::make_shared<const kernels::packed_f32>(kernels::packed_f32::pack({{w.data(), n, k, bp}}, k));
+    return out;
   }
 
   // Bytes of this layer's packed copy of its weights (0 before pack()).
@@ -7202,6 +7244,10 @@ struct decoder_state {
   std::vector<int> spare;       // reorder's gather buffer (swapped with key_slots)
   std::vector<kv_array> self_k, self_v;    // per layer [blocks * capacity, d]
   std::vector<kv_array> cross_k, cross_v;  // per layer [total source tokens, d]
+  // Logits only for these target ids (a shortlist; transformer::restrict_output), else (null) for
+  // the whole vocabulary.
+  std::shared_ptr<const layers::linear> output;
+  std::vector<int> output_ids;
   workspace ws;
 };
 
@@ -7323,7 +7369,18 @@ class transformer {
     return st;
   }
 
-  // One decoder position for every row: tokens[rows] in, logits [rows, vocab] out.
+  // From now on, st's steps compute logits only for target ids `ids` (sorted or not, each in
+  // [0, vocab)), in that order: [rows, ids.size()], each equal to the full logits' column.
+  void restrict_output(decoder_state& st, std::vector<int> ids) const {
+    st.output = std::make_shared<const layers::linear>(output_.select_rows(ids));
+    st.output_ids = std::move(ids);
+  }
+  // Logit columns per row of st's steps: the vocabulary, or the restricted ids.
+  int output_size(const decoder_state& st) const noexcept {
+    return st.output ? static_cast<int>(st.output_ids.size()) : cfg_.vocab_size;
+  }
+
+  // One decoder position for every row: tokens[rows] in, logits [rows, output_size(st)] out.
   void step(decoder_state& st, const int* tokens, float* logits) const {
     const int d = cfg_.d_model, rows = st.rows, pos = st.length;
     if (pos >= cfg_.max_positions)
@@ -7347,7 +7404,8 @@ class transformer {
       feed_forward_sublayer(l, x, rows, ws);
     }
     if (decoder_.final_ln.present()) decoder_.final_ln.apply(x, rows, d, x);
-    output_.forward(x, rows, d, logits, cfg_.vocab_size);
+    const int n = output_size(st);
+    (st.output ? *st.output : output_).forward(x, rows, d, logits, n);
     st.length = pos + 1;
   }
 
@@ -8089,17 +8147,29 @@ std::vector<std::vector<hypothesis>> search(Session& session, const std::vector<
 namespace taskmoe {
 namespace decoding {
 
-// Session over a transformer's incremental decoder for an encoded batch.
+// Session over a transformer's incremental decoder for an encoded batch. With `candidates` (a
+// target-vocabulary shortlist: sorted distinct ids) the search sees a vocabulary of
+// candidates.size() tokens: token i is candidates[i], in and out (to_id maps results back).
 class model_session {
  public:
-  model_session(const model::transformer& m, const model::encoder_output& enc)
-      : model_(m), state_(m.start_decoding(enc, iota(enc.batch()))) {}
-  int vocab() const noexcept { return model_.config().vocab_size; }
+  model_session(const model::transformer& m, const model::encoder_output& enc, std::vector<int> candidates = {})
+      : model_(m), state_(m.start_decoding(enc, iota(enc.batch()))) {
+    if (!candidates.empty()) model_.restrict_output(state_, std::move(candidates));
+  }
+  int vocab() const noexcept { return model_.output_size(state_); }
+  // The model's id of the search's token t.
+  int to_id(int t) const { return state_.output ? state_.output_ids.at(static_cast<std::size_t>(t)) : t; }
   void step(const std::vector<int>& tokens, std::vector<float>& logits) {
     if (static_cast<int>(tokens.size()) != state_.rows)
       throw invalid_argument_error("model_session::step: token count differs from the row count");
     logits.resize(tokens.size() * static_cast<std::size_t>(vocab()));
-    model_.step(state_, tokens.data(), logits.data());
+    const std::vector<int>* ids = &tokens;
+    if (state_.output) {
+      ids_.resize(tokens.size());
+      for (std::size_t i = 0; i < tokens.size(); ++i) ids_[i] = to_id(tokens[i]);
+      ids = &ids_;
+    }
+    model_.step(state_, ids->data(), logits.data());
   }
   void reorder(const std::vector<int>& rows) { model_.reorder(state_, rows); }
   model::decoder_state& state() noexcept { return state_; }
@@ -8112,6 +8182,7 @@ class model_session {
   }
   const model::transformer& model_;
   model::decoder_state state_;
+  std::vector<int> ids_;  // step's tokens as model ids (restricted output only)
 };
 
 }  // namespace decoding
@@ -8216,8 +8287,10 @@ inline bool skip_field(std::string_view s, std::size_t& i, std::uint64_t wt) {
 
 }  // namespace detail
 
-// Id of `piece` in the serialized model, or -1 if absent. Throws format_error on a malformed proto.
-inline int find_piece_id(std::string_view model, const std::string& piece) {
+// Calls fn(id, piece) for each piece of the serialized model in id order until fn returns true.
+// Throws format_error on a malformed proto.
+template <class Fn>
+void for_each_piece(std::string_view model, Fn&& fn) {
   std::size_t i = 0;
   int id = 0;
   const auto bad = [] { throw format_error("sentencepiece model", "malformed ModelProto"); };
@@ -8232,20 +8305,32 @@ inline int find_piece_id(std::string_view model, const std::string& piece) {
     const std::string_view msg = model.substr(i, static_cast<std::size_t>(len));
     i += static_cast<std::size_t>(len);
     std::size_t j = 0;
+    std::string_view piece;
     while (j < msg.size()) {
       std::uint64_t k2 = 0, l2 = 0;
       if (!detail::read_varint(msg, j, k2)) bad();
       if (k2 == ((1u << 3) | 2u)) {
         if (!detail::read_varint(msg, j, l2) || l2 > msg.size() - j) bad();
-        if (msg.substr(j, static_cast<std::size_t>(l2)) == piece) return id;
+        piece = msg.substr(j, static_cast<std::size_t>(l2));
         j += static_cast<std::size_t>(l2);
       } else if (!detail::skip_field(msg, j, k2 & 7)) {
         bad();
       }
     }
+    if (fn(id, piece)) return;
     ++id;
   }
-  return -1;
+}
+
+// Id of `piece` in the serialized model, or -1 if absent. Throws format_error on a malformed proto.
+inline int find_piece_id(std::string_view model, const std::string& piece) {
+  int found = -1;
+  for_each_piece(model, [&](int id, std::string_view p) {
+    if (p != piece) return false;
+    found = id;
+    return true;
+  });
+  return found;
 }
 
 }  // namespace tokenizer
@@ -8358,7 +8443,7 @@ class sentencepiece {
 // over, and those of workers that ran out of sub-batches, split each GEMM (kernels/parallel.hpp).
 // Behaviour on edge cases is documented in docs/runtime.md.
 
-#include <algorithm>    // std::stable_sort, std::min, std::remove, std::reverse
+#include <algorithm>    // std::stable_sort, std::min, std::remove, std::reverse, std::lower_bound
 #include <atomic>       // std::atomic
 #include <cmath>        // std::ceil
 #include <cstdint>      // std::uint64_t
@@ -8368,8 +8453,131 @@ class sentencepiece {
 #include <string>       // std::string
 #include <string_view>  // std::string_view
 #include <thread>       // std::thread
+#include <unordered_map>  // std::unordered_map
 #include <vector>       // std::vector
 
+// ---- begin taskmoe/decoding/vocabulary_map.hpp ----
+// A target-vocabulary shortlist in CTranslate2's vocabulary map format (its `vmap.txt`, so a map
+// made for one engine serves the other): one rule per line,
+//
+//   source n-gram<TAB>target pieces
+//
+// pieces separated by single spaces. A rule whose source is empty lists pieces that are always
+// candidates. A batch's candidates are those, the special tokens (unk, bos, eos), the targets of
+// every rule whose source n-gram occurs in one of the batch's sources, and the target prefix.
+// Decoding then scores only the candidates (layers::linear::select_rows): the output projection
+// and the softmax shrink from the vocabulary to the candidates, and the log-probabilities are
+// normalized over them, as in CTranslate2 (`use_vmap`).
+
+#include <algorithm>    // std::sort, std::unique
+#include <cstddef>      // std::size_t
+#include <fstream>      // std::ifstream
+#include <functional>   // std::function
+#include <istream>      // std::istream
+#include <map>          // std::map
+#include <string>       // std::string, std::getline
+#include <string_view>  // std::string_view
+#include <vector>       // std::vector
+
+
+namespace taskmoe {
+namespace decoding {
+
+class vocabulary_map {
+ public:
+  // Reads rules from `in`; `id_of` maps a piece to its id, or -1 when the vocabulary lacks it. A
+  // rule whose source holds an unknown piece can never match and is dropped; unknown target
+  // pieces are dropped (a map made for another vocabulary degrades, it does not fail). A line
+  // without a tab, or with an empty piece (two spaces in a row), is a format_error naming `name`.
+  vocabulary_map(std::istream& in, const std::function<int(std::string_view)>& id_of, std::vector<int> specials,
+                 const std::string& name = "vocabulary map") {
+    std::string line;
+    std::size_t number = 0;
+    while (std::getline(in, line)) {
+      ++number;
+      if (!line.empty() && line.back() == '\r') line.pop_back();
+      if (line.empty()) continue;
+      const std::size_t tab = line.find('\t');
+      const auto bad = [&](const std::string& what) {
+        throw format_error(name, "line " + std::to_string(number) + ": " + what);
+      };
+      if (tab == std::string::npos) bad("no tab between the source n-gram and the target pieces");
+      std::vector<int> key, targets;
+      bool known = true;
+      const auto pieces = [&](std::string_view text, std::vector<int>& out, bool source) {
+        if (text.empty()) return;
+        std::size_t start = 0;
+        for (;;) {
+          const std::size_t end = std::min(text.find(' ', start), text.size());
+          if (end == start) bad("an empty piece (leading, trailing or double space)");
+          const int id = id_of(text.substr(start, end - start));
+          if (id >= 0) out.push_back(id);
+          else if (source) known = false;
+          if (end == text.size()) return;
+          start = end + 1;
+        }
+      };
+      pieces(std::string_view(line).substr(0, tab), key, true);
+      pieces(std::string_view(line).substr(tab + 1), targets, false);
+      if (!known) continue;
+      if (key.empty()) {
+        fixed_.insert(fixed_.end(), targets.begin(), targets.end());
+        continue;
+      }
+      if (key.size() > rules_.size()) rules_.resize(key.size());
+      auto& slot = rules_[key.size() - 1][key];
+      slot.insert(slot.end(), targets.begin(), targets.end());
+    }
+    if (in.bad()) throw io_error(name + ": read failed");
+    fixed_.insert(fixed_.end(), specials.begin(), specials.end());
+    sort_unique(fixed_);
+  }
+
+  static vocabulary_map from_file(const std::string& path, const std::function<int(std::string_view)>& id_of,
+                                  std::vector<int> specials) {
+    std::ifstream in(path, std::ios::binary);
+    if (!in) throw io_error("cannot open vocabulary map '" + path + "'");
+    return vocabulary_map(in, id_of, std::move(specials), path);
+  }
+
+  // The sorted, distinct candidate ids for a batch of source id sequences and a target prefix.
+  std::vector<int> candidates(const std::vector<std::vector<int>>& sources, const std::vector<int>& prefix) const {
+    std::vector<int> out = fixed_;
+    std::vector<int> gram;
+    for (const auto& src : sources)
+      for (std::size_t i = 0; i < src.size(); ++i) {
+        gram.clear();
+        for (std::size_t n = 0; n < rules_.size() && i + n < src.size(); ++n) {
+          gram.push_back(src[i + n]);
+          const auto it = rules_[n].find(gram);
+          if (it != rules_[n].end()) out.insert(out.end(), it->second.begin(), it->second.end());
+        }
+      }
+    out.insert(out.end(), prefix.begin(), prefix.end());
+    sort_unique(out);
+    return out;
+  }
+
+  std::size_t rules() const noexcept {
+    std::size_t n = 0;
+    for (const auto& r : rules_) n += r.size();
+    return n;
+  }
+  const std::vector<int>& always() const noexcept { return fixed_; }
+
+ private:
+  static void sort_unique(std::vector<int>& v) {
+    std::sort(v.begin(), v.end());
+    v.erase(std::unique(v.begin(), v.end()), v.end());
+  }
+
+  std::vector<std::map<std::vector<int>, std::vector<int>>> rules_;  // [n-gram length - 1]
+  std::vector<int> fixed_;                                           // always candidates, sorted
+};
+
+}  // namespace decoding
+}  // namespace taskmoe
+// ---- end taskmoe/decoding/vocabulary_map.hpp ----
 
 namespace taskmoe {
 
@@ -8386,6 +8594,9 @@ struct translator_options {
   // the file being rewritten in place or truncated while in use). A mapped file modified after
   // opening makes every later call throw io_error instead of translating with changed weights.
   bool use_mmap = true;
+  // A target-vocabulary shortlist in CTranslate2's vmap format (decoding/vocabulary_map.hpp),
+  // read at construction; calls use it with translation_options::use_vocabulary_map.
+  std::string vocabulary_map;
 };
 
 enum class batch_unit { examples, tokens };  // what max_batch_size counts
@@ -8415,6 +8626,9 @@ struct translation_options {
   // (translation_result::truncated), or rejected with invalid_argument_error when !truncate_input.
   std::size_t max_input_length = 0;
   bool truncate_input = true;
+  // Score only the shortlist's candidates for each batch (translator_options::vocabulary_map):
+  // faster, approximate (log-probabilities normalized over the candidates), as CTranslate2's use_vmap.
+  bool use_vocabulary_map = false;
 };
 
 struct translation_hypothesis {
@@ -8594,7 +8808,9 @@ class translator {
              const translator_options& options)
       : options_(options), model_(std::move(model)), spm_(std::move(spm)), task_(task) {
     check_options(model_->source().name());
-    tag_id_ = target_tag_id(model_->source().sentencepiece_model(), task_, model_->source());
+    const std::string spm_model = model_->source().sentencepiece_model();
+    tag_id_ = target_tag_id(spm_model, task_, model_->source());
+    load_vocabulary_map(spm_model);
   }
 
   static model::model_options model_options(const translator_options& o) {
@@ -8627,6 +8843,23 @@ class translator {
     tag_id_ = target_tag_id(spm, task_, src);
     spm_ = std::make_shared<const tokenizer::sentencepiece>(spm);
     model_ = std::make_shared<const model::transformer>(std::move(src), model_options(options_));
+    load_vocabulary_map(spm);
+  }
+
+  void load_vocabulary_map(const std::string& spm) {
+    if (options_.vocabulary_map.empty()) return;
+    const model_config& c = config();
+    std::unordered_map<std::string, int> ids;
+    tokenizer::for_each_piece(spm, [&](int id, std::string_view piece) {
+      if (id < c.vocab_size) ids.emplace(std::string(piece), id);
+      return false;
+    });
+    const auto id_of = [&](std::string_view piece) {
+      const auto it = ids.find(std::string(piece));
+      return it == ids.end() ? -1 : it->second;
+    };
+    vmap_ = std::make_shared<const decoding::vocabulary_map>(
+        decoding::vocabulary_map::from_file(options_.vocabulary_map, id_of, {c.unk_id, c.bos_id, c.eos_id}));
   }
 
   decoding::search_options search_options(const translation_options& o) const {
@@ -8645,6 +8878,9 @@ class translator {
     if (o.max_decoding_length < 1) throw invalid_argument_error("max_decoding_length must be >= 1");
     if (o.max_length_ratio < 0) throw invalid_argument_error("max_length_ratio must be >= 0");
     for (int t : o.target_prefix_tokens) check_token(t, "target_prefix_tokens");
+    if (o.use_vocabulary_map && !vmap_)
+      throw invalid_argument_error("use_vocabulary_map: this translator has no vocabulary map "
+                                   "(translator_options::vocabulary_map)");
     return s;
   }
 
@@ -8761,20 +8997,28 @@ class translator {
                  const translation_options& o, const decoding::search_options& so, bool with_text,
                  std::vector<translation_result>& results) const {
     std::vector<std::vector<int>> srcs;
+    for (std::size_t i : batch) srcs.push_back(sources[i]);
+    // With a shortlist the search's token t is candidates[t] (sorted: ties still go to the lower id).
+    std::vector<int> candidates;
+    if (o.use_vocabulary_map) candidates = vmap_->candidates(srcs, o.target_prefix_tokens);
+    const auto token = [&](int id) {
+      if (candidates.empty()) return id;
+      return static_cast<int>(std::lower_bound(candidates.begin(), candidates.end(), id) - candidates.begin());
+    };
+    std::vector<int> prefix;
+    for (int id : o.target_prefix_tokens) prefix.push_back(token(id));
     std::vector<decoding::sentence_constraints> cons;
-    for (std::size_t i : batch) {
-      srcs.push_back(sources[i]);
-      cons.push_back(decoding::sentence_constraints{max_length(sources[i].size(), o), o.target_prefix_tokens});
-    }
+    for (std::size_t i : batch) cons.push_back(decoding::sentence_constraints{max_length(sources[i].size(), o), prefix});
+    const int bos = token(config().bos_id), eos = token(config().eos_id);
     model::workspace ws;
     const model::encoder_output enc = model_->encode(srcs, ws);
-    decoding::model_session session(*model_, enc);
-    const auto hyps = decoding::search(session, cons, so, config().bos_id, config().eos_id);
+    decoding::model_session session(*model_, enc, std::move(candidates));
+    const auto hyps = decoding::search(session, cons, so, bos, eos);
     for (std::size_t j = 0; j < batch.size(); ++j) {
       translation_result& r = results[batch[j]];
       for (const auto& h : hyps[j]) {
         translation_hypothesis th;
-        th.tokens = h.tokens;
+        for (int t : h.tokens) th.tokens.push_back(session.to_id(t));
         if (!th.tokens.empty() && th.tokens.back() == config().eos_id) th.tokens.pop_back();
         if (with_text) th.text = spm_->decode(th.tokens);
         if (o.return_scores) {
@@ -8860,6 +9104,7 @@ class translator {
   std::shared_ptr<const tokenizer::sentencepiece> spm_;
   task_info task_;
   int tag_id_ = -1;
+  std::shared_ptr<const decoding::vocabulary_map> vmap_;  // translator_options::vocabulary_map
 };
 
 }  // namespace taskmoe
