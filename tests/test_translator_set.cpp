@@ -169,3 +169,30 @@ TEST_CASE("translator_set from a directory of .tmoe files") {
   taskmoe_test::write_file(dir.file("d.tmoe"), "garbage");
   CHECK_THROWS_AS(translator_set::from_directory(dir.path()), format_error);
 }
+
+TEST_CASE("translator_set: per-task vocabulary maps from a directory") {
+  const taskmoe_test::temp_dir models, maps;
+  const checkpoint ck(fixture_dir("task_target"));
+  convert(ck, "en-de", quantization_scheme::float32, models.file("a.tmoe"));
+  convert(ck, "de-en", quantization_scheme::float32, models.file("b.tmoe"));
+  // en-de gets a map (always: pieces 10-39, as in the translator test's format), de-en none.
+  std::string pieces;
+  tokenizer::for_each_piece(ck.sentencepiece_model(), [&](int id, std::string_view p) {
+    if (id >= 10 && id < 40) pieces += (pieces.empty() ? "" : " ") + std::string(p);
+    return id >= 40;
+  });
+  taskmoe_test::write_file(maps.file("en-de.vmap.txt"), "\t" + pieces + "\n");
+  translator_set_options o;
+  o.vocabulary_maps = maps.path();
+  for (const translator_set& set : {translator_set::from_directory(models.path(), o), translator_set::from_checkpoint(ck.directory(), o)}) {
+    CHECK(set.at("en-de").has_vocabulary_map());
+    CHECK_FALSE(set.at("de-en").has_vocabulary_map());
+    translation_options t = beam3();
+    t.use_vocabulary_map = true;
+    for (const auto& r : set.at("en-de").translate_tokens(sources(set.at("en-de").config()), t))
+      for (int tok : r.hypotheses[0].tokens) CHECK(((tok >= 10 && tok < 40) || tok == 1 || tok == 2));  // or <unk>, <s>
+    CHECK_THROWS_AS(set.at("de-en").translate_tokens(sources(set.at("de-en").config()), t), invalid_argument_error);
+  }
+  o.vocabulary_maps = maps.file("missing");
+  CHECK_THROWS_WITH_AS(translator_set::from_directory(models.path(), o), taskmoe_test::contains("not a directory"), io_error);
+}

@@ -150,6 +150,8 @@ class translator {
   const model_config& config() const noexcept { return model_->config(); }
   const model::transformer& model() const noexcept { return *model_; }
   int target_tag_id() const noexcept { return tag_id_; }
+  // Whether translator_options::vocabulary_map was given (calls may set use_vocabulary_map).
+  bool has_vocabulary_map() const noexcept { return vmap_ != nullptr; }
 
   translation_result translate(std::string_view text, const translation_options& o = {}) const {
     return translate_batch({std::string(text)}, o).front();

@@ -8690,6 +8690,8 @@ class translator {
   const model_config& config() const noexcept { return model_->config(); }
   const model::transformer& model() const noexcept { return *model_; }
   int target_tag_id() const noexcept { return tag_id_; }
+  // Whether translator_options::vocabulary_map was given (calls may set use_vocabulary_map).
+  bool has_vocabulary_map() const noexcept { return vmap_ != nullptr; }
 
   translation_result translate(std::string_view text, const translation_options& o = {}) const {
     return translate_batch({std::string(text)}, o).front();
@@ -9157,7 +9159,25 @@ struct translator_set_options {
   // translates exactly like its converted int8 file.
   std::string quantization;
   std::vector<std::string> tasks;  // empty: every task; else only these (unknown names throw)
+  // A directory of target-vocabulary shortlists: each task's `<task>.vmap.txt` there, when present,
+  // becomes that task's translator_options::vocabulary_map (translator::has_vocabulary_map).
+  std::string vocabulary_maps;
 };
+
+namespace detail {
+// `o.translator` with task `task`'s shortlist from o.vocabulary_maps, when that file exists.
+inline translator_options task_translator_options(const translator_set_options& o, const std::string& task) {
+  translator_options t = o.translator;
+  if (!o.vocabulary_maps.empty()) {
+    std::error_code ec;
+    if (!std::filesystem::is_directory(o.vocabulary_maps, ec))
+      throw io_error(o.vocabulary_maps + ": not a directory (translator_set_options::vocabulary_maps)");
+    const std::filesystem::path p = std::filesystem::path(o.vocabulary_maps) / (task + ".vmap.txt");
+    if (std::filesystem::is_regular_file(p, ec)) t.vocabulary_map = p.string();
+  }
+  return t;
+}
+}  // namespace detail
 
 class translator_set {
  public:
@@ -9249,7 +9269,7 @@ inline translator_set translator_set::from_checkpoint(const std::string& dir, co
       set.owned_bytes_ += m->owned_bytes();
       models.emplace_back(std::move(r), m);
     }
-    set.add(t.name, std::shared_ptr<const translator>(new translator(m, spm, t, o.translator)));
+    set.add(t.name, std::shared_ptr<const translator>(new translator(m, spm, t, detail::task_translator_options(o, t.name))));
   }
   return set;
 }
@@ -9264,9 +9284,12 @@ inline translator_set translator_set::from_directory(const std::string& dir, con
   std::sort(paths.begin(), paths.end());
   translator_set set;
   for (const auto& p : paths) {
-    auto t = std::make_shared<const translator>(p, o.translator);
+    auto t = std::make_shared<translator>(p, o.translator);
     const std::string name = t->task().name;
     if (!o.tasks.empty() && std::find(o.tasks.begin(), o.tasks.end(), name) == o.tasks.end()) continue;
+    // The task is known only once the file is open: its shortlist is attached before sharing.
+    t->options_.vocabulary_map = detail::task_translator_options(o, name).vocabulary_map;
+    t->load_vocabulary_map(t->model().source().sentencepiece_model());
     set.owned_bytes_ += t->model().owned_bytes();
     set.add(name, std::move(t));
   }

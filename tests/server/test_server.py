@@ -538,6 +538,42 @@ class Int8(unittest.TestCase):
                     self.assertEqual(s.stop(), 0)
 
 
+class VocabularyMaps(unittest.TestCase):
+    def test_vocabulary_maps_answer_like_taskmoe_translate_with_the_map(self):
+        # en-de gets a shortlist (its 3000 lowest piece ids always, plus a rule), ru-en none: each
+        # task answers exactly as taskmoe-translate does with (or without) that map.
+        # The pieces in id order, from the sentencepiece package's CLI (no Python module needed).
+        vocab = run_cli("spm_export_vocab", ["--model=" + os.path.join(ARGS.checkpoint, "sentencepiece.model")], "")
+        self.assertEqual(vocab.returncode, 0, vocab.stderr)
+        pieces = [line.split("\t")[0] for line in vocab.stdout.split("\n") if line]
+        tasks = ["en-de", "ru-en"]
+        with tempfile.TemporaryDirectory() as maps:
+            vmap = os.path.join(maps, "en-de.vmap.txt")
+            with open(vmap, "w", encoding="utf-8") as f:
+                f.write("\t" + " ".join(pieces[4:3000]) + "\n")
+                f.write("▁file\t" + " ".join(pieces[5000:5100]) + "\n")
+            want = {}
+            for t in tasks:
+                lines = [l for l in LINES[t[:2]] if l]
+                extra = ["--vocabulary-map", vmap] if t == "en-de" else []
+                out = run_cli(ARGS.translate, ["--checkpoint", ARGS.checkpoint, "--task", t, "--quiet"] + extra,
+                              "".join(l + "\n" for l in lines))
+                self.assertEqual(out.returncode, 0, out.stderr)
+                want[t] = (lines, out.stdout.split("\n")[:-1])
+            self.assertNotEqual(want["en-de"][1], cli_translate("en-de", want["en-de"][0]))  # the map matters
+            with Server(ARGS.server, ["--checkpoint", ARGS.checkpoint, "--tasks", ",".join(tasks),
+                                      "--vocabulary-maps", maps]) as s:
+                for t, (lines, outs) in want.items():
+                    src, tgt = t.split("-")
+                    r = requests.post(s.url + "/translate", json={"q": lines, "source": src, "target": tgt}, timeout=60)
+                    self.assertEqual(r.status_code, 200, r.text)
+                    self.assertEqual(r.json()["translatedText"], outs, t)
+                self.assertEqual(s.stop(), 0)
+            r = run_cli(ARGS.server, ["--checkpoint", ARGS.checkpoint, "--vocabulary-maps", os.path.join(maps, "no")])
+            self.assertEqual(r.returncode, 1, r.stderr)
+            self.assertIn("not a directory", r.stderr)
+
+
 class Shutdown(unittest.TestCase):
     def test_sigterm_finishes_requests_in_flight(self):
         # Sentences wait up to 10 s for company, so the requests are surely queued when SIGTERM

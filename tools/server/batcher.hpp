@@ -215,6 +215,7 @@ class batcher {
     }
     translation_options opts = o_.decoding;
     opts.num_hypotheses = k.second;
+    opts.use_vocabulary_map = k.first->has_vocabulary_map();  // the task's shortlist, if it has one
     std::vector<translation_result> results;
     std::exception_ptr error;
     ++metrics_.busy_workers;

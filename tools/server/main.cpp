@@ -45,6 +45,8 @@ constexpr const char* usage_text =
     "  --models DIR            every per-task .tmoe file in DIR (taskmoe-convert's output)\n"
     "  --tasks A,B,...         serve only these tasks (e.g. en-de,fr-de); default: all\n"
     "  --no-verify             skip the per-tensor checksum check of .tmoe files\n"
+    "  --vocabulary-maps DIR   target shortlists: a task whose DIR/<task>.vmap.txt exists decodes over\n"
+    "                          it (CTranslate2's vmap.txt format; tools/make_vocabulary_map.py)\n"
     "Network:\n"
     "  --host ADDR             address to listen on (default 127.0.0.1; 0.0.0.0: every interface)\n"
     "  --port N                TCP port (default 5000; 0: any free port, printed at start)\n"
@@ -73,7 +75,7 @@ constexpr const char* usage_text =
 using taskmoe_cli::usage_error;
 
 struct server_options {
-  std::string models, checkpoint, quantization, host = "127.0.0.1", api_keys;
+  std::string models, checkpoint, quantization, host = "127.0.0.1", api_keys, vocabulary_maps;
   std::vector<std::string> tasks;
   int port = 5000;
   int http_threads = 128;
@@ -126,6 +128,7 @@ server_options parse(int argc, char** argv) {
     else if (a == "--quantization") o.quantization = take();
     else if (a == "--tasks") o.tasks = split_list(a, take());
     else if (a == "--no-verify") { flag(); o.verify = false; }
+    else if (a == "--vocabulary-maps") o.vocabulary_maps = take();
     else if (a == "--host") o.host = take();
     else if (a == "--port") o.port = to_int(a, take(), 0, 65535);
     else if (a == "--http-threads") o.http_threads = to_int(a, take(), 1, 100000);
@@ -193,6 +196,7 @@ int run(const server_options& o) {
   so.translator.verify_checksums = o.verify;
   so.quantization = o.quantization;
   so.tasks = o.tasks;
+  so.vocabulary_maps = o.vocabulary_maps;
   const auto t_load = clock::now();
   const taskmoe::translator_set set = o.checkpoint.empty() ? taskmoe::translator_set::from_directory(o.models, so)
                                                            : taskmoe::translator_set::from_checkpoint(o.checkpoint, so);
