@@ -55,7 +55,9 @@ constexpr const char* usage_text =
     "  --kv-cache P             attention caches: auto (float16 for int8 models), float32, float16\n"
     "  --vocabulary-map FILE    score only a shortlist of target pieces per batch (CTranslate2's\n"
     "                           vmap.txt format: 'source n-gram<TAB>target pieces'); faster,\n"
-    "                           approximate\n"
+    "                           approximate. A .tmoe file's embedded map (taskmoe-convert\n"
+    "                           --vocabulary-map) is used likewise unless --no-vocabulary-map\n"
+    "  --no-vocabulary-map      decode over the full vocabulary even if the file embeds a map\n"
     "  -i, --input FILE         read from FILE instead of stdin\n"
     "  -o, --output FILE        write to FILE instead of stdout\n"
     "  --verbose                print the model on load and a summary (sentences, tokens/s) at the end\n"
@@ -91,6 +93,7 @@ struct cli_options {
   int threads = 1;
   std::string kv_cache = "auto";
   std::string vocabulary_map;
+  bool no_vocabulary_map = false;
   bool verify = true;
   bool verbose = false;
   bool quiet = false;
@@ -146,6 +149,7 @@ cli_options parse(int argc, char** argv) {
         throw usage_error{"--kv-cache needs auto, float32 or float16, got '" + o.kv_cache + "'"};
     }
     else if (a == "--vocabulary-map") o.vocabulary_map = take();
+    else if (a == "--no-vocabulary-map") { flag(); o.no_vocabulary_map = true; }
     else if (a == "--input" || a == "-i") o.input = take();
     else if (a == "--output" || a == "-o") o.output = take();
     else if (a == "--verbose" || a == "-v") { flag(); o.verbose = true; }
@@ -164,6 +168,8 @@ cli_options parse(int argc, char** argv) {
   }
   if (o.n_best > o.beam) throw usage_error{"--n-best must not exceed --beam"};
   if (o.min_length > o.max_length) throw usage_error{"--min-length must not exceed --max-length"};
+  if (o.no_vocabulary_map && !o.vocabulary_map.empty())
+    throw usage_error{"--vocabulary-map and --no-vocabulary-map are mutually exclusive"};
   return o;
 }
 
@@ -304,7 +310,7 @@ int run(const cli_options& o) {
   opts.sampling_topk = o.sampling_topk;
   opts.sampling_temperature = o.sampling_temperature;
   opts.seed = o.seed;
-  opts.use_vocabulary_map = !o.vocabulary_map.empty();
+  opts.use_vocabulary_map = tr.has_vocabulary_map() && !o.no_vocabulary_map;
   opts.return_scores = o.scores || o.n_best > 1;
   opts.max_input_length = static_cast<std::size_t>(o.max_input_length);
   const std::size_t max_pieces = tr.max_input_length(opts);

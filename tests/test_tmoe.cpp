@@ -107,7 +107,7 @@ TEST_CASE("tmoe round-trips every dtype, metadata and the tokenizer, in place an
   fixture fx;
   const tmoe_file f(fx.good_path);
   CHECK(f.version_major() == 1);
-  CHECK(f.version_minor() == 0);
+  CHECK(f.version_minor() == tmoe_version_minor);
   CHECK(f.tensor_names() ==
         std::vector<std::string>{"w.f32", "w.f16", "w.bf", "w.i8", "tokenizer.sentencepiece"});
   CHECK(to_f32(f.require("w.f32", dtype::f32, {3, 4})) == f32_data);
@@ -128,6 +128,42 @@ TEST_CASE("tmoe round-trips every dtype, metadata and the tokenizer, in place an
   CHECK(m.encoder_moe_layers[0].experts == std::vector<int>{2, 0});
   CHECK(m.task.target_tag == "<2en>");
   CHECK(f.metadata_json()["converter"]["version"] == TASKMOE_VERSION_STRING);
+}
+
+TEST_CASE("tmoe: an optional embedded vocabulary map, byte for byte; a wrong kind is rejected") {
+  temp_dir dir;
+  CHECK(tmoe_file(fixture().good_path).vocabulary_map_text().empty());
+  const std::string text = "\ta b\nc\td\r\n";
+  const auto write = [&](const std::string& path, auto&& add_map) {
+    tmoe_writer w(path);
+    w.set_metadata(tiny_metadata());
+    w.add_tensor("w.i8", dtype::i8, {2, 3}, i8_data, 6, i8_scales, 2);
+    w.add_sentencepiece(spm);
+    add_map(w);
+    w.finish();
+  };
+  write(dir.file("map.tmoe"), [&](tmoe_writer& w) { w.add_vocabulary_map(text); });
+  const tmoe_file f(dir.file("map.tmoe"));
+  CHECK(f.vocabulary_map_text() == text);
+  CHECK(reinterpret_cast<std::uintptr_t>(f.vocabulary_map_text().data()) % 64 == 0);
+  {
+    tmoe_writer w(dir.file("empty.tmoe"));
+    CHECK_THROWS_WITH_AS(w.add_vocabulary_map(""), taskmoe_test::contains("the vocabulary map is empty"),
+                         invalid_argument_error);
+  }
+  const std::string msg = "tensor 'tokenizer.vocabulary_map' must be a non-empty 1-D u8 tensor";
+  write(dir.file("f32.tmoe"), [&](tmoe_writer& w) {
+    w.add_tensor(tmoe_vocabulary_map_tensor, dtype::f32, {3}, f32_data.data(), 12);
+  });
+  expect_format_error([&] { tmoe_file g(dir.file("f32.tmoe")); }, dir.file("f32.tmoe"), msg);
+  write(dir.file("2d.tmoe"), [&](tmoe_writer& w) {
+    w.add_tensor(tmoe_vocabulary_map_tensor, dtype::u8, {2, 2}, text.data(), 4);
+  });
+  expect_format_error([&] { tmoe_file g(dir.file("2d.tmoe")); }, dir.file("2d.tmoe"), msg);
+  write(dir.file("0.tmoe"), [&](tmoe_writer& w) {
+    w.add_tensor(tmoe_vocabulary_map_tensor, dtype::u8, tensor_shape{0}, text.data(), 0);
+  });
+  expect_format_error([&] { tmoe_file g(dir.file("0.tmoe")); }, dir.file("0.tmoe"), msg);
 }
 
 TEST_CASE("tmoe_writer refuses to overwrite unless asked and never leaves partial files") {

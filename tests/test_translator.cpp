@@ -522,7 +522,7 @@ TEST_CASE("a vocabulary map (shortlist) restricts the target vocabulary per batc
         }
       }
     }
-    decoding::vocabulary_map vm(*std::make_unique<std::ifstream>(dir.file("small.txt")),
+    decoding::vocabulary_map vm(decoding::vocabulary_map::read_file(dir.file("small.txt")),
                                 [&](std::string_view p) {
                                   for (std::size_t i = 0; i < pieces.size(); ++i)
                                     if (pieces[i] == p) return static_cast<int>(i);
@@ -545,5 +545,103 @@ TEST_CASE("a vocabulary map (shortlist) restricts the target vocabulary per batc
                          doctest::Contains("line 2: no tab"), format_error);
     CHECK_THROWS_WITH_AS(open(write("space.txt", pieces[7] + "\t" + pieces[10] + "  " + pieces[11] + "\n")),
                          doctest::Contains("empty piece"), format_error);
+  }
+}
+
+TEST_CASE("a vocabulary map embedded by the converter: used like a map file, read on first use") {
+  const translator& full = fixture_translator();
+  const std::string spm = full.model().source().sentencepiece_model();
+  std::vector<std::string> pieces;
+  tokenizer::for_each_piece(spm, [&](int id, std::string_view p) {
+    if (id < full.config().vocab_size) pieces.emplace_back(p);
+    return false;
+  });
+  taskmoe_test::temp_dir dir;
+  const auto write = [&](const std::string& name, const std::string& text) {
+    std::ofstream(dir.file(name), std::ios::binary) << text;
+    return dir.file(name);
+  };
+  // Always pieces 10-39; source piece 7 adds 60-69 (so the map changes outputs).
+  std::string small = "\t";
+  for (int i = 10; i < 40; ++i) small += (i > 10 ? " " : "") + pieces[i];
+  small += "\n" + pieces[7] + "\t";
+  for (int i = 60; i < 70; ++i) small += (i > 60 ? " " : "") + pieces[i];
+  small += "\n";
+  const std::string small_path = write("small.vmap.txt", small);
+  std::string all = "\t";
+  for (std::size_t i = 0; i < pieces.size(); ++i) all += (i ? " " : "") + pieces[i];
+  const std::string all_path = write("all.vmap.txt", all + "\n");
+
+  const checkpoint ck(fixture_dir("task_target"));
+  convert_options co;
+  co.quantization = quantization_scheme::float32;  // exact: the file decodes like the checkpoint
+  co.created = "2024-01-01T00:00:00Z";
+  co.vocabulary_map = small_path;
+  const std::string with_map = dir.file("en-de.tmoe");
+  const convert_result r = convert_task(ck, "en-de", co, with_map);
+  CHECK(r.file_size == plan_task(ck, "en-de", co).file_size);
+  CHECK(tmoe_file(with_map).vocabulary_map_text() == small);
+  co.vocabulary_map.clear();
+  const std::string plain = dir.file("plain.tmoe");
+  convert_task(ck, "en-de", co, plain);
+  CHECK(tmoe_file(plain).vocabulary_map_text().empty());
+
+  const std::vector<std::vector<int>> srcs = {{7, 89, 19, 18, 178}, {40, 41}, {116, 7, 116}};
+  translation_options o = greedy12();
+  const auto same = [](const std::vector<translation_result>& a, const std::vector<translation_result>& b) {
+    REQUIRE(a.size() == b.size());
+    for (std::size_t i = 0; i < a.size(); ++i) {
+      CHECK(a[i].hypotheses[0].tokens == b[i].hypotheses[0].tokens);
+      CHECK(a[i].hypotheses[0].score == b[i].hypotheses[0].score);
+    }
+  };
+  translator_options file_map;
+  file_map.vocabulary_map = small_path;
+  for (int beam : {1, 4}) {
+    CAPTURE(beam);
+    o.beam_size = beam;
+    o.use_vocabulary_map = false;
+    const translator embedded(with_map);
+    CHECK(embedded.has_vocabulary_map());
+    const auto unrestricted = full.translate_tokens(srcs, o);
+    same(embedded.translate_tokens(srcs, o), unrestricted);  // not used unless asked
+    o.use_vocabulary_map = true;
+    const auto want = translator(plain, file_map).translate_tokens(srcs, o);
+    // Several threads make the first call at once: the map is read once, every answer equal.
+    std::vector<std::vector<translation_result>> got(4);
+    std::vector<std::thread> threads;
+    for (auto& g : got) threads.emplace_back([&] { g = embedded.translate_tokens(srcs, o); });
+    for (auto& t : threads) t.join();
+    for (const auto& g : got) same(g, want);
+    bool differs = false;
+    for (std::size_t i = 0; i < srcs.size(); ++i)
+      differs = differs || want[i].hypotheses[0].tokens != unrestricted[i].hypotheses[0].tokens;
+    CHECK(differs);  // the small map does restrict these outputs
+    // translator_options::vocabulary_map takes the place of the embedded map.
+    translator_options every;
+    every.vocabulary_map = all_path;
+    same(translator(with_map, every).translate_tokens(srcs, o), unrestricted);
+  }
+  SUBCASE("a file without a map refuses use_vocabulary_map") {
+    const translator t(plain);
+    CHECK_FALSE(t.has_vocabulary_map());
+    CHECK_THROWS_WITH_AS(t.translate_tokens(srcs, o), doctest::Contains("no vocabulary map"), invalid_argument_error);
+  }
+  SUBCASE("a bad map fails the conversion and writes nothing") {
+    const auto check = [&](const std::string& map, const char* what) {
+      CAPTURE(map);
+      convert_options bad = co;
+      bad.vocabulary_map = map;
+      const std::string out = dir.file("bad.tmoe");
+      CHECK_THROWS_WITH(convert_task(ck, "en-de", bad, out), doctest::Contains(what));
+      std::size_t files = 0;
+      for (const auto& e : std::filesystem::directory_iterator(dir.path())) files += e.path().extension() != ".txt";
+      CHECK(files == 2);  // en-de.tmoe and plain.tmoe only: no output, no temporary
+    };
+    check(write("notab.vmap.txt", "\t" + pieces[10] + "\n" + pieces[7] + " " + pieces[8] + "\n"), "line 2: no tab");
+    check(write("foreign.vmap.txt", "\tzzz_unknown yyy_unknown\nxxx_unknown\tzzz_unknown\n"),
+          "holds no piece of the checkpoint's vocabulary");
+    check(write("empty.vmap.txt", ""), "holds no piece");
+    check(dir.file("missing.vmap.txt"), "cannot open vocabulary map");
   }
 }

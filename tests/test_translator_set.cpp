@@ -196,3 +196,37 @@ TEST_CASE("translator_set: per-task vocabulary maps from a directory") {
   o.vocabulary_maps = maps.file("missing");
   CHECK_THROWS_WITH_AS(translator_set::from_directory(models.path(), o), taskmoe_test::contains("not a directory"), io_error);
 }
+
+TEST_CASE("translator_set: a file's embedded vocabulary map, unless the maps directory has the task's") {
+  const taskmoe_test::temp_dir models, maps;
+  const checkpoint ck(fixture_dir("task_target"));
+  const auto pieces = [&](int first, int last) {
+    std::string out;
+    tokenizer::for_each_piece(ck.sentencepiece_model(), [&](int id, std::string_view p) {
+      if (id >= first && id < last) out += (out.empty() ? "" : " ") + std::string(p);
+      return id >= last;
+    });
+    return out;
+  };
+  taskmoe_test::write_file(maps.file("embedded.txt"), "\t" + pieces(40, 70) + "\n");
+  taskmoe_test::write_file(maps.file("en-de.vmap.txt"), "\t" + pieces(10, 40) + "\n");
+  for (const char* task : {"en-de", "de-en"}) {
+    convert_options co;
+    co.quantization = quantization_scheme::float32;
+    co.vocabulary_map = maps.file("embedded.txt");
+    convert_task(ck, task, co, models.file(std::string(task) + ".tmoe"));
+  }
+  translator_set_options o;
+  o.vocabulary_maps = maps.path();
+  const translator_set set = translator_set::from_directory(models.path(), o);
+  translation_options t = beam3();
+  t.use_vocabulary_map = true;
+  const auto within = [&](const char* task, int first, int last) {
+    CAPTURE(task);
+    REQUIRE(set.at(task).has_vocabulary_map());
+    for (const auto& r : set.at(task).translate_tokens(sources(set.at(task).config()), t))
+      for (int tok : r.hypotheses[0].tokens) CHECK(((tok >= first && tok < last) || tok == 1 || tok == 2));
+  };
+  within("en-de", 10, 40);  // the directory's map
+  within("de-en", 40, 70);  // the file's own
+}

@@ -18,11 +18,10 @@
 #include <cstdint>      // std::uint64_t
 #include <exception>    // std::exception_ptr
 #include <memory>       // std::shared_ptr
-#include <mutex>        // std::mutex
+#include <mutex>        // std::mutex, std::once_flag, std::call_once
 #include <string>       // std::string
 #include <string_view>  // std::string_view
 #include <thread>       // std::thread
-#include <unordered_map>  // std::unordered_map
 #include <vector>       // std::vector
 
 #include <taskmoe/decoding/options.hpp>
@@ -55,7 +54,9 @@ struct translator_options {
   // opening makes every later call throw io_error instead of translating with changed weights.
   bool use_mmap = true;
   // A target-vocabulary shortlist in CTranslate2's vmap format (decoding/vocabulary_map.hpp),
-  // read at construction; calls use it with translation_options::use_vocabulary_map.
+  // read at construction; calls use it with translation_options::use_vocabulary_map. Empty: the
+  // map embedded in the .tmoe file (taskmoe-convert --vocabulary-map), if it has one, read on
+  // the first call that uses it (so opening the file costs nothing more).
   std::string vocabulary_map;
 };
 
@@ -126,6 +127,15 @@ struct scoring_result {
   }
 };
 
+namespace detail {
+// A translator's shortlist: read at construction (a file) or on first use (embedded), once even
+// when calls run on several threads.
+struct vocabulary_map_slot {
+  std::once_flag once;
+  std::shared_ptr<const decoding::vocabulary_map> map;
+};
+}  // namespace detail
+
 class translator {
  public:
   // Opens a .tmoe file (memory-mapped; weights used in place).
@@ -150,7 +160,8 @@ class translator {
   const model_config& config() const noexcept { return model_->config(); }
   const model::transformer& model() const noexcept { return *model_; }
   int target_tag_id() const noexcept { return tag_id_; }
-  // Whether translator_options::vocabulary_map was given (calls may set use_vocabulary_map).
+  // Whether calls may set use_vocabulary_map: translator_options::vocabulary_map was given or the
+  // file embeds a map.
   bool has_vocabulary_map() const noexcept { return vmap_ != nullptr; }
 
   translation_result translate(std::string_view text, const translation_options& o = {}) const {
@@ -308,20 +319,33 @@ class translator {
     load_vocabulary_map(spm);
   }
 
+  // options_.vocabulary_map's file now, else the file's embedded map on first use (shortlist()).
   void load_vocabulary_map(const std::string& spm) {
-    if (options_.vocabulary_map.empty()) return;
+    vmap_.reset();
+    if (!options_.vocabulary_map.empty()) {
+      vmap_ = std::make_shared<detail::vocabulary_map_slot>();
+      vmap_->map = read_vocabulary_map(decoding::vocabulary_map::read_file(options_.vocabulary_map), spm,
+                                       options_.vocabulary_map);
+    } else if (!model_->source().vocabulary_map_text().empty()) {
+      vmap_ = std::make_shared<detail::vocabulary_map_slot>();
+    }
+  }
+
+  std::shared_ptr<const decoding::vocabulary_map> read_vocabulary_map(std::string_view text, std::string_view spm,
+                                                                      const std::string& name) const {
     const model_config& c = config();
-    std::unordered_map<std::string, int> ids;
-    tokenizer::for_each_piece(spm, [&](int id, std::string_view piece) {
-      if (id < c.vocab_size) ids.emplace(std::string(piece), id);
-      return false;
+    return std::make_shared<const decoding::vocabulary_map>(decoding::vocabulary_map::for_sentencepiece(
+        text, spm, c.vocab_size, {c.unk_id, c.bos_id, c.eos_id}, name));
+  }
+
+  const decoding::vocabulary_map& shortlist() const {
+    std::call_once(vmap_->once, [&] {
+      if (vmap_->map) return;  // read at construction
+      const model::weight_source& src = model_->source();
+      vmap_->map = read_vocabulary_map(src.vocabulary_map_text(), src.sentencepiece_model(),
+                                       src.name() + ": embedded vocabulary map");
     });
-    const auto id_of = [&](std::string_view piece) {
-      const auto it = ids.find(std::string(piece));
-      return it == ids.end() ? -1 : it->second;
-    };
-    vmap_ = std::make_shared<const decoding::vocabulary_map>(
-        decoding::vocabulary_map::from_file(options_.vocabulary_map, id_of, {c.unk_id, c.bos_id, c.eos_id}));
+    return *vmap_->map;
   }
 
   decoding::search_options search_options(const translation_options& o) const {
@@ -342,7 +366,7 @@ class translator {
     for (int t : o.target_prefix_tokens) check_token(t, "target_prefix_tokens");
     if (o.use_vocabulary_map && !vmap_)
       throw invalid_argument_error("use_vocabulary_map: this translator has no vocabulary map "
-                                   "(translator_options::vocabulary_map)");
+                                   "(translator_options::vocabulary_map, or one embedded in the file)");
     return s;
   }
 
@@ -462,7 +486,7 @@ class translator {
     for (std::size_t i : batch) srcs.push_back(sources[i]);
     // With a shortlist the search's token t is candidates[t] (sorted: ties still go to the lower id).
     std::vector<int> candidates;
-    if (o.use_vocabulary_map) candidates = vmap_->candidates(srcs, o.target_prefix_tokens);
+    if (o.use_vocabulary_map) candidates = shortlist().candidates(srcs, o.target_prefix_tokens);
     const auto token = [&](int id) {
       if (candidates.empty()) return id;
       return static_cast<int>(std::lower_bound(candidates.begin(), candidates.end(), id) - candidates.begin());
@@ -566,7 +590,8 @@ class translator {
   std::shared_ptr<const tokenizer::sentencepiece> spm_;
   task_info task_;
   int tag_id_ = -1;
-  std::shared_ptr<const decoding::vocabulary_map> vmap_;  // translator_options::vocabulary_map
+  // translator_options::vocabulary_map or the file's own; null without either.
+  std::shared_ptr<detail::vocabulary_map_slot> vmap_;
 };
 
 }  // namespace taskmoe

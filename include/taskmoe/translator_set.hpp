@@ -49,21 +49,25 @@ struct translator_set_options {
   std::string quantization;
   std::vector<std::string> tasks;  // empty: every task; else only these (unknown names throw)
   // A directory of target-vocabulary shortlists: each task's `<task>.vmap.txt` there, when present,
-  // becomes that task's translator_options::vocabulary_map (translator::has_vocabulary_map).
+  // becomes that task's translator_options::vocabulary_map (translator::has_vocabulary_map),
+  // in place of a map its .tmoe file embeds.
   std::string vocabulary_maps;
 };
 
 namespace detail {
-// `o.translator` with task `task`'s shortlist from o.vocabulary_maps, when that file exists.
+inline void check_vocabulary_maps(const translator_set_options& o) {
+  std::error_code ec;
+  if (!o.vocabulary_maps.empty() && !std::filesystem::is_directory(o.vocabulary_maps, ec))
+    throw io_error(o.vocabulary_maps + ": not a directory (translator_set_options::vocabulary_maps)");
+}
+
+// `o.translator` with task `task`'s shortlist from o.vocabulary_maps, when that file exists
+// (check_vocabulary_maps first).
 inline translator_options task_translator_options(const translator_set_options& o, const std::string& task) {
   translator_options t = o.translator;
-  if (!o.vocabulary_maps.empty()) {
-    std::error_code ec;
-    if (!std::filesystem::is_directory(o.vocabulary_maps, ec))
-      throw io_error(o.vocabulary_maps + ": not a directory (translator_set_options::vocabulary_maps)");
-    const std::filesystem::path p = std::filesystem::path(o.vocabulary_maps) / (task + ".vmap.txt");
-    if (std::filesystem::is_regular_file(p, ec)) t.vocabulary_map = p.string();
-  }
+  std::error_code ec;
+  const std::filesystem::path p = std::filesystem::path(o.vocabulary_maps) / (task + ".vmap.txt");
+  if (!o.vocabulary_maps.empty() && std::filesystem::is_regular_file(p, ec)) t.vocabulary_map = p.string();
   return t;
 }
 }  // namespace detail
@@ -126,6 +130,7 @@ inline translator_set translator_set::from_checkpoint(const std::string& dir, co
   if (!o.quantization.empty() && o.quantization != "int8")
     throw invalid_argument_error("translator_set: unknown quantization '" + o.quantization +
                                  "' (expected \"\" or \"int8\")");
+  detail::check_vocabulary_maps(o);
   auto ck = std::make_shared<const checkpoint>(dir);
   std::vector<task_info> tasks;
   if (o.tasks.empty()) {
@@ -167,6 +172,7 @@ inline translator_set translator_set::from_directory(const std::string& dir, con
   namespace fs = std::filesystem;
   std::error_code ec;
   if (!fs::is_directory(dir, ec)) throw io_error(dir + ": not a directory");
+  detail::check_vocabulary_maps(o);
   std::vector<std::string> paths;
   for (const auto& de : fs::directory_iterator(dir))
     if (de.path().extension() == ".tmoe") paths.push_back(de.path().string());
@@ -176,7 +182,8 @@ inline translator_set translator_set::from_directory(const std::string& dir, con
     auto t = std::make_shared<translator>(p, o.translator);
     const std::string name = t->task().name;
     if (!o.tasks.empty() && std::find(o.tasks.begin(), o.tasks.end(), name) == o.tasks.end()) continue;
-    // The task is known only once the file is open: its shortlist is attached before sharing.
+    // The task is known only once the file is open: its shortlist is attached before sharing (a
+    // map in DIR takes the place of one embedded in the file).
     t->options_.vocabulary_map = detail::task_translator_options(o, name).vocabulary_map;
     t->load_vocabulary_map(t->model().source().sentencepiece_model());
     set.owned_bytes_ += t->model().owned_bytes();

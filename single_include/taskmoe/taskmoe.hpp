@@ -2215,9 +2215,12 @@ inline void from_json(const nlohmann::json& j, tmoe_metadata& m) {
 namespace taskmoe {
 
 inline constexpr std::uint16_t tmoe_version_major = 1;
-inline constexpr std::uint16_t tmoe_version_minor = 0;
+// Minor 1 added the optional tokenizer.vocabulary_map (older readers ignore it).
+inline constexpr std::uint16_t tmoe_version_minor = 1;
 inline constexpr std::uint64_t tmoe_alignment = 64;
 inline constexpr const char* tmoe_tokenizer_tensor = "tokenizer.sentencepiece";
+// Optional: a target-vocabulary shortlist in CTranslate2's vmap.txt format, byte for byte.
+inline constexpr const char* tmoe_vocabulary_map_tensor = "tokenizer.vocabulary_map";
 
 namespace detail {
 
@@ -2370,6 +2373,12 @@ class tmoe_file {
   std::string_view sentencepiece_model() const {
     const tensor_view& v = require(tmoe_tokenizer_tensor);
     return {reinterpret_cast<const char*>(v.data), static_cast<std::size_t>(v.byte_size)};
+  }
+  // The embedded vocabulary map's text (points into the mapping); empty when the file has none.
+  std::string_view vocabulary_map_text() const {
+    const tensor_view* v = find(tmoe_vocabulary_map_tensor);
+    if (v == nullptr) return {};
+    return {reinterpret_cast<const char*>(v->data), static_cast<std::size_t>(v->byte_size)};
   }
   // Throws io_error when a mapped file was modified since it was opened (one fstat).
   void check_unchanged() const { file_.check_unchanged(); }
@@ -2614,6 +2623,9 @@ class tmoe_file {
     const tensor_view& spm = require(tmoe_tokenizer_tensor);
     if (spm.type != dtype::u8 || spm.shape.ndim() != 1)
       fail(std::string("tensor '") + tmoe_tokenizer_tensor + "' must be a 1-D u8 tensor");
+    if (const tensor_view* vmap = find(tmoe_vocabulary_map_tensor);
+        vmap != nullptr && (vmap->type != dtype::u8 || vmap->shape.ndim() != 1 || vmap->byte_size == 0))
+      fail(std::string("tensor '") + tmoe_vocabulary_map_tensor + "' must be a non-empty 1-D u8 tensor");
     for (const auto& q : metadata_.quantization.tensors) {
       const tensor_view& v = require(q);
       if (v.type != dtype::i8)
@@ -2715,6 +2727,12 @@ class tmoe_writer {
   void add_sentencepiece(std::string_view model_bytes) {
     add_tensor(tmoe_tokenizer_tensor, dtype::u8, tensor_shape{model_bytes.size()},
                model_bytes.data(), model_bytes.size());
+  }
+
+  // Embeds a target-vocabulary shortlist (vmap.txt text) as the u8 tensor "tokenizer.vocabulary_map".
+  void add_vocabulary_map(std::string_view text) {
+    if (text.empty()) throw invalid_argument_error("tmoe_writer: the vocabulary map is empty");
+    add_tensor(tmoe_vocabulary_map_tensor, dtype::u8, tensor_shape{text.size()}, text.data(), text.size());
   }
 
   void finish() {
@@ -6319,6 +6337,7 @@ inline int argmax(const float* x, int n) {
 #include <mutex>       // std::mutex (verify_on_read)
 #include <set>         // std::set
 #include <string>      // std::string
+#include <string_view> // std::string_view
 #include <vector>      // std::vector
 
 // ---- begin taskmoe/moe/gating.hpp ----
@@ -6509,6 +6528,12 @@ class weight_source {
       return std::string(tmoe_->sentencepiece_model());
     }
     return ckpt_->sentencepiece_model();
+  }
+  // A .tmoe file's embedded vocabulary map (vmap.txt text, viewing the file); empty otherwise.
+  std::string_view vocabulary_map_text() const {
+    if (!tmoe_ || !tmoe_->contains(tmoe_vocabulary_map_tensor)) return {};
+    verify_once(tmoe_vocabulary_map_tensor);
+    return tmoe_->vocabulary_map_text();
   }
 
   const tensor_view& tensor(const std::string& name) const {
@@ -8449,11 +8474,10 @@ class sentencepiece {
 #include <cstdint>      // std::uint64_t
 #include <exception>    // std::exception_ptr
 #include <memory>       // std::shared_ptr
-#include <mutex>        // std::mutex
+#include <mutex>        // std::mutex, std::once_flag, std::call_once
 #include <string>       // std::string
 #include <string_view>  // std::string_view
 #include <thread>       // std::thread
-#include <unordered_map>  // std::unordered_map
 #include <vector>       // std::vector
 
 // ---- begin taskmoe/decoding/vocabulary_map.hpp ----
@@ -8473,10 +8497,11 @@ class sentencepiece {
 #include <cstddef>      // std::size_t
 #include <fstream>      // std::ifstream
 #include <functional>   // std::function
-#include <istream>      // std::istream
 #include <map>          // std::map
-#include <string>       // std::string, std::getline
+#include <sstream>      // std::ostringstream
+#include <string>       // std::string
 #include <string_view>  // std::string_view
+#include <unordered_map>  // std::unordered_map
 #include <vector>       // std::vector
 
 
@@ -8485,40 +8510,42 @@ namespace decoding {
 
 class vocabulary_map {
  public:
-  // Reads rules from `in`; `id_of` maps a piece to its id, or -1 when the vocabulary lacks it. A
+  // Reads rules from `text`; `id_of` maps a piece to its id, or -1 when the vocabulary lacks it. A
   // rule whose source holds an unknown piece can never match and is dropped; unknown target
   // pieces are dropped (a map made for another vocabulary degrades, it does not fail). A line
   // without a tab, or with an empty piece (two spaces in a row), is a format_error naming `name`.
-  vocabulary_map(std::istream& in, const std::function<int(std::string_view)>& id_of, std::vector<int> specials,
+  vocabulary_map(std::string_view text, const std::function<int(std::string_view)>& id_of, std::vector<int> specials,
                  const std::string& name = "vocabulary map") {
-    std::string line;
     std::size_t number = 0;
-    while (std::getline(in, line)) {
+    while (!text.empty()) {
       ++number;
-      if (!line.empty() && line.back() == '\r') line.pop_back();
+      const std::size_t eol = std::min(text.find('\n'), text.size());
+      std::string_view line = text.substr(0, eol);
+      text.remove_prefix(std::min(eol + 1, text.size()));
+      if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
       if (line.empty()) continue;
       const std::size_t tab = line.find('\t');
       const auto bad = [&](const std::string& what) {
         throw format_error(name, "line " + std::to_string(number) + ": " + what);
       };
-      if (tab == std::string::npos) bad("no tab between the source n-gram and the target pieces");
+      if (tab == std::string_view::npos) bad("no tab between the source n-gram and the target pieces");
       std::vector<int> key, targets;
       bool known = true;
-      const auto pieces = [&](std::string_view text, std::vector<int>& out, bool source) {
-        if (text.empty()) return;
+      const auto pieces = [&](std::string_view part, std::vector<int>& out, bool source) {
+        if (part.empty()) return;
         std::size_t start = 0;
         for (;;) {
-          const std::size_t end = std::min(text.find(' ', start), text.size());
+          const std::size_t end = std::min(part.find(' ', start), part.size());
           if (end == start) bad("an empty piece (leading, trailing or double space)");
-          const int id = id_of(text.substr(start, end - start));
+          const int id = id_of(part.substr(start, end - start));
           if (id >= 0) out.push_back(id);
           else if (source) known = false;
-          if (end == text.size()) return;
+          if (end == part.size()) return;
           start = end + 1;
         }
       };
-      pieces(std::string_view(line).substr(0, tab), key, true);
-      pieces(std::string_view(line).substr(tab + 1), targets, false);
+      pieces(line.substr(0, tab), key, true);
+      pieces(line.substr(tab + 1), targets, false);
       if (!known) continue;
       if (key.empty()) {
         fixed_.insert(fixed_.end(), targets.begin(), targets.end());
@@ -8528,16 +8555,33 @@ class vocabulary_map {
       auto& slot = rules_[key.size() - 1][key];
       slot.insert(slot.end(), targets.begin(), targets.end());
     }
-    if (in.bad()) throw io_error(name + ": read failed");
     fixed_.insert(fixed_.end(), specials.begin(), specials.end());
     sort_unique(fixed_);
   }
 
-  static vocabulary_map from_file(const std::string& path, const std::function<int(std::string_view)>& id_of,
-                                  std::vector<int> specials) {
+  // The same over a SentencePiece model's pieces (serialized ModelProto): ids below `vocab_size`.
+  static vocabulary_map for_sentencepiece(std::string_view text, std::string_view spm_model, int vocab_size,
+                                          std::vector<int> specials, const std::string& name) {
+    std::unordered_map<std::string_view, int> ids;  // views into spm_model: no copy per piece
+    tokenizer::for_each_piece(spm_model, [&](int id, std::string_view piece) {
+      if (id < vocab_size) ids.emplace(piece, id);
+      return false;
+    });
+    const auto id_of = [&](std::string_view piece) {
+      const auto it = ids.find(piece);
+      return it == ids.end() ? -1 : it->second;
+    };
+    return vocabulary_map(text, id_of, std::move(specials), name);
+  }
+
+  // A map file's whole text (io_error naming `path` when it cannot be read).
+  static std::string read_file(const std::string& path) {
     std::ifstream in(path, std::ios::binary);
     if (!in) throw io_error("cannot open vocabulary map '" + path + "'");
-    return vocabulary_map(in, id_of, std::move(specials), path);
+    std::ostringstream text;
+    text << in.rdbuf();
+    if (in.bad()) throw io_error(path + ": read failed");
+    return text.str();
   }
 
   // The sorted, distinct candidate ids for a batch of source id sequences and a target prefix.
@@ -8595,7 +8639,9 @@ struct translator_options {
   // opening makes every later call throw io_error instead of translating with changed weights.
   bool use_mmap = true;
   // A target-vocabulary shortlist in CTranslate2's vmap format (decoding/vocabulary_map.hpp),
-  // read at construction; calls use it with translation_options::use_vocabulary_map.
+  // read at construction; calls use it with translation_options::use_vocabulary_map. Empty: the
+  // map embedded in the .tmoe file (taskmoe-convert --vocabulary-map), if it has one, read on
+  // the first call that uses it (so opening the file costs nothing more).
   std::string vocabulary_map;
 };
 
@@ -8666,6 +8712,15 @@ struct scoring_result {
   }
 };
 
+namespace detail {
+// A translator's shortlist: read at construction (a file) or on first use (embedded), once even
+// when calls run on several threads.
+struct vocabulary_map_slot {
+  std::once_flag once;
+  std::shared_ptr<const decoding::vocabulary_map> map;
+};
+}  // namespace detail
+
 class translator {
  public:
   // Opens a .tmoe file (memory-mapped; weights used in place).
@@ -8690,7 +8745,8 @@ class translator {
   const model_config& config() const noexcept { return model_->config(); }
   const model::transformer& model() const noexcept { return *model_; }
   int target_tag_id() const noexcept { return tag_id_; }
-  // Whether translator_options::vocabulary_map was given (calls may set use_vocabulary_map).
+  // Whether calls may set use_vocabulary_map: translator_options::vocabulary_map was given or the
+  // file embeds a map.
   bool has_vocabulary_map() const noexcept { return vmap_ != nullptr; }
 
   translation_result translate(std::string_view text, const translation_options& o = {}) const {
@@ -8848,20 +8904,33 @@ class translator {
     load_vocabulary_map(spm);
   }
 
+  // options_.vocabulary_map's file now, else the file's embedded map on first use (shortlist()).
   void load_vocabulary_map(const std::string& spm) {
-    if (options_.vocabulary_map.empty()) return;
+    vmap_.reset();
+    if (!options_.vocabulary_map.empty()) {
+      vmap_ = std::make_shared<detail::vocabulary_map_slot>();
+      vmap_->map = read_vocabulary_map(decoding::vocabulary_map::read_file(options_.vocabulary_map), spm,
+                                       options_.vocabulary_map);
+    } else if (!model_->source().vocabulary_map_text().empty()) {
+      vmap_ = std::make_shared<detail::vocabulary_map_slot>();
+    }
+  }
+
+  std::shared_ptr<const decoding::vocabulary_map> read_vocabulary_map(std::string_view text, std::string_view spm,
+                                                                      const std::string& name) const {
     const model_config& c = config();
-    std::unordered_map<std::string, int> ids;
-    tokenizer::for_each_piece(spm, [&](int id, std::string_view piece) {
-      if (id < c.vocab_size) ids.emplace(std::string(piece), id);
-      return false;
+    return std::make_shared<const decoding::vocabulary_map>(decoding::vocabulary_map::for_sentencepiece(
+        text, spm, c.vocab_size, {c.unk_id, c.bos_id, c.eos_id}, name));
+  }
+
+  const decoding::vocabulary_map& shortlist() const {
+    std::call_once(vmap_->once, [&] {
+      if (vmap_->map) return;  // read at construction
+      const model::weight_source& src = model_->source();
+      vmap_->map = read_vocabulary_map(src.vocabulary_map_text(), src.sentencepiece_model(),
+                                       src.name() + ": embedded vocabulary map");
     });
-    const auto id_of = [&](std::string_view piece) {
-      const auto it = ids.find(std::string(piece));
-      return it == ids.end() ? -1 : it->second;
-    };
-    vmap_ = std::make_shared<const decoding::vocabulary_map>(
-        decoding::vocabulary_map::from_file(options_.vocabulary_map, id_of, {c.unk_id, c.bos_id, c.eos_id}));
+    return *vmap_->map;
   }
 
   decoding::search_options search_options(const translation_options& o) const {
@@ -8882,7 +8951,7 @@ class translator {
     for (int t : o.target_prefix_tokens) check_token(t, "target_prefix_tokens");
     if (o.use_vocabulary_map && !vmap_)
       throw invalid_argument_error("use_vocabulary_map: this translator has no vocabulary map "
-                                   "(translator_options::vocabulary_map)");
+                                   "(translator_options::vocabulary_map, or one embedded in the file)");
     return s;
   }
 
@@ -9002,7 +9071,7 @@ class translator {
     for (std::size_t i : batch) srcs.push_back(sources[i]);
     // With a shortlist the search's token t is candidates[t] (sorted: ties still go to the lower id).
     std::vector<int> candidates;
-    if (o.use_vocabulary_map) candidates = vmap_->candidates(srcs, o.target_prefix_tokens);
+    if (o.use_vocabulary_map) candidates = shortlist().candidates(srcs, o.target_prefix_tokens);
     const auto token = [&](int id) {
       if (candidates.empty()) return id;
       return static_cast<int>(std::lower_bound(candidates.begin(), candidates.end(), id) - candidates.begin());
@@ -9106,7 +9175,8 @@ class translator {
   std::shared_ptr<const tokenizer::sentencepiece> spm_;
   task_info task_;
   int tag_id_ = -1;
-  std::shared_ptr<const decoding::vocabulary_map> vmap_;  // translator_options::vocabulary_map
+  // translator_options::vocabulary_map or the file's own; null without either.
+  std::shared_ptr<detail::vocabulary_map_slot> vmap_;
 };
 
 }  // namespace taskmoe
@@ -9160,21 +9230,25 @@ struct translator_set_options {
   std::string quantization;
   std::vector<std::string> tasks;  // empty: every task; else only these (unknown names throw)
   // A directory of target-vocabulary shortlists: each task's `<task>.vmap.txt` there, when present,
-  // becomes that task's translator_options::vocabulary_map (translator::has_vocabulary_map).
+  // becomes that task's translator_options::vocabulary_map (translator::has_vocabulary_map),
+  // in place of a map its .tmoe file embeds.
   std::string vocabulary_maps;
 };
 
 namespace detail {
-// `o.translator` with task `task`'s shortlist from o.vocabulary_maps, when that file exists.
+inline void check_vocabulary_maps(const translator_set_options& o) {
+  std::error_code ec;
+  if (!o.vocabulary_maps.empty() && !std::filesystem::is_directory(o.vocabulary_maps, ec))
+    throw io_error(o.vocabulary_maps + ": not a directory (translator_set_options::vocabulary_maps)");
+}
+
+// `o.translator` with task `task`'s shortlist from o.vocabulary_maps, when that file exists
+// (check_vocabulary_maps first).
 inline translator_options task_translator_options(const translator_set_options& o, const std::string& task) {
   translator_options t = o.translator;
-  if (!o.vocabulary_maps.empty()) {
-    std::error_code ec;
-    if (!std::filesystem::is_directory(o.vocabulary_maps, ec))
-      throw io_error(o.vocabulary_maps + ": not a directory (translator_set_options::vocabulary_maps)");
-    const std::filesystem::path p = std::filesystem::path(o.vocabulary_maps) / (task + ".vmap.txt");
-    if (std::filesystem::is_regular_file(p, ec)) t.vocabulary_map = p.string();
-  }
+  std::error_code ec;
+  const std::filesystem::path p = std::filesystem::path(o.vocabulary_maps) / (task + ".vmap.txt");
+  if (!o.vocabulary_maps.empty() && std::filesystem::is_regular_file(p, ec)) t.vocabulary_map = p.string();
   return t;
 }
 }  // namespace detail
@@ -9237,6 +9311,7 @@ inline translator_set translator_set::from_checkpoint(const std::string& dir, co
   if (!o.quantization.empty() && o.quantization != "int8")
     throw invalid_argument_error("translator_set: unknown quantization '" + o.quantization +
                                  "' (expected \"\" or \"int8\")");
+  detail::check_vocabulary_maps(o);
   auto ck = std::make_shared<const checkpoint>(dir);
   std::vector<task_info> tasks;
   if (o.tasks.empty()) {
@@ -9278,6 +9353,7 @@ inline translator_set translator_set::from_directory(const std::string& dir, con
   namespace fs = std::filesystem;
   std::error_code ec;
   if (!fs::is_directory(dir, ec)) throw io_error(dir + ": not a directory");
+  detail::check_vocabulary_maps(o);
   std::vector<std::string> paths;
   for (const auto& de : fs::directory_iterator(dir))
     if (de.path().extension() == ".tmoe") paths.push_back(de.path().string());
@@ -9287,7 +9363,8 @@ inline translator_set translator_set::from_directory(const std::string& dir, con
     auto t = std::make_shared<translator>(p, o.translator);
     const std::string name = t->task().name;
     if (!o.tasks.empty() && std::find(o.tasks.begin(), o.tasks.end(), name) == o.tasks.end()) continue;
-    // The task is known only once the file is open: its shortlist is attached before sharing.
+    // The task is known only once the file is open: its shortlist is attached before sharing (a
+    // map in DIR takes the place of one embedded in the file).
     t->options_.vocabulary_map = detail::task_translator_options(o, name).vocabulary_map;
     t->load_vocabulary_map(t->model().source().sentencepiece_model());
     set.owned_bytes_ += t->model().owned_bytes();
@@ -9361,6 +9438,9 @@ struct convert_options {
   std::string created;
   // Name stored as source_checkpoint.name; empty = the checkpoint folder's name.
   std::string source_name;
+  // A target-vocabulary shortlist (CTranslate2's vmap.txt format) to embed as
+  // tokenizer.vocabulary_map; empty = none. Checked against the checkpoint's pieces first.
+  std::string vocabulary_map;
   // Called after every tensor; it may throw to abandon the conversion (nothing is left behind).
   std::function<void(const convert_progress&)> progress;
 };
@@ -9378,7 +9458,8 @@ struct planned_tensor {
 
 struct conversion_plan {
   tmoe_metadata metadata;              // complete, as it will be written
-  std::vector<planned_tensor> tensors; // in file order (tokenizer.sentencepiece last)
+  std::vector<planned_tensor> tensors; // in file order (the tokenizer's tensors last)
+  std::string vocabulary_map;          // the map's text (convert_options::vocabulary_map), or empty
   std::uint64_t file_size = 0;         // exact size of the .tmoe file
   std::uint64_t parameters = 0;        // number of weights kept (excluding the tokenizer)
 };
@@ -9458,6 +9539,15 @@ inline void read_f32_checked(const tensor_view& v, std::uint64_t first, std::uin
     if (!std::isfinite(out[i]))
       throw format_error(file, "tensor '" + name + "' has a non-finite value at element " +
                                    std::to_string(first + i));
+}
+
+// A map must parse (format_error naming the line) and share pieces with the checkpoint's
+// vocabulary: one made for another tokenizer would silently shortlist nothing but the specials.
+inline void check_vocabulary_map(std::string_view text, const checkpoint& ck, const std::string& path) {
+  const model_config& c = ck.config();
+  const auto vm = decoding::vocabulary_map::for_sentencepiece(text, ck.sentencepiece_model(), c.vocab_size, {}, path);
+  if (vm.rules() == 0 && vm.always().empty())
+    throw format_error(path, "the vocabulary map holds no piece of the checkpoint's vocabulary");
 }
 
 }  // namespace detail
@@ -9545,6 +9635,16 @@ inline conversion_plan plan_task(const checkpoint& ck, std::string_view task_nam
   spm.shape = tensor_shape{static_cast<std::uint64_t>(ck.sentencepiece_model().size())};
   spm.data_bytes = ck.sentencepiece_model().size();
   p.tensors.push_back(std::move(spm));
+  if (!opts.vocabulary_map.empty()) {
+    p.vocabulary_map = decoding::vocabulary_map::read_file(opts.vocabulary_map);
+    detail::check_vocabulary_map(p.vocabulary_map, ck, opts.vocabulary_map);
+    planned_tensor vmap;
+    vmap.name = tmoe_vocabulary_map_tensor;
+    vmap.type = dtype::u8;
+    vmap.shape = tensor_shape{static_cast<std::uint64_t>(p.vocabulary_map.size())};
+    vmap.data_bytes = p.vocabulary_map.size();
+    p.tensors.push_back(std::move(vmap));
+  }
 
   // The file layout of tmoe_writer: header, 64-aligned blobs, metadata JSON, tensor table.
   std::uint64_t pos = 64;
@@ -9589,6 +9689,8 @@ inline convert_result convert_task(const checkpoint& ck, std::string_view task_n
   for (const auto& t : plan.tensors) {
     if (t.name == tmoe_tokenizer_tensor) {
       w.add_sentencepiece(ck.sentencepiece_model());
+    } else if (t.name == tmoe_vocabulary_map_tensor) {
+      w.add_vocabulary_map(plan.vocabulary_map);
     } else {
       const tensor_view& src = ck.tensor(t.name);
       const std::string& file = ck.directory();

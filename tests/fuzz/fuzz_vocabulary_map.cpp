@@ -8,15 +8,13 @@
 #include <cstddef>      // std::size_t
 #include <cstdint>      // std::uint8_t
 #include <cstdlib>      // std::abort
-#include <sstream>      // std::istringstream
-#include <string>       // std::string
 #include <string_view>  // std::string_view
 #include <vector>       // std::vector
 
 #include <taskmoe/decoding/vocabulary_map.hpp>
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
-  std::istringstream in(std::string(reinterpret_cast<const char*>(data), size));
+  const std::string_view in(reinterpret_cast<const char*>(data), size);
   const auto id_of = [](std::string_view piece) {
     return piece.size() == 1 && piece[0] >= 'a' && piece[0] <= 'p' ? piece[0] - 'a' : -1;
   };

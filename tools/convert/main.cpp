@@ -47,6 +47,9 @@ constexpr const char* usage_text =
     "                         (see docs/converter.md)\n"
     "  --float32-embeddings   int8 only: keep the embeddings and output projection float32\n"
     "                         (a larger file and a slower load; default: int8 like the rest)\n"
+    "  --vocabulary-map FILE  embed a target-vocabulary shortlist (CTranslate2's vmap.txt format;\n"
+    "                         tools/make_vocabulary_map.py) in the file (exactly one --task)\n"
+    "  --vocabulary-maps DIR  embed DIR/<task>.vmap.txt in each task's file, where it exists\n"
     "  --verify N             after each conversion run the full checkpoint model (routing computed\n"
     "                         live) and the extracted file on N probe sentences; print the max abs\n"
     "                         logit difference and the share of identical greedy outputs (float32:\n"
@@ -80,6 +83,8 @@ struct cli_options {
   bool float32_embeddings = false;
   int verify = 0;
   std::string probe_file;
+  std::string vocabulary_map;
+  std::string vocabulary_maps;
   bool force = false;
   bool quiet = false;
   bool help = false;
@@ -133,6 +138,14 @@ cli_options parse(int argc, char** argv) {
       o.verify = static_cast<int>(n);
     } else if (a == "--probe-file") {
       o.probe_file = take();
+    } else if (a == "--vocabulary-map") {
+      if (!o.vocabulary_map.empty()) throw usage_error{"--vocabulary-map given twice"};
+      o.vocabulary_map = take();
+      if (o.vocabulary_map.empty()) throw usage_error{"--vocabulary-map needs a file"};
+    } else if (a == "--vocabulary-maps") {
+      if (!o.vocabulary_maps.empty()) throw usage_error{"--vocabulary-maps given twice"};
+      o.vocabulary_maps = take();
+      if (o.vocabulary_maps.empty()) throw usage_error{"--vocabulary-maps needs a folder"};
     } else if (a == "--force") {
       flag();
       o.force = true;
@@ -153,7 +166,8 @@ cli_options parse(int argc, char** argv) {
   if (modes == 0) throw usage_error{"nothing to do: give --list-tasks, --task NAME or --all-tasks"};
   if (modes > 1) throw usage_error{"--list-tasks, --task and --all-tasks are mutually exclusive"};
   if (o.list_tasks) {
-    if (have_output || have_output_dir) throw usage_error{"--list-tasks writes no files"};
+    if (have_output || have_output_dir || !o.vocabulary_map.empty() || !o.vocabulary_maps.empty())
+      throw usage_error{"--list-tasks writes no files"};
     return o;
   }
   if (have_output && have_output_dir) throw usage_error{"give --output or --output-dir, not both"};
@@ -166,6 +180,10 @@ cli_options parse(int argc, char** argv) {
   if (!o.probe_file.empty() && o.verify == 0) throw usage_error{"--probe-file needs --verify N"};
   if (o.float32_embeddings && o.quantization != taskmoe::quantization_scheme::int8)
     throw usage_error{"--float32-embeddings applies to --quantization int8 only"};
+  if (!o.vocabulary_map.empty() && !o.vocabulary_maps.empty())
+    throw usage_error{"--vocabulary-map and --vocabulary-maps are mutually exclusive"};
+  if (!o.vocabulary_map.empty() && (o.all_tasks || o.tasks.size() != 1))
+    throw usage_error{"--vocabulary-map needs exactly one --task (--vocabulary-maps DIR for several)"};
   for (std::size_t i = 0; i < o.tasks.size(); ++i)
     for (std::size_t j = 0; j < i; ++j)
       if (o.tasks[i] == o.tasks[j]) throw usage_error{"--task " + o.tasks[i] + " given twice"};
@@ -307,6 +325,30 @@ int run(const cli_options& o) {
       throw io_error(p.string() + ": file exists (use --force to replace it)");
   }
 
+  // Each task's options; a bad vocabulary map fails here, before any file is written.
+  std::vector<convert_options> options(tasks.size());
+  if (!o.vocabulary_maps.empty()) {
+    std::error_code ec;
+    if (!std::filesystem::is_directory(o.vocabulary_maps, ec))
+      throw io_error(o.vocabulary_maps + ": not a directory (--vocabulary-maps)");
+  }
+  for (std::size_t i = 0; i < tasks.size(); ++i) {
+    convert_options& co = options[i];
+    co.quantization = o.quantization;
+    co.int8_embeddings = !o.float32_embeddings;
+    co.overwrite = o.force;
+    co.vocabulary_map = o.vocabulary_map;
+    if (!o.vocabulary_maps.empty()) {
+      std::error_code ec;
+      const auto p = std::filesystem::path(o.vocabulary_maps) / (tasks[i] + ".vmap.txt");
+      if (std::filesystem::is_regular_file(p, ec)) co.vocabulary_map = p.string();
+      else if (!o.quiet)
+        std::fprintf(stderr, "taskmoe-convert: note: no %s: %s gets no vocabulary map\n", p.string().c_str(),
+                     tasks[i].c_str());
+    }
+    if (!co.vocabulary_map.empty()) plan_task(ck, tasks[i], co);
+  }
+
   std::vector<std::string> probes;
   if (!o.probe_file.empty()) {
     std::ifstream in(o.probe_file);
@@ -318,18 +360,16 @@ int run(const cli_options& o) {
   int failed = 0;
   const bool bar = !o.quiet && ::isatty(2);
   for (std::size_t i = 0; i < tasks.size(); ++i) {
-    convert_options co;
-    co.quantization = o.quantization;
-    co.int8_embeddings = !o.float32_embeddings;
-    co.overwrite = o.force;
+    convert_options co = options[i];
     progress_bar pb(bar, tasks[i]);
     co.progress = [&pb](const convert_progress& p) { pb(p); };
     const convert_result r = convert_task(ck, tasks[i], co, outputs[i]);
     pb.done();
     if (!o.quiet)
-      std::fprintf(stderr, "%s: %s, %zu tensors, %s, %.2f s\n", r.path.string().c_str(),
+      std::fprintf(stderr, "%s: %s, %zu tensors%s, %s, %.2f s\n", r.path.string().c_str(),
                    std::string(quantization_name(o.quantization)).c_str(), r.tensor_count,
-                   human_bytes(r.file_size).c_str(), r.seconds);
+                   co.vocabulary_map.empty() ? "" : " (vocabulary map embedded)", human_bytes(r.file_size).c_str(),
+                   r.seconds);
     if (o.verify > 0) {
       verify_options vo;
       vo.probes = o.verify;

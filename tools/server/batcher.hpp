@@ -41,6 +41,7 @@ struct batcher_options {
   std::chrono::milliseconds batch_wait{0};
   std::size_t max_queued = 1024;  // sentences waiting, all tasks together; more: submit refuses
   bool batching = true;           // false: a call holds one request's sentences, never more
+  bool vocabulary_maps = true;    // a task with a shortlist (file or embedded) decodes over it
   translation_options decoding;   // num_hypotheses is set per request
 };
 
@@ -215,7 +216,7 @@ class batcher {
     }
     translation_options opts = o_.decoding;
     opts.num_hypotheses = k.second;
-    opts.use_vocabulary_map = k.first->has_vocabulary_map();  // the task's shortlist, if it has one
+    opts.use_vocabulary_map = o_.vocabulary_maps && k.first->has_vocabulary_map();  // the task's shortlist
     std::vector<translation_result> results;
     std::exception_ptr error;
     ++metrics_.busy_workers;

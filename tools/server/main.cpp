@@ -46,7 +46,9 @@ constexpr const char* usage_text =
     "  --tasks A,B,...         serve only these tasks (e.g. en-de,fr-de); default: all\n"
     "  --no-verify             skip the per-tensor checksum check of .tmoe files\n"
     "  --vocabulary-maps DIR   target shortlists: a task whose DIR/<task>.vmap.txt exists decodes over\n"
-    "                          it (CTranslate2's vmap.txt format; tools/make_vocabulary_map.py)\n"
+    "                          it (CTranslate2's vmap.txt format; tools/make_vocabulary_map.py); a\n"
+    "                          .tmoe file's embedded map (taskmoe-convert --vocabulary-map) likewise\n"
+    "  --no-vocabulary-maps    decode every task over its full vocabulary, embedded maps or not\n"
     "Network:\n"
     "  --host ADDR             address to listen on (default 127.0.0.1; 0.0.0.0: every interface)\n"
     "  --port N                TCP port (default 5000; 0: any free port, printed at start)\n"
@@ -89,6 +91,7 @@ struct server_options {
   int batch_limit = 128;
   int beam = 4;
   bool verify = true;
+  bool no_vocabulary_maps = false;
   bool access_log = false;
   bool help = false;
   bool version = false;
@@ -129,6 +132,7 @@ server_options parse(int argc, char** argv) {
     else if (a == "--tasks") o.tasks = split_list(a, take());
     else if (a == "--no-verify") { flag(); o.verify = false; }
     else if (a == "--vocabulary-maps") o.vocabulary_maps = take();
+    else if (a == "--no-vocabulary-maps") { flag(); o.no_vocabulary_maps = true; }
     else if (a == "--host") o.host = take();
     else if (a == "--port") o.port = to_int(a, take(), 0, 65535);
     else if (a == "--http-threads") o.http_threads = to_int(a, take(), 1, 100000);
@@ -149,6 +153,8 @@ server_options parse(int argc, char** argv) {
   }
   if (o.help || o.version) return o;
   if (o.models.empty() == o.checkpoint.empty()) throw usage_error{"give --checkpoint DIR or --models DIR (one of them)"};
+  if (o.no_vocabulary_maps && !o.vocabulary_maps.empty())
+    throw usage_error{"--vocabulary-maps and --no-vocabulary-maps are mutually exclusive"};
   if (!o.quantization.empty() && o.quantization != "int8")
     throw usage_error{"--quantization takes int8 (float32 is the default), got '" + o.quantization + "'"};
   if (!o.quantization.empty() && o.checkpoint.empty())
@@ -214,6 +220,7 @@ int run(const server_options& o) {
   bo.batch_wait = std::chrono::milliseconds(o.batch_wait_ms);
   bo.max_queued = static_cast<std::size_t>(o.queue);
   bo.batching = o.batching;
+  bo.vocabulary_maps = !o.no_vocabulary_maps;
   bo.decoding.beam_size = o.beam;      // the rest: taskmoe-translate's defaults, which are the
   bo.decoding.return_scores = false;   // library's except the beam (its --scores is off)
   set.at(set.tasks().front()).translate_tokens({}, bo.decoding);  // validates the options

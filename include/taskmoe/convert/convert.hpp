@@ -32,6 +32,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include <taskmoe/decoding/vocabulary_map.hpp>  // checks a map before embedding it
 #include <taskmoe/detail/half.hpp>         // f32_to_f16, f32_to_bf16
 #include <taskmoe/error.hpp>               // format_error, io_error, invalid_argument_error
 #include <taskmoe/format/checkpoint.hpp>   // checkpoint, task_router
@@ -64,6 +65,9 @@ struct convert_options {
   std::string created;
   // Name stored as source_checkpoint.name; empty = the checkpoint folder's name.
   std::string source_name;
+  // A target-vocabulary shortlist (CTranslate2's vmap.txt format) to embed as
+  // tokenizer.vocabulary_map; empty = none. Checked against the checkpoint's pieces first.
+  std::string vocabulary_map;
   // Called after every tensor; it may throw to abandon the conversion (nothing is left behind).
   std::function<void(const convert_progress&)> progress;
 };
@@ -81,7 +85,8 @@ struct planned_tensor {
 
 struct conversion_plan {
   tmoe_metadata metadata;              // complete, as it will be written
-  std::vector<planned_tensor> tensors; // in file order (tokenizer.sentencepiece last)
+  std::vector<planned_tensor> tensors; // in file order (the tokenizer's tensors last)
+  std::string vocabulary_map;          // the map's text (convert_options::vocabulary_map), or empty
   std::uint64_t file_size = 0;         // exact size of the .tmoe file
   std::uint64_t parameters = 0;        // number of weights kept (excluding the tokenizer)
 };
@@ -161,6 +166,15 @@ inline void read_f32_checked(const tensor_view& v, std::uint64_t first, std::uin
     if (!std::isfinite(out[i]))
       throw format_error(file, "tensor '" + name + "' has a non-finite value at element " +
                                    std::to_string(first + i));
+}
+
+// A map must parse (format_error naming the line) and share pieces with the checkpoint's
+// vocabulary: one made for another tokenizer would silently shortlist nothing but the specials.
+inline void check_vocabulary_map(std::string_view text, const checkpoint& ck, const std::string& path) {
+  const model_config& c = ck.config();
+  const auto vm = decoding::vocabulary_map::for_sentencepiece(text, ck.sentencepiece_model(), c.vocab_size, {}, path);
+  if (vm.rules() == 0 && vm.always().empty())
+    throw format_error(path, "the vocabulary map holds no piece of the checkpoint's vocabulary");
 }
 
 }  // namespace detail
@@ -248,6 +262,16 @@ inline conversion_plan plan_task(const checkpoint& ck, std::string_view task_nam
   spm.shape = tensor_shape{static_cast<std::uint64_t>(ck.sentencepiece_model().size())};
   spm.data_bytes = ck.sentencepiece_model().size();
   p.tensors.push_back(std::move(spm));
+  if (!opts.vocabulary_map.empty()) {
+    p.vocabulary_map = decoding::vocabulary_map::read_file(opts.vocabulary_map);
+    detail::check_vocabulary_map(p.vocabulary_map, ck, opts.vocabulary_map);
+    planned_tensor vmap;
+    vmap.name = tmoe_vocabulary_map_tensor;
+    vmap.type = dtype::u8;
+    vmap.shape = tensor_shape{static_cast<std::uint64_t>(p.vocabulary_map.size())};
+    vmap.data_bytes = p.vocabulary_map.size();
+    p.tensors.push_back(std::move(vmap));
+  }
 
   // The file layout of tmoe_writer: header, 64-aligned blobs, metadata JSON, tensor table.
   std::uint64_t pos = 64;
@@ -292,6 +316,8 @@ inline convert_result convert_task(const checkpoint& ck, std::string_view task_n
   for (const auto& t : plan.tensors) {
     if (t.name == tmoe_tokenizer_tensor) {
       w.add_sentencepiece(ck.sentencepiece_model());
+    } else if (t.name == tmoe_vocabulary_map_tensor) {
+      w.add_vocabulary_map(plan.vocabulary_map);
     } else {
       const tensor_view& src = ck.tensor(t.name);
       const std::string& file = ck.directory();

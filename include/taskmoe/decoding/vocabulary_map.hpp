@@ -15,53 +15,57 @@
 #include <cstddef>      // std::size_t
 #include <fstream>      // std::ifstream
 #include <functional>   // std::function
-#include <istream>      // std::istream
 #include <map>          // std::map
-#include <string>       // std::string, std::getline
+#include <sstream>      // std::ostringstream
+#include <string>       // std::string
 #include <string_view>  // std::string_view
+#include <unordered_map>  // std::unordered_map
 #include <vector>       // std::vector
 
 #include <taskmoe/error.hpp>
+#include <taskmoe/tokenizer/vocabulary.hpp>  // for_each_piece
 
 namespace taskmoe {
 namespace decoding {
 
 class vocabulary_map {
  public:
-  // Reads rules from `in`; `id_of` maps a piece to its id, or -1 when the vocabulary lacks it. A
+  // Reads rules from `text`; `id_of` maps a piece to its id, or -1 when the vocabulary lacks it. A
   // rule whose source holds an unknown piece can never match and is dropped; unknown target
   // pieces are dropped (a map made for another vocabulary degrades, it does not fail). A line
   // without a tab, or with an empty piece (two spaces in a row), is a format_error naming `name`.
-  vocabulary_map(std::istream& in, const std::function<int(std::string_view)>& id_of, std::vector<int> specials,
+  vocabulary_map(std::string_view text, const std::function<int(std::string_view)>& id_of, std::vector<int> specials,
                  const std::string& name = "vocabulary map") {
-    std::string line;
     std::size_t number = 0;
-    while (std::getline(in, line)) {
+    while (!text.empty()) {
       ++number;
-      if (!line.empty() && line.back() == '\r') line.pop_back();
+      const std::size_t eol = std::min(text.find('\n'), text.size());
+      std::string_view line = text.substr(0, eol);
+      text.remove_prefix(std::min(eol + 1, text.size()));
+      if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
       if (line.empty()) continue;
       const std::size_t tab = line.find('\t');
       const auto bad = [&](const std::string& what) {
         throw format_error(name, "line " + std::to_string(number) + ": " + what);
       };
-      if (tab == std::string::npos) bad("no tab between the source n-gram and the target pieces");
+      if (tab == std::string_view::npos) bad("no tab between the source n-gram and the target pieces");
       std::vector<int> key, targets;
       bool known = true;
-      const auto pieces = [&](std::string_view text, std::vector<int>& out, bool source) {
-        if (text.empty()) return;
+      const auto pieces = [&](std::string_view part, std::vector<int>& out, bool source) {
+        if (part.empty()) return;
         std::size_t start = 0;
         for (;;) {
-          const std::size_t end = std::min(text.find(' ', start), text.size());
+          const std::size_t end = std::min(part.find(' ', start), part.size());
           if (end == start) bad("an empty piece (leading, trailing or double space)");
-          const int id = id_of(text.substr(start, end - start));
+          const int id = id_of(part.substr(start, end - start));
           if (id >= 0) out.push_back(id);
           else if (source) known = false;
-          if (end == text.size()) return;
+          if (end == part.size()) return;
           start = end + 1;
         }
       };
-      pieces(std::string_view(line).substr(0, tab), key, true);
-      pieces(std::string_view(line).substr(tab + 1), targets, false);
+      pieces(line.substr(0, tab), key, true);
+      pieces(line.substr(tab + 1), targets, false);
       if (!known) continue;
       if (key.empty()) {
         fixed_.insert(fixed_.end(), targets.begin(), targets.end());
@@ -71,16 +75,33 @@ class vocabulary_map {
       auto& slot = rules_[key.size() - 1][key];
       slot.insert(slot.end(), targets.begin(), targets.end());
     }
-    if (in.bad()) throw io_error(name + ": read failed");
     fixed_.insert(fixed_.end(), specials.begin(), specials.end());
     sort_unique(fixed_);
   }
 
-  static vocabulary_map from_file(const std::string& path, const std::function<int(std::string_view)>& id_of,
-                                  std::vector<int> specials) {
+  // The same over a SentencePiece model's pieces (serialized ModelProto): ids below `vocab_size`.
+  static vocabulary_map for_sentencepiece(std::string_view text, std::string_view spm_model, int vocab_size,
+                                          std::vector<int> specials, const std::string& name) {
+    std::unordered_map<std::string_view, int> ids;  // views into spm_model: no copy per piece
+    tokenizer::for_each_piece(spm_model, [&](int id, std::string_view piece) {
+      if (id < vocab_size) ids.emplace(piece, id);
+      return false;
+    });
+    const auto id_of = [&](std::string_view piece) {
+      const auto it = ids.find(piece);
+      return it == ids.end() ? -1 : it->second;
+    };
+    return vocabulary_map(text, id_of, std::move(specials), name);
+  }
+
+  // A map file's whole text (io_error naming `path` when it cannot be read).
+  static std::string read_file(const std::string& path) {
     std::ifstream in(path, std::ios::binary);
     if (!in) throw io_error("cannot open vocabulary map '" + path + "'");
-    return vocabulary_map(in, id_of, std::move(specials), path);
+    std::ostringstream text;
+    text << in.rdbuf();
+    if (in.bad()) throw io_error(path + ": read failed");
+    return text.str();
   }
 
   // The sorted, distinct candidate ids for a batch of source id sequences and a target prefix.

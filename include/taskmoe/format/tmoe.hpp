@@ -31,9 +31,12 @@
 namespace taskmoe {
 
 inline constexpr std::uint16_t tmoe_version_major = 1;
-inline constexpr std::uint16_t tmoe_version_minor = 0;
+// Minor 1 added the optional tokenizer.vocabulary_map (older readers ignore it).
+inline constexpr std::uint16_t tmoe_version_minor = 1;
 inline constexpr std::uint64_t tmoe_alignment = 64;
 inline constexpr const char* tmoe_tokenizer_tensor = "tokenizer.sentencepiece";
+// Optional: a target-vocabulary shortlist in CTranslate2's vmap.txt format, byte for byte.
+inline constexpr const char* tmoe_vocabulary_map_tensor = "tokenizer.vocabulary_map";
 
 namespace detail {
 
@@ -186,6 +189,12 @@ class tmoe_file {
   std::string_view sentencepiece_model() const {
     const tensor_view& v = require(tmoe_tokenizer_tensor);
     return {reinterpret_cast<const char*>(v.data), static_cast<std::size_t>(v.byte_size)};
+  }
+  // The embedded vocabulary map's text (points into the mapping); empty when the file has none.
+  std::string_view vocabulary_map_text() const {
+    const tensor_view* v = find(tmoe_vocabulary_map_tensor);
+    if (v == nullptr) return {};
+    return {reinterpret_cast<const char*>(v->data), static_cast<std::size_t>(v->byte_size)};
   }
   // Throws io_error when a mapped file was modified since it was opened (one fstat).
   void check_unchanged() const { file_.check_unchanged(); }
@@ -430,6 +439,9 @@ class tmoe_file {
     const tensor_view& spm = require(tmoe_tokenizer_tensor);
     if (spm.type != dtype::u8 || spm.shape.ndim() != 1)
       fail(std::string("tensor '") + tmoe_tokenizer_tensor + "' must be a 1-D u8 tensor");
+    if (const tensor_view* vmap = find(tmoe_vocabulary_map_tensor);
+        vmap != nullptr && (vmap->type != dtype::u8 || vmap->shape.ndim() != 1 || vmap->byte_size == 0))
+      fail(std::string("tensor '") + tmoe_vocabulary_map_tensor + "' must be a non-empty 1-D u8 tensor");
     for (const auto& q : metadata_.quantization.tensors) {
       const tensor_view& v = require(q);
       if (v.type != dtype::i8)
@@ -531,6 +543,12 @@ class tmoe_writer {
   void add_sentencepiece(std::string_view model_bytes) {
     add_tensor(tmoe_tokenizer_tensor, dtype::u8, tensor_shape{model_bytes.size()},
                model_bytes.data(), model_bytes.size());
+  }
+
+  // Embeds a target-vocabulary shortlist (vmap.txt text) as the u8 tensor "tokenizer.vocabulary_map".
+  void add_vocabulary_map(std::string_view text) {
+    if (text.empty()) throw invalid_argument_error("tmoe_writer: the vocabulary map is empty");
+    add_tensor(tmoe_vocabulary_map_tensor, dtype::u8, tensor_shape{text.size()}, text.data(), text.size());
   }
 
   void finish() {

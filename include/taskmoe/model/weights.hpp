@@ -17,6 +17,7 @@
 #include <mutex>       // std::mutex (verify_on_read)
 #include <set>         // std::set
 #include <string>      // std::string
+#include <string_view> // std::string_view
 #include <vector>      // std::vector
 
 #include <taskmoe/error.hpp>
@@ -114,6 +115,12 @@ class weight_source {
       return std::string(tmoe_->sentencepiece_model());
     }
     return ckpt_->sentencepiece_model();
+  }
+  // A .tmoe file's embedded vocabulary map (vmap.txt text, viewing the file); empty otherwise.
+  std::string_view vocabulary_map_text() const {
+    if (!tmoe_ || !tmoe_->contains(tmoe_vocabulary_map_tensor)) return {};
+    verify_once(tmoe_vocabulary_map_tensor);
+    return tmoe_->vocabulary_map_text();
   }
 
   const tensor_view& tensor(const std::string& name) const {
