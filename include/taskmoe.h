@@ -59,6 +59,8 @@ typedef struct taskmoe_translator_options {
   int verify_checksums;       /* nonzero: check every tensor's CRC when opening (default 1) */
   const char* expected_task;  /* non-NULL: fail unless the file holds this task (default NULL) */
   int use_mmap;               /* nonzero: map the file (default 1); 0: read it into memory */
+  const char* vocabulary_map; /* a shortlist file (CTranslate2's vmap.txt format), or NULL (default):
+                                 the file's embedded map, if any */
 } taskmoe_translator_options;
 
 /* translation_options of the C++ API (CTranslate2's names). */
@@ -79,6 +81,8 @@ typedef struct taskmoe_translation_options {
   size_t max_batch_size;      /* examples per sub-batch, 0 = no limit (default) */
   size_t max_input_length;    /* source pieces kept, 0 = what the model allows (default) */
   int truncate_input;         /* default 1; 0: longer inputs are an error */
+  int use_vocabulary_map;     /* default 0; nonzero: score only the shortlist's candidates
+                                 (needs a map: taskmoe_translator_has_vocabulary_map) */
 } taskmoe_translation_options;
 
 typedef struct taskmoe_hypothesis {
@@ -129,6 +133,9 @@ TASKMOE_C_API void taskmoe_results_free(taskmoe_result* results, size_t count);
 TASKMOE_C_API const char* taskmoe_translator_task(const taskmoe_translator* translator);
 TASKMOE_C_API const char* taskmoe_translator_source_language(const taskmoe_translator* translator);
 TASKMOE_C_API const char* taskmoe_translator_target_language(const taskmoe_translator* translator);
+/* 1 when the translator has a vocabulary map (options->vocabulary_map, or one embedded in the
+ * file), 0 otherwise or for NULL. */
+TASKMOE_C_API int taskmoe_translator_has_vocabulary_map(const taskmoe_translator* translator);
 
 /* The library's version ("0.1.0") and its parts (from include/taskmoe/version.hpp). */
 TASKMOE_C_API const char* taskmoe_version(void);

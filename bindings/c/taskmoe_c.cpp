@@ -65,6 +65,7 @@ taskmoe::translator_options to_cpp(const taskmoe_translator_options* o) {
   r.verify_checksums = d.verify_checksums != 0;
   if (d.expected_task) r.expected_task = d.expected_task;
   r.use_mmap = d.use_mmap != 0;
+  if (d.vocabulary_map) r.vocabulary_map = d.vocabulary_map;
   return r;
 }
 
@@ -87,6 +88,7 @@ taskmoe::translation_options to_cpp(const taskmoe_translation_options* o) {
   r.max_batch_size = d.max_batch_size;
   r.max_input_length = d.max_input_length;
   r.truncate_input = d.truncate_input != 0;
+  r.use_vocabulary_map = d.use_vocabulary_map != 0;
   return r;
 }
 
@@ -147,6 +149,7 @@ taskmoe_translator_options taskmoe_translator_default_options(void) {
   o.verify_checksums = d.verify_checksums ? 1 : 0;
   o.expected_task = nullptr;
   o.use_mmap = d.use_mmap ? 1 : 0;
+  o.vocabulary_map = nullptr;
   return o;
 }
 
@@ -169,6 +172,7 @@ taskmoe_translation_options taskmoe_translation_default_options(void) {
   o.max_batch_size = d.max_batch_size;
   o.max_input_length = d.max_input_length;
   o.truncate_input = d.truncate_input ? 1 : 0;
+  o.use_vocabulary_map = d.use_vocabulary_map ? 1 : 0;
   return o;
 }
 
@@ -251,6 +255,9 @@ const char* taskmoe_translator_source_language(const taskmoe_translator* transla
 }
 const char* taskmoe_translator_target_language(const taskmoe_translator* translator) {
   return translator ? translator->impl.task().target.c_str() : nullptr;
+}
+int taskmoe_translator_has_vocabulary_map(const taskmoe_translator* translator) {
+  return translator && translator->impl.has_vocabulary_map() ? 1 : 0;
 }
 
 const char* taskmoe_version(void) { return TASKMOE_VERSION_STRING; }

@@ -379,6 +379,9 @@ PYBIND11_MODULE(_taskmoe, m) {
           "The instruction set the kernels dispatch to (process-wide).")
       .def_property_readonly("target_tag_id", [](const taskmoe::translator& t) { return t.target_tag_id(); },
                              "SentencePiece id of the target tag put before every source.")
+      .def_property_readonly(
+          "has_vocabulary_map", [](const taskmoe::translator& t) { return t.has_vocabulary_map(); },
+          "Whether use_vocabulary_map=True is allowed: a vocabulary_map was given or the file embeds one.")
       .def(
           "translate_batch",
           [](const taskmoe::translator& t, const py::object& texts_in, int beam_size,
@@ -475,11 +478,12 @@ PYBIND11_MODULE(_taskmoe, m) {
   m.def(
       "convert",
       [](const py::object& checkpoint_in, const std::string& task, const py::object& output_in,
-         const std::string& quantization, bool overwrite) {
+         const std::string& quantization, bool overwrite, const std::optional<py::object>& vocabulary_map) {
         const std::string checkpoint = fspath(checkpoint_in), output = fspath(output_in);
         taskmoe::convert_options co;
         co.quantization = taskmoe::parse_quantization(quantization);
         co.overwrite = overwrite;
+        if (vocabulary_map) co.vocabulary_map = fspath(*vocabulary_map);
         // Ctrl-C abandons the conversion between tensors (nothing is left behind): the progress
         // callback checks for signals with the GIL held and throws out of convert_task.
         struct interrupted {};
@@ -507,8 +511,9 @@ PYBIND11_MODULE(_taskmoe, m) {
         return info;
       },
       py::arg("checkpoint"), py::arg("task"), py::arg("output"), py::kw_only(), py::arg("quantization") = "int8",
-      py::arg("overwrite") = false,
-      "Extracts one task of a checkpoint into a .tmoe file (as taskmoe-convert --task). Returns "
+      py::arg("overwrite") = false, py::arg("vocabulary_map") = py::none(),
+      "Extracts one task of a checkpoint into a .tmoe file (as taskmoe-convert --task). "
+      "vocabulary_map: a target shortlist (vmap.txt) to embed in the file. Returns "
       "{'path', 'file_size', 'tensor_count', 'seconds'}.");
 
   m.def(

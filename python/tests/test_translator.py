@@ -166,7 +166,7 @@ def test_config_errors_are_format_errors(demo_dir, tmp_path):
     assert issubclass(taskmoe.ConfigError, taskmoe.FormatError)
 
 
-def test_vocabulary_map(demo, demo_tmoe, tmp_path):
+def test_vocabulary_map(demo, demo_dir, demo_tmoe, tmp_path):
     # A map whose always-line lists the pieces of the full translations (and a rule per source
     # piece adding nothing new): greedy decoding over that shortlist gives the same translations,
     # since each step's full argmax is a candidate. Scores are normalized over the candidates only.
@@ -188,3 +188,14 @@ def test_vocabulary_map(demo, demo_tmoe, tmp_path):
     (tmp_path / "bad.txt").write_text("no tab here\n", encoding="utf-8")
     with pytest.raises(taskmoe.FormatError, match="line 1: no tab"):
         taskmoe.Translator(demo_tmoe, vocabulary_map=tmp_path / "bad.txt")
+    assert t.has_vocabulary_map and not demo.has_vocabulary_map
+    # The same map embedded by the converter: the file alone translates like the pair above.
+    embedded = tmp_path / "embedded.tmoe"
+    taskmoe.convert(demo_dir, "en-de", embedded, vocabulary_map=vmap)
+    e = taskmoe.Translator(embedded)
+    assert e.has_vocabulary_map
+    assert [r.scores for r in e.translate_batch(sentences, beam_size=1, use_vocabulary_map=True)] == \
+        [r.scores for r in short]
+    with pytest.raises(taskmoe.FormatError, match="line 1: no tab"):
+        taskmoe.convert(demo_dir, "en-de", tmp_path / "x.tmoe", vocabulary_map=tmp_path / "bad.txt")
+    assert not (tmp_path / "x.tmoe").exists()

@@ -78,6 +78,7 @@ int main(int argc, char** argv) {
   CHECK(o.max_decoding_length == 256 && o.sampling_topk == 1 && o.return_scores == 1);
   CHECK(o.target_prefix == NULL && o.max_batch_size == 0 && o.truncate_input == 1);
   CHECK(to.threads == 1 && to.verify_checksums == 1 && to.use_mmap == 1 && to.expected_task == NULL);
+  CHECK(to.vocabulary_map == NULL && o.use_vocabulary_map == 0);
   snprintf(version, sizeof version, "%d.%d.%d", taskmoe_version_major(), taskmoe_version_minor(),
            taskmoe_version_patch());
   CHECK(strcmp(version, taskmoe_version()) == 0);
@@ -164,6 +165,40 @@ int main(int argc, char** argv) {
   }
   CHECK(taskmoe_translate_batch(NULL, TEXTS, NTEXTS, NULL, &again) == TASKMOE_ERROR_INVALID_ARGUMENT);
   CHECK(taskmoe_translate_batch(t, NULL, 0, NULL, &again) == TASKMOE_OK && again == NULL);
+
+  /* A vocabulary map: refused without one; with a map whose pieces are all unknown only the
+   * specials remain candidates (<unk> = 1, <s> = 2; </s> is removed from the tokens). */
+  CHECK(taskmoe_translator_has_vocabulary_map(t) == 0 && taskmoe_translator_has_vocabulary_map(NULL) == 0);
+  o = taskmoe_translation_default_options();
+  o.max_decoding_length = 12;
+  o.use_vocabulary_map = 1;
+  CHECK(taskmoe_translate_batch(t, TEXTS, NTEXTS, &o, &again) == TASKMOE_ERROR_INVALID_ARGUMENT);
+  CHECK(again == NULL && strstr(taskmoe_last_error(), "no vocabulary map") != NULL);
+  {
+    char path[] = "/tmp/taskmoe-c-vmap-XXXXXX";
+    const int fd = mkstemp(path);
+    FILE* f = fd >= 0 ? fdopen(fd, "w") : NULL;
+    taskmoe_translator* shortlisted = NULL;
+    taskmoe_translator_options mo = taskmoe_translator_default_options();
+    CHECK(f != NULL);
+    if (f) {
+      fputs("\tno_such_piece\n", f);
+      fclose(f);
+      mo.vocabulary_map = "/nonexistent/map.txt";
+      CHECK(taskmoe_translator_open_checkpoint(argv[1], "en-de", &mo, &shortlisted) == TASKMOE_ERROR_IO);
+      mo.vocabulary_map = path;
+      CHECK(taskmoe_translator_open_checkpoint(argv[1], "en-de", &mo, &shortlisted) == TASKMOE_OK);
+      CHECK(taskmoe_translator_has_vocabulary_map(shortlisted) == 1);
+      CHECK(taskmoe_translate_batch(shortlisted, TEXTS, NTEXTS, &o, &again) == TASKMOE_OK);
+      for (i = 0; again && i < NTEXTS; ++i)
+        for (h = 0; h < again[i].hypotheses[0].num_tokens; ++h)
+          CHECK(again[i].hypotheses[0].tokens[h] == 1 || again[i].hypotheses[0].tokens[h] == 2);
+      taskmoe_results_free(again, NTEXTS);
+      again = NULL;
+      taskmoe_translator_close(shortlisted);
+      remove(path);
+    }
+  }
 
   /* Last error is per thread: a failure elsewhere does not overwrite ours. */
   {

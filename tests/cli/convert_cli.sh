@@ -34,6 +34,9 @@ expect 2 "give --output FILE or --output-dir DIR" -- --checkpoint "$FIX/task_tar
 expect 2 "mutually exclusive" -- --checkpoint "$FIX/task_target" --task de-en --all-tasks --output-dir "$T"
 expect 2 "needs a value" -- --checkpoint
 expect 2 "--float32-embeddings applies to --quantization int8 only" -- --checkpoint "$FIX/task_target" --task de-en --output "$T/x.tmoe" --quantization float32 --float32-embeddings
+expect 2 "--vocabulary-map needs exactly one --task" -- --checkpoint "$FIX/task_target" --all-tasks --output-dir "$T" --vocabulary-map "$T/m.txt"
+expect 2 "--vocabulary-map and --vocabulary-maps are mutually exclusive" -- --checkpoint "$FIX/task_target" --task de-en --output "$T/x.tmoe" --vocabulary-map "$T/m.txt" --vocabulary-maps "$T"
+expect 2 "--list-tasks writes no files" -- --checkpoint "$FIX/task_target" --list-tasks --vocabulary-maps "$T"
 
 # Bad input: exit 1, one line naming the problem.
 expect 1 "config.json is missing" -- --checkpoint "$T/nowhere" --list-tasks
@@ -71,6 +74,43 @@ mkdir "$T/all"
 grep -q "tmp-" <(ls "$T/all" "$T/out") && { echo "FAIL: temporary file left"; fails=$((fails + 1)); }
 # No progress bar when stderr is not a terminal.
 grep -q "\[#" "$T/err" && { echo "FAIL: progress bar on a non-terminal"; fails=$((fails + 1)); }
+
+# Vocabulary maps: a bad one fails before anything is written; a good one is embedded byte for
+# byte; --vocabulary-maps embeds DIR/<task>.vmap.txt where it exists and says which tasks got none.
+mkdir "$T/maps" "$T/mapout"
+printf 'no tab\n' >"$T/maps/de-en.vmap.txt"
+expect 1 "de-en.vmap.txt: line 1: no tab" -- --checkpoint "$FIX/task_target" --task en-de --task de-en --output-dir "$T/mapout" --vocabulary-maps "$T/maps" --quiet
+printf '\tzzz_unknown\n' >"$T/maps/de-en.vmap.txt"
+expect 1 "holds no piece of the checkpoint's vocabulary" -- --checkpoint "$FIX/task_target" --task de-en --output "$T/mapout/x.tmoe" --vocabulary-map "$T/maps/de-en.vmap.txt"
+expect 1 "cannot open vocabulary map" -- --checkpoint "$FIX/task_target" --task de-en --output "$T/mapout/x.tmoe" --vocabulary-map "$T/maps/none.txt"
+expect 1 "not a directory (--vocabulary-maps)" -- --checkpoint "$FIX/task_target" --task de-en --output-dir "$T/mapout" --vocabulary-maps "$T/maps/none"
+[ -z "$(ls -A "$T/mapout")" ] || { echo "FAIL: a bad map left: $(ls -A "$T/mapout")"; fails=$((fails + 1)); }
+# A map of pieces the fixture's vocabulary has (its first ids), from the tokenizer's own listing.
+/usr/bin/python3 - "$FIX/task_target/sentencepiece.model" "$T/maps/de-en.vmap.txt" <<'PY'
+import sys
+import sentencepiece
+sp = sentencepiece.SentencePieceProcessor(model_file=sys.argv[1])
+open(sys.argv[2], "w", encoding="utf-8").write("\t" + " ".join(sp.id_to_piece(i) for i in range(4, 40)) + "\n")
+PY
+"$BIN" --checkpoint "$FIX/task_target" --task en-de --task de-en --output-dir "$T/mapout" --vocabulary-maps "$T/maps" 2>"$T/err" || { echo "FAIL: --vocabulary-maps"; cat "$T/err"; fails=$((fails + 1)); }
+grep -q "no $T/maps/en-de.vmap.txt: en-de gets no vocabulary map" "$T/err" || { echo "FAIL: no note for en-de:"; cat "$T/err"; fails=$((fails + 1)); }
+grep -q "de-en.tmoe: int8, .* tensors (vocabulary map embedded)" "$T/err" || { echo "FAIL: de-en summary:"; cat "$T/err"; fails=$((fails + 1)); }
+/usr/bin/python3 - "$T/mapout" "$T/maps/de-en.vmap.txt" <<'PY' || { echo "FAIL: embedded map"; fails=$((fails + 1)); }
+import json, struct, sys
+def tensors(path):
+    b = open(path, "rb").read()
+    meta_off, meta_size, table_off, table_size = struct.unpack_from("<QQQQ", b, 16)
+    data_off = struct.unpack_from("<Q", b, 48)[0]
+    out, p, end = {}, table_off, table_off + table_size
+    while p < end:
+        n = struct.unpack_from("<H", b, p)[0]; name = b[p + 2:p + 2 + n].decode(); p += 2 + n
+        dt, nd = b[p], b[p + 1]; p += 2 + 8 * nd
+        off, size = struct.unpack_from("<QQ", b, p); p += 8 * 4 + 4
+        out[name] = b[data_off + off:data_off + off + size]
+    return out
+assert tensors(sys.argv[1] + "/de-en.tmoe")["tokenizer.vocabulary_map"] == open(sys.argv[2], "rb").read()
+assert "tokenizer.vocabulary_map" not in tensors(sys.argv[1] + "/en-de.tmoe")
+PY
 
 # NaN in a weight (deep in the decoder): error naming the tensor, nothing left behind.
 mkdir "$T/nan" "$T/nanout"; cp "$FIX/task_target/"* "$T/nan/"

@@ -43,6 +43,7 @@ expect 2 "unknown argument '--bogus'" -- --model "$M" --bogus
 expect 2 "--beam needs an integer >= 1, got '0'" -- --model "$M" --beam 0
 expect 2 "--n-best must not exceed --beam" -- --model "$M" --beam 2 --n-best 3
 expect 2 "--checkpoint needs --task NAME" -- --checkpoint "$FIX/task_target"
+expect 2 "--vocabulary-map and --no-vocabulary-map are mutually exclusive" -- --model "$M" --vocabulary-map "$T/m.txt" --no-vocabulary-map
 expect 2 "needs a value" -- --model
 expect 2 "sampling (--sampling-topk) needs --beam 1" -- --model "$M" --beam 4 --sampling-topk 5
 

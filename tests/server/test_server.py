@@ -573,6 +573,33 @@ class VocabularyMaps(unittest.TestCase):
             self.assertEqual(r.returncode, 1, r.stderr)
             self.assertIn("not a directory", r.stderr)
 
+            # The same map embedded by taskmoe-convert --vocabulary-maps (en-de gets it, ru-en has
+            # none): --models serves each file as taskmoe-translate does with it alone, and
+            # --no-vocabulary-maps as taskmoe-translate --no-vocabulary-map.
+            with tempfile.TemporaryDirectory() as models:
+                r = run_cli(ARGS.convert, ["--checkpoint", ARGS.checkpoint, "--output-dir", models, "--quantization",
+                                           "float32", "--vocabulary-maps", maps, "--quiet"] +
+                            sum((["--task", t] for t in tasks), []))
+                self.assertEqual(r.returncode, 0, r.stderr)
+                for flags in ([], ["--no-vocabulary-maps"]):
+                    want = {}
+                    for t in tasks:
+                        lines = [l for l in LINES[t[:2]] if l]
+                        out = run_cli(ARGS.translate, ["--model", os.path.join(models, t + ".tmoe"), "--quiet"] +
+                                      (["--no-vocabulary-map"] if flags else []), "".join(l + "\n" for l in lines))
+                        self.assertEqual(out.returncode, 0, out.stderr)
+                        want[t] = (lines, out.stdout.split("\n")[:-1])
+                    # float32 extraction is exact: without the map the file answers like the checkpoint.
+                    self.assertEqual(want["en-de"][1] == cli_translate("en-de", want["en-de"][0]), bool(flags))
+                    with Server(ARGS.server, ["--models", models] + flags) as s:
+                        for t, (lines, outs) in want.items():
+                            src, tgt = t.split("-")
+                            r = requests.post(s.url + "/translate", json={"q": lines, "source": src, "target": tgt},
+                                              timeout=60)
+                            self.assertEqual(r.status_code, 200, r.text)
+                            self.assertEqual(r.json()["translatedText"], outs, (t, flags))
+                        self.assertEqual(s.stop(), 0)
+
 
 class Shutdown(unittest.TestCase):
     def test_sigterm_finishes_requests_in_flight(self):
