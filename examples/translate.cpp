@@ -321,12 +321,14 @@ int run(const cli_options& o) {
   }
   if (o.verbose) {
     const auto& t = tr.task();
+    const char* shortlist = !opts.use_vocabulary_map ? "" : o.vocabulary_map.empty() ? ", embedded vocabulary map"
+                                                                                    : ", vocabulary map";
     std::fprintf(stderr, "taskmoe-translate: %s: task %s (%s -> %s), d_model %d, %d+%d layers, ISA %s, "
-                 "%d thread(s), beam %d; loaded in %.3f s\n",
+                 "%d thread(s), beam %d%s; loaded in %.3f s\n",
                  o.checkpoint.empty() ? o.model.c_str() : o.checkpoint.c_str(), t.name.c_str(),
                  t.source.c_str(), t.target.c_str(), tr.config().d_model, tr.config().encoder_layers,
                  tr.config().decoder_layers, taskmoe::kernels::to_string(taskmoe::kernels::active_isa()),
-                 o.threads, o.beam, load_s);
+                 o.threads, o.beam, shortlist, load_s);
   }
 
   int in_fd = 0;
