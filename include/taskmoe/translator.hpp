@@ -326,7 +326,7 @@ class translator {
       vmap_ = std::make_shared<detail::vocabulary_map_slot>();
       vmap_->map = read_vocabulary_map(decoding::vocabulary_map::read_file(options_.vocabulary_map), spm,
                                        options_.vocabulary_map);
-    } else if (!model_->source().vocabulary_map_text().empty()) {
+    } else if (model_->source().has_tensor(tmoe_vocabulary_map_tensor)) {
       vmap_ = std::make_shared<detail::vocabulary_map_slot>();
     }
   }

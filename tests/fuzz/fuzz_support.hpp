@@ -182,12 +182,14 @@ inline void write_tiny_checkpoint(const std::string& dir) {
 }
 
 // Converts task `task` of the checkpoint in `dir` to a .tmoe file and returns its bytes.
+// `vocabulary_map`: a map file to embed, or empty.
 inline std::string convert_to_bytes(const std::string& dir, const std::string& task,
-                                    taskmoe::quantization_scheme q) {
+                                    taskmoe::quantization_scheme q, const std::string& vocabulary_map = "") {
   using namespace taskmoe;
   const checkpoint ck(dir);
   convert_options o;
   o.quantization = q;
+  o.vocabulary_map = vocabulary_map;
   o.created = "2026-01-01T00:00:00Z";  // reproducible bytes
   o.overwrite = true;
   const std::string out = dir + "/" + task + ".tmoe";

@@ -44,6 +44,10 @@ void decode_a_little(const std::string& path) {
   o.num_hypotheses = 2;
   (void)t.translate_tokens({{8 % v, 9 % v}}, o);
   if (tokenizer::sentencepiece::available) (void)t.translate("the cat", o);
+  if (t.has_vocabulary_map()) {  // the embedded map, parsed now (format_error is a clean failure)
+    o.use_vocabulary_map = true;
+    (void)t.translate_tokens(pieces, o);
+  }
 }
 
 void load(const std::string& path) {
@@ -65,9 +69,21 @@ void write_seeds(const std::string& dir) {
   write_tiny_checkpoint(ck);
   const std::string f32 = convert_to_bytes(ck, "en-de", quantization_scheme::float32);
   const std::string i8 = convert_to_bytes(ck, "de-en", quantization_scheme::int8);
+  // An int8 file embedding a vocabulary map: always the tiny vocabulary's pieces 4-9, and a rule.
+  std::string map = "\t", first;
+  tokenizer::for_each_piece(checkpoint(ck).sentencepiece_model(), [&](int id, std::string_view p) {
+    if (id == 10) first = std::string(p);
+    if (id >= 4 && id < 10) map += std::string(id > 4 ? " " : "") + std::string(p);
+    return id >= 10;
+  });
+  map += "\n" + first + "\t" + first + "\n";
+  const std::string map_path = ck + "/vmap.txt";
+  write_file(map_path, map);
+  const std::string with_map = convert_to_bytes(ck, "en-de", quantization_scheme::int8, map_path);
   remove_tree(ck);
   write_seed(dir, "tiny-f32.tmoe", f32);
   write_seed(dir, "tiny-int8.tmoe", i8);
+  write_seed(dir, "tiny-int8-vocabulary-map.tmoe", with_map);
   // The corruptions test_tmoe.cpp makes by hand.
   write_seed(dir, "truncated-header", f32.substr(0, 40));
   write_seed(dir, "header-only", f32.substr(0, 64));
