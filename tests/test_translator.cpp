@@ -627,6 +627,30 @@ TEST_CASE("a vocabulary map embedded by the converter: used like a map file, rea
     CHECK_FALSE(t.has_vocabulary_map());
     CHECK_THROWS_WITH_AS(t.translate_tokens(srcs, o), doctest::Contains("no vocabulary map"), invalid_argument_error);
   }
+  SUBCASE("an embedded map that does not parse is a format_error when first used, every time") {
+    // Only a hand-made file can hold one (the converter checks maps): the plain file's tensors
+    // and a map without a tab.
+    const tmoe_file src(plain);
+    const std::string bad = dir.file("bad-map.tmoe");
+    {
+      tmoe_writer w(bad);
+      w.set_metadata(src.metadata());
+      for (const auto& n : src.tensor_names()) w.add_tensor(n, src.require(n));
+      w.add_vocabulary_map("no tab here\n");
+      w.finish();
+    }
+    const translator t(bad);  // opening does not read the map
+    CHECK(t.has_vocabulary_map());
+    o.use_vocabulary_map = true;
+    for (int i = 0; i < 2; ++i) {
+      CHECK_THROWS_WITH_AS(t.translate_tokens(srcs, o), doctest::Contains("embedded vocabulary map: line 1: no tab"),
+                           format_error);
+      CHECK_THROWS_WITH_AS(t.vocabulary_map(), doctest::Contains("line 1: no tab"), format_error);
+    }
+    CHECK_THROWS_WITH_AS(translator(plain).vocabulary_map(), doctest::Contains("no vocabulary map"),
+                         invalid_argument_error);
+    CHECK(translator(with_map).vocabulary_map().rules() == 1);
+  }
   SUBCASE("a bad map fails the conversion and writes nothing") {
     const auto check = [&](const std::string& map, const char* what) {
       CAPTURE(map);

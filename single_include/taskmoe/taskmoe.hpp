@@ -8748,6 +8748,13 @@ class translator {
   // Whether calls may set use_vocabulary_map: translator_options::vocabulary_map was given or the
   // file embeds a map.
   bool has_vocabulary_map() const noexcept { return vmap_ != nullptr; }
+  // The shortlist, read now if it is the file's embedded one and no call has used it yet (a
+  // server checks it at start-up this way). invalid_argument_error without one; format_error for
+  // an embedded map that does not parse.
+  const decoding::vocabulary_map& vocabulary_map() const {
+    if (!vmap_) throw invalid_argument_error("this translator has no vocabulary map");
+    return shortlist();
+  }
 
   translation_result translate(std::string_view text, const translation_options& o = {}) const {
     return translate_batch({std::string(text)}, o).front();

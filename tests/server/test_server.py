@@ -599,6 +599,21 @@ class VocabularyMaps(unittest.TestCase):
                             self.assertEqual(r.status_code, 200, r.text)
                             self.assertEqual(r.json()["translatedText"], outs, (t, flags))
                         self.assertEqual(s.stop(), 0)
+                # A map that does not parse (its bytes overwritten; --no-verify skips the checksum
+                # that would catch it) fails the start, naming the file, instead of every request.
+                path = os.path.join(models, "en-de.tmoe")
+                with open(path, "r+b") as f:
+                    b = f.read()
+                    text = open(vmap, "rb").read()
+                    at = b.find(text)
+                    self.assertGreater(at, 0)
+                    f.seek(at)
+                    f.write(b"x" * len(text))
+                r = run_cli(ARGS.server, ["--models", models, "--no-verify"])
+                self.assertEqual(r.returncode, 1, r.stderr)
+                self.assertIn(path + ": embedded vocabulary map: line 1: no tab", r.stderr)
+                with Server(ARGS.server, ["--models", models, "--no-verify", "--no-vocabulary-maps"]) as s:
+                    self.assertEqual(s.stop(), 0)
 
 
 class Shutdown(unittest.TestCase):

@@ -224,6 +224,11 @@ int run(const server_options& o) {
   bo.decoding.beam_size = o.beam;      // the rest: taskmoe-translate's defaults, which are the
   bo.decoding.return_scores = false;   // library's except the beam (its --scores is off)
   set.at(set.tasks().front()).translate_tokens({}, bo.decoding);  // validates the options
+  // Every shortlist is read now: a bad embedded map fails the start, not each request, and the
+  // first request pays nothing for it.
+  if (bo.vocabulary_maps)
+    for (const auto& t : set.tasks())
+      if (set.at(t).has_vocabulary_map()) (void)set.at(t).vocabulary_map();
 
   taskmoe::server::api_options ao;
   ao.max_chars = static_cast<std::size_t>(o.max_chars);
