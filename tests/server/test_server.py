@@ -602,10 +602,10 @@ class VocabularyMaps(unittest.TestCase):
                 # A map that does not parse (its bytes overwritten; --no-verify skips the checksum
                 # that would catch it) fails the start, naming the file, instead of every request.
                 path = os.path.join(models, "en-de.tmoe")
+                with open(vmap, "rb") as f:
+                    text = f.read()
                 with open(path, "r+b") as f:
-                    b = f.read()
-                    text = open(vmap, "rb").read()
-                    at = b.find(text)
+                    at = f.read().find(text)
                     self.assertGreater(at, 0)
                     f.seek(at)
                     f.write(b"x" * len(text))
