@@ -36,6 +36,17 @@ const translator& fixture_translator() {
   return t;
 }
 
+// The fixture's target pieces in id order (a vocabulary map's words).
+std::vector<std::string> fixture_pieces() {
+  const translator& t = fixture_translator();
+  std::vector<std::string> pieces;
+  tokenizer::for_each_piece(t.model().source().sentencepiece_model(), [&](int id, std::string_view p) {
+    if (id < t.config().vocab_size) pieces.emplace_back(p);
+    return false;
+  });
+  return pieces;
+}
+
 }  // namespace
 
 // Needs SentencePiece to turn text into pieces: compiled as skipped without it, so the run says so.
@@ -447,12 +458,7 @@ TEST_CASE("sampling draws from the top-k / top-p distribution at the temperature
 
 TEST_CASE("a vocabulary map (shortlist) restricts the target vocabulary per batch") {
   const translator& full = fixture_translator();
-  const std::string spm = full.model().source().sentencepiece_model();
-  std::vector<std::string> pieces;
-  tokenizer::for_each_piece(spm, [&](int id, std::string_view p) {
-    if (id < full.config().vocab_size) pieces.emplace_back(p);
-    return false;
-  });
+  const std::vector<std::string> pieces = fixture_pieces();
   REQUIRE(static_cast<int>(pieces.size()) == full.config().vocab_size);
   taskmoe_test::temp_dir dir;
   const auto write = [&](const std::string& name, const std::string& text) {
@@ -550,12 +556,7 @@ TEST_CASE("a vocabulary map (shortlist) restricts the target vocabulary per batc
 
 TEST_CASE("a vocabulary map embedded by the converter: used like a map file, read on first use") {
   const translator& full = fixture_translator();
-  const std::string spm = full.model().source().sentencepiece_model();
-  std::vector<std::string> pieces;
-  tokenizer::for_each_piece(spm, [&](int id, std::string_view p) {
-    if (id < full.config().vocab_size) pieces.emplace_back(p);
-    return false;
-  });
+  const std::vector<std::string> pieces = fixture_pieces();
   taskmoe_test::temp_dir dir;
   const auto write = [&](const std::string& name, const std::string& text) {
     std::ofstream(dir.file(name), std::ios::binary) << text;
