@@ -303,9 +303,11 @@ def main():
     ours = {}
     for dt in ("float32", "int8"):
         ours[dt] = os.path.join(out_dir, f"{args.task}-{dt}.tmoe")
-        if not os.path.exists(ours[dt]):
+        # Reconverted whenever the converter is newer than the file: a cached file from an older
+        # converter (say, before int8 embeddings) would time and score yesterday's format.
+        if not os.path.exists(ours[dt]) or os.path.getmtime(ours[dt]) < os.path.getmtime(convert):
             subprocess.run([convert, "--checkpoint", ckpt, "--task", args.task, "--quantization", dt,
-                            "--output", ours[dt]], check=True, stdout=subprocess.DEVNULL)
+                            "--output", ours[dt], "--force"], check=True, stdout=subprocess.DEVNULL)
     ct2_dir = os.path.join(out_dir, "ct2")
     if not os.path.exists(os.path.join(ct2_dir, "model.bin")):
         gates = task_gates(convert, ckpt, args.task) if task_routed else {}
