@@ -289,11 +289,21 @@ int run(const server_options& o) {
       }
       std::fprintf(stderr, "taskmoe-server: %s: finishing requests in flight, then exiting\n",
                    sig == SIGTERM ? "SIGTERM" : "SIGINT");
-      std::lock_guard<std::mutex> lock(life);
-      if (closing) continue;
-      stop_requested = true;
-      batcher.hurry();  // queued sentences go now, not after their batch wait
-      svr.stop();       // closes the listening socket; listen_after_bind returns when all is answered
+      // httplib's stop() does nothing before listen_after_bind() is running, so a signal right
+      // after the start waits for it (or for main to be closing) instead of being lost.
+      for (;;) {
+        {
+          std::lock_guard<std::mutex> lock(life);
+          if (closing) break;
+          if (svr.is_running()) {
+            stop_requested = true;
+            batcher.hurry();  // queued sentences go now, not after their batch wait
+            svr.stop();       // closes the listening socket; listen_after_bind returns when all is answered
+            break;
+          }
+        }
+        std::this_thread::sleep_for(std::chrono::milliseconds(1));
+      }
     }
   });
   signals.detach();  // blocked in sigwait until exit; nothing to join
