@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
 #include <map>
 #include <set>
 #include <thread>
@@ -454,6 +455,89 @@ TEST_CASE("sampling draws from the top-k / top-p distribution at the temperature
       CHECK(std::fabs(f - kv.second) <= 4.5 * sd + 1e-9);
     }
   }
+}
+
+namespace {
+
+// A toy language model: each row's logits are a fixed pseudo-random function of its whole token
+// history (so the search's result depends on every step), EOS (token 0) growing likelier with
+// length; row_steps counts the rows it computed. Row b starts with a history of its own.
+struct history_session {
+  static constexpr int v = 12;
+  std::vector<std::vector<int>> rows;
+  long row_steps = 0;
+  explicit history_session(int sentences) {
+    for (int b = 0; b < sentences; ++b) rows.push_back({1000 + b});
+  }
+  int vocab() const { return v; }
+  void step(const std::vector<int>& tokens, std::vector<float>& logits) {
+    REQUIRE(tokens.size() == rows.size());
+    logits.resize(rows.size() * v);
+    for (std::size_t r = 0; r < rows.size(); ++r) {
+      rows[r].push_back(tokens[r]);
+      std::uint64_t h = 1469598103934665603ull;
+      for (int t : rows[r]) h = (h ^ static_cast<std::uint64_t>(t + 1)) * 1099511628211ull;
+      for (int t = 0; t < v; ++t) {
+        std::uint64_t x = h ^ (static_cast<std::uint64_t>(t + 1) * 0x9E3779B97F4A7C15ull);
+        x ^= x >> 29;
+        x *= 0xBF58476D1CE4E5B9ull;
+        x ^= x >> 32;
+        logits[r * v + t] = static_cast<float>(x % 1000) / 250.0f;  // coarse: ties happen
+      }
+      logits[r * v] += 0.4f * static_cast<float>(rows[r].size()) - 2.0f;
+    }
+    row_steps += static_cast<long>(rows.size());
+  }
+  void reorder(const std::vector<int>& keep) {
+    std::vector<std::vector<int>> next;
+    for (int r : keep) next.push_back(rows[static_cast<std::size_t>(r)]);
+    rows.swap(next);
+  }
+};
+
+}  // namespace
+
+TEST_CASE("beam search stops a sentence once its n-best is settled, with the full search's results") {
+  // The early stop must return exactly what running every sentence to k finished hypotheses
+  // returns, for any length penalty and n-best size, and with length_penalty 0 (where the best
+  // beam finishing settles 1-best) it must save steps.
+  const int eos = 0, bos = 1;
+  std::vector<decoding::sentence_constraints> sentences;
+  for (int b = 0; b < 12; ++b) {
+    decoding::sentence_constraints c;
+    c.max_length = 4 + 3 * b;
+    sentences.push_back(c);
+  }
+  int compared = 0;
+  for (int k : {2, 4, 6})
+    for (float lp : {0.0f, 0.5f, 1.0f, 2.0f, -0.5f})
+      for (int n : {1, 2, k}) {
+        if (n > k) continue;
+        CAPTURE(k);
+        CAPTURE(lp);
+        CAPTURE(n);
+        decoding::search_options o;
+        o.beam_size = k;
+        o.num_hypotheses = n;
+        o.length_penalty = lp;
+        history_session early(12), full(12);
+        const auto a = decoding::beam_search(early, sentences, o, bos, eos);
+        const auto b = decoding::beam_search(full, sentences, o, bos, eos, false);
+        REQUIRE(a.size() == b.size());
+        for (std::size_t i = 0; i < a.size(); ++i) {
+          REQUIRE(a[i].size() == b[i].size());
+          for (std::size_t h = 0; h < a[i].size(); ++h) {
+            CHECK(a[i][h].tokens == b[i][h].tokens);
+            CHECK(a[i][h].score == b[i][h].score);
+            CHECK(a[i][h].normalized == b[i][h].normalized);
+            ++compared;
+          }
+        }
+        CHECK(early.row_steps <= full.row_steps);
+        if (lp == 0.0f && n == 1) CHECK(early.row_steps < full.row_steps);
+        if (lp == 0.0f && n == 1 && k >= 4) CHECK(early.row_steps * 4 < full.row_steps * 3);  // 0.61x, 0.62x
+      }
+  CHECK(compared > 500);
 }
 
 TEST_CASE("a vocabulary map (shortlist) restricts the target vocabulary per batch") {

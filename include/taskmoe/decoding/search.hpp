@@ -10,9 +10,10 @@
 // from the batch as soon as they finish. The model's session is decoding/model_session.hpp: search
 // itself knows no model.
 
-#include <algorithm>  // std::stable_sort, std::min, std::max
+#include <algorithm>  // std::stable_sort, std::nth_element, std::min, std::max
 #include <cmath>      // std::pow, std::exp, std::log, INFINITY
 #include <cstdint>    // std::uint64_t
+#include <functional>  // std::greater
 #include <limits>     // std::numeric_limits
 #include <random>     // std::mt19937_64, std::random_device
 #include <string>     // std::to_string
@@ -87,6 +88,20 @@ inline void process_row(float* row, int vocab, const int* history, int step, con
 
 inline double normalize(double score, std::size_t length, float penalty) {
   return score / std::pow(static_cast<double>(length), static_cast<double>(penalty));
+}
+
+// Whether a beam-search sentence's n-best is settled: at least `n` finished hypotheses normalize
+// to at least `bound`, the best any live beam can still finish with. Log-probabilities are <= 0,
+// so a live beam's score only falls; its normalized score is at most its score over the length
+// that divides it least (the longest possible for length_penalty >= 0, the next for < 0). The
+// full search would then return the same n-best: later hypotheses rank after these on ties
+// (stable sort, earlier finished first). `scratch` avoids an allocation per step.
+inline bool n_best_settled(const std::vector<hypothesis>& finished, int n, double bound, std::vector<double>& scratch) {
+  if (static_cast<int>(finished.size()) < n) return false;
+  scratch.clear();
+  for (const hypothesis& h : finished) scratch.push_back(h.normalized);
+  std::nth_element(scratch.begin(), scratch.begin() + (n - 1), scratch.end(), std::greater<double>());
+  return scratch[static_cast<std::size_t>(n) - 1] >= bound;
 }
 
 // Uniform double in [0, 1) from 53 random bits (portable, unlike std::uniform_real_distribution).
@@ -223,10 +238,14 @@ struct token_tree {
 // Beam search, fairseq style (docs/decoding.md). n-best per sentence, best first.
 // Live beams are (tree node, length, score) in session row order; a step allocates nothing once
 // its lists reach the batch size (the token tree grows by one node per kept candidate).
+// A sentence also stops as soon as its n-best can no longer change (detail::n_best_settled; with
+// length_penalty 0, once its best beam has finished): same results, fewer steps. `settle_early`
+// false runs every sentence to k finished hypotheses, for tests to compare.
 template <class Session>
 std::vector<std::vector<hypothesis>> beam_search(Session& session,
                                                  const std::vector<sentence_constraints>& sentences,
-                                                 const search_options& o, int bos, int eos) {
+                                                 const search_options& o, int bos, int eos,
+                                                 bool settle_early = true) {
   check_options(o);
   const int b = static_cast<int>(sentences.size());
   const int k = o.beam_size;
@@ -252,6 +271,7 @@ std::vector<std::vector<hypothesis>> beam_search(Session& session,
   std::vector<float> logits, cand;
   std::vector<int> top_i, history, next_rows, next_alive, next_counts;
   std::vector<float> top_v;
+  std::vector<double> settled_scratch;
   std::vector<beam> next_beams, fresh;
   const bool with_history = detail::needs_history(o);
   auto finish = [&](std::vector<hypothesis>& fin, int node, int length, float score) {
@@ -301,7 +321,15 @@ std::vector<std::vector<hypothesis>> beam_search(Session& session,
         if (static_cast<int>(fresh.size()) == k) break;
       }
       const bool last = step == sentences[s].max_length - 1;
-      if (static_cast<int>(fin.size()) >= k || last || fresh.empty()) {
+      const auto settled = [&] {
+        float best = fresh.front().score;
+        for (const beam& nb : fresh) best = std::max(best, nb.score);
+        const int len = o.length_penalty >= 0.0f ? sentences[s].max_length : fresh.front().length + 1;
+        return detail::n_best_settled(fin, o.num_hypotheses,
+                                      detail::normalize(best, static_cast<std::size_t>(len), o.length_penalty),
+                                      settled_scratch);
+      };
+      if (static_cast<int>(fin.size()) >= k || last || fresh.empty() || (settle_early && settled())) {
         if (last)
           for (std::size_t j = 0; j < fresh.size() && static_cast<int>(fin.size()) < k; ++j)
             finish(fin, fresh[j].node, fresh[j].length, fresh[j].score);
