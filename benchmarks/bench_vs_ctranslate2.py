@@ -182,11 +182,13 @@ def write_ct2_model(ct2, np, ckpt_dir, out_dir, cfg, gates, quantization=None):
     spec.save(out_dir)
 
 
-def run_ours(bench, model, ids_file, beam, batch, length, threads, reps, out_file=None, max_length=256, vmap=None):
+def run_ours(bench, model, ids_file, beam, batch, length, threads, reps, out_file=None, max_length=256, vmap=None,
+             length_penalty=1.0):
     """length > 0: exactly `length` tokens; 0: free length, up to max_length."""
     cmd = [bench, "--model", model, "--input", ids_file, "--beam", str(beam), "--batch-size", str(batch),
            "--max-length", str(length or max_length), "--min-length", str(length), "--threads", str(threads),
-           "--reps", str(reps), "--batching", "translator"] + (["--vocabulary-map", vmap] if vmap else [])
+           "--reps", str(reps), "--batching", "translator", "--length-penalty", repr(length_penalty)] + \
+        (["--vocabulary-map", vmap] if vmap else [])
     if out_file:
         cmd += ["--output", out_file]
     out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
@@ -256,6 +258,9 @@ def main():
     ap.add_argument("--sentence-count", type=int, default=0, help="sentences to use (0: max(batch * threads, 16) per cell)")
     ap.add_argument("--source-length", type=int, default=25)
     ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--length-penalty", type=float, default=1.0,
+                    help="beam search's length penalty for both engines (0: both stop a sentence once its best "
+                         "beam has finished)")
     ap.add_argument("--vocabulary-map", help="target shortlist for both engines (vmap.txt format, SentencePiece pieces)")
     ap.add_argument("--ct2-isa", default="", help="CT2_FORCE_CPU_ISA for CTranslate2 (e.g. AVX512)")
     ap.add_argument("--memory", action="store_true",
@@ -359,7 +364,7 @@ def main():
         res = tr.translate_batch(ct2_tokens(n), beam_size=beam, max_batch_size=batch,
                                  max_decoding_length=args.length or args.max_length,
                                  min_decoding_length=args.length, return_scores=False,
-                                 use_vmap=vmap)
+                                 use_vmap=vmap, length_penalty=args.length_penalty)
         return res
 
     # 3. float32 agreement (greedy)
@@ -378,7 +383,8 @@ def main():
     del tr
 
     print(f"machine: {cpu_model()} | taskmoe: {machine.split('|')[1].strip()} | CTranslate2 {ct2.__version__}"
-          f" (CT2_FORCE_CPU_ISA={os.environ.get('CT2_FORCE_CPU_ISA', 'unset')}) | load average {os.getloadavg()[0]:.2f}")
+          f" (CT2_FORCE_CPU_ISA={os.environ.get('CT2_FORCE_CPU_ISA', 'unset')}) | length penalty {args.length_penalty:g}"
+          f" | load average {os.getloadavg()[0]:.2f}")
     source = f"{len(sources)} sentences of {args.sentences}" if args.sentences else f"source {args.source_length} random tokens"
     output = f"free length (until EOS, at most {args.max_length})" if free else f"output exactly {args.length}"
     print(f"model: {args.checkpoint or 'random'} task {args.task}: {cfg['model']['d_model']}d {cfg['model']['encoder_layers']}+"
@@ -411,7 +417,8 @@ def main():
                         ct2_run(engine, n, beam, batch)  # warm-up
                         for _ in range(args.reps):
                             tok, sec, _ = run_ours(bench, ours[dt], ids_file, beam, batch, args.length, threads, 1,
-                                                   max_length=args.max_length, vmap=args.vocabulary_map)
+                                                   max_length=args.max_length, vmap=args.vocabulary_map,
+                                                   length_penalty=args.length_penalty)
                             if not free and tok != tokens:
                                 sys.exit(f"bench_vs_ctranslate2: taskmoe produced {tok} tokens, expected {tokens}")
                             t_ours.setdefault((beam, batch), []).append(tok / sec)
