@@ -460,8 +460,8 @@ TEST_CASE("sampling draws from the top-k / top-p distribution at the temperature
 namespace {
 
 // A toy language model: each row's logits are a fixed pseudo-random function of its whole token
-// history (so the search's result depends on every step), EOS (token 0) growing likelier with
-// length; row_steps counts the rows it computed. Row b starts with a history of its own.
+// history (so the search's result depends on every step); row_steps counts the rows it computed.
+// Row b starts with a history of its own.
 struct history_session {
   static constexpr int v = 12;
   std::vector<std::vector<int>> rows;
@@ -484,7 +484,10 @@ struct history_session {
         x ^= x >> 32;
         logits[r * v + t] = static_cast<float>(x % 1000) / 250.0f;  // coarse: ties happen
       }
-      logits[r * v] += 0.4f * static_cast<float>(rows[r].size()) - 2.0f;
+      // One dominant token per step (continuing costs almost nothing, so a long hypothesis can
+      // normalize above a short one), EOS dominant at one step in five.
+      logits[r * v + 1 + static_cast<int>(h % (v - 1))] += 6.0f;
+      logits[r * v] += h % 5 == 0 ? 7.0f : -1.0f;
     }
     row_steps += static_cast<long>(rows.size());
   }
