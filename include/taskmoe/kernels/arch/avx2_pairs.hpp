@@ -95,7 +95,7 @@ TASKMOE_TARGET_AVX2_PAIRS inline void expand_panel(const std::int8_t* panel, int
   _mm256_storeu_si256(reinterpret_cast<__m256i*>(sums + 8), acc[1]);
 }
 
-// MR rows x one panel: 2 * MR accumulators, 4 weight vectors and 2 broadcasts of the 16 registers.
+// MR rows x one panel: 2 * MR accumulators, 4 weight vectors and 2 broadcasts.
 template <int MR>
 TASKMOE_TARGET_AVX2_PAIRS void tile(const packed_call& g, int i0, int p, const std::int16_t* w16,
                                     const std::int32_t* col_sums) {
@@ -126,7 +126,9 @@ TASKMOE_TARGET_AVX2_PAIRS void tile(const packed_call& g, int i0, int p, const s
 }
 
 // Panels [p0, p1): each panel converted once into this thread's scratch, then every row in tiles
-// of 4. Needs g.a_pairs / g.a_pair_sums (expand_rows).
+// of 2. Rows, not registers, bound this kernel (per row and k-group: 2 broadcasts, 8 vector ops;
+// the panel's weights are loaded as memory operands anyway): 4-row tiles spill two accumulators
+// per k-group and ran 4-12 % slower on Zen 1 (M = 16 / 64 / 256, K = 512 / 2048, one core). Needs g.a_pairs / g.a_pair_sums (expand_rows).
 TASKMOE_TARGET_AVX2_PAIRS inline void gemm_packed(const packed_call& g, int p0, int p1) {
   thread_local std::vector<std::int16_t> scratch;
   scratch.resize(static_cast<std::size_t>(g.k4) * panel_width);
@@ -135,13 +137,8 @@ TASKMOE_TARGET_AVX2_PAIRS inline void gemm_packed(const packed_call& g, int p0, 
   for (int p = p0; p < p1; ++p) {
     expand_panel(g.data + static_cast<std::size_t>(p) * g.panel_bytes(), g.k4, w16, col_sums);
     int i = 0;
-    for (; i + 4 <= g.m; i += 4) tile<4>(g, i, p, w16, col_sums);
-    switch (g.m - i) {
-      case 3: tile<3>(g, i, p, w16, col_sums); break;
-      case 2: tile<2>(g, i, p, w16, col_sums); break;
-      case 1: tile<1>(g, i, p, w16, col_sums); break;
-      default: break;
-    }
+    for (; i + 2 <= g.m; i += 2) tile<2>(g, i, p, w16, col_sums);
+    if (i < g.m) tile<1>(g, i, p, w16, col_sums);
   }
 }
 
