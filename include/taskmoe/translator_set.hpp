@@ -178,8 +178,11 @@ inline translator_set translator_set::from_directory(const std::string& dir, con
     if (de.path().extension() == ".tmoe") paths.push_back(de.path().string());
   std::sort(paths.begin(), paths.end());
   translator_set set;
+  // Maps are read once the task is known (below), not by the constructor as well.
+  translator_options unmapped = o.translator;
+  unmapped.vocabulary_map.clear();
   for (const auto& p : paths) {
-    auto t = std::make_shared<translator>(p, o.translator);
+    auto t = std::make_shared<translator>(p, unmapped);
     const std::string name = t->task().name;
     if (!o.tasks.empty() && std::find(o.tasks.begin(), o.tasks.end(), name) == o.tasks.end()) continue;
     // The task is known only once the file is open: its shortlist is attached before sharing (a

@@ -8150,8 +8150,7 @@ std::vector<std::vector<hypothesis>> beam_search(Session& session,
       }
       const bool last = step == sentences[s].max_length - 1;
       const auto settled = [&] {
-        float best = fresh.front().score;
-        for (const beam& nb : fresh) best = std::max(best, nb.score);
+        const float best = fresh.front().score;  // top_k ranks best first
         const int len = o.length_penalty >= 0.0f ? sentences[s].max_length : fresh.front().length + 1;
         return detail::n_best_settled(fin, o.num_hypotheses,
                                       detail::normalize(best, static_cast<std::size_t>(len), o.length_penalty),
@@ -9401,8 +9400,11 @@ inline translator_set translator_set::from_directory(const std::string& dir, con
     if (de.path().extension() == ".tmoe") paths.push_back(de.path().string());
   std::sort(paths.begin(), paths.end());
   translator_set set;
+  // Maps are read once the task is known (below), not by the constructor as well.
+  translator_options unmapped = o.translator;
+  unmapped.vocabulary_map.clear();
   for (const auto& p : paths) {
-    auto t = std::make_shared<translator>(p, o.translator);
+    auto t = std::make_shared<translator>(p, unmapped);
     const std::string name = t->task().name;
     if (!o.tasks.empty() && std::find(o.tasks.begin(), o.tasks.end(), name) == o.tasks.end()) continue;
     // The task is known only once the file is open: its shortlist is attached before sharing (a
@@ -9708,10 +9710,10 @@ inline conversion_plan plan_task(const checkpoint& ck, std::string_view task_nam
 // Writes `task`'s .tmoe file to `out`. Throws invalid_argument_error (unknown task), format_error
 // (non-finite weight, naming the tensor), io_error (output folder missing, file exists without
 // overwrite, disk full). On any failure nothing is left at `out`, and no temporary file either.
-inline convert_result convert_task(const checkpoint& ck, std::string_view task_name,
-                                   const convert_options& opts, const std::filesystem::path& out) {
+// `plan` is plan_task(ck, task, opts)'s (a caller that checked every task first reuses it).
+inline convert_result convert_task(const checkpoint& ck, const conversion_plan& plan, const convert_options& opts,
+                                   const std::filesystem::path& out) {
   const auto start = std::chrono::steady_clock::now();
-  const conversion_plan plan = plan_task(ck, task_name, opts);
   const std::filesystem::path parent = out.has_parent_path() ? out.parent_path() : ".";
   std::error_code ec;
   if (!std::filesystem::is_directory(parent, ec))
@@ -9803,6 +9805,11 @@ inline convert_result convert_task(const checkpoint& ck, std::string_view task_n
   res.tensor_count = plan.tensors.size();
   res.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   return res;
+}
+
+inline convert_result convert_task(const checkpoint& ck, std::string_view task_name, const convert_options& opts,
+                                   const std::filesystem::path& out) {
+  return convert_task(ck, plan_task(ck, task_name, opts), opts, out);
 }
 
 }  // namespace taskmoe

@@ -325,8 +325,10 @@ int run(const cli_options& o) {
       throw io_error(p.string() + ": file exists (use --force to replace it)");
   }
 
-  // Each task's options; a bad vocabulary map fails here, before any file is written.
+  // Each task's options and plan; a bad vocabulary map fails here, before any file is written.
   std::vector<convert_options> options(tasks.size());
+  std::vector<conversion_plan> plans;
+  plans.reserve(tasks.size());
   if (!o.vocabulary_maps.empty()) {
     std::error_code ec;
     if (!std::filesystem::is_directory(o.vocabulary_maps, ec))
@@ -346,7 +348,7 @@ int run(const cli_options& o) {
         std::fprintf(stderr, "taskmoe-convert: note: no %s: %s gets no vocabulary map\n", p.string().c_str(),
                      tasks[i].c_str());
     }
-    if (!co.vocabulary_map.empty()) plan_task(ck, tasks[i], co);
+    plans.push_back(plan_task(ck, tasks[i], co));
   }
 
   std::vector<std::string> probes;
@@ -363,7 +365,7 @@ int run(const cli_options& o) {
     convert_options co = options[i];
     progress_bar pb(bar, tasks[i]);
     co.progress = [&pb](const convert_progress& p) { pb(p); };
-    const convert_result r = convert_task(ck, tasks[i], co, outputs[i]);
+    const convert_result r = convert_task(ck, plans[i], co, outputs[i]);
     pb.done();
     if (!o.quiet)
       std::fprintf(stderr, "%s: %s, %zu tensors%s, %s, %.2f s\n", r.path.string().c_str(),

@@ -293,10 +293,10 @@ inline conversion_plan plan_task(const checkpoint& ck, std::string_view task_nam
 // Writes `task`'s .tmoe file to `out`. Throws invalid_argument_error (unknown task), format_error
 // (non-finite weight, naming the tensor), io_error (output folder missing, file exists without
 // overwrite, disk full). On any failure nothing is left at `out`, and no temporary file either.
-inline convert_result convert_task(const checkpoint& ck, std::string_view task_name,
-                                   const convert_options& opts, const std::filesystem::path& out) {
+// `plan` is plan_task(ck, task, opts)'s (a caller that checked every task first reuses it).
+inline convert_result convert_task(const checkpoint& ck, const conversion_plan& plan, const convert_options& opts,
+                                   const std::filesystem::path& out) {
   const auto start = std::chrono::steady_clock::now();
-  const conversion_plan plan = plan_task(ck, task_name, opts);
   const std::filesystem::path parent = out.has_parent_path() ? out.parent_path() : ".";
   std::error_code ec;
   if (!std::filesystem::is_directory(parent, ec))
@@ -388,6 +388,11 @@ inline convert_result convert_task(const checkpoint& ck, std::string_view task_n
   res.tensor_count = plan.tensors.size();
   res.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   return res;
+}
+
+inline convert_result convert_task(const checkpoint& ck, std::string_view task_name, const convert_options& opts,
+                                   const std::filesystem::path& out) {
+  return convert_task(ck, plan_task(ck, task_name, opts), opts, out);
 }
 
 }  // namespace taskmoe

@@ -322,8 +322,7 @@ std::vector<std::vector<hypothesis>> beam_search(Session& session,
       }
       const bool last = step == sentences[s].max_length - 1;
       const auto settled = [&] {
-        float best = fresh.front().score;
-        for (const beam& nb : fresh) best = std::max(best, nb.score);
+        const float best = fresh.front().score;  // top_k ranks best first
         const int len = o.length_penalty >= 0.0f ? sentences[s].max_length : fresh.front().length + 1;
         return detail::n_best_settled(fin, o.num_hypotheses,
                                       detail::normalize(best, static_cast<std::size_t>(len), o.length_penalty),
