@@ -460,7 +460,8 @@ TEST_CASE("top_k equals a stable sort on long rows: ties, NaN, -inf, signed zero
 
 TEST_CASE("gemm_packed_int8 equals the plain integer reference bit for bit on every ISA") {
   // Awkward sizes around the 4-row / 16-column / 4-deep tiles, and the decoder's shapes.
-  // Rows >= 16 also take the AVX2 pair-products kernel where it is forced on (avx2 pass).
+  // Rows >= int8_pairs_min_rows (8) also take the AVX2 pair-products kernel where it is forced on
+  // (avx2 pass; odd row counts end in a 1-row tile).
   const int shapes[][3] = {{1, 1, 1},    {1, 7, 3},     {3, 17, 7},    {7, 63, 63},  {63, 65, 65},
                            {65, 1000, 3}, {1, 1000, 64}, {2, 129, 1000}, {5, 48, 2049}, {1, 520, 512},
                            {4, 64, 4},   {9, 33, 129},  {16, 31, 5},   {17, 70, 257}, {64, 48, 520}};

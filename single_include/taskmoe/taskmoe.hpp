@@ -5892,8 +5892,10 @@ namespace detail {
 enum class packed_kernel { generic, avx2, avx2_pairs, avx_vnni, vnni };
 
 // Calls with fewer rows keep the sign-trick kernel: each panel's conversion to pairs is shared by
-// the call's row tiles only (Zen 1, N = 2048, K = 512: 0.97x at 12 rows, 1.04x at 16, 1.10x at 32).
-constexpr int int8_pairs_min_rows = 16;
+// the call's row tiles only. Zen 1, N = 2048, K = 512, one core, pairs against sign trick:
+// non-negative activations (its best case) 0.85x at 4 rows, 0.95x at 6, 1.05x at 8, 1.13x at 12;
+// signed ones 1.04x / 1.09x / 1.25x / 1.34x.
+constexpr int int8_pairs_min_rows = 8;
 
 // -1: no override; 0 / 1: pair products off / on (scoped_int8_pairs_override).
 inline std::atomic<int>& int8_pairs_override_slot() noexcept {
