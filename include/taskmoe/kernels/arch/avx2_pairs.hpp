@@ -126,9 +126,9 @@ TASKMOE_TARGET_AVX2_PAIRS void tile(const packed_call& g, int i0, int p, const s
 }
 
 // Panels [p0, p1): each panel converted once into this thread's scratch, then every row in tiles
-// of 2. Rows, not registers, bound this kernel (per row and k-group: 2 broadcasts, 8 vector ops;
-// the panel's weights are loaded as memory operands anyway): 4-row tiles spill two accumulators
-// per k-group and ran 4-12 % slower on Zen 1 (M = 16 / 64 / 256, K = 512 / 2048, one core). Needs g.a_pairs / g.a_pair_sums (expand_rows).
+// of 2. Per-row work bounds this kernel (per row and k-group: 2 broadcasts, 8 vector ops), not
+// weight loads: 4-row tiles spill two accumulators per k-group and ran 4-12 % slower on Zen 1
+// (M = 16 / 64 / 256, K = 512 / 2048, one core). Needs g.a_pairs / g.a_pair_sums (expand_rows).
 TASKMOE_TARGET_AVX2_PAIRS inline void gemm_packed(const packed_call& g, int p0, int p1) {
   thread_local std::vector<std::int16_t> scratch;
   scratch.resize(static_cast<std::size_t>(g.k4) * panel_width);
