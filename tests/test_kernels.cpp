@@ -461,24 +461,34 @@ TEST_CASE("top_k equals a stable sort on long rows: ties, NaN, -inf, signed zero
 TEST_CASE("gemm_packed_int8 equals the plain integer reference bit for bit on every ISA") {
   // Awkward sizes around the 4-row / 16-column / 4-deep tiles, and the decoder's shapes.
   // Rows >= int8_pairs_min_rows (8) also take the AVX2 pair-products kernel where it is forced on
-  // (avx2 pass; odd row counts end in a 1-row tile).
-  const int shapes[][3] = {{1, 1, 1},    {1, 7, 3},     {3, 17, 7},    {7, 63, 63},  {63, 65, 65},
+  // (avx2 pass; odd row counts end in a 1-row tile). Rows >= int8_amx_min_rows (4) with K a
+  // multiple of 64 take the AMX kernel where the CPU has it (avx512 pass; row counts that are not
+  // a multiple of 16 end in a zero-padded tile, panel counts that are not a multiple of 4 in
+  // single-panel blocks).
+  const int shapes[][3] = {{1, 1, 1},    {1, 7, 3},     {3, 17, 7},     {7, 63, 63},   {63, 65, 65},
                            {65, 1000, 3}, {1, 1000, 64}, {2, 129, 1000}, {5, 48, 2049}, {1, 520, 512},
-                           {4, 64, 4},   {9, 33, 129},  {16, 31, 5},   {17, 70, 257}, {64, 48, 520}};
+                           {4, 64, 4},   {9, 33, 129},  {16, 31, 5},    {17, 70, 257}, {64, 48, 520},
+                           {4, 17, 64},  {15, 100, 128}, {33, 65, 192}, {16, 64, 1024}, {50, 130, 256}};
+  const bool amx_cpu = tk::detect_cpu_features().amx_int8;
   for (tk::isa isa : runnable_isas())
-  for (int pairs = 0; pairs < (isa == tk::isa::avx2 ? 2 : 1); ++pairs) {
+  for (int option = 0; option < (isa == tk::isa::avx2 || (isa == tk::isa::avx512 && amx_cpu) ? 2 : 1); ++option) {
     tk::scoped_isa_override force(isa);
-    tk::scoped_int8_pairs_override force_pairs(pairs == 1);
+    const bool pairs = isa == tk::isa::avx2 && option == 1, amx = isa == tk::isa::avx512 && option == 1;
+    tk::scoped_int8_pairs_override force_pairs(pairs);
+    tk::scoped_int8_amx_override force_amx(amx);
     for (const auto& s : shapes) {
       const int m = s[0], n = s[1], k = s[2];
-      if (pairs == 1) CHECK((tk::detail::choose_packed_kernel(m) == tk::detail::packed_kernel::avx2_pairs) == (m >= tk::detail::int8_pairs_min_rows));
+      const int k4 = (k + 3) / 4 * 4;
+      const tk::detail::packed_kernel chosen = tk::detail::choose_packed_kernel(m, k4);
+      if (pairs) CHECK((chosen == tk::detail::packed_kernel::avx2_pairs) == (m >= tk::detail::int8_pairs_min_rows));
+      CHECK((chosen == tk::detail::packed_kernel::amx) == (amx && m >= tk::detail::int8_amx_min_rows && k4 % 64 == 0));
       const int lda = k + 3, ldc = n + 2;
       // Variants 4 and 5: activations >= 0 (a ReLU's output), which the AVX2 kernel multiplies
       // as unsigned bytes without the sign trick.
       for (int variant = 0; variant < 6; ++variant) {
         const bool relu = variant & 1, accumulate = variant & 2, nonnegative = variant >= 4;
         const int threads = variant == 3 ? 3 : 1;
-        CAPTURE(std::string(tk::to_string(isa))); CAPTURE(pairs); CAPTURE(m); CAPTURE(n); CAPTURE(k); CAPTURE(variant);
+        CAPTURE(std::string(tk::to_string(isa))); CAPTURE(option); CAPTURE(m); CAPTURE(n); CAPTURE(k); CAPTURE(variant);
         auto a = random_floats(static_cast<std::size_t>(m) * lda, 21 + variant, nonnegative ? 0.0f : -2.0f, 2.0f);
         if (m > 2) for (int p = 0; p < k; ++p) a[2 * lda + p] = 0.0f;  // an all-zero row
         // Two stacked parts (the fused-QKV / expert case), the second with a gate multiplier.

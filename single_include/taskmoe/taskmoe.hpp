@@ -2824,6 +2824,10 @@ class tmoe_writer {
 // compiled in. Elsewhere only the generic kernels exist and active_isa() is always generic.
 #define TASKMOE_KERNELS_X86 1
 #include <cpuid.h>  // __get_cpuid (f16c: see detect_cpu_features)
+#if defined(__linux__)
+#include <sys/syscall.h>  // SYS_arch_prctl (AMX: see detect_cpu_features)
+#include <unistd.h>       // syscall
+#endif
 #else
 #define TASKMOE_KERNELS_X86 0
 #endif
@@ -2867,6 +2871,8 @@ struct cpu_features {
   bool avx512vl = false;
   bool avx512vnni = false;
   bool avxvnni = false;  // VEX-encoded vpdpbusd at 128/256 bits (Alder Lake, Zen 5)
+  // AMX-TILE + AMX-INT8 (Sapphire Rapids and later) with the tile state granted by the OS.
+  bool amx_int8 = false;
   // AMD Zen 1 / Zen+ (family 17h, models below 30h): every vector integer multiply issues on one
   // pipe, so the int8 GEMM prefers adds to multiplies (arch/avx2_pairs.hpp). Measured on Zen 1
   // only; Zen 2 (17h, 30h and up) is left out until measured.
@@ -2891,6 +2897,17 @@ inline const cpu_features& detect_cpu_features() noexcept {
     // CPUID leaf 7 sub-leaf 1, EAX bit 4 (not every compiler's __builtin_cpu_supports knows it;
     // the OS saving the YMM registers is implied by avx2).
     f.avxvnni = f.avx2 && __get_cpuid_count(7, 1, &eax, &ebx, &ecx, &edx) != 0 && (eax & (1u << 4)) != 0;
+    // CPUID leaf 7 sub-leaf 0, EDX bits 24 (AMX-TILE) and 25 (AMX-INT8). Linux hands the tile
+    // data state to a process only on request (arch_prctl ARCH_REQ_XCOMP_PERM = 0x1023 for
+    // XFEATURE_XTILEDATA = 18, kernel 5.16+; process-wide); without the grant the first tile
+    // instruction faults, so no grant (or another OS) means no AMX.
+    const bool amx_cpu = f.avx512vnni && __get_cpuid_count(7, 0, &eax, &ebx, &ecx, &edx) != 0 &&
+                         (edx & (3u << 24)) == (3u << 24);
+#if defined(__linux__) && defined(SYS_arch_prctl)
+    f.amx_int8 = amx_cpu && ::syscall(SYS_arch_prctl, 0x1023L, 18L) == 0;
+#else
+    static_cast<void>(amx_cpu);
+#endif
     // Vendor "AuthenticAMD" (EBX EDX ECX of leaf 0); family = base 0xF + extended 0x8, model =
     // extended model << 4 | base model.
     if (__get_cpuid(0, &eax, &ebx, &ecx, &edx) != 0 && ebx == 0x68747541u && edx == 0x69746e65u &&
@@ -3929,6 +3946,37 @@ TASKMOE_TARGET_AVX512 inline __mmask16 column_mask(int cols) {
   return cols >= 16 ? static_cast<__mmask16>(0xffff) : static_cast<__mmask16>((1u << cols) - 1u);
 }
 
+// The epilogue of 16 columns [j, j + 16) (shared with arch/amx.hpp): what every row needs of them,
+// loaded once per tile.
+struct packed_columns {
+  int j;
+  __mmask16 mask;  // real columns (the last panel may be partial)
+  __m512i comp;
+  __m512 ws, bias;
+  TASKMOE_TARGET_AVX512 packed_columns(const packed_call& g, int j0)
+      : j(j0),
+        mask(column_mask(g.n - j0)),
+        comp(_mm512_loadu_si512(g.comp + j0)),
+        ws(_mm512_loadu_ps(g.w_scales + j0)),
+        bias(g.bias != nullptr ? _mm512_loadu_ps(g.bias + j0) : _mm512_setzero_ps()) {}
+};
+
+// Row i of those columns from its int32 sums: (sum - comp) * a_scale * w_scale (+ bias), ReLU,
+// accumulate. Zero-masked forms with a full mask: the unmasked intrinsics go through
+// _mm512_undefined_ps(), which GCC 12 reports as maybe-uninitialized (see hsum above).
+TASKMOE_TARGET_AVX512 inline void store_packed_row(const packed_call& g, const packed_columns& cols, int i,
+                                                   __m512i acc) {
+  const __mmask16 all = 0xffff;
+  const __m512 zero = _mm512_setzero_ps();
+  __m512 v = _mm512_maskz_cvtepi32_ps(all, _mm512_sub_epi32(acc, cols.comp));
+  const __m512 sc = _mm512_mul_ps(_mm512_set1_ps(g.a_scales[i]), cols.ws);
+  v = g.bias != nullptr ? _mm512_fmadd_ps(v, sc, cols.bias) : _mm512_mul_ps(v, sc);
+  if (g.relu) v = _mm512_maskz_max_ps(all, v, zero);
+  float* out = g.c + static_cast<std::size_t>(i) * g.ldc + cols.j;
+  if (g.accumulate) v = _mm512_add_ps(_mm512_maskz_loadu_ps(cols.mask, out), v);
+  _mm512_mask_storeu_ps(out, cols.mask, v);
+}
+
 template <int MR, int NP>
 TASKMOE_TARGET_AVX512_VNNI void packed_tile(const packed_call& g, int i0, int p0) {
   __m512i acc[MR][NP];
@@ -3948,25 +3996,9 @@ TASKMOE_TARGET_AVX512_VNNI void packed_tile(const packed_call& g, int i0, int p0
       for (int r = 0; r < NP; ++r) acc[i][r] = _mm512_dpbusd_epi32(acc[i][r], av, w[r]);
     }
   }
-  // Zero-masked forms with a full mask: the unmasked intrinsics go through _mm512_undefined_ps(),
-  // which GCC 12 reports as maybe-uninitialized (see hsum above).
-  const __mmask16 all = 0xffff;
-  const __m512 zero = _mm512_setzero_ps();
   for (int r = 0; r < NP; ++r) {
-    const int j = (p0 + r) * panel_width;
-    const __mmask16 mask = column_mask(g.n - j);
-    const __m512i comp = _mm512_loadu_si512(g.comp + j);
-    const __m512 ws = _mm512_loadu_ps(g.w_scales + j);
-    const __m512 bias = g.bias != nullptr ? _mm512_loadu_ps(g.bias + j) : zero;
-    for (int i = 0; i < MR; ++i) {
-      __m512 v = _mm512_maskz_cvtepi32_ps(all, _mm512_sub_epi32(acc[i][r], comp));
-      const __m512 sc = _mm512_mul_ps(_mm512_set1_ps(g.a_scales[i0 + i]), ws);
-      v = g.bias != nullptr ? _mm512_fmadd_ps(v, sc, bias) : _mm512_mul_ps(v, sc);
-      if (g.relu) v = _mm512_maskz_max_ps(all, v, zero);
-      float* out = g.c + static_cast<std::size_t>(i0 + i) * g.ldc + j;
-      if (g.accumulate) v = _mm512_add_ps(_mm512_maskz_loadu_ps(mask, out), v);
-      _mm512_mask_storeu_ps(out, mask, v);
-    }
+    const packed_columns cols(g, (p0 + r) * panel_width);
+    for (int i = 0; i < MR; ++i) store_packed_row(g, cols, i0 + i, acc[i][r]);
   }
 }
 
@@ -5315,6 +5347,161 @@ TASKMOE_TARGET_AVX2_PAIRS inline void gemm_packed(const packed_call& g, int p0, 
 
 #endif  // TASKMOE_KERNELS_X86
 // ---- end taskmoe/kernels/arch/avx2_pairs.hpp ----
+// ---- begin taskmoe/kernels/arch/amx.hpp ----
+// AMX int8 kernel (Intel Sapphire Rapids and later: AMX-TILE + AMX-INT8). Used for the packed
+// int8 GEMM at isa::avx512 when detect_cpu_features().amx_int8 (the CPU has it and the OS granted
+// the tile state), the call has enough rows and K fills whole tiles; the AVX-512 VNNI kernel
+// (arch/avx512.hpp) takes every other call. Same rules as the other arch files: every function
+// carries its target attribute.
+//
+// One tdpbusd multiplies a 16-row x 64-byte tile of activations (shifted to unsigned, a + 128, as
+// for VNNI) by a 16 k-group x 64-byte tile of weights and adds into 16 x 16 int32 sums: 16,384
+// multiply-adds per instruction. The packed panel layout (detail/packed_args.hpp) already is the
+// weight tile's layout: 16 consecutive k-groups of one panel are one tile, 64-byte stride. The
+// sums go through the VNNI kernel's epilogue (avx512::packed_columns), so results are
+// bit-identical to every other kernel.
+
+#include <algorithm>  // std::min
+#include <atomic>     // std::atomic_signal_fence
+#include <cstddef>    // std::size_t
+#include <cstdint>    // uint8_t, uint16_t, int32_t
+#include <cstring>    // std::memcpy, std::memset
+#include <vector>     // std::vector
+
+
+#if TASKMOE_KERNELS_X86
+#include <immintrin.h>  // AMX intrinsics (usable inside target("amx-tile,amx-int8") functions)
+
+namespace taskmoe {
+namespace kernels {
+namespace detail {
+namespace amx {
+
+#define TASKMOE_TARGET_AMX \
+  __attribute__((target("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni,amx-tile,amx-int8")))
+
+constexpr int tile_rows = 16;   // rows of activations (and of sums) per tile
+constexpr int tile_depth = 64;  // bytes of K per tile step: 16 k-groups
+
+// Whether a call can run here: K must fill whole tile steps (a weight tile past a panel's end
+// would read the next panel, or past the buffer). Every model dimension we ship is a multiple of 64.
+inline bool fits(const packed_call& g) noexcept { return g.k4 % tile_depth == 0; }
+
+// Palette 1, all eight tiles 16 rows x 64 bytes.
+struct alignas(64) tile_config {
+  std::uint8_t palette = 1;
+  std::uint8_t start_row = 0;
+  std::uint8_t reserved[14] = {};
+  std::uint16_t colsb[16] = {};
+  std::uint8_t rows[16] = {};
+};
+inline const tile_config& full_tiles() noexcept {
+  static const tile_config config = [] {
+    tile_config c;
+    for (int t = 0; t < 8; ++t) {
+      c.colsb[t] = tile_depth;
+      c.rows[t] = tile_rows;
+    }
+    return c;
+  }();
+  return config;
+}
+
+// GCC's tile loads are asm statements without a memory operand: keep the compiler from moving
+// plain stores to what a tile load reads (or loads of what a tile store wrote) across them.
+inline void compiler_fence() noexcept { std::atomic_signal_fence(std::memory_order_seq_cst); }
+
+// 16 rows (a, lda) x 4 panels (b, panel stride pb) into sums[4][16 * 16]. Tiles: sums 0-3,
+// activations 4, weights 5-7 (three, so a weight load never waits for the product that read the
+// tile before it).
+TASKMOE_TARGET_AMX inline void block_1x4(const std::uint8_t* a, int lda, const std::int8_t* b, std::size_t pb,
+                                         int k4, std::int32_t* sums) {
+  _tile_zero(0);
+  _tile_zero(1);
+  _tile_zero(2);
+  _tile_zero(3);
+  for (int kk = 0; kk < k4; kk += tile_depth) {
+    const std::int8_t* w = b + static_cast<std::size_t>(kk) * panel_width;
+    _tile_loadd(4, a + kk, lda);
+    _tile_loadd(5, w, tile_depth);
+    _tile_dpbusd(0, 4, 5);
+    _tile_loadd(6, w + pb, tile_depth);
+    _tile_dpbusd(1, 4, 6);
+    _tile_loadd(7, w + 2 * pb, tile_depth);
+    _tile_dpbusd(2, 4, 7);
+    _tile_loadd(5, w + 3 * pb, tile_depth);
+    _tile_dpbusd(3, 4, 5);
+  }
+  constexpr int stride = panel_width * sizeof(std::int32_t);
+  _tile_stored(0, sums, stride);
+  _tile_stored(1, sums + 256, stride);
+  _tile_stored(2, sums + 512, stride);
+  _tile_stored(3, sums + 768, stride);
+}
+
+// 16 rows x 1 panel (the last panels of a call whose panel count is not a multiple of 4).
+TASKMOE_TARGET_AMX inline void block_1x1(const std::uint8_t* a, int lda, const std::int8_t* b, int k4,
+                                         std::int32_t* sums) {
+  _tile_zero(0);
+  for (int kk = 0; kk < k4; kk += tile_depth) {
+    _tile_loadd(4, a + kk, lda);
+    _tile_loadd(5, b + static_cast<std::size_t>(kk) * panel_width, tile_depth);
+    _tile_dpbusd(0, 4, 5);
+  }
+  _tile_stored(0, sums, panel_width * sizeof(std::int32_t));
+}
+
+// Panels [p0, p1) of a call with fits(g): blocks of 4 panels (64 * k4 bytes, in L2), and for
+// each block every row in tiles of 16. A last tile of fewer rows reads a zero-padded copy (a
+// tile always loads 16 rows); its extra sums are never stored.
+TASKMOE_TARGET_AMX inline void gemm_packed(const packed_call& g, int p0, int p1) {
+  const int full = g.m / tile_rows * tile_rows;
+  const int rest = g.m - full;
+  thread_local std::vector<std::uint8_t> padded;
+  if (rest > 0) {
+    padded.assign(static_cast<std::size_t>(tile_rows) * g.k4, 0);
+    for (int i = 0; i < rest; ++i)
+      std::memcpy(padded.data() + static_cast<std::size_t>(i) * g.k4, g.a + static_cast<std::size_t>(full + i) * g.lda,
+                  static_cast<std::size_t>(g.k4));
+  }
+  compiler_fence();
+  _tile_loadconfig(&full_tiles());
+  const std::size_t pb = g.panel_bytes();
+  alignas(64) std::int32_t sums[4 * tile_rows * panel_width];
+  for (int p = p0; p < p1; p += 4) {
+    const int np = std::min(4, p1 - p);
+    const std::int8_t* b = g.data + static_cast<std::size_t>(p) * pb;
+    for (int i0 = 0; i0 < g.m; i0 += tile_rows) {
+      const bool whole = i0 < full;
+      const std::uint8_t* a = whole ? g.a + static_cast<std::size_t>(i0) * g.lda : padded.data();
+      const int lda = whole ? g.lda : g.k4;
+      if (np == 4) {
+        block_1x4(a, lda, b, pb, g.k4, sums);
+      } else {
+        for (int r = 0; r < np; ++r) block_1x1(a, lda, b + r * pb, g.k4, sums + r * tile_rows * panel_width);
+      }
+      compiler_fence();
+      const int rows = whole ? tile_rows : rest;
+      for (int r = 0; r < np; ++r) {
+        const avx512::packed_columns cols(g, (p + r) * panel_width);
+        for (int i = 0; i < rows; ++i)
+          avx512::store_packed_row(g, cols, i0 + i,
+                                   _mm512_load_si512(sums + (r * tile_rows + i) * panel_width));
+      }
+    }
+  }
+  _tile_release();  // the tile state stays out of every later context switch's save
+}
+
+#undef TASKMOE_TARGET_AMX
+
+}  // namespace amx
+}  // namespace detail
+}  // namespace kernels
+}  // namespace taskmoe
+
+#endif  // TASKMOE_KERNELS_X86
+// ---- end taskmoe/kernels/arch/amx.hpp ----
 // ---- begin taskmoe/kernels/arch/avxvnni.hpp ----
 // AVX-VNNI kernels: the VEX-encoded 256-bit vpdpbusd of CPUs with AVX2 and AVX-VNNI but no
 // AVX-512 VNNI (Intel Alder Lake and later client cores, Sierra Forest; AMD Zen 5 has both and
@@ -5887,9 +6074,10 @@ struct packed_gemm_options {
 
 namespace detail {
 
-// vnni: AVX-512 VNNI; avx_vnni: AVX-VNNI at AVX2 width; both take activations shifted by +128.
-// avx2_pairs: Winograd's pair products (arch/avx2_pairs.hpp), activations as int16 pairs.
-enum class packed_kernel { generic, avx2, avx2_pairs, avx_vnni, vnni };
+// vnni: AVX-512 VNNI; amx: AMX tiles; avx_vnni: AVX-VNNI at AVX2 width; all three take
+// activations shifted by +128. avx2_pairs: Winograd's pair products (arch/avx2_pairs.hpp),
+// activations as int16 pairs.
+enum class packed_kernel { generic, avx2, avx2_pairs, avx_vnni, vnni, amx };
 
 // Calls with fewer rows keep the sign-trick kernel: each panel's conversion to pairs is shared by
 // the call's row tiles only. Zen 1, N = 2048, K = 512, one core, pairs against sign trick:
@@ -5897,41 +6085,57 @@ enum class packed_kernel { generic, avx2, avx2_pairs, avx_vnni, vnni };
 // signed ones 1.04x / 1.09x / 1.25x / 1.34x.
 constexpr int int8_pairs_min_rows = 8;
 
-// -1: no override; 0 / 1: pair products off / on (scoped_int8_pairs_override).
-inline std::atomic<int>& int8_pairs_override_slot() noexcept {
-  static std::atomic<int> slot{-1};
-  return slot;
+// Calls with fewer rows keep the VNNI kernel: an AMX tile always multiplies 16 rows.
+constexpr int int8_amx_min_rows = 4;
+
+// Kernel choices that tests and benchmarks can force (the results are the same, only the speed
+// differs): a scoped override (scoped_int8_kernel_override), else an environment variable, 0 or 1
+// (read once; another value throws), else the CPU.
+enum class int8_kernel_option { pairs, amx };
+
+inline std::atomic<int>& int8_option_slot(int8_kernel_option option) noexcept {
+  static std::atomic<int> slots[2] = {{-1}, {-1}};  // -1: no override; 0 / 1: off / on
+  return slots[static_cast<int>(option)];
 }
 
-// Whether the AVX2 path may use pair products: an override, else TASKMOE_INT8_PAIRS=0|1 (read
-// once; another value throws), else the CPU (cpu_features::one_multiply_pipe). Results are the
-// same either way (exact integer sums); only the speed differs.
-inline bool int8_pairs_enabled() {
-  const int forced = int8_pairs_override_slot().load(std::memory_order_relaxed);
+// An environment variable's 0 / 1 as 0 / 1; unset or empty -1; anything else -2.
+inline int env_switch(const char* name) {
+  const char* text = std::getenv(name);
+  if (text == nullptr || *text == '\0') return -1;
+  const std::string value(text);
+  return value == "0" ? 0 : value == "1" ? 1 : -2;
+}
+
+inline bool int8_option_enabled(int8_kernel_option option, bool cpu_default) {
+  const int forced = int8_option_slot(option).load(std::memory_order_relaxed);
   if (forced >= 0) return forced == 1;
-  static const int env = [] {
-    const char* text = std::getenv("TASKMOE_INT8_PAIRS");
-    if (text == nullptr || *text == '\0') return -1;
-    const std::string value(text);
-    return value == "0" ? 0 : value == "1" ? 1 : -2;
-  }();
-  if (env == -2) throw invalid_argument_error("TASKMOE_INT8_PAIRS must be 0 or 1");
-  if (env >= 0) return env == 1;
-  return detect_cpu_features().one_multiply_pipe;
+  static const char* const names[2] = {"TASKMOE_INT8_PAIRS", "TASKMOE_INT8_AMX"};
+  static const int env[2] = {env_switch(names[0]), env_switch(names[1])};
+  const int value = env[static_cast<int>(option)];
+  if (value == -2) throw invalid_argument_error(std::string(names[static_cast<int>(option)]) + " must be 0 or 1");
+  return value >= 0 ? value == 1 : cpu_default;
 }
 
-// The kernel for a call of m rows at the active instruction set.
-inline packed_kernel choose_packed_kernel(int m) {
+// The kernel for a call of m rows and padded depth k4 at the active instruction set.
+inline packed_kernel choose_packed_kernel(int m, int k4) {
 #if TASKMOE_KERNELS_X86
   const isa active = active_isa();
   const cpu_features& f = detect_cpu_features();
-  if (active == isa::avx512 && f.avx512vnni) return packed_kernel::vnni;
-  // (No CPU with one multiply pipe has AVX-VNNI: pairs come first only when forced, for tests.)
-  // (The setting is read before the row count, so that a bad TASKMOE_INT8_PAIRS fails at once.)
-  if (active >= isa::avx2 && int8_pairs_enabled() && m >= int8_pairs_min_rows) return packed_kernel::avx2_pairs;
+  if (active == isa::avx512 && f.avx512vnni) {
+    // AMX where the OS granted it; forcing it on elsewhere changes nothing.
+    const bool amx = f.amx_int8 && int8_option_enabled(int8_kernel_option::amx, true);
+    return amx && m >= int8_amx_min_rows && k4 % amx::tile_depth == 0 ? packed_kernel::amx : packed_kernel::vnni;
+  }
+  // Pair products: where the CPU has one vector-multiply pipe (no such CPU has AVX-VNNI: pairs
+  // come first only when forced, for tests). The setting is read before the row count, so that a
+  // bad TASKMOE_INT8_PAIRS fails at once.
+  if (active >= isa::avx2 && int8_option_enabled(int8_kernel_option::pairs, f.one_multiply_pipe) &&
+      m >= int8_pairs_min_rows)
+    return packed_kernel::avx2_pairs;
   if (active >= isa::avx2) return f.avxvnni ? packed_kernel::avx_vnni : packed_kernel::avx2;
 #else
   static_cast<void>(m);
+  static_cast<void>(k4);
 #endif
   return packed_kernel::generic;
 }
@@ -5940,6 +6144,7 @@ inline void run_packed(packed_kernel kind, const packed_call& g, int p0, int p1)
   switch (kind) {
 #if TASKMOE_KERNELS_X86
     case packed_kernel::vnni: avx512::gemm_packed(g, p0, p1); return;
+    case packed_kernel::amx: amx::gemm_packed(g, p0, p1); return;
     case packed_kernel::avx_vnni: avxvnni::gemm_packed(g, p0, p1); return;
     case packed_kernel::avx2: avx2::gemm_packed(g, p0, p1); return;
     case packed_kernel::avx2_pairs: avx2_pairs::gemm_packed(g, p0, p1); return;
@@ -5998,18 +6203,23 @@ inline packed_workspace& packed_thread_workspace() {
 
 }  // namespace detail
 
-// Forces the AVX2 int8 path's pair products on or off for its lifetime (process-wide, nestable;
-// tests and benchmarks: the results are the same, only the speed differs).
-class scoped_int8_pairs_override {
+// Forces an int8 kernel choice on or off for its lifetime (process-wide, nestable; tests and
+// benchmarks: the results are the same, only the speed differs).
+template <detail::int8_kernel_option Option>
+class scoped_int8_kernel_override {
  public:
-  explicit scoped_int8_pairs_override(bool on) : previous_(detail::int8_pairs_override_slot().exchange(on ? 1 : 0)) {}
-  ~scoped_int8_pairs_override() { detail::int8_pairs_override_slot().store(previous_); }
-  scoped_int8_pairs_override(const scoped_int8_pairs_override&) = delete;
-  scoped_int8_pairs_override& operator=(const scoped_int8_pairs_override&) = delete;
+  explicit scoped_int8_kernel_override(bool on) : previous_(detail::int8_option_slot(Option).exchange(on ? 1 : 0)) {}
+  ~scoped_int8_kernel_override() { detail::int8_option_slot(Option).store(previous_); }
+  scoped_int8_kernel_override(const scoped_int8_kernel_override&) = delete;
+  scoped_int8_kernel_override& operator=(const scoped_int8_kernel_override&) = delete;
 
  private:
   int previous_;
 };
+// The AVX2 path's pair products (TASKMOE_INT8_PAIRS); the AVX-512 path's AMX tiles where the CPU
+// has them (TASKMOE_INT8_AMX).
+using scoped_int8_pairs_override = scoped_int8_kernel_override<detail::int8_kernel_option::pairs>;
+using scoped_int8_amx_override = scoped_int8_kernel_override<detail::int8_kernel_option::amx>;
 
 // c [m, rows] (ldc) = act(a [m, cols] (lda) Wᵀ) (+ c); see packed_gemm_options.
 inline void gemm_packed_int8(int m, const float* a, int lda, const packed_int8& w, float* c, int ldc,
@@ -6021,12 +6231,13 @@ inline void gemm_packed_int8(int m, const float* a, int lda, const packed_int8& 
   ws.scales.resize(static_cast<std::size_t>(m));
   auto* q = reinterpret_cast<std::int8_t*>(ws.q.data());
   quantize_rows_int8(a, m, k, lda, q, k4, ws.scales.data());
-  const detail::packed_kernel kind = detail::choose_packed_kernel(m);
+  const detail::packed_kernel kind = detail::choose_packed_kernel(m, k4);
   for (int i = 0; i < m; ++i) {
     std::uint8_t* row = ws.q.data() + static_cast<std::size_t>(i) * k4;
     if (k4 > k) std::memset(row + k, 0, static_cast<std::size_t>(k4 - k));
 #if TASKMOE_KERNELS_X86
-    if (kind == detail::packed_kernel::vnni || kind == detail::packed_kernel::avx_vnni) detail::avx2::flip_sign_bits(row, k4);
+    if (kind == detail::packed_kernel::vnni || kind == detail::packed_kernel::amx || kind == detail::packed_kernel::avx_vnni)
+      detail::avx2::flip_sign_bits(row, k4);
 #endif
   }
   detail::packed_call g = packed_access::call(w);

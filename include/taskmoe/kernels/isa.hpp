@@ -25,6 +25,10 @@
 // compiled in. Elsewhere only the generic kernels exist and active_isa() is always generic.
 #define TASKMOE_KERNELS_X86 1
 #include <cpuid.h>  // __get_cpuid (f16c: see detect_cpu_features)
+#if defined(__linux__)
+#include <sys/syscall.h>  // SYS_arch_prctl (AMX: see detect_cpu_features)
+#include <unistd.h>       // syscall
+#endif
 #else
 #define TASKMOE_KERNELS_X86 0
 #endif
@@ -68,6 +72,8 @@ struct cpu_features {
   bool avx512vl = false;
   bool avx512vnni = false;
   bool avxvnni = false;  // VEX-encoded vpdpbusd at 128/256 bits (Alder Lake, Zen 5)
+  // AMX-TILE + AMX-INT8 (Sapphire Rapids and later) with the tile state granted by the OS.
+  bool amx_int8 = false;
   // AMD Zen 1 / Zen+ (family 17h, models below 30h): every vector integer multiply issues on one
   // pipe, so the int8 GEMM prefers adds to multiplies (arch/avx2_pairs.hpp). Measured on Zen 1
   // only; Zen 2 (17h, 30h and up) is left out until measured.
@@ -92,6 +98,17 @@ inline const cpu_features& detect_cpu_features() noexcept {
     // CPUID leaf 7 sub-leaf 1, EAX bit 4 (not every compiler's __builtin_cpu_supports knows it;
     // the OS saving the YMM registers is implied by avx2).
     f.avxvnni = f.avx2 && __get_cpuid_count(7, 1, &eax, &ebx, &ecx, &edx) != 0 && (eax & (1u << 4)) != 0;
+    // CPUID leaf 7 sub-leaf 0, EDX bits 24 (AMX-TILE) and 25 (AMX-INT8). Linux hands the tile
+    // data state to a process only on request (arch_prctl ARCH_REQ_XCOMP_PERM = 0x1023 for
+    // XFEATURE_XTILEDATA = 18, kernel 5.16+; process-wide); without the grant the first tile
+    // instruction faults, so no grant (or another OS) means no AMX.
+    const bool amx_cpu = f.avx512vnni && __get_cpuid_count(7, 0, &eax, &ebx, &ecx, &edx) != 0 &&
+                         (edx & (3u << 24)) == (3u << 24);
+#if defined(__linux__) && defined(SYS_arch_prctl)
+    f.amx_int8 = amx_cpu && ::syscall(SYS_arch_prctl, 0x1023L, 18L) == 0;
+#else
+    static_cast<void>(amx_cpu);
+#endif
     // Vendor "AuthenticAMD" (EBX EDX ECX of leaf 0); family = base 0xF + extended 0x8, model =
     // extended model << 4 | base model.
     if (__get_cpuid(0, &eax, &ebx, &ecx, &edx) != 0 && ebx == 0x68747541u && edx == 0x69746e65u &&

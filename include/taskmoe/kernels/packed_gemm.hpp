@@ -39,6 +39,7 @@
 #include <taskmoe/error.hpp>                        // invalid_argument_error
 #include <taskmoe/kernels/arch/avx2.hpp>            // avx2::gemm_packed, flip_sign_bits
 #include <taskmoe/kernels/arch/avx2_pairs.hpp>      // avx2_pairs::gemm_packed, expand_rows
+#include <taskmoe/kernels/arch/amx.hpp>             // amx::gemm_packed
 #include <taskmoe/kernels/arch/avx512.hpp>          // avx512::gemm_packed
 #include <taskmoe/kernels/arch/avxvnni.hpp>         // avxvnni::gemm_packed
 #include <taskmoe/kernels/arch/generic.hpp>         // generic::gemm_packed
@@ -296,9 +297,10 @@ struct packed_gemm_options {
 
 namespace detail {
 
-// vnni: AVX-512 VNNI; avx_vnni: AVX-VNNI at AVX2 width; both take activations shifted by +128.
-// avx2_pairs: Winograd's pair products (arch/avx2_pairs.hpp), activations as int16 pairs.
-enum class packed_kernel { generic, avx2, avx2_pairs, avx_vnni, vnni };
+// vnni: AVX-512 VNNI; amx: AMX tiles; avx_vnni: AVX-VNNI at AVX2 width; all three take
+// activations shifted by +128. avx2_pairs: Winograd's pair products (arch/avx2_pairs.hpp),
+// activations as int16 pairs.
+enum class packed_kernel { generic, avx2, avx2_pairs, avx_vnni, vnni, amx };
 
 // Calls with fewer rows keep the sign-trick kernel: each panel's conversion to pairs is shared by
 // the call's row tiles only. Zen 1, N = 2048, K = 512, one core, pairs against sign trick:
@@ -306,41 +308,57 @@ enum class packed_kernel { generic, avx2, avx2_pairs, avx_vnni, vnni };
 // signed ones 1.04x / 1.09x / 1.25x / 1.34x.
 constexpr int int8_pairs_min_rows = 8;
 
-// -1: no override; 0 / 1: pair products off / on (scoped_int8_pairs_override).
-inline std::atomic<int>& int8_pairs_override_slot() noexcept {
-  static std::atomic<int> slot{-1};
-  return slot;
+// Calls with fewer rows keep the VNNI kernel: an AMX tile always multiplies 16 rows.
+constexpr int int8_amx_min_rows = 4;
+
+// Kernel choices that tests and benchmarks can force (the results are the same, only the speed
+// differs): a scoped override (scoped_int8_kernel_override), else an environment variable, 0 or 1
+// (read once; another value throws), else the CPU.
+enum class int8_kernel_option { pairs, amx };
+
+inline std::atomic<int>& int8_option_slot(int8_kernel_option option) noexcept {
+  static std::atomic<int> slots[2] = {{-1}, {-1}};  // -1: no override; 0 / 1: off / on
+  return slots[static_cast<int>(option)];
 }
 
-// Whether the AVX2 path may use pair products: an override, else TASKMOE_INT8_PAIRS=0|1 (read
-// once; another value throws), else the CPU (cpu_features::one_multiply_pipe). Results are the
-// same either way (exact integer sums); only the speed differs.
-inline bool int8_pairs_enabled() {
-  const int forced = int8_pairs_override_slot().load(std::memory_order_relaxed);
+// An environment variable's 0 / 1 as 0 / 1; unset or empty -1; anything else -2.
+inline int env_switch(const char* name) {
+  const char* text = std::getenv(name);
+  if (text == nullptr || *text == '\0') return -1;
+  const std::string value(text);
+  return value == "0" ? 0 : value == "1" ? 1 : -2;
+}
+
+inline bool int8_option_enabled(int8_kernel_option option, bool cpu_default) {
+  const int forced = int8_option_slot(option).load(std::memory_order_relaxed);
   if (forced >= 0) return forced == 1;
-  static const int env = [] {
-    const char* text = std::getenv("TASKMOE_INT8_PAIRS");
-    if (text == nullptr || *text == '\0') return -1;
-    const std::string value(text);
-    return value == "0" ? 0 : value == "1" ? 1 : -2;
-  }();
-  if (env == -2) throw invalid_argument_error("TASKMOE_INT8_PAIRS must be 0 or 1");
-  if (env >= 0) return env == 1;
-  return detect_cpu_features().one_multiply_pipe;
+  static const char* const names[2] = {"TASKMOE_INT8_PAIRS", "TASKMOE_INT8_AMX"};
+  static const int env[2] = {env_switch(names[0]), env_switch(names[1])};
+  const int value = env[static_cast<int>(option)];
+  if (value == -2) throw invalid_argument_error(std::string(names[static_cast<int>(option)]) + " must be 0 or 1");
+  return value >= 0 ? value == 1 : cpu_default;
 }
 
-// The kernel for a call of m rows at the active instruction set.
-inline packed_kernel choose_packed_kernel(int m) {
+// The kernel for a call of m rows and padded depth k4 at the active instruction set.
+inline packed_kernel choose_packed_kernel(int m, int k4) {
 #if TASKMOE_KERNELS_X86
   const isa active = active_isa();
   const cpu_features& f = detect_cpu_features();
-  if (active == isa::avx512 && f.avx512vnni) return packed_kernel::vnni;
-  // (No CPU with one multiply pipe has AVX-VNNI: pairs come first only when forced, for tests.)
-  // (The setting is read before the row count, so that a bad TASKMOE_INT8_PAIRS fails at once.)
-  if (active >= isa::avx2 && int8_pairs_enabled() && m >= int8_pairs_min_rows) return packed_kernel::avx2_pairs;
+  if (active == isa::avx512 && f.avx512vnni) {
+    // AMX where the OS granted it; forcing it on elsewhere changes nothing.
+    const bool amx = f.amx_int8 && int8_option_enabled(int8_kernel_option::amx, true);
+    return amx && m >= int8_amx_min_rows && k4 % amx::tile_depth == 0 ? packed_kernel::amx : packed_kernel::vnni;
+  }
+  // Pair products: where the CPU has one vector-multiply pipe (no such CPU has AVX-VNNI: pairs
+  // come first only when forced, for tests). The setting is read before the row count, so that a
+  // bad TASKMOE_INT8_PAIRS fails at once.
+  if (active >= isa::avx2 && int8_option_enabled(int8_kernel_option::pairs, f.one_multiply_pipe) &&
+      m >= int8_pairs_min_rows)
+    return packed_kernel::avx2_pairs;
   if (active >= isa::avx2) return f.avxvnni ? packed_kernel::avx_vnni : packed_kernel::avx2;
 #else
   static_cast<void>(m);
+  static_cast<void>(k4);
 #endif
   return packed_kernel::generic;
 }
@@ -349,6 +367,7 @@ inline void run_packed(packed_kernel kind, const packed_call& g, int p0, int p1)
   switch (kind) {
 #if TASKMOE_KERNELS_X86
     case packed_kernel::vnni: avx512::gemm_packed(g, p0, p1); return;
+    case packed_kernel::amx: amx::gemm_packed(g, p0, p1); return;
     case packed_kernel::avx_vnni: avxvnni::gemm_packed(g, p0, p1); return;
     case packed_kernel::avx2: avx2::gemm_packed(g, p0, p1); return;
     case packed_kernel::avx2_pairs: avx2_pairs::gemm_packed(g, p0, p1); return;
@@ -407,18 +426,23 @@ inline packed_workspace& packed_thread_workspace() {
 
 }  // namespace detail
 
-// Forces the AVX2 int8 path's pair products on or off for its lifetime (process-wide, nestable;
-// tests and benchmarks: the results are the same, only the speed differs).
-class scoped_int8_pairs_override {
+// Forces an int8 kernel choice on or off for its lifetime (process-wide, nestable; tests and
+// benchmarks: the results are the same, only the speed differs).
+template <detail::int8_kernel_option Option>
+class scoped_int8_kernel_override {
  public:
-  explicit scoped_int8_pairs_override(bool on) : previous_(detail::int8_pairs_override_slot().exchange(on ? 1 : 0)) {}
-  ~scoped_int8_pairs_override() { detail::int8_pairs_override_slot().store(previous_); }
-  scoped_int8_pairs_override(const scoped_int8_pairs_override&) = delete;
-  scoped_int8_pairs_override& operator=(const scoped_int8_pairs_override&) = delete;
+  explicit scoped_int8_kernel_override(bool on) : previous_(detail::int8_option_slot(Option).exchange(on ? 1 : 0)) {}
+  ~scoped_int8_kernel_override() { detail::int8_option_slot(Option).store(previous_); }
+  scoped_int8_kernel_override(const scoped_int8_kernel_override&) = delete;
+  scoped_int8_kernel_override& operator=(const scoped_int8_kernel_override&) = delete;
 
  private:
   int previous_;
 };
+// The AVX2 path's pair products (TASKMOE_INT8_PAIRS); the AVX-512 path's AMX tiles where the CPU
+// has them (TASKMOE_INT8_AMX).
+using scoped_int8_pairs_override = scoped_int8_kernel_override<detail::int8_kernel_option::pairs>;
+using scoped_int8_amx_override = scoped_int8_kernel_override<detail::int8_kernel_option::amx>;
 
 // c [m, rows] (ldc) = act(a [m, cols] (lda) Wᵀ) (+ c); see packed_gemm_options.
 inline void gemm_packed_int8(int m, const float* a, int lda, const packed_int8& w, float* c, int ldc,
@@ -430,12 +454,13 @@ inline void gemm_packed_int8(int m, const float* a, int lda, const packed_int8& 
   ws.scales.resize(static_cast<std::size_t>(m));
   auto* q = reinterpret_cast<std::int8_t*>(ws.q.data());
   quantize_rows_int8(a, m, k, lda, q, k4, ws.scales.data());
-  const detail::packed_kernel kind = detail::choose_packed_kernel(m);
+  const detail::packed_kernel kind = detail::choose_packed_kernel(m, k4);
   for (int i = 0; i < m; ++i) {
     std::uint8_t* row = ws.q.data() + static_cast<std::size_t>(i) * k4;
     if (k4 > k) std::memset(row + k, 0, static_cast<std::size_t>(k4 - k));
 #if TASKMOE_KERNELS_X86
-    if (kind == detail::packed_kernel::vnni || kind == detail::packed_kernel::avx_vnni) detail::avx2::flip_sign_bits(row, k4);
+    if (kind == detail::packed_kernel::vnni || kind == detail::packed_kernel::amx || kind == detail::packed_kernel::avx_vnni)
+      detail::avx2::flip_sign_bits(row, k4);
 #endif
   }
   detail::packed_call g = packed_access::call(w);

@@ -108,6 +108,37 @@ TASKMOE_TARGET_AVX512 inline __mmask16 column_mask(int cols) {
   return cols >= 16 ? static_cast<__mmask16>(0xffff) : static_cast<__mmask16>((1u << cols) - 1u);
 }
 
+// The epilogue of 16 columns [j, j + 16) (shared with arch/amx.hpp): what every row needs of them,
+// loaded once per tile.
+struct packed_columns {
+  int j;
+  __mmask16 mask;  // real columns (the last panel may be partial)
+  __m512i comp;
+  __m512 ws, bias;
+  TASKMOE_TARGET_AVX512 packed_columns(const packed_call& g, int j0)
+      : j(j0),
+        mask(column_mask(g.n - j0)),
+        comp(_mm512_loadu_si512(g.comp + j0)),
+        ws(_mm512_loadu_ps(g.w_scales + j0)),
+        bias(g.bias != nullptr ? _mm512_loadu_ps(g.bias + j0) : _mm512_setzero_ps()) {}
+};
+
+// Row i of those columns from its int32 sums: (sum - comp) * a_scale * w_scale (+ bias), ReLU,
+// accumulate. Zero-masked forms with a full mask: the unmasked intrinsics go through
+// _mm512_undefined_ps(), which GCC 12 reports as maybe-uninitialized (see hsum above).
+TASKMOE_TARGET_AVX512 inline void store_packed_row(const packed_call& g, const packed_columns& cols, int i,
+                                                   __m512i acc) {
+  const __mmask16 all = 0xffff;
+  const __m512 zero = _mm512_setzero_ps();
+  __m512 v = _mm512_maskz_cvtepi32_ps(all, _mm512_sub_epi32(acc, cols.comp));
+  const __m512 sc = _mm512_mul_ps(_mm512_set1_ps(g.a_scales[i]), cols.ws);
+  v = g.bias != nullptr ? _mm512_fmadd_ps(v, sc, cols.bias) : _mm512_mul_ps(v, sc);
+  if (g.relu) v = _mm512_maskz_max_ps(all, v, zero);
+  float* out = g.c + static_cast<std::size_t>(i) * g.ldc + cols.j;
+  if (g.accumulate) v = _mm512_add_ps(_mm512_maskz_loadu_ps(cols.mask, out), v);
+  _mm512_mask_storeu_ps(out, cols.mask, v);
+}
+
 template <int MR, int NP>
 TASKMOE_TARGET_AVX512_VNNI void packed_tile(const packed_call& g, int i0, int p0) {
   __m512i acc[MR][NP];
@@ -127,25 +158,9 @@ TASKMOE_TARGET_AVX512_VNNI void packed_tile(const packed_call& g, int i0, int p0
       for (int r = 0; r < NP; ++r) acc[i][r] = _mm512_dpbusd_epi32(acc[i][r], av, w[r]);
     }
   }
-  // Zero-masked forms with a full mask: the unmasked intrinsics go through _mm512_undefined_ps(),
-  // which GCC 12 reports as maybe-uninitialized (see hsum above).
-  const __mmask16 all = 0xffff;
-  const __m512 zero = _mm512_setzero_ps();
   for (int r = 0; r < NP; ++r) {
-    const int j = (p0 + r) * panel_width;
-    const __mmask16 mask = column_mask(g.n - j);
-    const __m512i comp = _mm512_loadu_si512(g.comp + j);
-    const __m512 ws = _mm512_loadu_ps(g.w_scales + j);
-    const __m512 bias = g.bias != nullptr ? _mm512_loadu_ps(g.bias + j) : zero;
-    for (int i = 0; i < MR; ++i) {
-      __m512 v = _mm512_maskz_cvtepi32_ps(all, _mm512_sub_epi32(acc[i][r], comp));
-      const __m512 sc = _mm512_mul_ps(_mm512_set1_ps(g.a_scales[i0 + i]), ws);
-      v = g.bias != nullptr ? _mm512_fmadd_ps(v, sc, bias) : _mm512_mul_ps(v, sc);
-      if (g.relu) v = _mm512_maskz_max_ps(all, v, zero);
-      float* out = g.c + static_cast<std::size_t>(i0 + i) * g.ldc + j;
-      if (g.accumulate) v = _mm512_add_ps(_mm512_maskz_loadu_ps(mask, out), v);
-      _mm512_mask_storeu_ps(out, mask, v);
-    }
+    const packed_columns cols(g, (p0 + r) * panel_width);
+    for (int i = 0; i < MR; ++i) store_packed_row(g, cols, i0 + i, acc[i][r]);
   }
 }
 
