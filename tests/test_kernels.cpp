@@ -461,7 +461,7 @@ TEST_CASE("top_k equals a stable sort on long rows: ties, NaN, -inf, signed zero
 TEST_CASE("gemm_packed_int8 equals the plain integer reference bit for bit on every ISA") {
   // Awkward sizes around the 4-row / 16-column / 4-deep tiles, and the decoder's shapes.
   // Rows >= int8_pairs_min_rows (8) also take the AVX2 pair-products kernel where it is forced on
-  // (avx2 pass; odd row counts end in a 1-row tile). Rows >= int8_amx_min_rows (4) with K a
+  // (avx2 pass; odd row counts end in a 1-row tile). Rows >= int8_amx_min_rows (8) with K a
   // multiple of 64 take the AMX kernel where the CPU has it (avx512 pass; row counts that are not
   // a multiple of 16 end in a zero-padded tile, panel counts that are not a multiple of 4 in
   // single-panel blocks).
