@@ -348,7 +348,7 @@ inline packed_kernel choose_packed_kernel(int m, int k4) {
   const cpu_features& f = detect_cpu_features();
   if (active == isa::avx512 && f.avx512vnni) {
     // AMX where the OS granted it; forcing it on elsewhere changes nothing.
-    const bool amx = f.amx_int8 && int8_option_enabled(int8_kernel_option::amx, true);
+    const bool amx = int8_option_enabled(int8_kernel_option::amx, true) && f.amx_int8;
     return amx && m >= int8_amx_min_rows && k4 % amx::tile_depth == 0 ? packed_kernel::amx : packed_kernel::vnni;
   }
   // Pair products: where the CPU has one vector-multiply pipe (no such CPU has AVX-VNNI: pairs
