@@ -776,6 +776,38 @@ TEST_CASE("thread_share: workers that leave hand their threads to those still wo
   CHECK(bad.per_worker() == 1);
 }
 
+TEST_CASE("quantize_rows_int8 gives the generic kernel's bits on every ISA") {
+  // Lengths around the 8- / 16- / 32-wide steps; values include exact halves (x * 127 / max
+  // lands on k + 0.5: rounding half to even must agree), the row maximum in the tail, and one
+  // row with a non-finite value at each position class (block and tail), which must throw.
+  for (int n : {1, 7, 8, 15, 16, 17, 31, 32, 33, 63, 64, 65, 100, 1000, 2048}) {
+    auto x = random_floats(static_cast<std::size_t>(n) * 3, 31 + n, -4.0f, 4.0f);
+    x[0] = 127.0f;  // row 0: scale 1, so x = k + 0.5 are exact ties
+    for (int j = 1; j < n; ++j) x[j] = static_cast<float>(j % 9) - 4.5f;
+    x[2 * static_cast<std::size_t>(n) - 1] = -9.0f;  // row 1: its maximum in the last element
+    std::vector<std::int8_t> want(x.size()), got(x.size());
+    std::vector<float> want_s(3), got_s(3);
+    {
+      tk::scoped_isa_override force(tk::isa::generic);
+      tk::quantize_rows_int8(x.data(), 3, n, n, want.data(), n, want_s.data());
+    }
+    for (tk::isa isa : runnable_isas()) {
+      CAPTURE(std::string(tk::to_string(isa))); CAPTURE(n);
+      tk::scoped_isa_override force(isa);
+      tk::quantize_rows_int8(x.data(), 3, n, n, got.data(), n, got_s.data());
+      CHECK(got == want);
+      CHECK(got_s == want_s);
+      for (int pos : {0, n - 1}) {
+        auto bad = x;
+        bad[static_cast<std::size_t>(n) + pos] = pos == 0 ? std::numeric_limits<float>::quiet_NaN()
+                                                          : -std::numeric_limits<float>::infinity();
+        CHECK_THROWS_AS(tk::quantize_rows_int8(bad.data(), 3, n, n, got.data(), n, got_s.data()),
+                        taskmoe::invalid_argument_error);
+      }
+    }
+  }
+}
+
 TEST_CASE("quantize_rows_int8: a row below 127 / FLT_MAX quantizes to zeros on every ISA (fuzz_tmoe)") {
   // tests/fuzz/regressions/tmoe/tiny-activation-row-int8-nan: 127 / max|x| overflowed to inf, so
   // 0 * inf = NaN was cast to int8 (UB; AVX2 tail and generic gave -127 instead of 0).

@@ -3936,15 +3936,54 @@ TASKMOE_TARGET_AVX512_VNNI void gemm_s8s8(int m, int n, int k, const std::int8_t
   }
 }
 
+// The first `left` of 16 lanes (all 16 when left >= 16; left > 0).
+TASKMOE_TARGET_AVX512 inline __mmask16 tail_mask(int left) {
+  return left >= 16 ? static_cast<__mmask16>(0xffff) : static_cast<__mmask16>((1u << left) - 1u);
+}
+
+// generic::quantize_row_int8 at 16 floats per step, bit-exact like avx2::quantize_row_int8 (the
+// same float ops per element, cvtps rounding half to even; the tail through masks). Returns false
+// (q, scale untouched) on a non-finite value; the caller throws. Zero-masked forms with a full
+// mask throughout (see hsum above).
+TASKMOE_TARGET_AVX512 inline bool quantize_row_int8(const float* x, int n, std::int8_t* q, float* scale) {
+  const __mmask16 all = 0xffff;
+  const __m512i abs_mask = _mm512_set1_epi32(0x7fffffff);
+  const __m512 inf = _mm512_set1_ps(__builtin_inff());
+  __m512 vmax = _mm512_setzero_ps();
+  __mmask16 bad = 0;
+  for (int i = 0; i < n; i += 16) {
+    const __m512 v = _mm512_maskz_loadu_ps(tail_mask(n - i), x + i);
+    const __m512 a = _mm512_castsi512_ps(_mm512_and_si512(_mm512_castps_si512(v), abs_mask));
+    bad = static_cast<__mmask16>(bad | _mm512_cmp_ps_mask(a, inf, _CMP_NLT_UQ));  // inf or NaN
+    vmax = _mm512_maskz_max_ps(all, vmax, a);
+  }
+  if (bad != 0) return false;
+  alignas(64) float lanes[16];
+  _mm512_store_ps(lanes, vmax);
+  float amax = 0.0f;
+  for (float v : lanes) amax = v > amax ? v : amax;
+  const float inv = 127.0f / amax;
+  if (!(inv < __builtin_inff())) {  // all zero, or max|x| < 127 / FLT_MAX: as generic
+    for (int t = 0; t < n; ++t) q[t] = 0;
+    *scale = 0.0f;
+    return true;
+  }
+  const __m512 vinv = _mm512_set1_ps(inv);
+  const __m512i lo = _mm512_set1_epi32(-127), hi = _mm512_set1_epi32(127);
+  for (int t = 0; t < n; t += 16) {
+    const __mmask16 m = tail_mask(n - t);
+    const __m512i v = _mm512_maskz_cvtps_epi32(all, _mm512_mul_ps(_mm512_maskz_loadu_ps(m, x + t), vinv));
+    _mm512_mask_cvtepi32_storeu_epi8(q + t, m, _mm512_maskz_min_epi32(all, hi, _mm512_maskz_max_epi32(all, lo, v)));
+  }
+  *scale = amax / 127.0f;
+  return true;
+}
+
 // ---- packed int8 GEMM (detail/packed_args.hpp) ------------------------------------------------
 // Activations arrive shifted to unsigned (a + 128), so one vpdpbusd multiplies 4 activation bytes
 // (broadcast) by 16 columns x 4 k of weights: 64 MACs, no sign fix-up, no horizontal sums. A tile
 // is MR rows x NP panels of accumulators (at most 4 x 4 = 16 of the 32 registers, plus NP weight
 // vectors); weights of the NP panels are loaded once per k-group for all MR rows.
-
-TASKMOE_TARGET_AVX512 inline __mmask16 column_mask(int cols) {
-  return cols >= 16 ? static_cast<__mmask16>(0xffff) : static_cast<__mmask16>((1u << cols) - 1u);
-}
 
 // The epilogue of 16 columns [j, j + 16) (shared with arch/amx.hpp): what every row needs of them,
 // loaded once per tile.
@@ -3955,7 +3994,7 @@ struct packed_columns {
   __m512 ws, bias;
   TASKMOE_TARGET_AVX512 packed_columns(const packed_call& g, int j0)
       : j(j0),
-        mask(column_mask(g.n - j0)),
+        mask(tail_mask(g.n - j0)),
         comp(_mm512_loadu_si512(g.comp + j0)),
         ws(_mm512_loadu_ps(g.w_scales + j0)),
         bias(g.bias != nullptr ? _mm512_loadu_ps(g.bias + j0) : _mm512_setzero_ps()) {}
@@ -4064,7 +4103,7 @@ TASKMOE_TARGET_AVX512 void packed_f32_tile(const packed_f32_call& g, int i0, int
 #pragma GCC unroll 8
   for (int r = 0; r < NP; ++r) {
     const int j = (p0 + r) * panel_width;
-    const __mmask16 mask = j < g.n ? column_mask(g.n - j) : static_cast<__mmask16>(0);
+    const __mmask16 mask = j < g.n ? tail_mask(g.n - j) : static_cast<__mmask16>(0);
     const __m512 bias = g.bias != nullptr ? _mm512_loadu_ps(g.bias + j) : zero;
 #pragma GCC unroll 8
     for (int i = 0; i < MR; ++i) {
@@ -4113,10 +4152,6 @@ TASKMOE_TARGET_AVX512 inline void gemm_packed_f32(const packed_f32_call& g, int 
 }
 
 // ---- attention helpers (layers/attention.hpp; same contracts as the AVX2 versions) ------------
-
-TASKMOE_TARGET_AVX512 inline __mmask16 tail_mask(int left) {
-  return left >= 16 ? static_cast<__mmask16>(0xffff) : static_cast<__mmask16>((1u << left) - 1u);
-}
 
 // Horizontal float sum, with zero-masked extracts (see hsum above for why not the plain ones).
 TASKMOE_TARGET_AVX512 inline float hsum_ps(__m512 v) {
@@ -5079,10 +5114,11 @@ inline void quantize_rows_int8(const float* x, int rows, int cols, int ldx, std:
   detail::check_matrix(kernel, "q", q, rows, cols, ldq);
   detail::check_vector(kernel, "scales", scales, rows);
 #if TASKMOE_KERNELS_X86
-  if (rows > 0 && active_isa() >= isa::avx2) {
+  const isa active = rows > 0 ? active_isa() : isa::generic;
+  if (active >= isa::avx2) {
+    const auto row = active == isa::avx512 ? detail::avx512::quantize_row_int8 : detail::avx2::quantize_row_int8;
     for (int r = 0; r < rows; ++r)
-      if (!detail::avx2::quantize_row_int8(x + static_cast<std::size_t>(r) * ldx, cols,
-                                           q + static_cast<std::size_t>(r) * ldq, scales + r))
+      if (!row(x + static_cast<std::size_t>(r) * ldx, cols, q + static_cast<std::size_t>(r) * ldq, scales + r))
         throw invalid_argument_error("taskmoe::kernels::quantize_rows_int8: non-finite value");
     return;
   }

@@ -204,10 +204,11 @@ inline void quantize_rows_int8(const float* x, int rows, int cols, int ldx, std:
   detail::check_matrix(kernel, "q", q, rows, cols, ldq);
   detail::check_vector(kernel, "scales", scales, rows);
 #if TASKMOE_KERNELS_X86
-  if (rows > 0 && active_isa() >= isa::avx2) {
+  const isa active = rows > 0 ? active_isa() : isa::generic;
+  if (active >= isa::avx2) {
+    const auto row = active == isa::avx512 ? detail::avx512::quantize_row_int8 : detail::avx2::quantize_row_int8;
     for (int r = 0; r < rows; ++r)
-      if (!detail::avx2::quantize_row_int8(x + static_cast<std::size_t>(r) * ldx, cols,
-                                           q + static_cast<std::size_t>(r) * ldq, scales + r))
+      if (!row(x + static_cast<std::size_t>(r) * ldx, cols, q + static_cast<std::size_t>(r) * ldq, scales + r))
         throw invalid_argument_error("taskmoe::kernels::quantize_rows_int8: non-finite value");
     return;
   }
