@@ -5421,7 +5421,7 @@ constexpr int tile_depth = 64;  // bytes of K per tile step: 16 k-groups
 
 // Whether a call can run here: K must fill whole tile steps (a weight tile past a panel's end
 // would read the next panel, or past the buffer). Every model dimension we ship is a multiple of 64.
-inline bool fits(const packed_call& g) noexcept { return g.k4 % tile_depth == 0; }
+inline bool fits(int k4) noexcept { return k4 % tile_depth == 0; }
 
 // Palette 1, all eight tiles 16 rows x 64 bytes.
 struct alignas(64) tile_config {
@@ -5487,7 +5487,7 @@ TASKMOE_TARGET_AMX inline void block_1x1(const std::uint8_t* a, int lda, const s
   _tile_stored(0, sums, panel_width * sizeof(std::int32_t));
 }
 
-// Panels [p0, p1) of a call with fits(g): blocks of 4 panels (64 * k4 bytes, in L2), and for
+// Panels [p0, p1) of a call with fits(g.k4): blocks of 4 panels (64 * k4 bytes, in L2), and for
 // each block every row in tiles of 16. A last tile of fewer rows reads a zero-padded copy (a
 // tile always loads 16 rows); its extra sums are never stored.
 TASKMOE_TARGET_AMX inline void gemm_packed(const packed_call& g, int p0, int p1) {
@@ -6162,7 +6162,7 @@ inline packed_kernel choose_packed_kernel(int m, int k4) {
   if (active == isa::avx512 && f.avx512vnni) {
     // AMX where the OS granted it; forcing it on elsewhere changes nothing.
     const bool amx = int8_option_enabled(int8_kernel_option::amx, true) && f.amx_int8;
-    return amx && m >= int8_amx_min_rows && k4 % amx::tile_depth == 0 ? packed_kernel::amx : packed_kernel::vnni;
+    return amx && m >= int8_amx_min_rows && amx::fits(k4) ? packed_kernel::amx : packed_kernel::vnni;
   }
   // Pair products: where the CPU has one vector-multiply pipe (no such CPU has AVX-VNNI: pairs
   // come first only when forced, for tests). The setting is read before the row count, so that a

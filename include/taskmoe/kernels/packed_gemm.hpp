@@ -349,7 +349,7 @@ inline packed_kernel choose_packed_kernel(int m, int k4) {
   if (active == isa::avx512 && f.avx512vnni) {
     // AMX where the OS granted it; forcing it on elsewhere changes nothing.
     const bool amx = int8_option_enabled(int8_kernel_option::amx, true) && f.amx_int8;
-    return amx && m >= int8_amx_min_rows && k4 % amx::tile_depth == 0 ? packed_kernel::amx : packed_kernel::vnni;
+    return amx && m >= int8_amx_min_rows && amx::fits(k4) ? packed_kernel::amx : packed_kernel::vnni;
   }
   // Pair products: where the CPU has one vector-multiply pipe (no such CPU has AVX-VNNI: pairs
   // come first only when forced, for tests). The setting is read before the row count, so that a
