@@ -394,12 +394,14 @@ bool check_packed_gemm(const char* kernel, int m, const float* a, int lda, const
 // computed by one thread with the same operations); within them, rows in blocks whose
 // activations (row_bytes each) take about 128 KiB, so that a block stays in L2 while every
 // 64-column weight block streams over it (else an encoder's thousands of rows are re-read from L3
-// for every 64 columns).
+// for every 64 columns). Blocks are a multiple of row_tile rows (the kernel's tile height: 12
+// covers the 6-, 4- and 2-row tiles, AMX tiles are 16), so only the call's last block ends in a
+// partial tile.
 template <class F>
-void for_each_packed_block(int m, int panels, std::size_t row_bytes, int threads, const F& f) {
+void for_each_packed_block(int m, int panels, std::size_t row_bytes, int row_tile, int threads, const F& f) {
   constexpr std::size_t block_bytes = 128 * 1024;
   const std::size_t fit = block_bytes / (row_bytes > 0 ? row_bytes : 1);
-  const int rows = fit >= static_cast<std::size_t>(m) ? m : std::max(12, static_cast<int>(fit) / 12 * 12);
+  const int rows = fit >= static_cast<std::size_t>(m) ? m : std::max(row_tile, static_cast<int>(fit) / row_tile * row_tile);
   const int blocks = (panels + 3) / 4;
   parallel_for(std::min(threads == 0 ? intra_op_threads() : threads, blocks), blocks, [&](int b0, int b1) {
     for (int i0 = 0; i0 < m; i0 += rows) f(4 * b0, std::min(panels, 4 * b1), i0, std::min(rows, m - i0));
@@ -486,7 +488,8 @@ inline void gemm_packed_int8(int m, const float* a, int lda, const packed_int8& 
     row_bytes *= 2;
   }
 #endif
-  detail::for_each_packed_block(m, w.panels(), row_bytes, options.threads,
+  const int row_tile = kind == detail::packed_kernel::amx ? 16 : 12;
+  detail::for_each_packed_block(m, w.panels(), row_bytes, row_tile, options.threads,
                                 [&](int p0, int p1, int i0, int rows) {
                                   detail::packed_call gi = g;
                                   gi.m = rows;
@@ -515,7 +518,7 @@ inline void gemm_packed_f32(int m, const float* a, int lda, const packed_f32& w,
 #if TASKMOE_KERNELS_X86
   const isa active = active_isa();
 #endif
-  detail::for_each_packed_block(m, w.panels(), static_cast<std::size_t>(w.cols()) * sizeof(float), options.threads,
+  detail::for_each_packed_block(m, w.panels(), static_cast<std::size_t>(w.cols()) * sizeof(float), 12, options.threads,
                                 [&](int p0, int p1, int i0, int rows) {
                                   detail::packed_f32_call gi = g;
                                   gi.m = rows;
