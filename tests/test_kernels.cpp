@@ -469,7 +469,7 @@ TEST_CASE("gemm_packed_int8 equals the plain integer reference bit for bit on ev
                            {65, 1000, 3}, {1, 1000, 64}, {2, 129, 1000}, {5, 48, 2049}, {1, 520, 512},
                            {4, 64, 4},   {9, 33, 129},  {16, 31, 5},    {17, 70, 257}, {64, 48, 520},
                            {4, 17, 64},  {15, 100, 128}, {33, 65, 192}, {16, 64, 1024}, {50, 130, 256},
-                           {100, 40, 4096}};  // several row blocks (gemm_packed_int8 blocks rows by 128 KB of activations)
+                           {100, 40, 4096}};  // several row blocks (128 KB of activations, at least 64 rows)
   const bool amx_cpu = tk::detect_cpu_features().amx_int8;
   for (tk::isa isa : runnable_isas())
   for (int option = 0; option < (isa == tk::isa::avx2 || (isa == tk::isa::avx512 && amx_cpu) ? 2 : 1); ++option) {
@@ -594,7 +594,8 @@ TEST_CASE("gemm_packed_f32 equals a plain fused-multiply-add reference bit for b
   // Around the 6-row / 16-column / 4- and 8-panel tiles, plus the decoder's shapes.
   const int shapes[][3] = {{1, 1, 1},     {1, 7, 3},    {3, 17, 7},    {7, 63, 63},   {63, 65, 65},
                            {65, 1000, 3}, {1, 1000, 64}, {2, 129, 1000}, {5, 48, 2049}, {1, 520, 512},
-                           {6, 64, 4},    {13, 33, 129}, {12, 130, 9},  {64, 200, 17}};
+                           {6, 64, 4},    {13, 33, 129}, {12, 130, 9},  {64, 200, 17},
+                           {100, 40, 4096}};  // several row blocks (at least 64 rows each), the last partial
   for (tk::isa isa : runnable_isas()) {
     tk::scoped_isa_override force(isa);
     for (const auto& s : shapes) {

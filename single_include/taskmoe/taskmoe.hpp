@@ -6207,14 +6207,18 @@ bool check_packed_gemm(const char* kernel, int m, const float* a, int lda, const
 // computed by one thread with the same operations); within them, rows in blocks whose
 // activations (row_bytes each) take about 128 KiB, so that a block stays in L2 while every
 // 64-column weight block streams over it (else an encoder's thousands of rows are re-read from L3
-// for every 64 columns). Blocks are a multiple of row_tile rows (the kernel's tile height: 12
-// covers the 6-, 4- and 2-row tiles, AMX tiles are 16), so only the call's last block ends in a
-// partial tile.
+// for every 64 columns). But never fewer than 64 rows: each row block streams the whole weight
+// matrix from L3, and with fewer rows that stream is the bottleneck (f32, K = 2048: 128 KiB is
+// 16 rows, and the 4 MB of weights for every 12 rows ran at 2/3 of the speed of 64-row blocks).
+// Blocks are a multiple of row_tile rows (the kernel's tile height: 12 covers the 6-, 4- and
+// 2-row tiles, AMX tiles are 16), so only the call's last block ends in a partial tile.
 template <class F>
 void for_each_packed_block(int m, int panels, std::size_t row_bytes, int row_tile, int threads, const F& f) {
   constexpr std::size_t block_bytes = 128 * 1024;
-  const std::size_t fit = block_bytes / (row_bytes > 0 ? row_bytes : 1);
-  const int rows = fit >= static_cast<std::size_t>(m) ? m : std::max(row_tile, static_cast<int>(fit) / row_tile * row_tile);
+  constexpr int min_block_rows = 64;
+  const std::size_t fit = std::max(block_bytes / (row_bytes > 0 ? row_bytes : 1),
+                                   static_cast<std::size_t>((min_block_rows + row_tile - 1) / row_tile * row_tile));
+  const int rows = fit >= static_cast<std::size_t>(m) ? m : static_cast<int>(fit) / row_tile * row_tile;
   const int blocks = (panels + 3) / 4;
   parallel_for(std::min(threads == 0 ? intra_op_threads() : threads, blocks), blocks, [&](int b0, int b1) {
     for (int i0 = 0; i0 < m; i0 += rows) f(4 * b0, std::min(panels, 4 * b1), i0, std::min(rows, m - i0));
