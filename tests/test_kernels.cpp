@@ -469,7 +469,7 @@ TEST_CASE("gemm_packed_int8 equals the plain integer reference bit for bit on ev
                            {65, 1000, 3}, {1, 1000, 64}, {2, 129, 1000}, {5, 48, 2049}, {1, 520, 512},
                            {4, 64, 4},   {9, 33, 129},  {16, 31, 5},    {17, 70, 257}, {64, 48, 520},
                            {4, 17, 64},  {15, 100, 128}, {33, 65, 192}, {16, 64, 1024}, {50, 130, 256},
-                           {100, 40, 4096}};  // several row blocks (128 KB of activations, at least 64 rows)
+                           {100, 40, 4096}};  // two row blocks (128 KB of activations, at least 64 rows)
   const bool amx_cpu = tk::detect_cpu_features().amx_int8;
   for (tk::isa isa : runnable_isas())
   for (int option = 0; option < (isa == tk::isa::avx2 || (isa == tk::isa::avx512 && amx_cpu) ? 2 : 1); ++option) {
