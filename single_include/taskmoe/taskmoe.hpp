@@ -6210,8 +6210,9 @@ bool check_packed_gemm(const char* kernel, int m, const float* a, int lda, const
 // for every 64 columns). But never fewer than 64 rows: each row block streams the whole weight
 // matrix from L3, and with fewer rows that stream is the bottleneck (f32, K = 2048: 128 KiB is
 // 16 rows, and the 4 MB of weights for every 12 rows ran at 2/3 of the speed of 64-row blocks).
-// Blocks are a multiple of row_tile rows (the kernel's tile height: 12 covers the 6-, 4- and
-// 2-row tiles, AMX tiles are 16), so only the call's last block ends in a partial tile.
+// Blocks are a multiple of row_tile rows (the kernel's tile height: vector_row_tile, or AMX's 16),
+// so only the call's last block ends in a partial tile.
+constexpr int vector_row_tile = 12;  // covers the vector kernels' 6-, 4- and 2-row tiles
 template <class F>
 void for_each_packed_block(int m, int panels, std::size_t row_bytes, int row_tile, int threads, const F& f) {
   constexpr std::size_t block_bytes = 128 * 1024;
@@ -6294,7 +6295,9 @@ inline void gemm_packed_int8(int m, const float* a, int lda, const packed_int8& 
   g.accumulate = options.accumulate;
   g.a_nonnegative = kind == detail::packed_kernel::avx2 && detail::all_nonnegative(q, static_cast<std::size_t>(m) * k4);
   std::size_t row_bytes = static_cast<std::size_t>(k4);
+  int row_tile = detail::vector_row_tile;
 #if TASKMOE_KERNELS_X86
+  if (kind == detail::packed_kernel::amx) row_tile = detail::amx::tile_rows;
   if (kind == detail::packed_kernel::avx2_pairs) {
     ws.pairs.resize(static_cast<std::size_t>(m) * (k4 / 2));
     ws.pair_sums.resize(static_cast<std::size_t>(m));
@@ -6305,7 +6308,6 @@ inline void gemm_packed_int8(int m, const float* a, int lda, const packed_int8& 
     row_bytes *= 2;
   }
 #endif
-  const int row_tile = kind == detail::packed_kernel::amx ? 16 : 12;
   detail::for_each_packed_block(m, w.panels(), row_bytes, row_tile, options.threads,
                                 [&](int p0, int p1, int i0, int rows) {
                                   detail::packed_call gi = g;
@@ -6335,7 +6337,7 @@ inline void gemm_packed_f32(int m, const float* a, int lda, const packed_f32& w,
 #if TASKMOE_KERNELS_X86
   const isa active = active_isa();
 #endif
-  detail::for_each_packed_block(m, w.panels(), static_cast<std::size_t>(w.cols()) * sizeof(float), 12, options.threads,
+  detail::for_each_packed_block(m, w.panels(), static_cast<std::size_t>(w.cols()) * sizeof(float), detail::vector_row_tile, options.threads,
                                 [&](int p0, int p1, int i0, int rows) {
                                   detail::packed_f32_call gi = g;
                                   gi.m = rows;
