@@ -339,7 +339,7 @@ TASKMOE_TARGET_AVX2 inline void pack_panel_int8(const std::int8_t* const* rows, 
 // 12 of the 16 registers). Same operations per lane as generic::gemm_packed_f32.
 
 template <int MR, int NP>
-TASKMOE_TARGET_AVX2 void packed_f32_tile(const packed_f32_call& g, int i0, int p0) {
+TASKMOE_TARGET_AVX2 void packed_f32_tile(const packed_f32_call& g, int i0, int p0, next_block_prefetch next = {}) {
   __m256 acc[MR][NP][2];
   for (int i = 0; i < MR; ++i)
     for (int r = 0; r < NP; ++r) acc[i][r][0] = acc[i][r][1] = _mm256_setzero_ps();
@@ -355,6 +355,7 @@ TASKMOE_TARGET_AVX2 void packed_f32_tile(const packed_f32_call& g, int i0, int p
       w[r][0] = _mm256_load_ps(src);
       w[r][1] = _mm256_load_ps(src + 8);
     }
+    next.step();
     for (int i = 0; i < MR; ++i) {
       const __m256 av = _mm256_broadcast_ss(a + static_cast<std::size_t>(i) * lda + kk);
       for (int r = 0; r < NP; ++r)
@@ -381,7 +382,8 @@ TASKMOE_TARGET_AVX2 void packed_f32_tile(const packed_f32_call& g, int i0, int p
     }
 }
 
-// One panel at a time for every row in tiles of 6; a single row streams 4 panels at once.
+// One panel at a time for every row in tiles of 6 that prefetch the next panel; a single row
+// streams 4 panels at once.
 TASKMOE_TARGET_AVX2 inline void gemm_packed_f32(const packed_f32_call& g, int p0, int p1) {
   if (g.m == 1) {
     int p = p0;
@@ -389,15 +391,20 @@ TASKMOE_TARGET_AVX2 inline void gemm_packed_f32(const packed_f32_call& g, int p0
     for (; p < p1; ++p) packed_f32_tile<1, 1>(g, 0, p);
     return;
   }
+  const std::size_t pf = g.panel_floats();
+  const int tiles = (g.m + 5) / 6;
   for (int p = p0; p < p1; ++p) {
-    int i = 0;
-    for (; i + 6 <= g.m; i += 6) packed_f32_tile<6, 1>(g, i, p);
+    const float* next = g.data + static_cast<std::size_t>(p + 1) * pf;
+    const std::size_t next_bytes = p + 1 < p1 ? pf * sizeof(float) : 0;
+    int i = 0, t = 0;
+    for (; i + 6 <= g.m; i += 6, ++t) packed_f32_tile<6, 1>(g, i, p, {next, next_bytes, g.k, t, tiles});
+    const next_block_prefetch last(next, next_bytes, g.k, t, tiles);
     switch (g.m - i) {
-      case 5: packed_f32_tile<5, 1>(g, i, p); break;
-      case 4: packed_f32_tile<4, 1>(g, i, p); break;
-      case 3: packed_f32_tile<3, 1>(g, i, p); break;
-      case 2: packed_f32_tile<2, 1>(g, i, p); break;
-      case 1: packed_f32_tile<1, 1>(g, i, p); break;
+      case 5: packed_f32_tile<5, 1>(g, i, p, last); break;
+      case 4: packed_f32_tile<4, 1>(g, i, p, last); break;
+      case 3: packed_f32_tile<3, 1>(g, i, p, last); break;
+      case 2: packed_f32_tile<2, 1>(g, i, p, last); break;
+      case 1: packed_f32_tile<1, 1>(g, i, p, last); break;
       default: break;
     }
   }

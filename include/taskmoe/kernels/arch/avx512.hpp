@@ -241,7 +241,7 @@ TASKMOE_TARGET_AVX512_VNNI inline void gemm_packed(const packed_call& g, int p0,
 // NP weight vectors once for all MR rows. Same operations per lane as generic::gemm_packed_f32.
 
 template <int MR, int NP>
-TASKMOE_TARGET_AVX512 void packed_f32_tile(const packed_f32_call& g, int i0, int p0) {
+TASKMOE_TARGET_AVX512 void packed_f32_tile(const packed_f32_call& g, int i0, int p0, next_block_prefetch next = {}) {
   __m512 acc[MR][NP];
   for (int i = 0; i < MR; ++i)
     for (int r = 0; r < NP; ++r) acc[i][r] = _mm512_setzero_ps();
@@ -253,6 +253,7 @@ TASKMOE_TARGET_AVX512 void packed_f32_tile(const packed_f32_call& g, int i0, int
   for (int kk = 0; kk < k; ++kk) {
     __m512 w[NP];
     for (int r = 0; r < NP; ++r) w[r] = _mm512_load_ps(b + r * pf + static_cast<std::size_t>(kk) * panel_width);
+    next.step();
     for (int i = 0; i < MR; ++i) {
       const __m512 av = _mm512_set1_ps(a[static_cast<std::size_t>(i) * lda + kk]);
       for (int r = 0; r < NP; ++r) acc[i][r] = _mm512_fmadd_ps(av, w[r], acc[i][r]);
@@ -280,34 +281,41 @@ TASKMOE_TARGET_AVX512 void packed_f32_tile(const packed_f32_call& g, int i0, int
 }
 
 template <int MR>
-TASKMOE_TARGET_AVX512 void packed_f32_rows(const packed_f32_call& g, int i0, int p, int np) {
+TASKMOE_TARGET_AVX512 void packed_f32_rows(const packed_f32_call& g, int i0, int p, int np, next_block_prefetch next) {
   switch (np) {
-    case 1: packed_f32_tile<MR, 1>(g, i0, p); return;
-    case 2: packed_f32_tile<MR, 2>(g, i0, p); return;
-    case 3: packed_f32_tile<MR, 3>(g, i0, p); return;
-    default: packed_f32_tile<MR, 4>(g, i0, p); return;
+    case 1: packed_f32_tile<MR, 1>(g, i0, p, next); return;
+    case 2: packed_f32_tile<MR, 2>(g, i0, p, next); return;
+    case 3: packed_f32_tile<MR, 3>(g, i0, p, next); return;
+    default: packed_f32_tile<MR, 4>(g, i0, p, next); return;
   }
 }
 
 // Blocks of 4 panels (64 columns: 256 * k bytes, in L2 for k <= 4096), every row in tiles of 6
-// (24 accumulators); a single row streams 8 panels at once to keep more loads in flight.
+// (24 accumulators) that prefetch the next block; a single row streams 8 panels at once to keep
+// more loads in flight (prefetching there measured slower: stop 31).
 TASKMOE_TARGET_AVX512 inline void gemm_packed_f32(const packed_f32_call& g, int p0, int p1) {
   if (g.m == 1) {
     int p = p0;
     for (; p + 8 <= p1; p += 8) packed_f32_tile<1, 8>(g, 0, p);
-    for (; p < p1; p += 4) packed_f32_rows<1>(g, 0, p, p1 - p < 4 ? p1 - p : 4);
+    for (; p < p1; p += 4) packed_f32_rows<1>(g, 0, p, p1 - p < 4 ? p1 - p : 4, {});
     return;
   }
+  const std::size_t pf = g.panel_floats();
+  const int tiles = (g.m + 5) / 6;
   for (int p = p0; p < p1; p += 4) {
     const int np = p1 - p < 4 ? p1 - p : 4;
-    int i = 0;
-    for (; i + 6 <= g.m; i += 6) packed_f32_rows<6>(g, i, p, np);
+    const int next_np = p1 - p - np < 4 ? p1 - p - np : 4;
+    const float* next = g.data + static_cast<std::size_t>(p + np) * pf;
+    const std::size_t next_bytes = static_cast<std::size_t>(next_np) * pf * sizeof(float);
+    int i = 0, t = 0;
+    for (; i + 6 <= g.m; i += 6, ++t) packed_f32_rows<6>(g, i, p, np, {next, next_bytes, g.k, t, tiles});
+    const next_block_prefetch last(next, next_bytes, g.k, t, tiles);
     switch (g.m - i) {
-      case 5: packed_f32_rows<5>(g, i, p, np); break;
-      case 4: packed_f32_rows<4>(g, i, p, np); break;
-      case 3: packed_f32_rows<3>(g, i, p, np); break;
-      case 2: packed_f32_rows<2>(g, i, p, np); break;
-      case 1: packed_f32_rows<1>(g, i, p, np); break;
+      case 5: packed_f32_rows<5>(g, i, p, np, last); break;
+      case 4: packed_f32_rows<4>(g, i, p, np, last); break;
+      case 3: packed_f32_rows<3>(g, i, p, np, last); break;
+      case 2: packed_f32_rows<2>(g, i, p, np, last); break;
+      case 1: packed_f32_rows<1>(g, i, p, np, last); break;
       default: break;
     }
   }
