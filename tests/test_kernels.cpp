@@ -470,18 +470,23 @@ TEST_CASE("gemm_packed_int8 equals the plain integer reference bit for bit on ev
                            {4, 64, 4},   {9, 33, 129},  {16, 31, 5},    {17, 70, 257}, {64, 48, 520},
                            {4, 17, 64},  {15, 100, 128}, {33, 65, 192}, {16, 64, 1024}, {50, 130, 256},
                            {100, 40, 4096}};  // two row blocks (128 KB of activations, at least 64 rows)
-  const bool amx_cpu = tk::detect_cpu_features().amx_int8;
+  // On a CPU with AVX-VNNI the avx2 pass runs a third time with it off: the sign-trick kernel of
+  // CPUs without it.
+  const bool amx_cpu = tk::detect_cpu_features().amx_int8, avxvnni_cpu = tk::detect_cpu_features().avxvnni;
   for (tk::isa isa : runnable_isas())
-  for (int option = 0; option < (isa == tk::isa::avx2 || (isa == tk::isa::avx512 && amx_cpu) ? 2 : 1); ++option) {
+  for (int option = 0; option < (isa == tk::isa::avx2 ? (avxvnni_cpu ? 3 : 2) : isa == tk::isa::avx512 && amx_cpu ? 2 : 1); ++option) {
     tk::scoped_isa_override force(isa);
     const bool pairs = isa == tk::isa::avx2 && option == 1, amx = isa == tk::isa::avx512 && option == 1;
+    const bool sign_trick = isa == tk::isa::avx2 && option == 2;
     tk::scoped_int8_pairs_override force_pairs(pairs);
     tk::scoped_int8_amx_override force_amx(amx);
+    tk::scoped_int8_avxvnni_override force_avxvnni(!sign_trick);
     for (const auto& s : shapes) {
       const int m = s[0], n = s[1], k = s[2];
       const int k4 = (k + 3) / 4 * 4;
       const tk::detail::packed_kernel chosen = tk::detail::choose_packed_kernel(m, k4);
       if (pairs) CHECK((chosen == tk::detail::packed_kernel::avx2_pairs) == (m >= tk::detail::int8_pairs_min_rows));
+      if (sign_trick) CHECK(chosen == tk::detail::packed_kernel::avx2);
       CHECK((chosen == tk::detail::packed_kernel::amx) == (amx && m >= tk::detail::int8_amx_min_rows && k4 % 64 == 0));
       const int lda = k + 3, ldc = n + 2;
       // Variants 4 and 5: activations >= 0 (a ReLU's output), which the AVX2 kernel multiplies

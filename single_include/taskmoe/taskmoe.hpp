@@ -3101,8 +3101,9 @@ constexpr float coeffs[] = {1.9875691500e-4f, 1.3981999507e-3f, 8.3334519073e-3f
 // against 4 broadcast activation bytes, or two AVX2 vectors. No horizontal sums anywhere: each
 // accumulator lane is one output.
 
-#include <cstddef>  // std::size_t
-#include <cstdint>  // int8_t, uint8_t, int32_t
+#include <algorithm>  // std::min, std::max
+#include <cstddef>    // std::size_t
+#include <cstdint>    // int8_t, uint8_t, int32_t
 
 namespace taskmoe {
 namespace kernels {
@@ -3157,6 +3158,75 @@ struct packed_f32_call {
   bool relu = false;
   bool accumulate = false;
   std::size_t panel_floats() const noexcept { return static_cast<std::size_t>(k) * panel_width; }
+};
+
+// Software prefetch for the packed GEMMs: while the row tiles of one column block run over it,
+// they pull the next block into L2, each tile an equal share of its cache lines in bursts spread
+// over its k loop. A decoder step's weights come from L3 (the step's matrices do not fit L2), and
+// without this the first tile over each block waits on them (docs/performance.md, stop 32). A
+// tile's k loop runs in chunks, so the loop inside a chunk is the same as without prefetching:
+//   for (int kk = 0; kk < k;) {
+//     for (const int stop = next.until(kk, k); kk < stop; ++kk) { ... }
+//     next.burst();
+//   }
+class next_block_prefetch {
+ public:
+  next_block_prefetch() = default;  // nothing to fetch
+  // The end of the k range [kk, until) to run before the next burst.
+  int until(int kk, int k) const noexcept { return left_ > 0 && k - kk > every_ ? kk + every_ : k; }
+  void burst() noexcept {
+    if (left_ <= 0) return;
+    for (int l = 0; l < burst_; ++l) __builtin_prefetch(next_ + l * line, 0, 2);  // 2: into L2 (prefetcht1)
+    next_ += static_cast<std::size_t>(burst_) * line;
+    left_ -= burst_;
+  }
+
+  static constexpr std::size_t line = 64;
+
+ private:
+  friend class block_prefetch_plan;
+  // 16 bytes, passed in two registers: a larger argument goes through the stack, and reloading
+  // it there waited for the tile's output stores (10-20 % of an int8 GEMM at 256 rows).
+  const char* next_ = nullptr;
+  std::int32_t left_ = 0;     // lines still to fetch
+  std::int16_t every_ = 1;    // k between bursts (a multiple of the tile loop's stride)
+  std::int16_t burst_ = 1;    // lines per burst
+};
+
+// The next block [block, block + bytes) split into equal shares for `tiles` tile loops over
+// [0, k) in steps of `stride`. Built once per block; a tile only takes its share.
+class block_prefetch_plan {
+ public:
+  block_prefetch_plan(const void* block, std::size_t bytes, int k, int stride, int tiles)
+      : block_(static_cast<const char*>(block)), lines_((bytes + line - 1) / line) {
+    share_ = (lines_ + static_cast<std::size_t>(tiles) - 1) / static_cast<std::size_t>(tiles);
+    const std::size_t steps = std::max<std::size_t>(static_cast<std::size_t>(k / stride), 1);
+    std::size_t every = 1, burst = 1;
+    if (share_ <= steps)
+      every = steps / std::max<std::size_t>(share_, 1);
+    else
+      burst = (share_ + steps - 1) / steps;
+    // Bounded for the 16-bit fields: a shorter gap only fetches earlier.
+    every_ = static_cast<std::int16_t>(std::min<std::size_t>(every * static_cast<std::size_t>(stride), 32767 / stride * stride));
+    burst_ = static_cast<std::int16_t>(std::min<std::size_t>(burst, 32767));
+  }
+  next_block_prefetch share(int tile) const noexcept {
+    next_block_prefetch p;
+    const std::size_t first = std::min(lines_, share_ * static_cast<std::size_t>(tile));
+    p.next_ = block_ + first * line;
+    p.left_ = static_cast<std::int32_t>(std::min(lines_, first + share_) - first);
+    p.every_ = every_;
+    p.burst_ = burst_;
+    return p;
+  }
+
+ private:
+  static constexpr std::size_t line = next_block_prefetch::line;
+  const char* block_;
+  std::size_t lines_;
+  std::size_t share_ = 0;  // lines per tile
+  std::int16_t every_ = 1;
+  std::int16_t burst_ = 1;
 };
 
 // Attention: key / value j sits in row key_row(rows, j) of k / v, rows[j], or j when rows is null.
@@ -3357,7 +3427,7 @@ TASKMOE_TARGET_AVX2 inline void flip_sign_bits(std::uint8_t* q, int n) {
 // they are, one vpsignb fewer per 32 products. Zen 1 runs every vector integer multiply on one
 // pipe, so this is the only saving there: about 14 % in a 4 x 16 tile loop (19.1 vs 16.8 GMAC/s).
 template <int MR, int NP, bool Nonnegative>
-TASKMOE_TARGET_AVX2 void packed_tile(const packed_call& g, int i0, int p0) {
+TASKMOE_TARGET_AVX2 void packed_tile(const packed_call& g, int i0, int p0, next_block_prefetch next = {}) {
   __m256i acc[MR][NP][2];
   for (int i = 0; i < MR; ++i)
     for (int r = 0; r < NP; ++r) acc[i][r][0] = acc[i][r][1] = _mm256_setzero_si256();
@@ -3365,38 +3435,42 @@ TASKMOE_TARGET_AVX2 void packed_tile(const packed_call& g, int i0, int p0) {
   const std::size_t pb = g.panel_bytes();
   const std::int8_t* b = g.data + static_cast<std::size_t>(p0) * pb;
   const std::uint8_t* a = g.a + static_cast<std::size_t>(i0) * g.lda;
-  for (int kk = 0; kk < g.k4; kk += k_group) {
-    // u = |w| (as unsigned bytes: |-128| = 128 is right) and s = a * sign(w) (a in [-127, 127]
-    // never wraps), so u * s == a * w exactly, pair sums <= 2 * 128 * 127 < 32767: exact even
-    // for -128 in a file's weights, which negating w (the other way round) would wrap.
-    __m256i w[NP][2];
-    [[maybe_unused]] __m256i u[NP][2];  // |w|: the sign trick's unsigned operand
-    for (int r = 0; r < NP; ++r) {
-      const std::int8_t* src = b + r * pb + static_cast<std::size_t>(kk) * panel_width;
-      w[r][0] = _mm256_load_si256(reinterpret_cast<const __m256i*>(src));
-      w[r][1] = _mm256_load_si256(reinterpret_cast<const __m256i*>(src + 32));
-      if constexpr (!Nonnegative) {
-        u[r][0] = _mm256_abs_epi8(w[r][0]);
-        u[r][1] = _mm256_abs_epi8(w[r][1]);
+  for (int kk = 0; kk < g.k4;) {
+    for (const int stop = next.until(kk, g.k4); kk < stop; kk += k_group) {
+      // u = |w| (as unsigned bytes: |-128| = 128 is right) and s = a * sign(w) (a in [-127, 127]
+      // never wraps), so u * s == a * w exactly, pair sums <= 2 * 128 * 127 < 32767: exact even
+      // for -128 in a file's weights, which negating w (the other way round) would wrap.
+      __m256i w[NP][2];
+      [[maybe_unused]] __m256i u[NP][2];  // |w|: the sign trick's unsigned operand
+      for (int r = 0; r < NP; ++r) {
+        const std::int8_t* src = b + r * pb + static_cast<std::size_t>(kk) * panel_width;
+        w[r][0] = _mm256_load_si256(reinterpret_cast<const __m256i*>(src));
+        w[r][1] = _mm256_load_si256(reinterpret_cast<const __m256i*>(src + 32));
+        if constexpr (!Nonnegative) {
+          u[r][0] = _mm256_abs_epi8(w[r][0]);
+          u[r][1] = _mm256_abs_epi8(w[r][1]);
+        }
+      }
+      for (int i = 0; i < MR; ++i) {
+        std::int32_t word;
+        std::memcpy(&word, a + static_cast<std::size_t>(i) * g.lda + kk, sizeof word);
+        const __m256i av = _mm256_set1_epi32(word);
+        for (int r = 0; r < NP; ++r)
+          for (int h = 0; h < 2; ++h) {
+            // a in [0, 127] as unsigned times any w: pair sums <= 2 * 127 * 128 < 32767.
+            const __m256i pairs = Nonnegative ? _mm256_maddubs_epi16(av, w[r][h])
+                                              : _mm256_maddubs_epi16(u[r][h], _mm256_sign_epi8(av, w[r][h]));
+            acc[i][r][h] = _mm256_add_epi32(acc[i][r][h], _mm256_madd_epi16(pairs, ones));
+          }
       }
     }
-    for (int i = 0; i < MR; ++i) {
-      std::int32_t word;
-      std::memcpy(&word, a + static_cast<std::size_t>(i) * g.lda + kk, sizeof word);
-      const __m256i av = _mm256_set1_epi32(word);
-      for (int r = 0; r < NP; ++r)
-        for (int h = 0; h < 2; ++h) {
-          // a in [0, 127] as unsigned times any w: pair sums <= 2 * 127 * 128 < 32767.
-          const __m256i pairs = Nonnegative ? _mm256_maddubs_epi16(av, w[r][h])
-                                            : _mm256_maddubs_epi16(u[r][h], _mm256_sign_epi8(av, w[r][h]));
-          acc[i][r][h] = _mm256_add_epi32(acc[i][r][h], _mm256_madd_epi16(pairs, ones));
-        }
-    }
+    next.burst();
   }
   packed_epilogue<MR, NP>(g, i0, p0, acc);
 }
 
-// Panels [p0, p1): one panel (16 columns) at a time for every row in tiles of 4; a single row
+// Panels [p0, p1): one panel (16 columns) at a time for every row in tiles of 4 that prefetch
+// the next panel (where there are two tiles or more, as in avx512::gemm_packed); a single row
 // takes 2 panels per tile.
 template <bool Nonnegative>
 TASKMOE_TARGET_AVX2 void gemm_packed_as(const packed_call& g, int p0, int p1) {
@@ -3406,13 +3480,18 @@ TASKMOE_TARGET_AVX2 void gemm_packed_as(const packed_call& g, int p0, int p1) {
     if (p < p1) packed_tile<1, 1, Nonnegative>(g, 0, p);
     return;
   }
+  const std::size_t pb = g.panel_bytes();
+  const int tiles = (g.m + 3) / 4;
   for (int p = p0; p < p1; ++p) {
-    int i = 0;
-    for (; i + 4 <= g.m; i += 4) packed_tile<4, 1, Nonnegative>(g, i, p);
+    const block_prefetch_plan plan(g.data + static_cast<std::size_t>(p + 1) * pb, tiles > 1 && p + 1 < p1 ? pb : 0,
+                                   g.k4, k_group, tiles);
+    int i = 0, t = 0;
+    for (; i + 4 <= g.m; i += 4, ++t) packed_tile<4, 1, Nonnegative>(g, i, p, plan.share(t));
+    const next_block_prefetch last = plan.share(t);
     switch (g.m - i) {
-      case 3: packed_tile<3, 1, Nonnegative>(g, i, p); break;
-      case 2: packed_tile<2, 1, Nonnegative>(g, i, p); break;
-      case 1: packed_tile<1, 1, Nonnegative>(g, i, p); break;
+      case 3: packed_tile<3, 1, Nonnegative>(g, i, p, last); break;
+      case 2: packed_tile<2, 1, Nonnegative>(g, i, p, last); break;
+      case 1: packed_tile<1, 1, Nonnegative>(g, i, p, last); break;
       default: break;
     }
   }
@@ -3485,7 +3564,7 @@ TASKMOE_TARGET_AVX2 inline void pack_panel_int8(const std::int8_t* const* rows, 
 // 12 of the 16 registers). Same operations per lane as generic::gemm_packed_f32.
 
 template <int MR, int NP>
-TASKMOE_TARGET_AVX2 void packed_f32_tile(const packed_f32_call& g, int i0, int p0) {
+TASKMOE_TARGET_AVX2 void packed_f32_tile(const packed_f32_call& g, int i0, int p0, next_block_prefetch next = {}) {
   __m256 acc[MR][NP][2];
   for (int i = 0; i < MR; ++i)
     for (int r = 0; r < NP; ++r) acc[i][r][0] = acc[i][r][1] = _mm256_setzero_ps();
@@ -3494,18 +3573,21 @@ TASKMOE_TARGET_AVX2 void packed_f32_tile(const packed_f32_call& g, int i0, int p
   const float* a = g.a + static_cast<std::size_t>(i0) * g.lda;
   const std::size_t lda = static_cast<std::size_t>(g.lda);
   const int k = g.k;  // locals: GCC otherwise reloads g.k and spills acc on every k
-  for (int kk = 0; kk < k; ++kk) {
-    __m256 w[NP][2];
-    for (int r = 0; r < NP; ++r) {
-      const float* src = b + r * pf + static_cast<std::size_t>(kk) * panel_width;
-      w[r][0] = _mm256_load_ps(src);
-      w[r][1] = _mm256_load_ps(src + 8);
+  for (int kk = 0; kk < k;) {
+    for (const int stop = next.until(kk, k); kk < stop; ++kk) {
+      __m256 w[NP][2];
+      for (int r = 0; r < NP; ++r) {
+        const float* src = b + r * pf + static_cast<std::size_t>(kk) * panel_width;
+        w[r][0] = _mm256_load_ps(src);
+        w[r][1] = _mm256_load_ps(src + 8);
+      }
+      for (int i = 0; i < MR; ++i) {
+        const __m256 av = _mm256_broadcast_ss(a + static_cast<std::size_t>(i) * lda + kk);
+        for (int r = 0; r < NP; ++r)
+          for (int h = 0; h < 2; ++h) acc[i][r][h] = _mm256_fmadd_ps(av, w[r][h], acc[i][r][h]);
+      }
     }
-    for (int i = 0; i < MR; ++i) {
-      const __m256 av = _mm256_broadcast_ss(a + static_cast<std::size_t>(i) * lda + kk);
-      for (int r = 0; r < NP; ++r)
-        for (int h = 0; h < 2; ++h) acc[i][r][h] = _mm256_fmadd_ps(av, w[r][h], acc[i][r][h]);
-    }
+    next.burst();
   }
   // Epilogue loops fully unrolled and without early exits (an empty mask stores nothing): GCC
   // otherwise indexes acc in memory and keeps it on the stack, stored on every k.
@@ -3527,7 +3609,8 @@ TASKMOE_TARGET_AVX2 void packed_f32_tile(const packed_f32_call& g, int i0, int p
     }
 }
 
-// One panel at a time for every row in tiles of 6; a single row streams 4 panels at once.
+// One panel at a time for every row in tiles of 6 that prefetch the next panel; a single row
+// streams 4 panels at once.
 TASKMOE_TARGET_AVX2 inline void gemm_packed_f32(const packed_f32_call& g, int p0, int p1) {
   if (g.m == 1) {
     int p = p0;
@@ -3535,15 +3618,20 @@ TASKMOE_TARGET_AVX2 inline void gemm_packed_f32(const packed_f32_call& g, int p0
     for (; p < p1; ++p) packed_f32_tile<1, 1>(g, 0, p);
     return;
   }
+  const std::size_t pf = g.panel_floats();
+  const int tiles = (g.m + 5) / 6;
   for (int p = p0; p < p1; ++p) {
-    int i = 0;
-    for (; i + 6 <= g.m; i += 6) packed_f32_tile<6, 1>(g, i, p);
+    const float* next = g.data + static_cast<std::size_t>(p + 1) * pf;
+    const block_prefetch_plan plan(next, p + 1 < p1 ? pf * sizeof(float) : 0, g.k, 1, tiles);
+    int i = 0, t = 0;
+    for (; i + 6 <= g.m; i += 6, ++t) packed_f32_tile<6, 1>(g, i, p, plan.share(t));
+    const next_block_prefetch last = plan.share(t);
     switch (g.m - i) {
-      case 5: packed_f32_tile<5, 1>(g, i, p); break;
-      case 4: packed_f32_tile<4, 1>(g, i, p); break;
-      case 3: packed_f32_tile<3, 1>(g, i, p); break;
-      case 2: packed_f32_tile<2, 1>(g, i, p); break;
-      case 1: packed_f32_tile<1, 1>(g, i, p); break;
+      case 5: packed_f32_tile<5, 1>(g, i, p, last); break;
+      case 4: packed_f32_tile<4, 1>(g, i, p, last); break;
+      case 3: packed_f32_tile<3, 1>(g, i, p, last); break;
+      case 2: packed_f32_tile<2, 1>(g, i, p, last); break;
+      case 1: packed_f32_tile<1, 1>(g, i, p, last); break;
       default: break;
     }
   }
@@ -4017,23 +4105,26 @@ TASKMOE_TARGET_AVX512 inline void store_packed_row(const packed_call& g, const p
 }
 
 template <int MR, int NP>
-TASKMOE_TARGET_AVX512_VNNI void packed_tile(const packed_call& g, int i0, int p0) {
+TASKMOE_TARGET_AVX512_VNNI void packed_tile(const packed_call& g, int i0, int p0, next_block_prefetch next = {}) {
   __m512i acc[MR][NP];
   for (int i = 0; i < MR; ++i)
     for (int r = 0; r < NP; ++r) acc[i][r] = _mm512_setzero_si512();
   const std::size_t pb = g.panel_bytes();
   const std::int8_t* b = g.data + static_cast<std::size_t>(p0) * pb;
   const std::uint8_t* a = g.a + static_cast<std::size_t>(i0) * g.lda;
-  for (int kk = 0; kk < g.k4; kk += k_group) {
-    __m512i w[NP];
-    for (int r = 0; r < NP; ++r)
-      w[r] = _mm512_load_si512(reinterpret_cast<const void*>(b + r * pb + static_cast<std::size_t>(kk) * panel_width));
-    for (int i = 0; i < MR; ++i) {
-      std::int32_t word;
-      std::memcpy(&word, a + static_cast<std::size_t>(i) * g.lda + kk, sizeof word);
-      const __m512i av = _mm512_set1_epi32(word);
-      for (int r = 0; r < NP; ++r) acc[i][r] = _mm512_dpbusd_epi32(acc[i][r], av, w[r]);
+  for (int kk = 0; kk < g.k4;) {
+    for (const int stop = next.until(kk, g.k4); kk < stop; kk += k_group) {
+      __m512i w[NP];
+      for (int r = 0; r < NP; ++r)
+        w[r] = _mm512_load_si512(reinterpret_cast<const void*>(b + r * pb + static_cast<std::size_t>(kk) * panel_width));
+      for (int i = 0; i < MR; ++i) {
+        std::int32_t word;
+        std::memcpy(&word, a + static_cast<std::size_t>(i) * g.lda + kk, sizeof word);
+        const __m512i av = _mm512_set1_epi32(word);
+        for (int r = 0; r < NP; ++r) acc[i][r] = _mm512_dpbusd_epi32(acc[i][r], av, w[r]);
+      }
     }
+    next.burst();
   }
   for (int r = 0; r < NP; ++r) {
     const packed_columns cols(g, (p0 + r) * panel_width);
@@ -4042,33 +4133,41 @@ TASKMOE_TARGET_AVX512_VNNI void packed_tile(const packed_call& g, int i0, int p0
 }
 
 template <int MR>
-TASKMOE_TARGET_AVX512_VNNI void packed_rows(const packed_call& g, int i0, int p, int np) {
+TASKMOE_TARGET_AVX512_VNNI void packed_rows(const packed_call& g, int i0, int p, int np, next_block_prefetch next) {
   switch (np) {
-    case 1: packed_tile<MR, 1>(g, i0, p); return;
-    case 2: packed_tile<MR, 2>(g, i0, p); return;
-    case 3: packed_tile<MR, 3>(g, i0, p); return;
-    default: packed_tile<MR, 4>(g, i0, p); return;
+    case 1: packed_tile<MR, 1>(g, i0, p, next); return;
+    case 2: packed_tile<MR, 2>(g, i0, p, next); return;
+    case 3: packed_tile<MR, 3>(g, i0, p, next); return;
+    default: packed_tile<MR, 4>(g, i0, p, next); return;
   }
 }
 
 // Panels [p0, p1): blocks of 4 panels (64 columns, 64 * k4 bytes: in L2 for k4 <= 8192), and for
-// each block every row in tiles of 4. One row (greedy batch 1) takes 8 panels per tile for more
-// loads in flight on the memory-bound weight stream.
+// each block every row in tiles of 4 that prefetch the next block. One row (greedy batch 1)
+// takes 8 panels per tile for more loads in flight on the memory-bound weight stream.
 TASKMOE_TARGET_AVX512_VNNI inline void gemm_packed(const packed_call& g, int p0, int p1) {
   if (g.m == 1) {
     int p = p0;
     for (; p + 8 <= p1; p += 8) packed_tile<1, 8>(g, 0, p);
-    for (; p < p1; p += 4) packed_rows<1>(g, 0, p, p1 - p < 4 ? p1 - p : 4);
+    for (; p < p1; p += 4) packed_rows<1>(g, 0, p, p1 - p < 4 ? p1 - p : 4, {});
     return;
   }
+  const std::size_t pb = g.panel_bytes();
+  const int tiles = (g.m + 3) / 4;
   for (int p = p0; p < p1; p += 4) {
     const int np = p1 - p < 4 ? p1 - p : 4;
-    int i = 0;
-    for (; i + 4 <= g.m; i += 4) packed_rows<4>(g, i, p, np);
+    const int next_np = p1 - p - np < 4 ? p1 - p - np : 4;
+    const std::int8_t* next = g.data + static_cast<std::size_t>(p + np) * pb;
+    // One tile (up to 4 rows) already streams int8 weights at the memory's pace: there the
+    // prefetches only compete with the loads (5-8 % slower, measured).
+    const block_prefetch_plan plan(next, tiles > 1 ? static_cast<std::size_t>(next_np) * pb : 0, g.k4, k_group, tiles);
+    int i = 0, t = 0;
+    for (; i + 4 <= g.m; i += 4, ++t) packed_rows<4>(g, i, p, np, plan.share(t));
+    const next_block_prefetch last = plan.share(t);
     switch (g.m - i) {
-      case 3: packed_rows<3>(g, i, p, np); break;
-      case 2: packed_rows<2>(g, i, p, np); break;
-      case 1: packed_rows<1>(g, i, p, np); break;
+      case 3: packed_rows<3>(g, i, p, np, last); break;
+      case 2: packed_rows<2>(g, i, p, np, last); break;
+      case 1: packed_rows<1>(g, i, p, np, last); break;
       default: break;
     }
   }
@@ -4079,7 +4178,7 @@ TASKMOE_TARGET_AVX512_VNNI inline void gemm_packed(const packed_call& g, int p0,
 // NP weight vectors once for all MR rows. Same operations per lane as generic::gemm_packed_f32.
 
 template <int MR, int NP>
-TASKMOE_TARGET_AVX512 void packed_f32_tile(const packed_f32_call& g, int i0, int p0) {
+TASKMOE_TARGET_AVX512 void packed_f32_tile(const packed_f32_call& g, int i0, int p0, next_block_prefetch next = {}) {
   __m512 acc[MR][NP];
   for (int i = 0; i < MR; ++i)
     for (int r = 0; r < NP; ++r) acc[i][r] = _mm512_setzero_ps();
@@ -4088,13 +4187,16 @@ TASKMOE_TARGET_AVX512 void packed_f32_tile(const packed_f32_call& g, int i0, int
   const float* a = g.a + static_cast<std::size_t>(i0) * g.lda;
   const std::size_t lda = static_cast<std::size_t>(g.lda);
   const int k = g.k;  // locals: GCC otherwise reloads g.k and may spill acc on every k
-  for (int kk = 0; kk < k; ++kk) {
-    __m512 w[NP];
-    for (int r = 0; r < NP; ++r) w[r] = _mm512_load_ps(b + r * pf + static_cast<std::size_t>(kk) * panel_width);
-    for (int i = 0; i < MR; ++i) {
-      const __m512 av = _mm512_set1_ps(a[static_cast<std::size_t>(i) * lda + kk]);
-      for (int r = 0; r < NP; ++r) acc[i][r] = _mm512_fmadd_ps(av, w[r], acc[i][r]);
+  for (int kk = 0; kk < k;) {
+    for (const int stop = next.until(kk, k); kk < stop; ++kk) {
+      __m512 w[NP];
+      for (int r = 0; r < NP; ++r) w[r] = _mm512_load_ps(b + r * pf + static_cast<std::size_t>(kk) * panel_width);
+      for (int i = 0; i < MR; ++i) {
+        const __m512 av = _mm512_set1_ps(a[static_cast<std::size_t>(i) * lda + kk]);
+        for (int r = 0; r < NP; ++r) acc[i][r] = _mm512_fmadd_ps(av, w[r], acc[i][r]);
+      }
     }
+    next.burst();
   }
   // Epilogue loops fully unrolled and without early exits (an empty mask stores nothing): GCC
   // otherwise indexes acc in memory and keeps it on the stack, stored on every k.
@@ -4118,34 +4220,41 @@ TASKMOE_TARGET_AVX512 void packed_f32_tile(const packed_f32_call& g, int i0, int
 }
 
 template <int MR>
-TASKMOE_TARGET_AVX512 void packed_f32_rows(const packed_f32_call& g, int i0, int p, int np) {
+TASKMOE_TARGET_AVX512 void packed_f32_rows(const packed_f32_call& g, int i0, int p, int np, next_block_prefetch next) {
   switch (np) {
-    case 1: packed_f32_tile<MR, 1>(g, i0, p); return;
-    case 2: packed_f32_tile<MR, 2>(g, i0, p); return;
-    case 3: packed_f32_tile<MR, 3>(g, i0, p); return;
-    default: packed_f32_tile<MR, 4>(g, i0, p); return;
+    case 1: packed_f32_tile<MR, 1>(g, i0, p, next); return;
+    case 2: packed_f32_tile<MR, 2>(g, i0, p, next); return;
+    case 3: packed_f32_tile<MR, 3>(g, i0, p, next); return;
+    default: packed_f32_tile<MR, 4>(g, i0, p, next); return;
   }
 }
 
 // Blocks of 4 panels (64 columns: 256 * k bytes, in L2 for k <= 4096), every row in tiles of 6
-// (24 accumulators); a single row streams 8 panels at once to keep more loads in flight.
+// (24 accumulators) that prefetch the next block; a single row streams 8 panels at once to keep
+// more loads in flight (prefetching there measured slower: stop 31).
 TASKMOE_TARGET_AVX512 inline void gemm_packed_f32(const packed_f32_call& g, int p0, int p1) {
   if (g.m == 1) {
     int p = p0;
     for (; p + 8 <= p1; p += 8) packed_f32_tile<1, 8>(g, 0, p);
-    for (; p < p1; p += 4) packed_f32_rows<1>(g, 0, p, p1 - p < 4 ? p1 - p : 4);
+    for (; p < p1; p += 4) packed_f32_rows<1>(g, 0, p, p1 - p < 4 ? p1 - p : 4, {});
     return;
   }
+  const std::size_t pf = g.panel_floats();
+  const int tiles = (g.m + 5) / 6;
   for (int p = p0; p < p1; p += 4) {
     const int np = p1 - p < 4 ? p1 - p : 4;
-    int i = 0;
-    for (; i + 6 <= g.m; i += 6) packed_f32_rows<6>(g, i, p, np);
+    const int next_np = p1 - p - np < 4 ? p1 - p - np : 4;
+    const float* next = g.data + static_cast<std::size_t>(p + np) * pf;
+    const block_prefetch_plan plan(next, static_cast<std::size_t>(next_np) * pf * sizeof(float), g.k, 1, tiles);
+    int i = 0, t = 0;
+    for (; i + 6 <= g.m; i += 6, ++t) packed_f32_rows<6>(g, i, p, np, plan.share(t));
+    const next_block_prefetch last = plan.share(t);
     switch (g.m - i) {
-      case 5: packed_f32_rows<5>(g, i, p, np); break;
-      case 4: packed_f32_rows<4>(g, i, p, np); break;
-      case 3: packed_f32_rows<3>(g, i, p, np); break;
-      case 2: packed_f32_rows<2>(g, i, p, np); break;
-      case 1: packed_f32_rows<1>(g, i, p, np); break;
+      case 5: packed_f32_rows<5>(g, i, p, np, last); break;
+      case 4: packed_f32_rows<4>(g, i, p, np, last); break;
+      case 3: packed_f32_rows<3>(g, i, p, np, last); break;
+      case 2: packed_f32_rows<2>(g, i, p, np, last); break;
+      case 1: packed_f32_rows<1>(g, i, p, np, last); break;
       default: break;
     }
   }
@@ -5330,24 +5439,27 @@ TASKMOE_TARGET_AVX2_PAIRS inline void expand_panel(const std::int8_t* panel, int
 // MR rows x one panel: 2 * MR accumulators, 4 weight vectors and 2 broadcasts.
 template <int MR>
 TASKMOE_TARGET_AVX2_PAIRS void tile(const packed_call& g, int i0, int p, const std::int16_t* w16,
-                                    const std::int32_t* col_sums) {
+                                    const std::int32_t* col_sums, next_block_prefetch next) {
   __m256i lo[MR], hi[MR];  // columns 0-7 / 8-15 (plain arrays: a nested one made GCC spill)
   for (int i = 0; i < MR; ++i) lo[i] = hi[i] = _mm256_setzero_si256();
   const std::int32_t* a = g.a_pairs + static_cast<std::size_t>(i0) * g.ld_pairs;
   const int groups = g.k4 / k_group;
-  for (int t = 0; t < groups; ++t) {
-    const std::int16_t* src = w16 + t * 64;
-    const __m256i odd0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(src));
-    const __m256i even0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(src + 16));
-    const __m256i odd1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(src + 32));
-    const __m256i even1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(src + 48));
-    for (int i = 0; i < MR; ++i) {
-      const std::int32_t* row = a + static_cast<std::size_t>(i) * g.ld_pairs + 2 * t;
-      const __m256i a02 = _mm256_set1_epi32(row[0]), a13 = _mm256_set1_epi32(row[1]);
-      // (a0 + w1)(a1 + w0) + (a2 + w3)(a3 + w2) per column
-      lo[i] = _mm256_add_epi32(lo[i], _mm256_madd_epi16(_mm256_add_epi16(a02, odd0), _mm256_add_epi16(a13, even0)));
-      hi[i] = _mm256_add_epi32(hi[i], _mm256_madd_epi16(_mm256_add_epi16(a02, odd1), _mm256_add_epi16(a13, even1)));
+  for (int t = 0; t < groups;) {
+    for (const int stop = next.until(t, groups); t < stop; ++t) {
+      const std::int16_t* src = w16 + t * 64;
+      const __m256i odd0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(src));
+      const __m256i even0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(src + 16));
+      const __m256i odd1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(src + 32));
+      const __m256i even1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(src + 48));
+      for (int i = 0; i < MR; ++i) {
+        const std::int32_t* row = a + static_cast<std::size_t>(i) * g.ld_pairs + 2 * t;
+        const __m256i a02 = _mm256_set1_epi32(row[0]), a13 = _mm256_set1_epi32(row[1]);
+        // (a0 + w1)(a1 + w0) + (a2 + w3)(a3 + w2) per column
+        lo[i] = _mm256_add_epi32(lo[i], _mm256_madd_epi16(_mm256_add_epi16(a02, odd0), _mm256_add_epi16(a13, even0)));
+        hi[i] = _mm256_add_epi32(hi[i], _mm256_madd_epi16(_mm256_add_epi16(a02, odd1), _mm256_add_epi16(a13, even1)));
+      }
     }
+    next.burst();
   }
   __m256i acc[MR][1][2];
   for (int i = 0; i < MR; ++i) {
@@ -5366,11 +5478,16 @@ TASKMOE_TARGET_AVX2_PAIRS inline void gemm_packed(const packed_call& g, int p0, 
   scratch.resize(static_cast<std::size_t>(g.k4) * panel_width);
   std::int16_t* w16 = scratch.data();
   alignas(32) std::int32_t col_sums[panel_width];
+  const int tiles = (g.m + 1) / 2;
   for (int p = p0; p < p1; ++p) {
     expand_panel(g.data + static_cast<std::size_t>(p) * g.panel_bytes(), g.k4, w16, col_sums);
-    int i = 0;
-    for (; i + 2 <= g.m; i += 2) tile<2>(g, i, p, w16, col_sums);
-    if (i < g.m) tile<1>(g, i, p, w16, col_sums);
+    // The tiles prefetch the next packed panel (which expand_panel reads next), as the other
+    // kernels do.
+    const block_prefetch_plan plan(g.data + static_cast<std::size_t>(p + 1) * g.panel_bytes(),
+                                   p + 1 < p1 ? g.panel_bytes() : 0, g.k4 / k_group, 1, tiles);
+    int i = 0, t = 0;
+    for (; i + 2 <= g.m; i += 2, ++t) tile<2>(g, i, p, w16, col_sums, plan.share(t));
+    if (i < g.m) tile<1>(g, i, p, w16, col_sums, plan.share(t));
   }
 }
 
@@ -5451,22 +5568,25 @@ inline void compiler_fence() noexcept { std::atomic_signal_fence(std::memory_ord
 // activations 4, weights 5-7 (three, so a weight load never waits for the product that read the
 // tile before it).
 TASKMOE_TARGET_AMX inline void block_1x4(const std::uint8_t* a, int lda, const std::int8_t* b, std::size_t pb,
-                                         int k4, std::int32_t* sums) {
+                                         int k4, std::int32_t* sums, next_block_prefetch next) {
   _tile_zero(0);
   _tile_zero(1);
   _tile_zero(2);
   _tile_zero(3);
-  for (int kk = 0; kk < k4; kk += tile_depth) {
-    const std::int8_t* w = b + static_cast<std::size_t>(kk) * panel_width;
-    _tile_loadd(4, a + kk, lda);
-    _tile_loadd(5, w, tile_depth);
-    _tile_dpbusd(0, 4, 5);
-    _tile_loadd(6, w + pb, tile_depth);
-    _tile_dpbusd(1, 4, 6);
-    _tile_loadd(7, w + 2 * pb, tile_depth);
-    _tile_dpbusd(2, 4, 7);
-    _tile_loadd(5, w + 3 * pb, tile_depth);
-    _tile_dpbusd(3, 4, 5);
+  for (int kk = 0; kk < k4;) {
+    for (const int stop = next.until(kk, k4); kk < stop; kk += tile_depth) {
+      const std::int8_t* w = b + static_cast<std::size_t>(kk) * panel_width;
+      _tile_loadd(4, a + kk, lda);
+      _tile_loadd(5, w, tile_depth);
+      _tile_dpbusd(0, 4, 5);
+      _tile_loadd(6, w + pb, tile_depth);
+      _tile_dpbusd(1, 4, 6);
+      _tile_loadd(7, w + 2 * pb, tile_depth);
+      _tile_dpbusd(2, 4, 7);
+      _tile_loadd(5, w + 3 * pb, tile_depth);
+      _tile_dpbusd(3, 4, 5);
+    }
+    next.burst();
   }
   constexpr int stride = panel_width * sizeof(std::int32_t);
   _tile_stored(0, sums, stride);
@@ -5488,8 +5608,8 @@ TASKMOE_TARGET_AMX inline void block_1x1(const std::uint8_t* a, int lda, const s
 }
 
 // Panels [p0, p1) of a call with fits(g.k4): blocks of 4 panels (64 * k4 bytes, in L2), and for
-// each block every row in tiles of 16. A last tile of fewer rows reads a zero-padded copy (a
-// tile always loads 16 rows); its extra sums are never stored.
+// each block every row in tiles of 16 that prefetch the next block. A last tile of fewer rows
+// reads a zero-padded copy (a tile always loads 16 rows); its extra sums are never stored.
 TASKMOE_TARGET_AMX inline void gemm_packed(const packed_call& g, int p0, int p1) {
   const int full = g.m / tile_rows * tile_rows;
   const int rest = g.m - full;
@@ -5504,15 +5624,20 @@ TASKMOE_TARGET_AMX inline void gemm_packed(const packed_call& g, int p0, int p1)
   _tile_loadconfig(&full_tiles());
   const std::size_t pb = g.panel_bytes();
   alignas(64) std::int32_t sums[4 * tile_rows * panel_width];
+  const int tiles = (g.m + tile_rows - 1) / tile_rows;
   for (int p = p0; p < p1; p += 4) {
     const int np = std::min(4, p1 - p);
     const std::int8_t* b = g.data + static_cast<std::size_t>(p) * pb;
+    // One tile streams the weights at the memory's pace: prefetches would only compete (as in
+    // the VNNI kernel).
+    const block_prefetch_plan plan(b + 4 * pb, tiles > 1 ? static_cast<std::size_t>(std::min(4, p1 - p - np)) * pb : 0,
+                                   g.k4, tile_depth, tiles);
     for (int i0 = 0; i0 < g.m; i0 += tile_rows) {
       const bool whole = i0 < full;
       const std::uint8_t* a = whole ? g.a + static_cast<std::size_t>(i0) * g.lda : padded.data();
       const int lda = whole ? g.lda : g.k4;
       if (np == 4) {
-        block_1x4(a, lda, b, pb, g.k4, sums);
+        block_1x4(a, lda, b, pb, g.k4, sums, plan.share(i0 / tile_rows));
       } else {
         for (int r = 0; r < np; ++r) block_1x1(a, lda, b + r * pb, g.k4, sums + r * tile_rows * panel_width);
       }
@@ -5568,33 +5693,36 @@ namespace avxvnni {
 
 // MR rows x NP panels: 2 * MR * NP accumulators plus 2 * NP weight vectors of the 16 registers.
 template <int MR, int NP>
-TASKMOE_TARGET_AVXVNNI void packed_tile(const packed_call& g, int i0, int p0) {
+TASKMOE_TARGET_AVXVNNI void packed_tile(const packed_call& g, int i0, int p0, next_block_prefetch next = {}) {
   __m256i acc[MR][NP][2];
   for (int i = 0; i < MR; ++i)
     for (int r = 0; r < NP; ++r) acc[i][r][0] = acc[i][r][1] = _mm256_setzero_si256();
   const std::size_t pb = g.panel_bytes();
   const std::int8_t* b = g.data + static_cast<std::size_t>(p0) * pb;
   const std::uint8_t* a = g.a + static_cast<std::size_t>(i0) * g.lda;
-  for (int kk = 0; kk < g.k4; kk += k_group) {
-    __m256i w[NP][2];
-    for (int r = 0; r < NP; ++r) {
-      const std::int8_t* src = b + r * pb + static_cast<std::size_t>(kk) * panel_width;
-      w[r][0] = _mm256_load_si256(reinterpret_cast<const __m256i*>(src));
-      w[r][1] = _mm256_load_si256(reinterpret_cast<const __m256i*>(src + 32));
+  for (int kk = 0; kk < g.k4;) {
+    for (const int stop = next.until(kk, g.k4); kk < stop; kk += k_group) {
+      __m256i w[NP][2];
+      for (int r = 0; r < NP; ++r) {
+        const std::int8_t* src = b + r * pb + static_cast<std::size_t>(kk) * panel_width;
+        w[r][0] = _mm256_load_si256(reinterpret_cast<const __m256i*>(src));
+        w[r][1] = _mm256_load_si256(reinterpret_cast<const __m256i*>(src + 32));
+      }
+      for (int i = 0; i < MR; ++i) {
+        std::int32_t word;
+        std::memcpy(&word, a + static_cast<std::size_t>(i) * g.lda + kk, sizeof word);
+        const __m256i av = _mm256_set1_epi32(word);
+        for (int r = 0; r < NP; ++r)
+          for (int h = 0; h < 2; ++h) acc[i][r][h] = _mm256_dpbusd_avx_epi32(acc[i][r][h], av, w[r][h]);
+      }
     }
-    for (int i = 0; i < MR; ++i) {
-      std::int32_t word;
-      std::memcpy(&word, a + static_cast<std::size_t>(i) * g.lda + kk, sizeof word);
-      const __m256i av = _mm256_set1_epi32(word);
-      for (int r = 0; r < NP; ++r)
-        for (int h = 0; h < 2; ++h) acc[i][r][h] = _mm256_dpbusd_avx_epi32(acc[i][r][h], av, w[r][h]);
-    }
+    next.burst();
   }
   avx2::packed_epilogue<MR, NP>(g, i0, p0, acc, g.comp + static_cast<std::size_t>(p0) * panel_width);
 }
 
 // Panels [p0, p1), as avx2::gemm_packed: one panel at a time for every row in tiles of 6 (12
-// accumulators); a single row takes 2 panels per tile.
+// accumulators) that prefetch the next panel; a single row takes 2 panels per tile.
 TASKMOE_TARGET_AVXVNNI inline void gemm_packed(const packed_call& g, int p0, int p1) {
   if (g.m == 1) {
     int p = p0;
@@ -5602,15 +5730,22 @@ TASKMOE_TARGET_AVXVNNI inline void gemm_packed(const packed_call& g, int p0, int
     if (p < p1) packed_tile<1, 1>(g, 0, p);
     return;
   }
+  const std::size_t pb = g.panel_bytes();
+  const int tiles = (g.m + 5) / 6;
   for (int p = p0; p < p1; ++p) {
-    int i = 0;
-    for (; i + 6 <= g.m; i += 6) packed_tile<6, 1>(g, i, p);
+    // Each tile prefetches its share of the next panel, where there are two tiles or more (as
+    // in avx512::gemm_packed).
+    const block_prefetch_plan plan(g.data + static_cast<std::size_t>(p + 1) * pb, tiles > 1 && p + 1 < p1 ? pb : 0,
+                                   g.k4, k_group, tiles);
+    int i = 0, t = 0;
+    for (; i + 6 <= g.m; i += 6, ++t) packed_tile<6, 1>(g, i, p, plan.share(t));
+    const next_block_prefetch last = plan.share(t);
     switch (g.m - i) {
-      case 5: packed_tile<5, 1>(g, i, p); break;
-      case 4: packed_tile<4, 1>(g, i, p); break;
-      case 3: packed_tile<3, 1>(g, i, p); break;
-      case 2: packed_tile<2, 1>(g, i, p); break;
-      case 1: packed_tile<1, 1>(g, i, p); break;
+      case 5: packed_tile<5, 1>(g, i, p, last); break;
+      case 4: packed_tile<4, 1>(g, i, p, last); break;
+      case 3: packed_tile<3, 1>(g, i, p, last); break;
+      case 2: packed_tile<2, 1>(g, i, p, last); break;
+      case 1: packed_tile<1, 1>(g, i, p, last); break;
       default: break;
     }
   }
@@ -6129,10 +6264,10 @@ constexpr int int8_amx_min_rows = 8;
 // Kernel choices that tests and benchmarks can force (the results are the same, only the speed
 // differs): a scoped override (scoped_int8_kernel_override), else an environment variable, 0 or 1
 // (read once; another value throws), else the CPU.
-enum class int8_kernel_option { pairs, amx };
+enum class int8_kernel_option { pairs, amx, avx_vnni };
 
 inline std::atomic<int>& int8_option_slot(int8_kernel_option option) noexcept {
-  static std::atomic<int> slots[2] = {{-1}, {-1}};  // -1: no override; 0 / 1: off / on
+  static std::atomic<int> slots[3] = {{-1}, {-1}, {-1}};  // -1: no override; 0 / 1: off / on
   return slots[static_cast<int>(option)];
 }
 
@@ -6147,8 +6282,8 @@ inline int env_switch(const char* name) {
 inline bool int8_option_enabled(int8_kernel_option option, bool cpu_default) {
   const int forced = int8_option_slot(option).load(std::memory_order_relaxed);
   if (forced >= 0) return forced == 1;
-  static const char* const names[2] = {"TASKMOE_INT8_PAIRS", "TASKMOE_INT8_AMX"};
-  static const int env[2] = {env_switch(names[0]), env_switch(names[1])};
+  static const char* const names[3] = {"TASKMOE_INT8_PAIRS", "TASKMOE_INT8_AMX", "TASKMOE_INT8_AVXVNNI"};
+  static const int env[3] = {env_switch(names[0]), env_switch(names[1]), env_switch(names[2])};
   const int value = env[static_cast<int>(option)];
   if (value == -2) throw invalid_argument_error(std::string(names[static_cast<int>(option)]) + " must be 0 or 1");
   return value >= 0 ? value == 1 : cpu_default;
@@ -6170,7 +6305,11 @@ inline packed_kernel choose_packed_kernel(int m, int k4) {
   if (active >= isa::avx2 && int8_option_enabled(int8_kernel_option::pairs, f.one_multiply_pipe) &&
       m >= int8_pairs_min_rows)
     return packed_kernel::avx2_pairs;
-  if (active >= isa::avx2) return f.avxvnni ? packed_kernel::avx_vnni : packed_kernel::avx2;
+  // AVX-VNNI where the CPU has it; off, the sign-trick kernel runs instead (how tests and
+  // benchmarks reach it on such a CPU).
+  if (active >= isa::avx2)
+    return int8_option_enabled(int8_kernel_option::avx_vnni, true) && f.avxvnni ? packed_kernel::avx_vnni
+                                                                              : packed_kernel::avx2;
 #else
   static_cast<void>(m);
   static_cast<void>(k4);
@@ -6262,9 +6401,11 @@ class scoped_int8_kernel_override {
   int previous_;
 };
 // The AVX2 path's pair products (TASKMOE_INT8_PAIRS); the AVX-512 path's AMX tiles where the CPU
-// has them (TASKMOE_INT8_AMX).
+// has them (TASKMOE_INT8_AMX); the AVX2 path's AVX-VNNI kernel where the CPU has it
+// (TASKMOE_INT8_AVXVNNI; off: the sign-trick kernel of CPUs without it).
 using scoped_int8_pairs_override = scoped_int8_kernel_override<detail::int8_kernel_option::pairs>;
 using scoped_int8_amx_override = scoped_int8_kernel_override<detail::int8_kernel_option::amx>;
+using scoped_int8_avxvnni_override = scoped_int8_kernel_override<detail::int8_kernel_option::avx_vnni>;
 
 // c [m, rows] (ldc) = act(a [m, cols] (lda) Wᵀ) (+ c); see packed_gemm_options.
 inline void gemm_packed_int8(int m, const float* a, int lda, const packed_int8& w, float* c, int ldc,

@@ -316,10 +316,10 @@ constexpr int int8_amx_min_rows = 8;
 // Kernel choices that tests and benchmarks can force (the results are the same, only the speed
 // differs): a scoped override (scoped_int8_kernel_override), else an environment variable, 0 or 1
 // (read once; another value throws), else the CPU.
-enum class int8_kernel_option { pairs, amx };
+enum class int8_kernel_option { pairs, amx, avx_vnni };
 
 inline std::atomic<int>& int8_option_slot(int8_kernel_option option) noexcept {
-  static std::atomic<int> slots[2] = {{-1}, {-1}};  // -1: no override; 0 / 1: off / on
+  static std::atomic<int> slots[3] = {{-1}, {-1}, {-1}};  // -1: no override; 0 / 1: off / on
   return slots[static_cast<int>(option)];
 }
 
@@ -334,8 +334,8 @@ inline int env_switch(const char* name) {
 inline bool int8_option_enabled(int8_kernel_option option, bool cpu_default) {
   const int forced = int8_option_slot(option).load(std::memory_order_relaxed);
   if (forced >= 0) return forced == 1;
-  static const char* const names[2] = {"TASKMOE_INT8_PAIRS", "TASKMOE_INT8_AMX"};
-  static const int env[2] = {env_switch(names[0]), env_switch(names[1])};
+  static const char* const names[3] = {"TASKMOE_INT8_PAIRS", "TASKMOE_INT8_AMX", "TASKMOE_INT8_AVXVNNI"};
+  static const int env[3] = {env_switch(names[0]), env_switch(names[1]), env_switch(names[2])};
   const int value = env[static_cast<int>(option)];
   if (value == -2) throw invalid_argument_error(std::string(names[static_cast<int>(option)]) + " must be 0 or 1");
   return value >= 0 ? value == 1 : cpu_default;
@@ -357,7 +357,11 @@ inline packed_kernel choose_packed_kernel(int m, int k4) {
   if (active >= isa::avx2 && int8_option_enabled(int8_kernel_option::pairs, f.one_multiply_pipe) &&
       m >= int8_pairs_min_rows)
     return packed_kernel::avx2_pairs;
-  if (active >= isa::avx2) return f.avxvnni ? packed_kernel::avx_vnni : packed_kernel::avx2;
+  // AVX-VNNI where the CPU has it; off, the sign-trick kernel runs instead (how tests and
+  // benchmarks reach it on such a CPU).
+  if (active >= isa::avx2)
+    return int8_option_enabled(int8_kernel_option::avx_vnni, true) && f.avxvnni ? packed_kernel::avx_vnni
+                                                                              : packed_kernel::avx2;
 #else
   static_cast<void>(m);
   static_cast<void>(k4);
@@ -449,9 +453,11 @@ class scoped_int8_kernel_override {
   int previous_;
 };
 // The AVX2 path's pair products (TASKMOE_INT8_PAIRS); the AVX-512 path's AMX tiles where the CPU
-// has them (TASKMOE_INT8_AMX).
+// has them (TASKMOE_INT8_AMX); the AVX2 path's AVX-VNNI kernel where the CPU has it
+// (TASKMOE_INT8_AVXVNNI; off: the sign-trick kernel of CPUs without it).
 using scoped_int8_pairs_override = scoped_int8_kernel_override<detail::int8_kernel_option::pairs>;
 using scoped_int8_amx_override = scoped_int8_kernel_override<detail::int8_kernel_option::amx>;
+using scoped_int8_avxvnni_override = scoped_int8_kernel_override<detail::int8_kernel_option::avx_vnni>;
 
 // c [m, rows] (ldc) = act(a [m, cols] (lda) Wᵀ) (+ c); see packed_gemm_options.
 inline void gemm_packed_int8(int m, const float* a, int lda, const packed_int8& w, float* c, int ldc,

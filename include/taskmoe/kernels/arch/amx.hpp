@@ -69,22 +69,25 @@ inline void compiler_fence() noexcept { std::atomic_signal_fence(std::memory_ord
 // activations 4, weights 5-7 (three, so a weight load never waits for the product that read the
 // tile before it).
 TASKMOE_TARGET_AMX inline void block_1x4(const std::uint8_t* a, int lda, const std::int8_t* b, std::size_t pb,
-                                         int k4, std::int32_t* sums) {
+                                         int k4, std::int32_t* sums, next_block_prefetch next) {
   _tile_zero(0);
   _tile_zero(1);
   _tile_zero(2);
   _tile_zero(3);
-  for (int kk = 0; kk < k4; kk += tile_depth) {
-    const std::int8_t* w = b + static_cast<std::size_t>(kk) * panel_width;
-    _tile_loadd(4, a + kk, lda);
-    _tile_loadd(5, w, tile_depth);
-    _tile_dpbusd(0, 4, 5);
-    _tile_loadd(6, w + pb, tile_depth);
-    _tile_dpbusd(1, 4, 6);
-    _tile_loadd(7, w + 2 * pb, tile_depth);
-    _tile_dpbusd(2, 4, 7);
-    _tile_loadd(5, w + 3 * pb, tile_depth);
-    _tile_dpbusd(3, 4, 5);
+  for (int kk = 0; kk < k4;) {
+    for (const int stop = next.until(kk, k4); kk < stop; kk += tile_depth) {
+      const std::int8_t* w = b + static_cast<std::size_t>(kk) * panel_width;
+      _tile_loadd(4, a + kk, lda);
+      _tile_loadd(5, w, tile_depth);
+      _tile_dpbusd(0, 4, 5);
+      _tile_loadd(6, w + pb, tile_depth);
+      _tile_dpbusd(1, 4, 6);
+      _tile_loadd(7, w + 2 * pb, tile_depth);
+      _tile_dpbusd(2, 4, 7);
+      _tile_loadd(5, w + 3 * pb, tile_depth);
+      _tile_dpbusd(3, 4, 5);
+    }
+    next.burst();
   }
   constexpr int stride = panel_width * sizeof(std::int32_t);
   _tile_stored(0, sums, stride);
@@ -106,8 +109,8 @@ TASKMOE_TARGET_AMX inline void block_1x1(const std::uint8_t* a, int lda, const s
 }
 
 // Panels [p0, p1) of a call with fits(g.k4): blocks of 4 panels (64 * k4 bytes, in L2), and for
-// each block every row in tiles of 16. A last tile of fewer rows reads a zero-padded copy (a
-// tile always loads 16 rows); its extra sums are never stored.
+// each block every row in tiles of 16 that prefetch the next block. A last tile of fewer rows
+// reads a zero-padded copy (a tile always loads 16 rows); its extra sums are never stored.
 TASKMOE_TARGET_AMX inline void gemm_packed(const packed_call& g, int p0, int p1) {
   const int full = g.m / tile_rows * tile_rows;
   const int rest = g.m - full;
@@ -122,15 +125,20 @@ TASKMOE_TARGET_AMX inline void gemm_packed(const packed_call& g, int p0, int p1)
   _tile_loadconfig(&full_tiles());
   const std::size_t pb = g.panel_bytes();
   alignas(64) std::int32_t sums[4 * tile_rows * panel_width];
+  const int tiles = (g.m + tile_rows - 1) / tile_rows;
   for (int p = p0; p < p1; p += 4) {
     const int np = std::min(4, p1 - p);
     const std::int8_t* b = g.data + static_cast<std::size_t>(p) * pb;
+    // One tile streams the weights at the memory's pace: prefetches would only compete (as in
+    // the VNNI kernel).
+    const block_prefetch_plan plan(b + 4 * pb, tiles > 1 ? static_cast<std::size_t>(std::min(4, p1 - p - np)) * pb : 0,
+                                   g.k4, tile_depth, tiles);
     for (int i0 = 0; i0 < g.m; i0 += tile_rows) {
       const bool whole = i0 < full;
       const std::uint8_t* a = whole ? g.a + static_cast<std::size_t>(i0) * g.lda : padded.data();
       const int lda = whole ? g.lda : g.k4;
       if (np == 4) {
-        block_1x4(a, lda, b, pb, g.k4, sums);
+        block_1x4(a, lda, b, pb, g.k4, sums, plan.share(i0 / tile_rows));
       } else {
         for (int r = 0; r < np; ++r) block_1x1(a, lda, b + r * pb, g.k4, sums + r * tile_rows * panel_width);
       }

@@ -211,7 +211,7 @@ TASKMOE_TARGET_AVX2 inline void flip_sign_bits(std::uint8_t* q, int n) {
 // they are, one vpsignb fewer per 32 products. Zen 1 runs every vector integer multiply on one
 // pipe, so this is the only saving there: about 14 % in a 4 x 16 tile loop (19.1 vs 16.8 GMAC/s).
 template <int MR, int NP, bool Nonnegative>
-TASKMOE_TARGET_AVX2 void packed_tile(const packed_call& g, int i0, int p0) {
+TASKMOE_TARGET_AVX2 void packed_tile(const packed_call& g, int i0, int p0, next_block_prefetch next = {}) {
   __m256i acc[MR][NP][2];
   for (int i = 0; i < MR; ++i)
     for (int r = 0; r < NP; ++r) acc[i][r][0] = acc[i][r][1] = _mm256_setzero_si256();
@@ -219,38 +219,42 @@ TASKMOE_TARGET_AVX2 void packed_tile(const packed_call& g, int i0, int p0) {
   const std::size_t pb = g.panel_bytes();
   const std::int8_t* b = g.data + static_cast<std::size_t>(p0) * pb;
   const std::uint8_t* a = g.a + static_cast<std::size_t>(i0) * g.lda;
-  for (int kk = 0; kk < g.k4; kk += k_group) {
-    // u = |w| (as unsigned bytes: |-128| = 128 is right) and s = a * sign(w) (a in [-127, 127]
-    // never wraps), so u * s == a * w exactly, pair sums <= 2 * 128 * 127 < 32767: exact even
-    // for -128 in a file's weights, which negating w (the other way round) would wrap.
-    __m256i w[NP][2];
-    [[maybe_unused]] __m256i u[NP][2];  // |w|: the sign trick's unsigned operand
-    for (int r = 0; r < NP; ++r) {
-      const std::int8_t* src = b + r * pb + static_cast<std::size_t>(kk) * panel_width;
-      w[r][0] = _mm256_load_si256(reinterpret_cast<const __m256i*>(src));
-      w[r][1] = _mm256_load_si256(reinterpret_cast<const __m256i*>(src + 32));
-      if constexpr (!Nonnegative) {
-        u[r][0] = _mm256_abs_epi8(w[r][0]);
-        u[r][1] = _mm256_abs_epi8(w[r][1]);
+  for (int kk = 0; kk < g.k4;) {
+    for (const int stop = next.until(kk, g.k4); kk < stop; kk += k_group) {
+      // u = |w| (as unsigned bytes: |-128| = 128 is right) and s = a * sign(w) (a in [-127, 127]
+      // never wraps), so u * s == a * w exactly, pair sums <= 2 * 128 * 127 < 32767: exact even
+      // for -128 in a file's weights, which negating w (the other way round) would wrap.
+      __m256i w[NP][2];
+      [[maybe_unused]] __m256i u[NP][2];  // |w|: the sign trick's unsigned operand
+      for (int r = 0; r < NP; ++r) {
+        const std::int8_t* src = b + r * pb + static_cast<std::size_t>(kk) * panel_width;
+        w[r][0] = _mm256_load_si256(reinterpret_cast<const __m256i*>(src));
+        w[r][1] = _mm256_load_si256(reinterpret_cast<const __m256i*>(src + 32));
+        if constexpr (!Nonnegative) {
+          u[r][0] = _mm256_abs_epi8(w[r][0]);
+          u[r][1] = _mm256_abs_epi8(w[r][1]);
+        }
+      }
+      for (int i = 0; i < MR; ++i) {
+        std::int32_t word;
+        std::memcpy(&word, a + static_cast<std::size_t>(i) * g.lda + kk, sizeof word);
+        const __m256i av = _mm256_set1_epi32(word);
+        for (int r = 0; r < NP; ++r)
+          for (int h = 0; h < 2; ++h) {
+            // a in [0, 127] as unsigned times any w: pair sums <= 2 * 127 * 128 < 32767.
+            const __m256i pairs = Nonnegative ? _mm256_maddubs_epi16(av, w[r][h])
+                                              : _mm256_maddubs_epi16(u[r][h], _mm256_sign_epi8(av, w[r][h]));
+            acc[i][r][h] = _mm256_add_epi32(acc[i][r][h], _mm256_madd_epi16(pairs, ones));
+          }
       }
     }
-    for (int i = 0; i < MR; ++i) {
-      std::int32_t word;
-      std::memcpy(&word, a + static_cast<std::size_t>(i) * g.lda + kk, sizeof word);
-      const __m256i av = _mm256_set1_epi32(word);
-      for (int r = 0; r < NP; ++r)
-        for (int h = 0; h < 2; ++h) {
-          // a in [0, 127] as unsigned times any w: pair sums <= 2 * 127 * 128 < 32767.
-          const __m256i pairs = Nonnegative ? _mm256_maddubs_epi16(av, w[r][h])
-                                            : _mm256_maddubs_epi16(u[r][h], _mm256_sign_epi8(av, w[r][h]));
-          acc[i][r][h] = _mm256_add_epi32(acc[i][r][h], _mm256_madd_epi16(pairs, ones));
-        }
-    }
+    next.burst();
   }
   packed_epilogue<MR, NP>(g, i0, p0, acc);
 }
 
-// Panels [p0, p1): one panel (16 columns) at a time for every row in tiles of 4; a single row
+// Panels [p0, p1): one panel (16 columns) at a time for every row in tiles of 4 that prefetch
+// the next panel (where there are two tiles or more, as in avx512::gemm_packed); a single row
 // takes 2 panels per tile.
 template <bool Nonnegative>
 TASKMOE_TARGET_AVX2 void gemm_packed_as(const packed_call& g, int p0, int p1) {
@@ -260,13 +264,18 @@ TASKMOE_TARGET_AVX2 void gemm_packed_as(const packed_call& g, int p0, int p1) {
     if (p < p1) packed_tile<1, 1, Nonnegative>(g, 0, p);
     return;
   }
+  const std::size_t pb = g.panel_bytes();
+  const int tiles = (g.m + 3) / 4;
   for (int p = p0; p < p1; ++p) {
-    int i = 0;
-    for (; i + 4 <= g.m; i += 4) packed_tile<4, 1, Nonnegative>(g, i, p);
+    const block_prefetch_plan plan(g.data + static_cast<std::size_t>(p + 1) * pb, tiles > 1 && p + 1 < p1 ? pb : 0,
+                                   g.k4, k_group, tiles);
+    int i = 0, t = 0;
+    for (; i + 4 <= g.m; i += 4, ++t) packed_tile<4, 1, Nonnegative>(g, i, p, plan.share(t));
+    const next_block_prefetch last = plan.share(t);
     switch (g.m - i) {
-      case 3: packed_tile<3, 1, Nonnegative>(g, i, p); break;
-      case 2: packed_tile<2, 1, Nonnegative>(g, i, p); break;
-      case 1: packed_tile<1, 1, Nonnegative>(g, i, p); break;
+      case 3: packed_tile<3, 1, Nonnegative>(g, i, p, last); break;
+      case 2: packed_tile<2, 1, Nonnegative>(g, i, p, last); break;
+      case 1: packed_tile<1, 1, Nonnegative>(g, i, p, last); break;
       default: break;
     }
   }
@@ -348,19 +357,21 @@ TASKMOE_TARGET_AVX2 void packed_f32_tile(const packed_f32_call& g, int i0, int p
   const float* a = g.a + static_cast<std::size_t>(i0) * g.lda;
   const std::size_t lda = static_cast<std::size_t>(g.lda);
   const int k = g.k;  // locals: GCC otherwise reloads g.k and spills acc on every k
-  for (int kk = 0; kk < k; ++kk) {
-    __m256 w[NP][2];
-    for (int r = 0; r < NP; ++r) {
-      const float* src = b + r * pf + static_cast<std::size_t>(kk) * panel_width;
-      w[r][0] = _mm256_load_ps(src);
-      w[r][1] = _mm256_load_ps(src + 8);
+  for (int kk = 0; kk < k;) {
+    for (const int stop = next.until(kk, k); kk < stop; ++kk) {
+      __m256 w[NP][2];
+      for (int r = 0; r < NP; ++r) {
+        const float* src = b + r * pf + static_cast<std::size_t>(kk) * panel_width;
+        w[r][0] = _mm256_load_ps(src);
+        w[r][1] = _mm256_load_ps(src + 8);
+      }
+      for (int i = 0; i < MR; ++i) {
+        const __m256 av = _mm256_broadcast_ss(a + static_cast<std::size_t>(i) * lda + kk);
+        for (int r = 0; r < NP; ++r)
+          for (int h = 0; h < 2; ++h) acc[i][r][h] = _mm256_fmadd_ps(av, w[r][h], acc[i][r][h]);
+      }
     }
-    next.step();
-    for (int i = 0; i < MR; ++i) {
-      const __m256 av = _mm256_broadcast_ss(a + static_cast<std::size_t>(i) * lda + kk);
-      for (int r = 0; r < NP; ++r)
-        for (int h = 0; h < 2; ++h) acc[i][r][h] = _mm256_fmadd_ps(av, w[r][h], acc[i][r][h]);
-    }
+    next.burst();
   }
   // Epilogue loops fully unrolled and without early exits (an empty mask stores nothing): GCC
   // otherwise indexes acc in memory and keeps it on the stack, stored on every k.
@@ -395,10 +406,10 @@ TASKMOE_TARGET_AVX2 inline void gemm_packed_f32(const packed_f32_call& g, int p0
   const int tiles = (g.m + 5) / 6;
   for (int p = p0; p < p1; ++p) {
     const float* next = g.data + static_cast<std::size_t>(p + 1) * pf;
-    const std::size_t next_bytes = p + 1 < p1 ? pf * sizeof(float) : 0;
+    const block_prefetch_plan plan(next, p + 1 < p1 ? pf * sizeof(float) : 0, g.k, 1, tiles);
     int i = 0, t = 0;
-    for (; i + 6 <= g.m; i += 6, ++t) packed_f32_tile<6, 1>(g, i, p, {next, next_bytes, g.k, t, tiles});
-    const next_block_prefetch last(next, next_bytes, g.k, t, tiles);
+    for (; i + 6 <= g.m; i += 6, ++t) packed_f32_tile<6, 1>(g, i, p, plan.share(t));
+    const next_block_prefetch last = plan.share(t);
     switch (g.m - i) {
       case 5: packed_f32_tile<5, 1>(g, i, p, last); break;
       case 4: packed_f32_tile<4, 1>(g, i, p, last); break;

@@ -98,24 +98,27 @@ TASKMOE_TARGET_AVX2_PAIRS inline void expand_panel(const std::int8_t* panel, int
 // MR rows x one panel: 2 * MR accumulators, 4 weight vectors and 2 broadcasts.
 template <int MR>
 TASKMOE_TARGET_AVX2_PAIRS void tile(const packed_call& g, int i0, int p, const std::int16_t* w16,
-                                    const std::int32_t* col_sums) {
+                                    const std::int32_t* col_sums, next_block_prefetch next) {
   __m256i lo[MR], hi[MR];  // columns 0-7 / 8-15 (plain arrays: a nested one made GCC spill)
   for (int i = 0; i < MR; ++i) lo[i] = hi[i] = _mm256_setzero_si256();
   const std::int32_t* a = g.a_pairs + static_cast<std::size_t>(i0) * g.ld_pairs;
   const int groups = g.k4 / k_group;
-  for (int t = 0; t < groups; ++t) {
-    const std::int16_t* src = w16 + t * 64;
-    const __m256i odd0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(src));
-    const __m256i even0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(src + 16));
-    const __m256i odd1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(src + 32));
-    const __m256i even1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(src + 48));
-    for (int i = 0; i < MR; ++i) {
-      const std::int32_t* row = a + static_cast<std::size_t>(i) * g.ld_pairs + 2 * t;
-      const __m256i a02 = _mm256_set1_epi32(row[0]), a13 = _mm256_set1_epi32(row[1]);
-      // (a0 + w1)(a1 + w0) + (a2 + w3)(a3 + w2) per column
-      lo[i] = _mm256_add_epi32(lo[i], _mm256_madd_epi16(_mm256_add_epi16(a02, odd0), _mm256_add_epi16(a13, even0)));
-      hi[i] = _mm256_add_epi32(hi[i], _mm256_madd_epi16(_mm256_add_epi16(a02, odd1), _mm256_add_epi16(a13, even1)));
+  for (int t = 0; t < groups;) {
+    for (const int stop = next.until(t, groups); t < stop; ++t) {
+      const std::int16_t* src = w16 + t * 64;
+      const __m256i odd0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(src));
+      const __m256i even0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(src + 16));
+      const __m256i odd1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(src + 32));
+      const __m256i even1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(src + 48));
+      for (int i = 0; i < MR; ++i) {
+        const std::int32_t* row = a + static_cast<std::size_t>(i) * g.ld_pairs + 2 * t;
+        const __m256i a02 = _mm256_set1_epi32(row[0]), a13 = _mm256_set1_epi32(row[1]);
+        // (a0 + w1)(a1 + w0) + (a2 + w3)(a3 + w2) per column
+        lo[i] = _mm256_add_epi32(lo[i], _mm256_madd_epi16(_mm256_add_epi16(a02, odd0), _mm256_add_epi16(a13, even0)));
+        hi[i] = _mm256_add_epi32(hi[i], _mm256_madd_epi16(_mm256_add_epi16(a02, odd1), _mm256_add_epi16(a13, even1)));
+      }
     }
+    next.burst();
   }
   __m256i acc[MR][1][2];
   for (int i = 0; i < MR; ++i) {
@@ -134,11 +137,16 @@ TASKMOE_TARGET_AVX2_PAIRS inline void gemm_packed(const packed_call& g, int p0, 
   scratch.resize(static_cast<std::size_t>(g.k4) * panel_width);
   std::int16_t* w16 = scratch.data();
   alignas(32) std::int32_t col_sums[panel_width];
+  const int tiles = (g.m + 1) / 2;
   for (int p = p0; p < p1; ++p) {
     expand_panel(g.data + static_cast<std::size_t>(p) * g.panel_bytes(), g.k4, w16, col_sums);
-    int i = 0;
-    for (; i + 2 <= g.m; i += 2) tile<2>(g, i, p, w16, col_sums);
-    if (i < g.m) tile<1>(g, i, p, w16, col_sums);
+    // The tiles prefetch the next packed panel (which expand_panel reads next), as the other
+    // kernels do.
+    const block_prefetch_plan plan(g.data + static_cast<std::size_t>(p + 1) * g.panel_bytes(),
+                                   p + 1 < p1 ? g.panel_bytes() : 0, g.k4 / k_group, 1, tiles);
+    int i = 0, t = 0;
+    for (; i + 2 <= g.m; i += 2, ++t) tile<2>(g, i, p, w16, col_sums, plan.share(t));
+    if (i < g.m) tile<1>(g, i, p, w16, col_sums, plan.share(t));
   }
 }
 

@@ -179,23 +179,26 @@ TASKMOE_TARGET_AVX512 inline void store_packed_row(const packed_call& g, const p
 }
 
 template <int MR, int NP>
-TASKMOE_TARGET_AVX512_VNNI void packed_tile(const packed_call& g, int i0, int p0) {
+TASKMOE_TARGET_AVX512_VNNI void packed_tile(const packed_call& g, int i0, int p0, next_block_prefetch next = {}) {
   __m512i acc[MR][NP];
   for (int i = 0; i < MR; ++i)
     for (int r = 0; r < NP; ++r) acc[i][r] = _mm512_setzero_si512();
   const std::size_t pb = g.panel_bytes();
   const std::int8_t* b = g.data + static_cast<std::size_t>(p0) * pb;
   const std::uint8_t* a = g.a + static_cast<std::size_t>(i0) * g.lda;
-  for (int kk = 0; kk < g.k4; kk += k_group) {
-    __m512i w[NP];
-    for (int r = 0; r < NP; ++r)
-      w[r] = _mm512_load_si512(reinterpret_cast<const void*>(b + r * pb + static_cast<std::size_t>(kk) * panel_width));
-    for (int i = 0; i < MR; ++i) {
-      std::int32_t word;
-      std::memcpy(&word, a + static_cast<std::size_t>(i) * g.lda + kk, sizeof word);
-      const __m512i av = _mm512_set1_epi32(word);
-      for (int r = 0; r < NP; ++r) acc[i][r] = _mm512_dpbusd_epi32(acc[i][r], av, w[r]);
+  for (int kk = 0; kk < g.k4;) {
+    for (const int stop = next.until(kk, g.k4); kk < stop; kk += k_group) {
+      __m512i w[NP];
+      for (int r = 0; r < NP; ++r)
+        w[r] = _mm512_load_si512(reinterpret_cast<const void*>(b + r * pb + static_cast<std::size_t>(kk) * panel_width));
+      for (int i = 0; i < MR; ++i) {
+        std::int32_t word;
+        std::memcpy(&word, a + static_cast<std::size_t>(i) * g.lda + kk, sizeof word);
+        const __m512i av = _mm512_set1_epi32(word);
+        for (int r = 0; r < NP; ++r) acc[i][r] = _mm512_dpbusd_epi32(acc[i][r], av, w[r]);
+      }
     }
+    next.burst();
   }
   for (int r = 0; r < NP; ++r) {
     const packed_columns cols(g, (p0 + r) * panel_width);
@@ -204,33 +207,41 @@ TASKMOE_TARGET_AVX512_VNNI void packed_tile(const packed_call& g, int i0, int p0
 }
 
 template <int MR>
-TASKMOE_TARGET_AVX512_VNNI void packed_rows(const packed_call& g, int i0, int p, int np) {
+TASKMOE_TARGET_AVX512_VNNI void packed_rows(const packed_call& g, int i0, int p, int np, next_block_prefetch next) {
   switch (np) {
-    case 1: packed_tile<MR, 1>(g, i0, p); return;
-    case 2: packed_tile<MR, 2>(g, i0, p); return;
-    case 3: packed_tile<MR, 3>(g, i0, p); return;
-    default: packed_tile<MR, 4>(g, i0, p); return;
+    case 1: packed_tile<MR, 1>(g, i0, p, next); return;
+    case 2: packed_tile<MR, 2>(g, i0, p, next); return;
+    case 3: packed_tile<MR, 3>(g, i0, p, next); return;
+    default: packed_tile<MR, 4>(g, i0, p, next); return;
   }
 }
 
 // Panels [p0, p1): blocks of 4 panels (64 columns, 64 * k4 bytes: in L2 for k4 <= 8192), and for
-// each block every row in tiles of 4. One row (greedy batch 1) takes 8 panels per tile for more
-// loads in flight on the memory-bound weight stream.
+// each block every row in tiles of 4 that prefetch the next block. One row (greedy batch 1)
+// takes 8 panels per tile for more loads in flight on the memory-bound weight stream.
 TASKMOE_TARGET_AVX512_VNNI inline void gemm_packed(const packed_call& g, int p0, int p1) {
   if (g.m == 1) {
     int p = p0;
     for (; p + 8 <= p1; p += 8) packed_tile<1, 8>(g, 0, p);
-    for (; p < p1; p += 4) packed_rows<1>(g, 0, p, p1 - p < 4 ? p1 - p : 4);
+    for (; p < p1; p += 4) packed_rows<1>(g, 0, p, p1 - p < 4 ? p1 - p : 4, {});
     return;
   }
+  const std::size_t pb = g.panel_bytes();
+  const int tiles = (g.m + 3) / 4;
   for (int p = p0; p < p1; p += 4) {
     const int np = p1 - p < 4 ? p1 - p : 4;
-    int i = 0;
-    for (; i + 4 <= g.m; i += 4) packed_rows<4>(g, i, p, np);
+    const int next_np = p1 - p - np < 4 ? p1 - p - np : 4;
+    const std::int8_t* next = g.data + static_cast<std::size_t>(p + np) * pb;
+    // One tile (up to 4 rows) already streams int8 weights at the memory's pace: there the
+    // prefetches only compete with the loads (5-8 % slower, measured).
+    const block_prefetch_plan plan(next, tiles > 1 ? static_cast<std::size_t>(next_np) * pb : 0, g.k4, k_group, tiles);
+    int i = 0, t = 0;
+    for (; i + 4 <= g.m; i += 4, ++t) packed_rows<4>(g, i, p, np, plan.share(t));
+    const next_block_prefetch last = plan.share(t);
     switch (g.m - i) {
-      case 3: packed_rows<3>(g, i, p, np); break;
-      case 2: packed_rows<2>(g, i, p, np); break;
-      case 1: packed_rows<1>(g, i, p, np); break;
+      case 3: packed_rows<3>(g, i, p, np, last); break;
+      case 2: packed_rows<2>(g, i, p, np, last); break;
+      case 1: packed_rows<1>(g, i, p, np, last); break;
       default: break;
     }
   }
@@ -250,14 +261,16 @@ TASKMOE_TARGET_AVX512 void packed_f32_tile(const packed_f32_call& g, int i0, int
   const float* a = g.a + static_cast<std::size_t>(i0) * g.lda;
   const std::size_t lda = static_cast<std::size_t>(g.lda);
   const int k = g.k;  // locals: GCC otherwise reloads g.k and may spill acc on every k
-  for (int kk = 0; kk < k; ++kk) {
-    __m512 w[NP];
-    for (int r = 0; r < NP; ++r) w[r] = _mm512_load_ps(b + r * pf + static_cast<std::size_t>(kk) * panel_width);
-    next.step();
-    for (int i = 0; i < MR; ++i) {
-      const __m512 av = _mm512_set1_ps(a[static_cast<std::size_t>(i) * lda + kk]);
-      for (int r = 0; r < NP; ++r) acc[i][r] = _mm512_fmadd_ps(av, w[r], acc[i][r]);
+  for (int kk = 0; kk < k;) {
+    for (const int stop = next.until(kk, k); kk < stop; ++kk) {
+      __m512 w[NP];
+      for (int r = 0; r < NP; ++r) w[r] = _mm512_load_ps(b + r * pf + static_cast<std::size_t>(kk) * panel_width);
+      for (int i = 0; i < MR; ++i) {
+        const __m512 av = _mm512_set1_ps(a[static_cast<std::size_t>(i) * lda + kk]);
+        for (int r = 0; r < NP; ++r) acc[i][r] = _mm512_fmadd_ps(av, w[r], acc[i][r]);
+      }
     }
+    next.burst();
   }
   // Epilogue loops fully unrolled and without early exits (an empty mask stores nothing): GCC
   // otherwise indexes acc in memory and keeps it on the stack, stored on every k.
@@ -306,10 +319,10 @@ TASKMOE_TARGET_AVX512 inline void gemm_packed_f32(const packed_f32_call& g, int 
     const int np = p1 - p < 4 ? p1 - p : 4;
     const int next_np = p1 - p - np < 4 ? p1 - p - np : 4;
     const float* next = g.data + static_cast<std::size_t>(p + np) * pf;
-    const std::size_t next_bytes = static_cast<std::size_t>(next_np) * pf * sizeof(float);
+    const block_prefetch_plan plan(next, static_cast<std::size_t>(next_np) * pf * sizeof(float), g.k, 1, tiles);
     int i = 0, t = 0;
-    for (; i + 6 <= g.m; i += 6, ++t) packed_f32_rows<6>(g, i, p, np, {next, next_bytes, g.k, t, tiles});
-    const next_block_prefetch last(next, next_bytes, g.k, t, tiles);
+    for (; i + 6 <= g.m; i += 6, ++t) packed_f32_rows<6>(g, i, p, np, plan.share(t));
+    const next_block_prefetch last = plan.share(t);
     switch (g.m - i) {
       case 5: packed_f32_rows<5>(g, i, p, np, last); break;
       case 4: packed_f32_rows<4>(g, i, p, np, last); break;

@@ -9,8 +9,9 @@
 // against 4 broadcast activation bytes, or two AVX2 vectors. No horizontal sums anywhere: each
 // accumulator lane is one output.
 
-#include <cstddef>  // std::size_t
-#include <cstdint>  // int8_t, uint8_t, int32_t
+#include <algorithm>  // std::min, std::max
+#include <cstddef>    // std::size_t
+#include <cstdint>    // int8_t, uint8_t, int32_t
 
 namespace taskmoe {
 namespace kernels {
@@ -68,44 +69,72 @@ struct packed_f32_call {
 };
 
 // Software prefetch for the packed GEMMs: while the row tiles of one column block run over it,
-// they pull the next block into L2, each tile an equal share of its cache lines spread over its
-// k loop. A decoder step's weights come from L3 (the step's matrices do not fit L2), and without
-// this the first tile over each block waits on them: 10-25 % of a float32 GEMM at 4-256 rows on
-// Emerald Rapids (docs/performance.md). Prefetches never fault, so a burst may run past the end.
+// they pull the next block into L2, each tile an equal share of its cache lines in bursts spread
+// over its k loop. A decoder step's weights come from L3 (the step's matrices do not fit L2), and
+// without this the first tile over each block waits on them (docs/performance.md, stop 32). A
+// tile's k loop runs in chunks, so the loop inside a chunk is the same as without prefetching:
+//   for (int kk = 0; kk < k;) {
+//     for (const int stop = next.until(kk, k); kk < stop; ++kk) { ... }
+//     next.burst();
+//   }
 class next_block_prefetch {
  public:
   next_block_prefetch() = default;  // nothing to fetch
-  // Share `tile` of `tiles` of the block [block, block + bytes), for a tile loop of k steps.
-  next_block_prefetch(const void* block, std::size_t bytes, int k, int tile, int tiles) {
-    const std::size_t lines = (bytes + line - 1) / line;
-    const std::size_t share = (lines + static_cast<std::size_t>(tiles) - 1) / static_cast<std::size_t>(tiles);
-    const std::size_t first = share * static_cast<std::size_t>(tile) < lines ? share * static_cast<std::size_t>(tile) : lines;
-    const std::size_t last = first + share < lines ? first + share : lines;
-    next_ = static_cast<const char*>(block) + first * line;
-    end_ = static_cast<const char*>(block) + last * line;
-    const std::size_t steps = k > 0 ? static_cast<std::size_t>(k) : 1;
-    if (share <= steps) {
-      every_ = share > 0 ? static_cast<int>(steps / share) : 1;
-    } else {
-      burst_ = static_cast<int>((share + steps - 1) / steps);
-    }
-    countdown_ = every_;
-  }
-  // Once per k step: a burst when one is due.
-  void step() noexcept {
-    if (next_ >= end_ || --countdown_ != 0) return;
-    countdown_ = every_;
+  // The end of the k range [kk, until) to run before the next burst.
+  int until(int kk, int k) const noexcept { return left_ > 0 && k - kk > every_ ? kk + every_ : k; }
+  void burst() noexcept {
+    if (left_ <= 0) return;
     for (int l = 0; l < burst_; ++l) __builtin_prefetch(next_ + l * line, 0, 2);  // 2: into L2 (prefetcht1)
     next_ += static_cast<std::size_t>(burst_) * line;
+    left_ -= burst_;
+  }
+
+  static constexpr std::size_t line = 64;
+
+ private:
+  friend class block_prefetch_plan;
+  // 16 bytes, passed in two registers: a larger argument goes through the stack, and reloading
+  // it there waited for the tile's output stores (10-20 % of an int8 GEMM at 256 rows).
+  const char* next_ = nullptr;
+  std::int32_t left_ = 0;     // lines still to fetch
+  std::int16_t every_ = 1;    // k between bursts (a multiple of the tile loop's stride)
+  std::int16_t burst_ = 1;    // lines per burst
+};
+
+// The next block [block, block + bytes) split into equal shares for `tiles` tile loops over
+// [0, k) in steps of `stride`. Built once per block; a tile only takes its share.
+class block_prefetch_plan {
+ public:
+  block_prefetch_plan(const void* block, std::size_t bytes, int k, int stride, int tiles)
+      : block_(static_cast<const char*>(block)), lines_((bytes + line - 1) / line) {
+    share_ = (lines_ + static_cast<std::size_t>(tiles) - 1) / static_cast<std::size_t>(tiles);
+    const std::size_t steps = std::max<std::size_t>(static_cast<std::size_t>(k / stride), 1);
+    std::size_t every = 1, burst = 1;
+    if (share_ <= steps)
+      every = steps / std::max<std::size_t>(share_, 1);
+    else
+      burst = (share_ + steps - 1) / steps;
+    // Bounded for the 16-bit fields: a shorter gap only fetches earlier.
+    every_ = static_cast<std::int16_t>(std::min<std::size_t>(every * static_cast<std::size_t>(stride), 32767 / stride * stride));
+    burst_ = static_cast<std::int16_t>(std::min<std::size_t>(burst, 32767));
+  }
+  next_block_prefetch share(int tile) const noexcept {
+    next_block_prefetch p;
+    const std::size_t first = std::min(lines_, share_ * static_cast<std::size_t>(tile));
+    p.next_ = block_ + first * line;
+    p.left_ = static_cast<std::int32_t>(std::min(lines_, first + share_) - first);
+    p.every_ = every_;
+    p.burst_ = burst_;
+    return p;
   }
 
  private:
-  static constexpr std::size_t line = 64;
-  const char* next_ = nullptr;
-  const char* end_ = nullptr;
-  int every_ = 1;   // k steps between bursts
-  int burst_ = 1;   // cache lines per burst
-  int countdown_ = 1;
+  static constexpr std::size_t line = next_block_prefetch::line;
+  const char* block_;
+  std::size_t lines_;
+  std::size_t share_ = 0;  // lines per tile
+  std::int16_t every_ = 1;
+  std::int16_t burst_ = 1;
 };
 
 // Attention: key / value j sits in row key_row(rows, j) of k / v, rows[j], or j when rows is null.
