@@ -131,7 +131,7 @@ TASKMOE_TARGET_AMX inline void gemm_packed(const packed_call& g, int p0, int p1)
     const std::int8_t* b = g.data + static_cast<std::size_t>(p) * pb;
     // One tile streams the weights at the memory's pace: prefetches would only compete (as in
     // the VNNI kernel).
-    const block_prefetch_plan plan(b + 4 * pb, tiles > 1 ? static_cast<std::size_t>(std::min(4, p1 - p - np)) * pb : 0,
+    const block_prefetch_plan plan(b + np * pb, tiles > 1 ? static_cast<std::size_t>(std::min(4, p1 - p - np)) * pb : 0,
                                    g.k4, tile_depth, tiles);
     for (int i0 = 0; i0 < g.m; i0 += tile_rows) {
       const bool whole = i0 < full;
