@@ -3,10 +3,11 @@
 
 #include <doctest/doctest.h>
 
-#include <algorithm>  // std::max, std::min, std::stable_sort
+#include <algorithm>  // std::max, std::min, std::stable_sort, std::count, std::find
 #include <atomic>     // std::atomic
 #include <cmath>      // std::fabs, std::exp, std::erf, std::sqrt
 #include <cstdint>    // int8_t, int32_t
+#include <cstdlib>    // std::abs
 #include <limits>     // std::numeric_limits
 #include <random>     // std::mt19937
 #include <stdexcept>  // std::runtime_error
@@ -536,6 +537,103 @@ TEST_CASE("gemm_packed_int8 equals the plain integer reference bit for bit on ev
       }
     }
   }
+}
+
+TEST_CASE("the sign-trick kernel's group schedule: pairs within the int16 bound, exact at the bound") {
+  // Where the AVX2 sign-trick kernel may run, packing schedules each panel's k-groups in pairs
+  // whose |w| sums add to at most 258 per int16 lane (arch/avx2.hpp: pair_groups); the kernel then
+  // adds two groups' 16-bit pair sums before widening, which is exact only within that bound.
+  const auto cpu = runnable_isas();
+  REQUIRE(!cpu.empty());
+  if (std::find(cpu.begin(), cpu.end(), tk::isa::avx2) == cpu.end()) {
+    MESSAGE("no AVX2 on this CPU: the sign-trick kernel and its schedule do not exist here");
+    return;
+  }
+  tk::scoped_isa_override force(tk::isa::avx2);
+  tk::scoped_int8_avxvnni_override sign_trick(false);  // on AVX-VNNI CPUs too
+  tk::scoped_int8_pairs_override no_pairs(false);       // Zen 1 would take pair products from 8 rows
+  // Kind 0, at the bound: in group g every column's bytes are |w| = 127, 2 (lane sum 129), or in
+  // every third group 127, 3 (130): two 129-groups pair exactly at 258, a 130-group with nothing
+  // (259). Signs follow row 0's activations (all products +127 * |w|) and oppose row 1's (all
+  // negative): the paired int16 sums reach +-127 * 258 = +-32766. Kind 1: quantized normal
+  // weights, awkward sizes, -128 in a corner.
+  const int shapes[][3] = {{7, 40, 160}, {2, 40, 160}, {9, 33, 1000}, {64, 70, 516}, {5, 17, 37}};
+  for (int kind = 0; kind < 2; ++kind)
+    for (const auto& s : shapes) {
+      const int m = s[0], n = s[1], k = kind == 0 ? 160 : s[2];
+      CAPTURE(kind); CAPTURE(m); CAPTURE(n); CAPTURE(k);
+      const int groups = (k + 3) / 4;
+      auto a = random_floats(static_cast<std::size_t>(m) * k, 41, -2.0f, 2.0f);
+      std::vector<std::int8_t> w(static_cast<std::size_t>(n) * k);
+      std::vector<float> sw(n, 0.01f);
+      if (kind == 0) {
+        for (int p = 0; p < k; ++p) {
+          const float sign = a[p] < 0.0f ? -1.0f : 1.0f;
+          a[p] = 2.0f * sign;                        // row 0: +-127 after quantization
+          if (m > 1) a[static_cast<std::size_t>(k) + p] = -2.0f * sign;  // row 1: the opposite
+        }
+        for (int j = 0; j < n; ++j)
+          for (int p = 0; p < k; ++p) {
+            const int mag = p % 2 == 0 ? 127 : (p / 4) % 3 == 2 ? 3 : 2;
+            w[static_cast<std::size_t>(j) * k + p] = static_cast<std::int8_t>(a[p] < 0.0f ? -mag : mag);
+          }
+      } else {
+        std::vector<float> normal(w.size());
+        std::mt19937 rng(43);
+        std::normal_distribution<float> dist(0.0f, 1.0f);
+        for (float& x : normal) x = dist(rng);
+        tk::quantize_rows_int8(normal.data(), n, k, k, w.data(), k, sw.data());
+        w[0] = -128;
+      }
+      const auto packed = tk::packed_int8::pack({{w.data(), n, k, sw.data(), nullptr, 1.0f}}, k);
+      REQUIRE(packed.has_group_schedule());
+      const auto g = tk::packed_access::call(packed);
+      int paired = 0;
+      for (int panel = 0; panel < packed.panels(); ++panel) {
+        const std::uint16_t* order = g.group_order + static_cast<std::size_t>(panel) * groups;
+        const int in_pairs = g.paired_groups[panel];
+        REQUIRE(in_pairs % 2 == 0);
+        REQUIRE(in_pairs <= groups);
+        paired += in_pairs;
+        std::vector<int> seen(groups, 0);
+        for (int q = 0; q < groups; ++q) {
+          REQUIRE(order[q] < groups);
+          ++seen[order[q]];
+        }
+        CHECK(std::count(seen.begin(), seen.end(), 1) == groups);  // a permutation
+        // |w| sum of one group's byte pair (column c, bytes 2h, 2h + 1), from the source rows.
+        auto lane = [&](int group, int c, int h) {
+          const int j = panel * 16 + c;
+          int sum = 0;
+          for (int b = 2 * h; b < 2 * h + 2; ++b) {
+            const int p = 4 * group + b;
+            if (j < n && p < k) sum += std::abs(static_cast<int>(w[static_cast<std::size_t>(j) * k + p]));
+          }
+          return sum;
+        };
+        for (int q = 0; q < in_pairs; q += 2)
+          for (int c = 0; c < 16; ++c)
+            for (int h = 0; h < 2; ++h) REQUIRE(lane(order[q], c, h) + lane(order[q + 1], c, h) <= 258);
+        if (kind == 0)
+          for (int q = 0; q < in_pairs; ++q) CHECK(order[q] % 3 != 2);  // 130 pairs with nothing here
+      }
+      if (kind == 0) CHECK(paired >= packed.panels() * (groups - (groups + 1) / 3 - 1));
+      if (kind == 1 && k >= 160) CHECK(paired >= packed.panels() * groups * 8 / 10);  // most pair
+      // The product, bit for bit against the integer reference (the kernels' epilogue).
+      std::vector<std::int8_t> qa(static_cast<std::size_t>(m) * k);
+      std::vector<float> sa(m);
+      tk::quantize_rows_int8(a.data(), m, k, k, qa.data(), k, sa.data());
+      if (kind == 0) REQUIRE(std::abs(static_cast<int>(qa[0])) == 127);
+      CHECK(tk::detail::choose_packed_kernel(m, groups * 4) == tk::detail::packed_kernel::avx2);
+      std::vector<float> c(static_cast<std::size_t>(m) * n);
+      tk::gemm_packed_int8(m, a.data(), k, packed, c.data(), n);
+      for (int i = 0; i < m; ++i)
+        for (int j = 0; j < n; ++j) {
+          std::int32_t iacc = 0;
+          for (int p = 0; p < k; ++p) iacc += std::int32_t(qa[static_cast<std::size_t>(i) * k + p]) * w[static_cast<std::size_t>(j) * k + p];
+          REQUIRE(c[static_cast<std::size_t>(i) * n + j] == static_cast<float>(iacc) * (sa[i] * sw[j]));
+        }
+    }
 }
 
 TEST_CASE("packed int8 weights: every ISA packs the same bytes and the VNNI compensation 128 * row sum") {

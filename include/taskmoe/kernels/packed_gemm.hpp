@@ -110,8 +110,11 @@ class packed_int8 {
   int panels() const noexcept { return panels_; }
   bool has_bias() const noexcept { return !bias_.empty(); }
   std::size_t bytes() const noexcept {
-    return data_.size() + comp_.size() * sizeof(std::int32_t) + (scales_.size() + bias_.size()) * sizeof(float);
+    return data_.size() + comp_.size() * sizeof(std::int32_t) + (scales_.size() + bias_.size()) * sizeof(float) +
+           (group_order_.size() + paired_groups_.size()) * sizeof(std::uint16_t);
   }
+  // Whether the panels carry the sign-trick kernel's group schedule (built where that kernel may run).
+  bool has_group_schedule() const noexcept { return !group_order_.empty(); }
 
   // One source matrix: rows [rows, k] (ldw) int8 with scales[rows]; bias[rows] or null. Its
   // scales and bias are multiplied by `multiplier` (exact for the integer part).
@@ -133,6 +136,7 @@ class packed_int8 {
   detail::aligned_buffer<std::int8_t> data_;
   std::vector<std::int32_t> comp_;
   std::vector<float> scales_, bias_;
+  std::vector<std::uint16_t> group_order_, paired_groups_;  // detail::packed_call::group_order
 };
 
 struct packed_access {
@@ -144,6 +148,10 @@ struct packed_access {
     g.comp = w.comp_.data();
     g.w_scales = w.scales_.data();
     g.bias = w.bias_.empty() ? nullptr : w.bias_.data();
+    if (w.has_group_schedule()) {
+      g.group_order = w.group_order_.data();
+      g.paired_groups = w.paired_groups_.data();
+    }
     return g;
   }
   static int k4(const packed_int8& w) { return w.k4_; }
@@ -209,6 +217,12 @@ class packed_f32 {
   std::vector<float> bias_;
 };
 
+namespace detail {
+// Whether choose_packed_kernel() may pick the AVX2 sign-trick kernel for these weights, read at
+// pack time: only then are the panels' group schedules worth building (defined below).
+inline bool sign_trick_may_run();
+}  // namespace detail
+
 inline packed_int8 packed_int8::pack(const std::vector<part>& parts, int k) {
   const char* kernel = "packed_int8::pack";
   detail::check_size(kernel, "k", k);
@@ -238,6 +252,13 @@ inline packed_int8 packed_int8::pack(const std::vector<part>& parts, int k) {
   // take 4-byte copies (packing is a large part of a file's load time).
 #if TASKMOE_KERNELS_X86
   const bool avx2 = active_isa() >= isa::avx2;
+  const bool schedule = detail::sign_trick_may_run();
+  const int groups = out.k4_ / detail::k_group;
+  std::vector<std::uint16_t> scratch;
+  if (schedule) {
+    out.group_order_.resize(static_cast<std::size_t>(out.panels_) * groups);
+    out.paired_groups_.resize(static_cast<std::size_t>(out.panels_));
+  }
 #endif
   std::vector<const std::int8_t*> rows(padded, nullptr);
   int j = 0;
@@ -276,6 +297,11 @@ inline packed_int8 packed_int8::pack(const std::vector<part>& parts, int k) {
 #endif
       for (std::size_t b = 0; b < pb; ++b) comp[b / group % width] += dst[b];
     for (int c = 0; c < width; ++c) comp[c] *= 128;
+#if TASKMOE_KERNELS_X86
+    if (schedule)
+      out.paired_groups_[static_cast<std::size_t>(panel)] = static_cast<std::uint16_t>(detail::avx2::pair_groups(
+          dst, groups, out.group_order_.data() + static_cast<std::size_t>(panel) * groups, scratch));
+#endif
   }
   return out;
 }
@@ -367,6 +393,17 @@ inline packed_kernel choose_packed_kernel(int m, int k4) {
   static_cast<void>(k4);
 #endif
   return packed_kernel::generic;
+}
+
+inline bool sign_trick_may_run() {
+#if TASKMOE_KERNELS_X86
+  const isa active = active_isa();
+  const cpu_features& f = detect_cpu_features();
+  if (active < isa::avx2 || (active == isa::avx512 && f.avx512vnni)) return false;
+  return !(f.avxvnni && int8_option_enabled(int8_kernel_option::avx_vnni, true));
+#else
+  return false;
+#endif
 }
 
 inline void run_packed(packed_kernel kind, const packed_call& g, int p0, int p1) {

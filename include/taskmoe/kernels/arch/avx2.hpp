@@ -20,6 +20,7 @@
 #include <cstring>    // std::memcpy
 #include <limits>     // std::numeric_limits
 #include <type_traits>  // std::is_same
+#include <vector>       // std::vector (pair_groups scratch)
 
 #include <taskmoe/kernels/detail/exp_poly.hpp>     // log_softmax's exp
 #include <taskmoe/kernels/detail/packed_args.hpp>  // packed_call, panel layout
@@ -206,10 +207,40 @@ TASKMOE_TARGET_AVX2 inline void flip_sign_bits(std::uint8_t* q, int n) {
 // Signed activations and the sign trick (with the roles swapped, see below), on the panel layout: 4 activation bytes are
 // broadcast, each 32-byte half of a panel row group is 8 columns x 4 k, and vpmaddubsw +
 // vpmaddwd leave one int32 per column: every lane is an output, no horizontal sums.
-// A tile is MR rows x NP panels (2 * MR * NP accumulators of the 16 registers).
 // Nonnegative (g.a_nonnegative, a ReLU's output): the activations are the unsigned operand as
 // they are, one vpsignb fewer per 32 products. Zen 1 runs every vector integer multiply on one
 // pipe, so this is the only saving there: about 14 % in a 4 x 16 tile loop (19.1 vs 16.8 GMAC/s).
+//
+// The 16-bit products of one k-group for MR rows x NP panels: pairs[i][r][h] = the int16 pair
+// sums of row i against panel r's half h (w points at the group in panel 0, panels pb bytes
+// apart; a at the row tile's first activation byte of the group).
+template <int MR, int NP, bool Nonnegative>
+__attribute__((target("avx2,fma,f16c"), always_inline)) inline void group_pair_sums(
+    const std::int8_t* w, std::size_t pb, const std::uint8_t* a, std::size_t lda, __m256i (&pairs)[MR][NP][2]) {
+  // u = |w| (as unsigned bytes: |-128| = 128 is right) and s = a * sign(w) (a in [-127, 127]
+  // never wraps), so u * s == a * w exactly, pair sums <= 2 * 128 * 127 < 32767: exact even
+  // for -128 in a file's weights, which negating w (the other way round) would wrap.
+  __m256i wv[NP][2];
+  [[maybe_unused]] __m256i u[NP][2];  // |w|: the sign trick's unsigned operand
+  for (int r = 0; r < NP; ++r)
+    for (int h = 0; h < 2; ++h) {
+      wv[r][h] = _mm256_load_si256(reinterpret_cast<const __m256i*>(w + r * pb + 32 * h));
+      if constexpr (!Nonnegative) u[r][h] = _mm256_abs_epi8(wv[r][h]);
+    }
+  for (int i = 0; i < MR; ++i) {
+    std::int32_t word;
+    std::memcpy(&word, a + static_cast<std::size_t>(i) * lda, sizeof word);
+    const __m256i av = _mm256_set1_epi32(word);
+    for (int r = 0; r < NP; ++r)
+      for (int h = 0; h < 2; ++h)
+        // a in [0, 127] as unsigned times any w: pair sums <= 2 * 127 * 128 < 32767.
+        pairs[i][r][h] = Nonnegative ? _mm256_maddubs_epi16(av, wv[r][h])
+                                     : _mm256_maddubs_epi16(u[r][h], _mm256_sign_epi8(av, wv[r][h]));
+  }
+}
+
+// A tile of MR rows x NP panels (2 * MR * NP accumulators of the 16 registers) over the k-groups
+// in order.
 template <int MR, int NP, bool Nonnegative>
 TASKMOE_TARGET_AVX2 void packed_tile(const packed_call& g, int i0, int p0, next_block_prefetch next = {}) {
   __m256i acc[MR][NP][2];
@@ -221,41 +252,84 @@ TASKMOE_TARGET_AVX2 void packed_tile(const packed_call& g, int i0, int p0, next_
   const std::uint8_t* a = g.a + static_cast<std::size_t>(i0) * g.lda;
   for (int kk = 0; kk < g.k4;) {
     for (const int stop = next.until(kk, g.k4); kk < stop; kk += k_group) {
-      // u = |w| (as unsigned bytes: |-128| = 128 is right) and s = a * sign(w) (a in [-127, 127]
-      // never wraps), so u * s == a * w exactly, pair sums <= 2 * 128 * 127 < 32767: exact even
-      // for -128 in a file's weights, which negating w (the other way round) would wrap.
-      __m256i w[NP][2];
-      [[maybe_unused]] __m256i u[NP][2];  // |w|: the sign trick's unsigned operand
-      for (int r = 0; r < NP; ++r) {
-        const std::int8_t* src = b + r * pb + static_cast<std::size_t>(kk) * panel_width;
-        w[r][0] = _mm256_load_si256(reinterpret_cast<const __m256i*>(src));
-        w[r][1] = _mm256_load_si256(reinterpret_cast<const __m256i*>(src + 32));
-        if constexpr (!Nonnegative) {
-          u[r][0] = _mm256_abs_epi8(w[r][0]);
-          u[r][1] = _mm256_abs_epi8(w[r][1]);
-        }
-      }
-      for (int i = 0; i < MR; ++i) {
-        std::int32_t word;
-        std::memcpy(&word, a + static_cast<std::size_t>(i) * g.lda + kk, sizeof word);
-        const __m256i av = _mm256_set1_epi32(word);
+      __m256i pairs[MR][NP][2];
+      group_pair_sums<MR, NP, Nonnegative>(b + static_cast<std::size_t>(kk) * panel_width, pb, a + kk, g.lda, pairs);
+      for (int i = 0; i < MR; ++i)
         for (int r = 0; r < NP; ++r)
-          for (int h = 0; h < 2; ++h) {
-            // a in [0, 127] as unsigned times any w: pair sums <= 2 * 127 * 128 < 32767.
-            const __m256i pairs = Nonnegative ? _mm256_maddubs_epi16(av, w[r][h])
-                                              : _mm256_maddubs_epi16(u[r][h], _mm256_sign_epi8(av, w[r][h]));
-            acc[i][r][h] = _mm256_add_epi32(acc[i][r][h], _mm256_madd_epi16(pairs, ones));
-          }
-      }
+          for (int h = 0; h < 2; ++h) acc[i][r][h] = _mm256_add_epi32(acc[i][r][h], _mm256_madd_epi16(pairs[i][r][h], ones));
     }
     next.burst();
   }
   packed_epilogue<MR, NP>(g, i0, p0, acc);
 }
 
+// Signed activations over one panel in the order of its group schedule (packed_call::group_order,
+// built at pack time by pair_groups below): first pairs of k-groups whose 16-bit pair sums add
+// without overflow for any activations, so that one vpmaddwd + vpaddd widen two groups; then the
+// groups left single. Per 32 products that is 1 vpsignb + 1 vpmaddubsw + 1/2 vpmaddwd on the
+// vector-multiply ports instead of 1 + 1 + 1 (Intel's ports 0 and 1 run all three): 1.11x on a
+// decoder step's GEMMs, Emerald Rapids limited to AVX2 (docs/performance.md, stop 33).
+// Non-negative activations were no faster paired (0.93x-0.99x) and keep packed_tile.
+template <int MR>
+TASKMOE_TARGET_AVX2 void packed_tile_paired(const packed_call& g, int i0, int p0, next_block_prefetch next) {
+  __m256i acc[MR][1][2];
+  for (int i = 0; i < MR; ++i) acc[i][0][0] = acc[i][0][1] = _mm256_setzero_si256();
+  const __m256i ones = _mm256_set1_epi16(1);
+  constexpr int block = panel_width * k_group;  // bytes per k-group in a panel
+  const std::size_t pb = g.panel_bytes();
+  const int groups = g.k4 / k_group;
+  const std::int8_t* b = g.data + static_cast<std::size_t>(p0) * pb;
+  const std::uint16_t* order = g.group_order + static_cast<std::size_t>(p0) * groups;
+  const int pairs = g.paired_groups[p0] / 2;
+  const std::uint8_t* a = g.a + static_cast<std::size_t>(i0) * g.lda;
+  const std::size_t lda = static_cast<std::size_t>(g.lda);
+  // The next block's prefetch takes one line per step here, the rest at the end: packed_tile's
+  // chunked loop (a few groups between bursts) cost this loop more than the prefetch saved.
+  for (int q = 0; q < pairs; ++q) {
+    next.one_line();
+    const int g0 = order[2 * q], g1 = order[2 * q + 1];
+    const std::int8_t* w0 = b + g0 * block;
+    const std::int8_t* w1 = b + g1 * block;
+    __m256i u0[2], u1[2];  // |w|, the sign trick's unsigned operands
+    for (int h = 0; h < 2; ++h) {
+      u0[h] = _mm256_abs_epi8(_mm256_load_si256(reinterpret_cast<const __m256i*>(w0 + 32 * h)));
+      u1[h] = _mm256_abs_epi8(_mm256_load_si256(reinterpret_cast<const __m256i*>(w1 + 32 * h)));
+    }
+    for (int i = 0; i < MR; ++i) {
+      std::int32_t x0, x1;
+      std::memcpy(&x0, a + g0 * k_group + i * lda, sizeof x0);
+      std::memcpy(&x1, a + g1 * k_group + i * lda, sizeof x1);
+      const __m256i a0 = _mm256_set1_epi32(x0), a1 = _mm256_set1_epi32(x1);
+      // The weights again from L1 for every row (memory operands): kept in registers they left
+      // too few for the accumulators, which then went through the stack.
+      const std::int8_t* r0 = w0;
+      const std::int8_t* r1 = w1;
+      asm("" : "+r"(r0), "+r"(r1));
+      for (int h = 0; h < 2; ++h) {
+        const __m256i s0 = _mm256_sign_epi8(a0, _mm256_load_si256(reinterpret_cast<const __m256i*>(r0 + 32 * h)));
+        const __m256i s1 = _mm256_sign_epi8(a1, _mm256_load_si256(reinterpret_cast<const __m256i*>(r1 + 32 * h)));
+        // Each vpmaddubsw lane is exact (group_pair_sums); their sum is within 127 * 258.
+        const __m256i sum = _mm256_add_epi16(_mm256_maddubs_epi16(u0[h], s0), _mm256_maddubs_epi16(u1[h], s1));
+        acc[i][0][h] = _mm256_add_epi32(acc[i][0][h], _mm256_madd_epi16(sum, ones));
+      }
+    }
+  }
+  for (int q = 2 * pairs; q < groups; ++q) {
+    next.one_line();
+    const int g0 = order[q];
+    __m256i sums[MR][1][2];
+    group_pair_sums<MR, 1, false>(b + g0 * block, pb, a + g0 * k_group, g.lda, sums);
+    for (int i = 0; i < MR; ++i)
+      for (int h = 0; h < 2; ++h) acc[i][0][h] = _mm256_add_epi32(acc[i][0][h], _mm256_madd_epi16(sums[i][0][h], ones));
+  }
+  next.rest();
+  packed_epilogue<MR, 1>(g, i0, p0, acc);
+}
+
 // Panels [p0, p1): one panel (16 columns) at a time for every row in tiles of 4 that prefetch
-// the next panel (where there are two tiles or more, as in avx512::gemm_packed); a single row
-// takes 2 panels per tile.
+// the next panel (where there are two tiles or more, as in avx512::gemm_packed), in the panel's
+// group schedule (signed activations) where the weights have one; a single row takes 2 panels
+// per tile in plain order.
 template <bool Nonnegative>
 TASKMOE_TARGET_AVX2 void gemm_packed_as(const packed_call& g, int p0, int p1) {
   if (g.m == 1) {
@@ -266,10 +340,22 @@ TASKMOE_TARGET_AVX2 void gemm_packed_as(const packed_call& g, int p0, int p1) {
   }
   const std::size_t pb = g.panel_bytes();
   const int tiles = (g.m + 3) / 4;
+  const bool paired = !Nonnegative && g.group_order != nullptr;
   for (int p = p0; p < p1; ++p) {
     const block_prefetch_plan plan(g.data + static_cast<std::size_t>(p + 1) * pb, tiles > 1 && p + 1 < p1 ? pb : 0,
                                    g.k4, k_group, tiles);
     int i = 0, t = 0;
+    if (paired) {
+      for (; i + 4 <= g.m; i += 4, ++t) packed_tile_paired<4>(g, i, p, plan.share(t));
+      const next_block_prefetch last = plan.share(t);
+      switch (g.m - i) {
+        case 3: packed_tile_paired<3>(g, i, p, last); break;
+        case 2: packed_tile_paired<2>(g, i, p, last); break;
+        case 1: packed_tile_paired<1>(g, i, p, last); break;
+        default: break;
+      }
+      continue;
+    }
     for (; i + 4 <= g.m; i += 4, ++t) packed_tile<4, 1, Nonnegative>(g, i, p, plan.share(t));
     const next_block_prefetch last = plan.share(t);
     switch (g.m - i) {
@@ -306,6 +392,58 @@ TASKMOE_TARGET_AVX2 inline void panel_column_sums(const std::int8_t* panel, int 
   }
   _mm256_storeu_si256(reinterpret_cast<__m256i*>(sums), acc[0]);
   _mm256_storeu_si256(reinterpret_cast<__m256i*>(sums + 8), acc[1]);
+}
+
+// Whether two groups' lane sums (32 int16 each) add to at most limit in every lane.
+TASKMOE_TARGET_AVX2 inline bool groups_fit(const std::uint16_t* x, const std::uint16_t* y, int limit) {
+  const __m256i bound = _mm256_set1_epi16(static_cast<short>(limit));
+  __m256i over = _mm256_setzero_si256();
+  for (int h = 0; h < 2; ++h) {
+    const __m256i sum = _mm256_add_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(x + 16 * h)),
+                                         _mm256_loadu_si256(reinterpret_cast<const __m256i*>(y + 16 * h)));
+    over = _mm256_or_si256(over, _mm256_cmpgt_epi16(sum, bound));
+  }
+  return _mm256_testz_si256(over, over) != 0;
+}
+
+// The group schedule of one packed panel for packed_tile_paired (at pack time, where the
+// sign-trick kernel may run): order[0, groups) a permutation of the panel's k-groups, pairs first,
+// then the groups left single; returns how many groups are in pairs. Two groups pair when in each
+// of the 32 int16 lanes (16 columns x 2 byte pairs) their sums of |w| add to at most 258: with
+// |a| <= 127 the sum of the two groups' pair sums is then at most 127 * 258 = 32766 in magnitude,
+// exact in int16. Greedy and local: each group in order with the first free one of the next 32
+// that fits, so that the kernel reads the panel nearly in order (pairs from anywhere in the
+// panel left its first row tile waiting on L2). On trained weights (the demo model) 95 % of the
+// groups pair.
+TASKMOE_TARGET_AVX2 inline int pair_groups(const std::int8_t* panel, int groups, std::uint16_t* order,
+                                           std::vector<std::uint16_t>& scratch) {
+  constexpr int limit = 258, window = 32;
+  scratch.assign(static_cast<std::size_t>(groups) * 33, 0);  // lane sums [groups][32], then state [groups]
+  std::uint16_t* lanes = scratch.data();
+  std::uint16_t* state = lanes + static_cast<std::size_t>(groups) * 32;  // 0 free, 1 first of a pair, 2 second
+  const __m256i ones8 = _mm256_set1_epi8(1);
+  for (int g = 0; g < groups; ++g)
+    for (int h = 0; h < 2; ++h) {
+      const __m256i w = _mm256_load_si256(reinterpret_cast<const __m256i*>(panel + g * panel_width * k_group + 32 * h));
+      // |w0| + |w1| per int16 lane (|-128| = 128 as an unsigned byte, times 1: exact).
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(lanes + g * 32 + 16 * h), _mm256_maddubs_epi16(_mm256_abs_epi8(w), ones8));
+    }
+  int at = 0;
+  for (int g = 0; g < groups; ++g) {
+    if (state[g] != 0) continue;
+    for (int q = g + 1; q < groups && q <= g + window; ++q)
+      if (state[q] == 0 && groups_fit(lanes + g * 32, lanes + q * 32, limit)) {
+        state[g] = 1;
+        state[q] = 2;
+        order[at++] = static_cast<std::uint16_t>(g);
+        order[at++] = static_cast<std::uint16_t>(q);
+        break;
+      }
+  }
+  const int paired = at;
+  for (int g = 0; g < groups; ++g)
+    if (state[g] == 0) order[at++] = static_cast<std::uint16_t>(g);
+  return paired;
 }
 
 // Packing (packed_int8::pack): the whole k-groups of one panel from its 16 source rows. Each

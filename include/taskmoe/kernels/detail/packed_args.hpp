@@ -46,6 +46,11 @@ struct packed_call {
   const std::int32_t* a_pairs = nullptr;
   int ld_pairs = 0;
   const std::int32_t* a_pair_sums = nullptr;
+  // The sign-trick kernel's group schedule (arch/avx2.hpp: pair_groups, packed_tile_paired), null
+  // where the weights have none: per panel, group_order [k4 / 4] k-group indices, pairs of groups
+  // first, and paired_groups[panel] of them in pairs.
+  const std::uint16_t* group_order = nullptr;
+  const std::uint16_t* paired_groups = nullptr;
   std::size_t panel_bytes() const noexcept { return static_cast<std::size_t>(k4) * panel_width; }
 };
 
@@ -88,6 +93,17 @@ class next_block_prefetch {
     for (int l = 0; l < n; ++l) __builtin_prefetch(next_ + l * line, 0, 2);  // 2: into L2 (prefetcht1)
     next_ += static_cast<std::size_t>(n) * line;
     left_ -= n;
+  }
+
+  // Or one line at a time, and at the end whatever is left.
+  void one_line() noexcept {
+    if (left_ <= 0) return;
+    __builtin_prefetch(next_, 0, 2);
+    next_ += line;
+    --left_;
+  }
+  void rest() noexcept {
+    for (; left_ > 0; --left_, next_ += line) __builtin_prefetch(next_, 0, 2);
   }
 
   static constexpr std::size_t line = 64;
