@@ -13,7 +13,7 @@
 // 32767: it never saturates. vpmaddwd with ones then widens pairs to int32 and vpaddd accumulates.
 // (The other way round, u = |a| and s = sign(w, a), wraps -w for w = -128.)
 
-#include <algorithm>  // std::max, std::min
+#include <algorithm>  // std::max, std::min, std::fill
 #include <cmath>      // std::exp, std::log
 #include <cstddef>    // std::size_t
 #include <cstdint>    // int8_t, int32_t
@@ -418,9 +418,10 @@ TASKMOE_TARGET_AVX2 inline bool groups_fit(const std::uint16_t* x, const std::ui
 TASKMOE_TARGET_AVX2 inline int pair_groups(const std::int8_t* panel, int groups, std::uint16_t* order,
                                            std::vector<std::uint16_t>& scratch) {
   constexpr int limit = 258, window = 32;
-  scratch.assign(static_cast<std::size_t>(groups) * 33, 0);  // lane sums [groups][32], then state [groups]
+  scratch.resize(static_cast<std::size_t>(groups) * 33);  // lane sums [groups][32], then state [groups]
   std::uint16_t* lanes = scratch.data();
   std::uint16_t* state = lanes + static_cast<std::size_t>(groups) * 32;  // 0 free, 1 first of a pair, 2 second
+  std::fill(state, state + groups, std::uint16_t{0});  // the lane sums are all written below
   const __m256i ones8 = _mm256_set1_epi8(1);
   for (int g = 0; g < groups; ++g)
     for (int h = 0; h < 2; ++h) {
