@@ -87,29 +87,21 @@ class next_block_prefetch {
   next_block_prefetch() = default;  // nothing to fetch
   // The end of the k range [kk, until) to run before the next burst.
   int until(int kk, int k) const noexcept { return left_ > 0 && k - kk > every_ ? kk + every_ : k; }
-  void burst() noexcept {
-    if (left_ <= 0) return;
-    const int n = burst_ < left_ ? burst_ : left_;
-    for (int l = 0; l < n; ++l) __builtin_prefetch(next_ + l * line, 0, 2);  // 2: into L2 (prefetcht1)
-    next_ += static_cast<std::size_t>(n) * line;
-    left_ -= n;
-  }
-
-  // Or one line at a time, and at the end whatever is left.
-  void one_line() noexcept {
-    if (left_ <= 0) return;
-    __builtin_prefetch(next_, 0, 2);
-    next_ += line;
-    --left_;
-  }
-  void rest() noexcept {
-    for (; left_ > 0; --left_, next_ += line) __builtin_prefetch(next_, 0, 2);
-  }
+  void burst() noexcept { fetch(burst_ < left_ ? burst_ : left_); }
+  // Or one line at a time, and at the end whatever is left (a loop that cannot take bursts).
+  void one_line() noexcept { fetch(left_ > 0 ? 1 : 0); }
+  void rest() noexcept { fetch(left_); }
 
   static constexpr std::size_t line = 64;
 
  private:
   friend class block_prefetch_plan;
+  void fetch(int n) noexcept {
+    if (n <= 0) return;
+    for (int l = 0; l < n; ++l) __builtin_prefetch(next_ + l * line, 0, 2);  // 2: into L2 (prefetcht1)
+    next_ += static_cast<std::size_t>(n) * line;
+    left_ -= n;
+  }
   // 16 bytes, passed in two registers: a larger argument goes through the stack, and reloading
   // it there waited for the tile's output stores (10-20 % of an int8 GEMM at 256 rows).
   const char* next_ = nullptr;
