@@ -3497,8 +3497,9 @@ TASKMOE_TARGET_AVX2 void packed_tile(const packed_call& g, int i0, int p0, next_
 // built at pack time by pair_groups below): first pairs of k-groups whose 16-bit pair sums add
 // without overflow for any activations, so that one vpmaddwd + vpaddd widen two groups; then the
 // groups left single. Per 32 products that is 1 vpsignb + 1 vpmaddubsw + 1/2 vpmaddwd on the
-// vector-multiply ports instead of 1 + 1 + 1 (Intel's ports 0 and 1 run all three): 1.11x on a
-// decoder step's GEMMs, Emerald Rapids limited to AVX2 (docs/performance.md, stop 33).
+// vector-multiply ports instead of 1 + 1 + 1 (Intel's ports 0 and 1 run all three): 1.05x-1.18x
+// on a decoder step's GEMMs at 4-64 rows, -1 % to +7 % end to end, Emerald Rapids limited to AVX2
+// (docs/performance.md, stop 33).
 // Non-negative activations were no faster paired (0.93x-0.99x) and keep packed_tile.
 template <int MR>
 TASKMOE_TARGET_AVX2 void packed_tile_paired(const packed_call& g, int i0, int p0, next_block_prefetch next) {
