@@ -28,7 +28,8 @@
 #include "bench_util.hpp"  // taskmoe_bench::cpu_model
 
 int main(int argc, char** argv) {
-  std::string model, ckpt, task, input, output, batching = "consecutive", kv_cache = "auto", vocabulary_map;
+  std::string model, ckpt, task, input, output, batching = "consecutive", kv_cache = "auto", vocabulary_map,
+              int8_weights = "auto";
   int beam = 1, batch = 1, max_length = 128, min_length = 0, threads = 1, reps = 3;
   float length_penalty = 1.0f;
   for (int i = 1; i < argc; ++i) {
@@ -53,6 +54,7 @@ int main(int argc, char** argv) {
     else if (a == "--reps") reps = std::max(1, std::atoi(v.c_str()));
     else if (a == "--kv-cache" && (v == "auto" || v == "float32" || v == "float16")) kv_cache = v;
     else if (a == "--vocabulary-map") vocabulary_map = v;
+    else if (a == "--int8-weights" && (v == "auto" || v == "full" || v == "narrow")) int8_weights = v;
     else {
       std::fprintf(stderr, "bench_decode: unknown argument %s\n", a.c_str());
       return 2;
@@ -61,18 +63,22 @@ int main(int argc, char** argv) {
   if (model.empty() == ckpt.empty() || input.empty() || (!ckpt.empty() && task.empty())) {
     std::fprintf(stderr, "usage: bench_decode (--model FILE | --checkpoint DIR --task T) --input ids.txt "
                  "[--output out.txt] [--beam N] [--batch-size N] [--max-length N] [--min-length N] [--length-penalty X] "
-                 "[--threads N] [--reps N] [--batching consecutive|translator] [--kv-cache auto|float32|float16] [--vocabulary-map FILE]\n");
+                 "[--threads N] [--reps N] [--batching consecutive|translator] [--kv-cache auto|float32|float16] [--vocabulary-map FILE] [--int8-weights auto|full|narrow]\n");
     return 2;
   }
   try {
     namespace tk = taskmoe::kernels;
-    std::printf("machine: %s | ISA %s | %d thread(s) | OMP_NUM_THREADS=%s\n", taskmoe_bench::cpu_model().c_str(),
-                tk::to_string(tk::active_isa()), threads, std::getenv("OMP_NUM_THREADS") ? std::getenv("OMP_NUM_THREADS") : "unset");
+    const tk::int8_weights w8 = tk::int8_weights_from_string(int8_weights);
+    std::printf("machine: %s | ISA %s | %d thread(s) | OMP_NUM_THREADS=%s | int8 weights %s (%s)\n",
+                taskmoe_bench::cpu_model().c_str(), tk::to_string(tk::active_isa()), threads,
+                std::getenv("OMP_NUM_THREADS") ? std::getenv("OMP_NUM_THREADS") : "unset", tk::to_string(w8),
+                tk::to_string(tk::resolve_int8_weights(w8)));
     taskmoe::translator_options to;
     to.threads = threads;
     using precision = taskmoe::model::model_options::cache_precision;
     to.kv_cache = kv_cache == "float32" ? precision::float32 : kv_cache == "float16" ? precision::float16 : precision::automatic;
     to.vocabulary_map = vocabulary_map;
+    to.int8_weights = w8;
     const taskmoe::translator tr = model.empty() ? taskmoe::translator::from_checkpoint(ckpt, task, to)
                                                  : taskmoe::translator(model, to);
     std::vector<std::vector<int>> sources;

@@ -53,6 +53,9 @@ constexpr const char* usage_text =
     "  --threads N              worker threads, each translating part of a batch (default 1)\n"
     "  --no-verify              skip the per-tensor checksum check when opening a .tmoe file\n"
     "  --kv-cache P             attention caches: auto (float16 for int8 models), float32, float16\n"
+    "  --int8-weights W         int8 weights: auto (narrow on AVX2 CPUs without VNNI, else full),\n"
+    "                           full (the file's, the same results on every CPU), narrow\n"
+    "                           (requantized to [-64, 64]: the faster kernel without VNNI)\n"
     "  --vocabulary-map FILE    score only a shortlist of target pieces per batch (CTranslate2's\n"
     "                           vmap.txt format: 'source n-gram<TAB>target pieces'); faster,\n"
     "                           approximate. A .tmoe file's embedded map (taskmoe-convert\n"
@@ -92,6 +95,7 @@ struct cli_options {
   std::size_t max_line_bytes = std::size_t{16} << 20;
   int threads = 1;
   std::string kv_cache = "auto";
+  std::string int8_weights = "auto";
   std::string vocabulary_map;
   bool no_vocabulary_map = false;
   bool verify = true;
@@ -147,6 +151,11 @@ cli_options parse(int argc, char** argv) {
       o.kv_cache = take();
       if (o.kv_cache != "auto" && o.kv_cache != "float32" && o.kv_cache != "float16")
         throw usage_error{"--kv-cache needs auto, float32 or float16, got '" + o.kv_cache + "'"};
+    }
+    else if (a == "--int8-weights") {
+      o.int8_weights = take();
+      if (o.int8_weights != "auto" && o.int8_weights != "full" && o.int8_weights != "narrow")
+        throw usage_error{"--int8-weights needs auto, full or narrow, got '" + o.int8_weights + "'"};
     }
     else if (a == "--vocabulary-map") o.vocabulary_map = take();
     else if (a == "--no-vocabulary-map") { flag(); o.no_vocabulary_map = true; }
@@ -291,6 +300,7 @@ int run(const cli_options& o) {
   to.verify_checksums = o.verify;
   using precision = taskmoe::model::model_options::cache_precision;
   to.kv_cache = o.kv_cache == "float32" ? precision::float32 : o.kv_cache == "float16" ? precision::float16 : precision::automatic;
+  to.int8_weights = taskmoe::kernels::int8_weights_from_string(o.int8_weights);
   to.vocabulary_map = o.vocabulary_map;
   const auto t_load = clock::now();
   const taskmoe::translator tr = o.checkpoint.empty()

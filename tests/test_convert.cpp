@@ -368,9 +368,12 @@ TEST_CASE("errors: unknown task lists the valid ones, missing folder, non-finite
 TEST_CASE("int8 files decode through the packed kernels: logits track float32 on every ISA and routing") {
   // The runtime packs every int8 matrix at load, fuses a task's kept experts into one FFN and
   // quantizes the float output projection: a wrong layout, gate or epilogue shows up here as
-  // logits far from the float32 file's, or as ISA paths that disagree.
-  for (const char* setup : {"dense", "task_target", "task_pair", "token_task"}) {
+  // logits far from the float32 file's, or as ISA paths that disagree. With the weights full and
+  // narrow (kernels::int8_weights; automatic would pick per ISA): each alike on every ISA.
+  for (const char* setup : {"dense", "task_target", "task_pair", "token_task"})
+  for (const kernels::int8_weights weights : {kernels::int8_weights::full, kernels::int8_weights::narrow}) {
     CAPTURE(setup);
+    CAPTURE(std::string(kernels::to_string(weights)));
     const checkpoint ck(fixture_dir(setup));
     temp_dir out;
     const std::string p8 = out.file("i8.tmoe"), p8f = out.file("i8-f32-embeddings.tmoe"), p32 = out.file("f32.tmoe");
@@ -383,6 +386,7 @@ TEST_CASE("int8 files decode through the packed kernels: logits track float32 on
     const auto logits = [&](const std::string& path, bool int8_output) {
       model::model_options mo;
       mo.int8_output_projection = int8_output;
+      mo.int8_weights = weights;
       const model::transformer m(model::weight_source::from_tmoe(std::make_shared<const tmoe_file>(path)), mo);
       model::workspace ws;
       const std::vector<std::vector<int>> src{{5, 6, 7, 8, 9, 10, 11, eos}, {12, 13, eos}};
@@ -418,7 +422,8 @@ TEST_CASE("int8 files decode through the packed kernels: logits track float32 on
       kernels::scoped_isa_override force(isa);
       const std::vector<float> q = logits(p8, true), qf = logits(p8f, true), qf_f32_out = logits(p8f, false);
       const float scale = max_abs(ref), d = max_diff(q, ref), df = max_diff(qf, ref), df_f32_out = max_diff(qf_f32_out, ref);
-      MESSAGE(std::string(setup) << " [" << std::string(kernels::to_string(isa)) << "] int8 vs float32 logits: max abs diff " << d
+      MESSAGE(std::string(setup) << " [" << std::string(kernels::to_string(isa)) << ", " << kernels::to_string(weights)
+                    << " weights] int8 vs float32 logits: max abs diff " << d
                     << " (float32 embeddings: " << df << ", and float output projection: " << df_f32_out << "), max |logit| " << scale);
       CHECK(d <= 0.05f * scale);
       CHECK(df <= 0.05f * scale);
@@ -431,6 +436,50 @@ TEST_CASE("int8 files decode through the packed kernels: logits track float32 on
         // The packed GEMMs are bit-identical across ISAs; attention and norms round differently.
         CHECK(max_diff(q, first) <= 1e-4f * scale);
       }
+    }
+  }
+}
+
+TEST_CASE("int8 weights: narrow requantizes the file's rows, automatic follows the CPU's kernel") {
+  CHECK(kernels::int8_weights_from_string("auto") == kernels::int8_weights::automatic);
+  CHECK(kernels::int8_weights_from_string("full") == kernels::int8_weights::full);
+  CHECK(kernels::int8_weights_from_string("narrow") == kernels::int8_weights::narrow);
+  CHECK_THROWS_AS(kernels::int8_weights_from_string("7bit"), invalid_argument_error);
+  for (kernels::int8_weights w : {kernels::int8_weights::full, kernels::int8_weights::narrow})
+    CHECK(kernels::resolve_int8_weights(w) == w);
+  const checkpoint ck(fixture_dir("dense"));
+  temp_dir out;
+  const std::string p8 = out.file("i8.tmoe");
+  convert_task(ck, "en-de", options(quantization_scheme::int8), p8);
+  const auto logits = [&](kernels::int8_weights w) {
+    model::model_options mo;
+    mo.int8_weights = w;
+    const model::transformer m(model::weight_source::from_tmoe(std::make_shared<const tmoe_file>(p8)), mo);
+    model::workspace ws;
+    const model::encoder_output enc = m.encode({{5, 6, 7, 8, ck.config().eos_id}}, ws);
+    model::decoder_state st = m.start_decoding(enc, {0});
+    std::vector<float> step(static_cast<std::size_t>(ck.config().vocab_size));
+    int token = ck.config().bos_id;
+    m.step(st, &token, step.data());
+    return step;
+  };
+  // The fixture's quantized rows reach |w| = 127: narrowing changes them, so the logits move.
+  const std::vector<float> full = logits(kernels::int8_weights::full), narrow = logits(kernels::int8_weights::narrow);
+  CHECK(full != narrow);
+  for (kernels::isa isa : {kernels::isa::generic, kernels::isa::avx2, kernels::isa::avx512}) {
+    if (!kernels::cpu_supports(isa)) continue;
+    CAPTURE(std::string(kernels::to_string(isa)));
+    kernels::scoped_isa_override force(isa);
+    for (const bool avxvnni : {true, false}) {
+      CAPTURE(avxvnni);
+      kernels::scoped_int8_avxvnni_override vnni(avxvnni);
+      const kernels::cpu_features& f = kernels::detect_cpu_features();
+      // Narrow exactly where the AVX2 kernel without VNNI runs, on CPUs with two multiply pipes.
+      const bool narrow_kernel = isa == kernels::isa::avx2 && !(avxvnni && f.avxvnni) && !f.one_multiply_pipe;
+      const kernels::int8_weights want = narrow_kernel ? kernels::int8_weights::narrow : kernels::int8_weights::full;
+      CHECK(kernels::resolve_int8_weights(kernels::int8_weights::automatic) == want);
+      // The model resolves automatic once, at load, and its logits are that setting's.
+      CHECK(logits(kernels::int8_weights::automatic) == logits(want));
     }
   }
 }
@@ -478,6 +527,7 @@ TEST_CASE("int8 golden: converted files match the PyTorch int8 simulation on eve
       // which moves these logits by up to about 0.16: BENCHMARKS.md section 4 has its BLEU)
       model::model_options mo;
       mo.kv_cache = model::model_options::cache_precision::float32;
+      mo.int8_weights = kernels::int8_weights::full;  // the simulation's: the file's values
       models[task] = std::make_shared<const model::transformer>(
           model::weight_source::from_tmoe(std::make_shared<const tmoe_file>(path)), mo);
     }

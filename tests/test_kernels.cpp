@@ -459,8 +459,23 @@ TEST_CASE("top_k equals a stable sort on long rows: ties, NaN, -inf, signed zero
   CHECK(idx[0] == 77); CHECK(idx[1] == 0); CHECK(idx[2] == 1);
 }
 
+// int8_weights::narrow as its definition says, written out plainly: rows with max|w| over 64
+// requantized to round-half-away(w * 64 / max|w|), their scales times max|w| / 64 (else 1).
+static float narrow_reference(std::int8_t* w, int k) {
+  int m = 0;
+  for (int p = 0; p < k; ++p) m = std::max(m, std::abs(int(w[p])));
+  if (m <= 64) return 1.0f;
+  for (int p = 0; p < k; ++p) {
+    const double x = double(w[p]) * 64.0 / m;
+    w[p] = static_cast<std::int8_t>(x < 0 ? -std::floor(-x + 0.5) : std::floor(x + 0.5));
+  }
+  return static_cast<float>(m) / 64.0f;
+}
+
 TEST_CASE("gemm_packed_int8 equals the plain integer reference bit for bit on every ISA") {
   // Awkward sizes around the 4-row / 16-column / 4-deep tiles, and the decoder's shapes.
+  // Each with the weights full and narrow (int8_weights): narrow ones take the AVX2 kernel for
+  // shifted activations where the sign trick would run.
   // Rows >= int8_pairs_min_rows (8) also take the AVX2 pair-products kernel where it is forced on
   // (avx2 pass; odd row counts end in a 1-row tile). Rows >= int8_amx_min_rows (8) with K a
   // multiple of 64 take the AMX kernel where the CPU has it (avx512 pass; row counts that are not
@@ -482,12 +497,13 @@ TEST_CASE("gemm_packed_int8 equals the plain integer reference bit for bit on ev
     tk::scoped_int8_pairs_override force_pairs(pairs);
     tk::scoped_int8_amx_override force_amx(amx);
     tk::scoped_int8_avxvnni_override force_avxvnni(!sign_trick);
-    for (const auto& s : shapes) {
+    for (const auto& s : shapes)
+    for (const bool narrow : {false, true}) {
       const int m = s[0], n = s[1], k = s[2];
       const int k4 = (k + 3) / 4 * 4;
-      const tk::detail::packed_kernel chosen = tk::detail::choose_packed_kernel(m, k4);
+      const tk::detail::packed_kernel chosen = tk::detail::choose_packed_kernel(m, k4, narrow);
       if (pairs) CHECK((chosen == tk::detail::packed_kernel::avx2_pairs) == (m >= tk::detail::int8_pairs_min_rows));
-      if (sign_trick) CHECK(chosen == tk::detail::packed_kernel::avx2);
+      if (sign_trick) CHECK(chosen == (narrow ? tk::detail::packed_kernel::avx2_narrow : tk::detail::packed_kernel::avx2));
       CHECK((chosen == tk::detail::packed_kernel::amx) == (amx && m >= tk::detail::int8_amx_min_rows && k4 % 64 == 0));
       const int lda = k + 3, ldc = n + 2;
       // Variants 4 and 5: activations >= 0 (a ReLU's output), which the AVX2 kernel multiplies
@@ -496,6 +512,7 @@ TEST_CASE("gemm_packed_int8 equals the plain integer reference bit for bit on ev
         const bool relu = variant & 1, accumulate = variant & 2, nonnegative = variant >= 4;
         const int threads = variant == 3 ? 3 : 1;
         CAPTURE(std::string(tk::to_string(isa))); CAPTURE(option); CAPTURE(m); CAPTURE(n); CAPTURE(k); CAPTURE(variant);
+        CAPTURE(narrow);
         auto a = random_floats(static_cast<std::size_t>(m) * lda, 21 + variant, nonnegative ? 0.0f : -2.0f, 2.0f);
         if (m > 2) for (int p = 0; p < k; ++p) a[2 * lda + p] = 0.0f;  // an all-zero row
         // Two stacked parts (the fused-QKV / expert case), the second with a gate multiplier.
@@ -503,6 +520,11 @@ TEST_CASE("gemm_packed_int8 equals the plain integer reference bit for bit on ev
         auto w = random_int8(static_cast<std::size_t>(n) * k, 22);
         w[0] = -128;  // legal in a file: the kernels must stay exact on it (a pair of them)
         if (w.size() > 1) w[1] = -128;
+        // Narrow: rows at the limit and just over it (kept as they are / requantized).
+        if (n > 3 && k > 1) {
+          for (int p = 0; p < k; ++p) w[2 * k + p] = static_cast<std::int8_t>(p % 2 ? -64 : 64);
+          for (int p = 0; p < k; ++p) w[3 * k + p] = static_cast<std::int8_t>(p % 3 ? -65 : 65);
+        }
         // Extreme products: +-127 (2 is the row's maximum) against the -128 pair, the largest
         // 16-bit pair sums the AVX2 kernels form (2 * 127 * 128 in magnitude).
         for (int p = 0; p < k && p < 8; ++p) a[p] = (p & 2) && !nonnegative ? -2.0f : 2.0f;
@@ -512,9 +534,13 @@ TEST_CASE("gemm_packed_int8 equals the plain integer reference bit for bit on ev
         const auto packed = tk::packed_int8::pack(
             {{w.data(), n1, k, sw.data(), bias.data(), 1.0f},
              {w.data() + static_cast<std::size_t>(n1) * k, n2, k, sw.data() + n1, bias.data() + n1, gate}},
-            k);
+            k, narrow ? tk::int8_weights::narrow : tk::int8_weights::full);
         REQUIRE(packed.rows() == n);
         REQUIRE(packed.cols() == k);
+        REQUIRE(packed.weights() == (narrow ? tk::int8_weights::narrow : tk::int8_weights::full));
+        std::vector<float> narrowed_by(static_cast<std::size_t>(n), 1.0f);
+        if (narrow)
+          for (int j = 0; j < n; ++j) narrowed_by[j] = narrow_reference(w.data() + static_cast<std::size_t>(j) * k, k);
         std::vector<std::int8_t> qa(static_cast<std::size_t>(m) * k);
         std::vector<float> sa(m);
         tk::quantize_rows_int8(a.data(), m, k, lda, qa.data(), k, sa.data());
@@ -527,7 +553,7 @@ TEST_CASE("gemm_packed_int8 equals the plain integer reference bit for bit on ev
             for (int p = 0; p < k; ++p) iacc += std::int32_t(qa[i * k + p]) * w[j * k + p];
             const float mult = j < n1 ? 1.0f : gate;
             // The kernels' epilogue: one explicit fused multiply-add (kernels/arch/generic.hpp).
-            float want = std::fma(static_cast<float>(iacc), sa[i] * (sw[j] * mult), bias[j] * mult);
+            float want = std::fma(static_cast<float>(iacc), sa[i] * (sw[j] * mult * narrowed_by[j]), bias[j] * mult);
             if (relu && !(want > 0.0f)) want = 0.0f;
             if (accumulate) want = before[i * ldc + j] + want;
             REQUIRE(c[i * ldc + j] == want);

@@ -49,6 +49,10 @@ struct translator_options {
   // The decoder's K/V caches: automatic = float16 for int8 models, float32 otherwise
   // (model::model_options::kv_cache).
   model::model_options::cache_precision kv_cache = model::model_options::cache_precision::automatic;
+  // int8 weights as the file has them (full: the same results on every CPU) or narrowed to
+  // [-64, 64] for the faster kernel of AVX2 CPUs without VNNI; automatic: narrow on those CPUs
+  // only (model::model_options::int8_weights).
+  kernels::int8_weights int8_weights = kernels::int8_weights::automatic;
   // Map the .tmoe file (default; shared pages, instant start) or read it into memory (immune to
   // the file being rewritten in place or truncated while in use). A mapped file modified after
   // opening makes every later call throw io_error instead of translating with changed weights.
@@ -298,6 +302,7 @@ class translator {
     mo.fuse_qkv = o.fuse_qkv;
     mo.int8_output_projection = o.int8_output_projection;
     mo.kv_cache = o.kv_cache;
+    mo.int8_weights = o.int8_weights;
     return mo;
   }
 

@@ -102,6 +102,29 @@ class aligned_buffer {
 
 }  // namespace detail
 
+// How packed_int8::pack stores int8 weights. full: the file's values as they are; every kernel
+// and CPU gives bit-identical results. narrow: each row whose largest |w| exceeds 64 requantized
+// to [-64, 64] (w * 64 / max|w| rounded half away from zero, its scale times max|w| / 64). On
+// AVX2 without VNNI, activations shifted to unsigned bytes then multiply the weights straight
+// through vpmaddubsw without its int16 saturation (arch/avx2.hpp: gemm_packed_narrow), 2
+// multiply-port operations per 32 products against the sign trick's 2.75; every kernel is
+// still exact on the narrowed values, so results are bit-identical across kernels for one
+// setting, and differ from full by the requantization (BENCHMARKS.md section 4: its BLEU).
+// automatic: narrow where that kernel is the one that runs (AVX2, no VNNI of either kind, more
+// than one vector-multiply pipe), full elsewhere; resolved by resolve_int8_weights() when packing.
+enum class int8_weights { automatic, full, narrow };
+constexpr int narrow_weight_limit = 64;
+
+// "auto", "full", "narrow" (the command-line tools' and bindings' spelling).
+inline const char* to_string(int8_weights w) noexcept {
+  return w == int8_weights::full ? "full" : w == int8_weights::narrow ? "narrow" : "auto";
+}
+inline int8_weights int8_weights_from_string(const std::string& text) {
+  for (int8_weights w : {int8_weights::automatic, int8_weights::full, int8_weights::narrow})
+    if (text == to_string(w)) return w;
+  throw invalid_argument_error("int8 weights must be auto, full or narrow, got '" + text + "'");
+}
+
 // Packed int8 weights; immutable once built, shared by any number of threads.
 class packed_int8 {
  public:
@@ -115,6 +138,8 @@ class packed_int8 {
   }
   // Whether the panels carry the sign-trick kernel's group schedule (built where that kernel may run).
   bool has_group_schedule() const noexcept { return !group_order_.empty(); }
+  // full or narrow (never automatic): how pack() stored the weights.
+  int8_weights weights() const noexcept { return narrow_ ? int8_weights::narrow : int8_weights::full; }
 
   // One source matrix: rows [rows, k] (ldw) int8 with scales[rows]; bias[rows] or null. Its
   // scales and bias are multiplied by `multiplier` (exact for the integer part).
@@ -127,12 +152,14 @@ class packed_int8 {
     float multiplier = 1.0f;
   };
 
-  // Stacks `parts` by rows into one packed matrix of depth k. Either every part has a bias or none.
-  static packed_int8 pack(const std::vector<part>& parts, int k);
+  // Stacks `parts` by rows into one packed matrix of depth k, its weights stored as `weights`
+  // says. Either every part has a bias or none.
+  static packed_int8 pack(const std::vector<part>& parts, int k, int8_weights weights = int8_weights::full);
 
  private:
   friend struct packed_access;
   int n_ = 0, k_ = 0, k4_ = 0, panels_ = 0;
+  bool narrow_ = false;
   detail::aligned_buffer<std::int8_t> data_;
   std::vector<std::int32_t> comp_;
   std::vector<float> scales_, bias_;
@@ -155,6 +182,7 @@ struct packed_access {
     return g;
   }
   static int k4(const packed_int8& w) { return w.k4_; }
+  static bool narrow(const packed_int8& w) { return w.narrow_; }
 };
 
 // Packed f32 weights (detail/packed_args.hpp, f32 layout); immutable once built.
@@ -218,12 +246,42 @@ class packed_f32 {
 };
 
 namespace detail {
-// Whether choose_packed_kernel() may pick the AVX2 sign-trick kernel for weights of padded depth
-// k4, read at pack time: only then are the panels' group schedules worth building (defined below).
+// Whether choose_packed_kernel() may pick the AVX2 sign-trick kernel for full weights of padded
+// depth k4, read at pack time: only then are the panels' group schedules worth building (defined
+// below).
 inline bool sign_trick_may_run(int k4);
+
+// int8_weights::narrow on one row of k weights: returns max|w|; over narrow_weight_limit, dst gets
+// the requantized row (else src is used as it is). One table per max|w| (65..128), built once:
+// integer rounding, so every CPU narrows alike.
+inline int narrow_row(const std::int8_t* src, int k, std::int8_t* dst) {
+  static const auto tables = [] {
+    constexpr int lim = narrow_weight_limit;
+    std::vector<std::int8_t> t(static_cast<std::size_t>(128 - lim) * 256);
+    for (int m = lim + 1; m <= 128; ++m)
+      for (int w = -128; w <= 127; ++w) {
+        const int mag = (std::abs(w) * 2 * lim + m) / (2 * m);  // |w| * lim / m, half away from zero
+        t[static_cast<std::size_t>(m - lim - 1) * 256 + static_cast<std::uint8_t>(w)] =
+            static_cast<std::int8_t>(w < 0 ? -mag : mag);
+      }
+    return t;
+  }();
+  int m = 0;
+  for (int kk = 0; kk < k; ++kk) {
+    const int v = src[kk];
+    m = std::max(m, v < 0 ? -v : v);
+  }
+  if (m <= narrow_weight_limit) return m;
+  const std::int8_t* t = tables.data() + static_cast<std::size_t>(m - narrow_weight_limit - 1) * 256;
+  for (int kk = 0; kk < k; ++kk) dst[kk] = t[static_cast<std::uint8_t>(src[kk])];
+  return m;
+}
 }  // namespace detail
 
-inline packed_int8 packed_int8::pack(const std::vector<part>& parts, int k) {
+// automatic as the active instruction set and CPU decide (int8_weights); full and narrow as they are.
+inline int8_weights resolve_int8_weights(int8_weights w);
+
+inline packed_int8 packed_int8::pack(const std::vector<part>& parts, int k, int8_weights weights) {
   const char* kernel = "packed_int8::pack";
   detail::check_size(kernel, "k", k);
   // |sum| <= k * 255 * 128 on the VNNI path must fit int32.
@@ -241,6 +299,7 @@ inline packed_int8 packed_int8::pack(const std::vector<part>& parts, int k) {
     all_bias = all_bias && p.bias != nullptr;
   }
   if (any_bias && !all_bias) detail::fail(kernel, "either every part has a bias or none");
+  out.narrow_ = resolve_int8_weights(weights) == int8_weights::narrow;
   out.panels_ = (out.n_ + detail::panel_width - 1) / detail::panel_width;
   const std::size_t padded = static_cast<std::size_t>(out.panels_) * detail::panel_width;
   out.data_ = detail::aligned_buffer<std::int8_t>(padded * static_cast<std::size_t>(out.k4_));
@@ -252,7 +311,7 @@ inline packed_int8 packed_int8::pack(const std::vector<part>& parts, int k) {
   // take 4-byte copies (packing is a large part of a file's load time).
 #if TASKMOE_KERNELS_X86
   const bool avx2 = active_isa() >= isa::avx2;
-  const bool schedule = detail::sign_trick_may_run(out.k4_);
+  const bool schedule = !out.narrow_ && detail::sign_trick_may_run(out.k4_);
   const int groups = out.k4_ / detail::k_group;
   std::vector<std::uint16_t> scratch;
   if (schedule) {
@@ -272,10 +331,24 @@ inline packed_int8 packed_int8::pack(const std::vector<part>& parts, int k) {
   constexpr int width = detail::panel_width, group = detail::k_group;
   const std::size_t pb = static_cast<std::size_t>(out.k4_) * width;
   const int whole = k / group;
+  std::vector<std::int8_t> narrowed(out.narrow_ ? static_cast<std::size_t>(width) * k : 0);
+  const std::int8_t* narrow_rows[width] = {};
   for (int panel = 0; panel < out.panels_; ++panel) {
     std::int8_t* dst = out.data_.data() + static_cast<std::size_t>(panel) * pb;
     const std::int8_t* const* src = rows.data() + static_cast<std::size_t>(panel) * width;
     const int cols = std::min(width, out.n_ - panel * width);  // padding columns stay zero
+    if (out.narrow_) {
+      for (int c = 0; c < width; ++c) {
+        narrow_rows[c] = src[c];
+        if (c >= cols) continue;
+        std::int8_t* row = narrowed.data() + static_cast<std::size_t>(c) * k;
+        const int m = detail::narrow_row(src[c], k, row);
+        if (m <= narrow_weight_limit) continue;
+        narrow_rows[c] = row;
+        out.scales_[static_cast<std::size_t>(panel) * width + c] *= static_cast<float>(m) / narrow_weight_limit;
+      }
+      src = narrow_rows;
+    }
     int done = 0;  // whole groups packed
 #if TASKMOE_KERNELS_X86
     if (avx2 && cols == width) {
@@ -307,12 +380,13 @@ inline packed_int8 packed_int8::pack(const std::vector<part>& parts, int k) {
 }
 
 // f32 weights [n, k] (ldw): quantized per row exactly as the converter does, then packed.
-inline packed_int8 quantize_pack(const float* w, int n, int k, int ldw, const float* bias = nullptr) {
+inline packed_int8 quantize_pack(const float* w, int n, int k, int ldw, const float* bias = nullptr,
+                                 int8_weights weights = int8_weights::full) {
   const int ldq = k > 0 ? k : 1;
   std::vector<std::int8_t> q(static_cast<std::size_t>(n) * ldq);
   std::vector<float> scales(static_cast<std::size_t>(n));
   quantize_rows_int8(w, n, k, ldw, q.data(), ldq, scales.data());
-  return packed_int8::pack({{q.data(), n, ldq, scales.data(), bias, 1.0f}}, k);
+  return packed_int8::pack({{q.data(), n, ldq, scales.data(), bias, 1.0f}}, k, weights);
 }
 
 struct packed_gemm_options {
@@ -324,9 +398,10 @@ struct packed_gemm_options {
 namespace detail {
 
 // vnni: AVX-512 VNNI; amx: AMX tiles; avx_vnni: AVX-VNNI at AVX2 width; all three take
-// activations shifted by +128. avx2_pairs: Winograd's pair products (arch/avx2_pairs.hpp),
-// activations as int16 pairs.
-enum class packed_kernel { generic, avx2, avx2_pairs, avx_vnni, vnni, amx };
+// activations shifted by +128, as avx2_narrow does (narrow weights) unless they are
+// non-negative. avx2: the sign trick. avx2_pairs: Winograd's pair products
+// (arch/avx2_pairs.hpp), activations as int16 pairs.
+enum class packed_kernel { generic, avx2, avx2_narrow, avx2_pairs, avx_vnni, vnni, amx };
 
 // Calls with fewer rows keep the sign-trick kernel: each panel's conversion to pairs is shared by
 // the call's row tiles only. Zen 1, N = 2048, K = 512, one core, pairs against sign trick:
@@ -367,8 +442,9 @@ inline bool int8_option_enabled(int8_kernel_option option, bool cpu_default) {
   return value >= 0 ? value == 1 : cpu_default;
 }
 
-// The kernel for a call of m rows and padded depth k4 at the active instruction set.
-inline packed_kernel choose_packed_kernel(int m, int k4) {
+// The kernel for a call of m rows and padded depth k4 at the active instruction set, on weights
+// packed full or narrow.
+inline packed_kernel choose_packed_kernel(int m, int k4, bool narrow = false) {
 #if TASKMOE_KERNELS_X86
   const isa active = active_isa();
   const cpu_features& f = detect_cpu_features();
@@ -387,10 +463,12 @@ inline packed_kernel choose_packed_kernel(int m, int k4) {
   // benchmarks reach it on such a CPU).
   if (active >= isa::avx2)
     return int8_option_enabled(int8_kernel_option::avx_vnni, true) && f.avxvnni ? packed_kernel::avx_vnni
-                                                                              : packed_kernel::avx2;
+           : narrow                                                             ? packed_kernel::avx2_narrow
+                                                                                : packed_kernel::avx2;
 #else
   static_cast<void>(m);
   static_cast<void>(k4);
+  static_cast<void>(narrow);
 #endif
   return packed_kernel::generic;
 }
@@ -398,6 +476,22 @@ inline packed_kernel choose_packed_kernel(int m, int k4) {
 // Calls of 2 rows, the fewest the paired kernel takes, are also too few for AMX and the pair
 // products: if the sign trick runs at all, it runs for them.
 inline bool sign_trick_may_run(int k4) { return choose_packed_kernel(2, k4) == packed_kernel::avx2; }
+}  // namespace detail
+
+// Narrow by default where the narrow-weights kernel would run for calls of a few rows (the
+// decoder's), on a CPU with more than one vector-multiply pipe: Zen 1's single pipe runs the
+// sign trick's extra operation elsewhere, and it keeps full weights.
+inline int8_weights resolve_int8_weights(int8_weights w) {
+  if (w != int8_weights::automatic) return w;
+#if TASKMOE_KERNELS_X86
+  if (detail::choose_packed_kernel(2, detail::k_group, true) == detail::packed_kernel::avx2_narrow &&
+      !detect_cpu_features().one_multiply_pipe)
+    return int8_weights::narrow;
+#endif
+  return int8_weights::full;
+}
+
+namespace detail {
 
 inline void run_packed(packed_kernel kind, const packed_call& g, int p0, int p1) {
   switch (kind) {
@@ -406,6 +500,7 @@ inline void run_packed(packed_kernel kind, const packed_call& g, int p0, int p1)
     case packed_kernel::amx: amx::gemm_packed(g, p0, p1); return;
     case packed_kernel::avx_vnni: avxvnni::gemm_packed(g, p0, p1); return;
     case packed_kernel::avx2: avx2::gemm_packed(g, p0, p1); return;
+    case packed_kernel::avx2_narrow: avx2::gemm_packed_narrow(g, p0, p1); return;
     case packed_kernel::avx2_pairs: avx2_pairs::gemm_packed(g, p0, p1); return;
 #endif
     default: generic::gemm_packed(g, p0, p1); return;
@@ -499,15 +594,20 @@ inline void gemm_packed_int8(int m, const float* a, int lda, const packed_int8& 
   ws.scales.resize(static_cast<std::size_t>(m));
   auto* q = reinterpret_cast<std::int8_t*>(ws.q.data());
   quantize_rows_int8(a, m, k, lda, q, k4, ws.scales.data());
-  const detail::packed_kernel kind = detail::choose_packed_kernel(m, k4);
+  const detail::packed_kernel kind = detail::choose_packed_kernel(m, k4, packed_access::narrow(w));
   for (int i = 0; i < m; ++i) {
     std::uint8_t* row = ws.q.data() + static_cast<std::size_t>(i) * k4;
     if (k4 > k) std::memset(row + k, 0, static_cast<std::size_t>(k4 - k));
-#if TASKMOE_KERNELS_X86
-    if (kind == detail::packed_kernel::vnni || kind == detail::packed_kernel::amx || kind == detail::packed_kernel::avx_vnni)
-      detail::avx2::flip_sign_bits(row, k4);
-#endif
   }
+  // The AVX2 kernels take ReLU outputs as unsigned bytes as they are; the narrow one shifts the
+  // others as the VNNI kernels do.
+  const bool avx2 = kind == detail::packed_kernel::avx2 || kind == detail::packed_kernel::avx2_narrow;
+  const bool nonnegative = avx2 && detail::all_nonnegative(q, static_cast<std::size_t>(m) * k4);
+#if TASKMOE_KERNELS_X86
+  if (kind == detail::packed_kernel::vnni || kind == detail::packed_kernel::amx || kind == detail::packed_kernel::avx_vnni ||
+      (kind == detail::packed_kernel::avx2_narrow && !nonnegative))
+    for (int i = 0; i < m; ++i) detail::avx2::flip_sign_bits(ws.q.data() + static_cast<std::size_t>(i) * k4, k4);
+#endif
   detail::packed_call g = packed_access::call(w);
   g.a = ws.q.data();
   g.lda = k4;
@@ -516,7 +616,7 @@ inline void gemm_packed_int8(int m, const float* a, int lda, const packed_int8& 
   g.ldc = ldc;
   g.relu = options.relu;
   g.accumulate = options.accumulate;
-  g.a_nonnegative = kind == detail::packed_kernel::avx2 && detail::all_nonnegative(q, static_cast<std::size_t>(m) * k4);
+  g.a_nonnegative = nonnegative;
   std::size_t row_bytes = static_cast<std::size_t>(k4);
   int row_tile = detail::vector_row_tile;
 #if TASKMOE_KERNELS_X86

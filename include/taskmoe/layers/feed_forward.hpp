@@ -24,9 +24,9 @@ struct feed_forward {
   linear fc2;  // [d, d_ff]
   activation act = activation::relu;
 
-  void pack() {
-    fc1.pack();
-    fc2.pack();
+  void pack(kernels::int8_weights int8 = kernels::int8_weights::full) {
+    fc1.pack(int8);
+    fc2.pack(int8);
   }
   std::size_t packed_bytes() const noexcept { return fc1.packed_bytes() + fc2.packed_bytes(); }
 

@@ -38,19 +38,20 @@ struct linear {
   // This layer's f32 weight and bias as one part of a packed f32 matrix.
   kernels::packed_f32::part packed_f32_part() const noexcept { return {weight.f32, weight.rows, weight.cols, bias}; }
 
-  // Packs the weights once (int8 must be packed; f32 may run unpacked). No-op when done.
-  void pack() {
+  // Packs the weights once (int8 must be packed, stored as `int8` says; f32 may run unpacked).
+  // No-op when done.
+  void pack(kernels::int8_weights int8 = kernels::int8_weights::full) {
     if (packed || packed_f32 || weight.empty()) return;
     if (weight.is_int8())
-      packed = std::make_shared<const kernels::packed_int8>(kernels::packed_int8::pack({packed_part()}, weight.cols));
+      packed = std::make_shared<const kernels::packed_int8>(kernels::packed_int8::pack({packed_part()}, weight.cols, int8));
     else
       packed_f32 = std::make_shared<const kernels::packed_f32>(kernels::packed_f32::pack({packed_f32_part()}, weight.cols));
   }
 
   // A packed layer computing only output features `rows` (in that order; each in [0, out)), each
   // with the same result as this layer's: the same weights (int8 rows, or f32 rows quantized per
-  // row as quantize_pack does when this layer runs an int8 copy of f32 weights), the same kernel
-  // per column. The target-vocabulary shortlist (decoding/vocabulary_map.hpp). Needs `weight`.
+  // row as quantize_pack does when this layer runs an int8 copy of f32 weights; full or narrow as
+  // this layer's), the same kernel per column. The target-vocabulary shortlist (decoding/vocabulary_map.hpp). Needs `weight`.
   linear select_rows(const std::vector<int>& rows) const {
     if (weight.empty()) throw invalid_argument_error("linear::select_rows: no source weights");
     const int n = static_cast<int>(rows.size()), k = weight.cols;
@@ -64,6 +65,7 @@ struct linear {
       for (int r : rows) b.push_back(bias[r]);
     const float* bp = bias != nullptr ? b.data() : nullptr;
     linear out;
+    const kernels::int8_weights int8 = packed ? packed->weights() : kernels::int8_weights::full;
     if (weight.is_int8()) {
       std::vector<std::int8_t> w(static_cast<std::size_t>(n) * ldk);
       std::vector<float> s(static_cast<std::size_t>(n));
@@ -72,14 +74,14 @@ struct linear {
         s[static_cast<std::size_t>(i)] = weight.scales[rows[i]];
       }
       out.packed = std::make_shared<const kernels::packed_int8>(
-          kernels::packed_int8::pack({{w.data(), n, k, s.data(), bp, 1.0f}}, k));
+          kernels::packed_int8::pack({{w.data(), n, k, s.data(), bp, 1.0f}}, k, int8));
       return out;
     }
     std::vector<float> w(static_cast<std::size_t>(n) * ldk);
     for (int i = 0; i < n; ++i)
       std::memcpy(w.data() + i * ldk, weight.f32 + static_cast<std::size_t>(rows[i]) * ldk, ldk * sizeof(float));
     if (packed)  // int8 copy of f32 weights
-      out.packed = std::make_shared<const kernels::packed_int8>(kernels::quantize_pack(w.data(), n, k, k, bp));
+      out.packed = std::make_shared<const kernels::packed_int8>(kernels::quantize_pack(w.data(), n, k, k, bp, int8));
     else
       out.packed_f32 = std::make_shared<const kernels::packed_f32>(kernels::packed_f32::pack({{w.data(), n, k, bp}}, k));
     return out;

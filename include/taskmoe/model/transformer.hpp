@@ -89,6 +89,11 @@ struct model_options {
   // routers and small tensors stay float), so a checkpoint runs like its converted int8 file.
   // Weights already int8 are used as they are.
   bool quantize_int8 = false;
+  // How the int8 weights are packed (kernels::int8_weights): full keeps the file's values (every
+  // CPU bit-identical); narrow requantizes rows to [-64, 64] for the faster AVX2 kernel of CPUs
+  // without VNNI; automatic picks narrow where that kernel runs. BENCHMARKS.md section 4 has its
+  // BLEU cost on the demo model.
+  kernels::int8_weights int8_weights = kernels::int8_weights::automatic;
 };
 
 // Encoder output for a batch of sentences, packed without padding.
@@ -182,6 +187,7 @@ class transformer {
     pre_ = base_->pre_;
     embed_scale_ = base_->embed_scale_;
     half_cache_ = base_->half_cache_;
+    int8_ = base_->int8_;  // the shared layers' packing, whatever the instruction set is now
     encoder_ = base_->encoder_;
     decoder_ = base_->decoder_;
     output_ = base_->output_;
@@ -538,9 +544,9 @@ class transformer {
                   (opts_.kv_cache == model_options::cache_precision::automatic && has_int8_layers());
     if (!output_.weight.is_int8() && opts_.int8_output_projection && has_int8_layers()) {
       output_.packed = std::make_shared<const kernels::packed_int8>(
-          kernels::quantize_pack(output_.weight.f32, v, d, d));
+          kernels::quantize_pack(output_.weight.f32, v, d, d, nullptr, int8_));
     } else {
-      output_.pack();
+      output_.pack(int8_);
     }
   }
 
@@ -597,16 +603,16 @@ class transformer {
       if (int8) {
         std::vector<kernels::packed_int8::part> p;
         for (const layers::linear* l : parts) p.push_back(l->packed_part());
-        fused.packed = std::make_shared<const kernels::packed_int8>(kernels::packed_int8::pack(p, d));
+        fused.packed = std::make_shared<const kernels::packed_int8>(kernels::packed_int8::pack(p, d, int8_));
       } else {
         std::vector<kernels::packed_f32::part> p;
         for (const layers::linear* l : parts) p.push_back(l->packed_f32_part());
         fused.packed_f32 = std::make_shared<const kernels::packed_f32>(kernels::packed_f32::pack(p, d));
       }
-      if (!self) a.q.pack();
-      a.out.pack();
+      if (!self) a.q.pack(int8_);
+      a.out.pack(int8_);
     } else {
-      for (layers::linear* l : {&a.q, &a.k, &a.v, &a.out}) l->pack();
+      for (layers::linear* l : {&a.q, &a.k, &a.v, &a.out}) l->pack(int8_);
     }
     return a;
   }
@@ -626,7 +632,7 @@ class transformer {
       l.ffn.fc1 = lin(w, spec::ffn(s, i) + ".fc1", cfg_.d_ff, d);
       l.ffn.fc2 = lin(w, spec::ffn(s, i) + ".fc2", d, cfg_.d_ff);
       l.ffn.act = cfg_.act;
-      l.ffn.pack();
+      l.ffn.pack(int8_);
       return l;
     }
     l.moe = load_moe(w, s, i);
@@ -661,13 +667,15 @@ class transformer {
     } else if (m.gates.size() != m.experts.size()) {
       throw format_error(src_.name(), p + "moe: needs one gate per kept expert");
     }
-    m.pack();
+    m.pack(int8_);
     return m;
   }
 
   weight_source src_;
   model_config cfg_;
   model_options opts_;
+  // opts_.int8_weights resolved once, so that every matrix of the model is packed alike.
+  kernels::int8_weights int8_ = kernels::resolve_int8_weights(opts_.int8_weights);
   std::shared_ptr<const transformer> base_;  // shared layers point into its store and mapping
   weight_store store_;
   bool pre_ = true;

@@ -61,8 +61,9 @@ class moe_layer {
 
   bool task_routed() const noexcept { return is_task_routed(route); }
 
-  // Packs int8 experts (f32 ones stay as they are); task-routed int8 layers are fused.
-  void pack() {
+  // Packs int8 experts (f32 ones stay as they are; int8 stored as `weights` says); task-routed
+  // int8 layers are fused.
+  void pack(kernels::int8_weights weights = kernels::int8_weights::full) {
     bool int8 = !experts.empty();
     for (const auto& e : experts) int8 = int8 && e.fc1.weight.is_int8() && e.fc2.weight.is_int8();
     if (!task_routed() && num_experts > 0 && !router.empty()) {
@@ -71,7 +72,7 @@ class moe_layer {
           kernels::packed_f32::pack({{router.data(), num_experts, d, nullptr}}, d));
     }
     if (!int8 || !task_routed()) {  // f32, mixed dtypes or token routing: each matrix on its own
-      for (auto& e : experts) e.pack();
+      for (auto& e : experts) e.pack(weights);
       return;
     }
     std::vector<kernels::packed_int8::part> fc1_parts;
@@ -80,11 +81,11 @@ class moe_layer {
       fc1_parts.push_back(e.fc1.packed_part());
       layers::linear fc2 = e.fc2;
       fc2.packed = std::make_shared<const kernels::packed_int8>(kernels::packed_int8::pack(
-          {e.fc2.packed_part(gates[static_cast<std::size_t>(slot)])}, e.fc2.in_features()));
+          {e.fc2.packed_part(gates[static_cast<std::size_t>(slot)])}, e.fc2.in_features(), weights));
       gated_fc2.push_back(std::move(fc2));
     }
     fused_fc1.packed = std::make_shared<const kernels::packed_int8>(
-        kernels::packed_int8::pack(fc1_parts, experts.front().fc1.weight.cols));
+        kernels::packed_int8::pack(fc1_parts, experts.front().fc1.weight.cols, weights));
   }
 
   std::size_t packed_bytes() const noexcept {

@@ -240,9 +240,10 @@ __attribute__((target("avx2,fma,f16c"), always_inline)) inline void group_pair_s
 }
 
 // A tile of MR rows x NP panels (2 * MR * NP accumulators of the 16 registers) over the k-groups
-// in order.
+// in order. col_sub: the epilogue's column corrections (comp, for activations shifted by +128).
 template <int MR, int NP, bool Nonnegative>
-TASKMOE_TARGET_AVX2 void packed_tile(const packed_call& g, int i0, int p0, next_block_prefetch next = {}) {
+TASKMOE_TARGET_AVX2 void packed_tile(const packed_call& g, int i0, int p0, next_block_prefetch next = {},
+                                     const std::int32_t* col_sub = nullptr) {
   __m256i acc[MR][NP][2];
   for (int i = 0; i < MR; ++i)
     for (int r = 0; r < NP; ++r) acc[i][r][0] = acc[i][r][1] = _mm256_setzero_si256();
@@ -257,6 +258,61 @@ TASKMOE_TARGET_AVX2 void packed_tile(const packed_call& g, int i0, int p0, next_
       for (int i = 0; i < MR; ++i)
         for (int r = 0; r < NP; ++r)
           for (int h = 0; h < 2; ++h) acc[i][r][h] = _mm256_add_epi32(acc[i][r][h], _mm256_madd_epi16(pairs[i][r][h], ones));
+    }
+    next.burst();
+  }
+  packed_epilogue<MR, NP>(g, i0, p0, acc, col_sub);
+}
+
+// Narrow weights (packed_int8 with int8_weights::narrow: |w| <= 64) and ReLU outputs (a in
+// [0, 127]): one k-group's pair sums are at most 2 * 127 * 64, two groups' 32512, so two groups
+// add in int16 (vpaddw, any port) before one vpmaddwd: 1.5 multiply-port operations per 32
+// products instead of 2. (Signed activations on narrow weights go shifted through packed_tile:
+// pair sums of a + 128 in [1, 255] are at most 2 * 255 * 64 = 32640, exact, but two groups'
+// would not be.) next's stride is two groups; an odd last group runs alone.
+template <int MR, int NP>
+TASKMOE_TARGET_AVX2 void packed_tile_narrow_pairs(const packed_call& g, int i0, int p0, next_block_prefetch next = {}) {
+  __m256i acc[MR][NP][2];
+  for (int i = 0; i < MR; ++i)
+    for (int r = 0; r < NP; ++r) acc[i][r][0] = acc[i][r][1] = _mm256_setzero_si256();
+  const __m256i ones = _mm256_set1_epi16(1);
+  constexpr int block = panel_width * k_group;  // bytes per k-group in a panel
+  const std::size_t pb = g.panel_bytes();
+  const std::size_t lda = static_cast<std::size_t>(g.lda);
+  const std::int8_t* b = g.data + static_cast<std::size_t>(p0) * pb;
+  const std::uint8_t* a = g.a + static_cast<std::size_t>(i0) * lda;
+  const int k4 = g.k4;
+  for (int kk = 0; kk < k4;) {
+    for (const int stop = next.until(kk, k4); kk < stop;) {
+      if (kk + 2 * k_group > stop) {  // the last group, alone
+        __m256i sums[MR][NP][2];
+        group_pair_sums<MR, NP, true>(b + static_cast<std::size_t>(kk) * panel_width, pb, a + kk, lda, sums);
+        for (int i = 0; i < MR; ++i)
+          for (int r = 0; r < NP; ++r)
+            for (int h = 0; h < 2; ++h) acc[i][r][h] = _mm256_add_epi32(acc[i][r][h], _mm256_madd_epi16(sums[i][r][h], ones));
+        kk += k_group;
+        continue;
+      }
+      const std::int8_t* w = b + static_cast<std::size_t>(kk) * panel_width;
+      for (int i = 0; i < MR; ++i) {
+        std::int32_t x0, x1;
+        std::memcpy(&x0, a + i * lda + kk, sizeof x0);
+        std::memcpy(&x1, a + i * lda + kk + k_group, sizeof x1);
+        const __m256i a0 = _mm256_set1_epi32(x0), a1 = _mm256_set1_epi32(x1);
+        // The weights as memory operands, read again for every row (as in packed_tile_paired:
+        // in registers they leave too few for the accumulators).
+        const std::int8_t* rw = w;
+        asm("" : "+r"(rw));
+        for (int r = 0; r < NP; ++r)
+          for (int h = 0; h < 2; ++h) {
+            const std::int8_t* v = rw + r * pb + 32 * h;
+            const __m256i sum =
+                _mm256_add_epi16(_mm256_maddubs_epi16(a0, _mm256_load_si256(reinterpret_cast<const __m256i*>(v))),
+                                 _mm256_maddubs_epi16(a1, _mm256_load_si256(reinterpret_cast<const __m256i*>(v + block))));
+            acc[i][r][h] = _mm256_add_epi32(acc[i][r][h], _mm256_madd_epi16(sum, ones));
+          }
+      }
+      kk += 2 * k_group;
     }
     next.burst();
   }
@@ -327,50 +383,70 @@ TASKMOE_TARGET_AVX2 void packed_tile_paired(const packed_call& g, int i0, int p0
   packed_epilogue<MR, 1>(g, i0, p0, acc);
 }
 
+// What the activations and weights of a call are, for the AVX2 tiles: signed activations by the
+// sign trick (any weights); ReLU outputs as unsigned bytes (any weights); narrow weights with
+// signed activations shifted by +128 (gemm_packed_int8 shifts them) or with ReLU outputs, two
+// k-groups per vpmaddwd.
+enum class int8_operands { sign_trick, nonnegative, shifted_narrow, nonnegative_narrow };
+
+// One tile of MR rows x NP panels of the given operands (the sign trick in the panel's group
+// schedule where paired).
+template <int MR, int NP, int8_operands Form>
+__attribute__((target("avx2,fma,f16c"), always_inline)) inline void int8_tile(const packed_call& g, int i0, int p0,
+                                                                             next_block_prefetch next, bool paired) {
+  if constexpr (Form == int8_operands::sign_trick && NP == 1) {
+    if (paired) return packed_tile_paired<MR>(g, i0, p0, next);
+  }
+  if constexpr (Form == int8_operands::nonnegative_narrow) {
+    packed_tile_narrow_pairs<MR, NP>(g, i0, p0, next);
+  } else if constexpr (Form == int8_operands::shifted_narrow) {
+    packed_tile<MR, NP, true>(g, i0, p0, next, g.comp + static_cast<std::size_t>(p0) * panel_width);
+  } else {
+    packed_tile<MR, NP, Form == int8_operands::nonnegative>(g, i0, p0, next);
+  }
+}
+
 // Panels [p0, p1): one panel (16 columns) at a time for every row in tiles of 4 that prefetch
 // the next panel (where there are two tiles or more, as in avx512::gemm_packed), in the panel's
 // group schedule (signed activations) where the weights have one; a single row takes 2 panels
 // per tile in plain order.
-template <bool Nonnegative>
+template <int8_operands Form>
 TASKMOE_TARGET_AVX2 void gemm_packed_as(const packed_call& g, int p0, int p1) {
   if (g.m == 1) {
     int p = p0;
-    for (; p + 2 <= p1; p += 2) packed_tile<1, 2, Nonnegative>(g, 0, p);
-    if (p < p1) packed_tile<1, 1, Nonnegative>(g, 0, p);
+    for (; p + 2 <= p1; p += 2) int8_tile<1, 2, Form>(g, 0, p, {}, false);
+    if (p < p1) int8_tile<1, 1, Form>(g, 0, p, {}, false);
     return;
   }
   const std::size_t pb = g.panel_bytes();
   const int tiles = (g.m + 3) / 4;
-  const bool paired = !Nonnegative && g.group_order != nullptr;
+  const bool paired = Form == int8_operands::sign_trick && g.group_order != nullptr;
+  const int stride = Form == int8_operands::nonnegative_narrow ? 2 * k_group : k_group;
   for (int p = p0; p < p1; ++p) {
     const block_prefetch_plan plan(g.data + static_cast<std::size_t>(p + 1) * pb, tiles > 1 && p + 1 < p1 ? pb : 0,
-                                   g.k4, k_group, tiles);
+                                   g.k4, stride, tiles);
     int i = 0, t = 0;
-    if (paired) {
-      for (; i + 4 <= g.m; i += 4, ++t) packed_tile_paired<4>(g, i, p, plan.share(t));
-      const next_block_prefetch last = plan.share(t);
-      switch (g.m - i) {
-        case 3: packed_tile_paired<3>(g, i, p, last); break;
-        case 2: packed_tile_paired<2>(g, i, p, last); break;
-        case 1: packed_tile_paired<1>(g, i, p, last); break;
-        default: break;
-      }
-      continue;
-    }
-    for (; i + 4 <= g.m; i += 4, ++t) packed_tile<4, 1, Nonnegative>(g, i, p, plan.share(t));
+    for (; i + 4 <= g.m; i += 4, ++t) int8_tile<4, 1, Form>(g, i, p, plan.share(t), paired);
     const next_block_prefetch last = plan.share(t);
     switch (g.m - i) {
-      case 3: packed_tile<3, 1, Nonnegative>(g, i, p, last); break;
-      case 2: packed_tile<2, 1, Nonnegative>(g, i, p, last); break;
-      case 1: packed_tile<1, 1, Nonnegative>(g, i, p, last); break;
+      case 3: int8_tile<3, 1, Form>(g, i, p, last, paired); break;
+      case 2: int8_tile<2, 1, Form>(g, i, p, last, paired); break;
+      case 1: int8_tile<1, 1, Form>(g, i, p, last, paired); break;
       default: break;
     }
   }
 }
 
+// The sign-trick kernel (any weights; g.a signed, or non-negative as flagged).
 TASKMOE_TARGET_AVX2 inline void gemm_packed(const packed_call& g, int p0, int p1) {
-  if (g.a_nonnegative) return gemm_packed_as<true>(g, p0, p1);
-  gemm_packed_as<false>(g, p0, p1);
+  if (g.a_nonnegative) return gemm_packed_as<int8_operands::nonnegative>(g, p0, p1);
+  gemm_packed_as<int8_operands::sign_trick>(g, p0, p1);
+}
+
+// The narrow-weights kernel: g.a shifted by +128, or non-negative (unshifted) as flagged.
+TASKMOE_TARGET_AVX2 inline void gemm_packed_narrow(const packed_call& g, int p0, int p1) {
+  if (g.a_nonnegative) return gemm_packed_as<int8_operands::nonnegative_narrow>(g, p0, p1);
+  gemm_packed_as<int8_operands::shifted_narrow>(g, p0, p1);
 }
 
 // Column sums of one packed panel (the VNNI compensation, at pack time), read back from the
