@@ -182,13 +182,16 @@ def write_ct2_model(ct2, np, ckpt_dir, out_dir, cfg, gates, quantization=None):
     spec.save(out_dir)
 
 
+INT8_WEIGHTS = "auto"  # bench_decode --int8-weights (--int8-weights here)
+
+
 def run_ours(bench, model, ids_file, beam, batch, length, threads, reps, out_file=None, max_length=256, vmap=None,
              length_penalty=1.0):
     """length > 0: exactly `length` tokens; 0: free length, up to max_length."""
     cmd = [bench, "--model", model, "--input", ids_file, "--beam", str(beam), "--batch-size", str(batch),
            "--max-length", str(length or max_length), "--min-length", str(length), "--threads", str(threads),
-           "--reps", str(reps), "--batching", "translator", "--length-penalty", repr(length_penalty)] + \
-        (["--vocabulary-map", vmap] if vmap else [])
+           "--reps", str(reps), "--batching", "translator", "--length-penalty", repr(length_penalty),
+           "--int8-weights", INT8_WEIGHTS] + (["--vocabulary-map", vmap] if vmap else [])
     if out_file:
         cmd += ["--output", out_file]
     out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
@@ -263,6 +266,8 @@ def main():
                          "beam has finished)")
     ap.add_argument("--vocabulary-map", help="target shortlist for both engines (vmap.txt format, SentencePiece pieces)")
     ap.add_argument("--ct2-isa", default="", help="CT2_FORCE_CPU_ISA for CTranslate2 (e.g. AVX512)")
+    ap.add_argument("--int8-weights", default="auto", choices=["auto", "full", "narrow"],
+                    help="our int8 weights (translator_options::int8_weights): auto = narrow on AVX2 CPUs without VNNI")
     ap.add_argument("--memory", action="store_true",
                     help="instead of speed: load time and peak RSS of the int8 model, ours against CTranslate2's saved in int8")
     args = ap.parse_args()
@@ -271,6 +276,8 @@ def main():
         return 0
     if args.ct2_isa:
         os.environ["CT2_FORCE_CPU_ISA"] = args.ct2_isa
+    global INT8_WEIGHTS
+    INT8_WEIGHTS = args.int8_weights
     sys.path.insert(0, args.ct2_python)
     import numpy as np
     import ctranslate2 as ct2
@@ -382,7 +389,9 @@ def main():
         agree[vmap] = sum(a == b for a, b in zip(mine, theirs))
     del tr
 
-    print(f"machine: {cpu_model()} | taskmoe: {machine.split('|')[1].strip()} | CTranslate2 {ct2.__version__}"
+    weights = re.search(r"int8 weights (\S+ \(\w+\))", machine)
+    print(f"machine: {cpu_model()} | taskmoe: {machine.split('|')[1].strip()}, int8 weights {weights.group(1) if weights else '?'}"
+          f" | CTranslate2 {ct2.__version__}"
           f" (CT2_FORCE_CPU_ISA={os.environ.get('CT2_FORCE_CPU_ISA', 'unset')}) | length penalty {args.length_penalty:g}"
           f" | load average {os.getloadavg()[0]:.2f}")
     source = f"{len(sources)} sentences of {args.sentences}" if args.sentences else f"source {args.source_length} random tokens"

@@ -106,7 +106,8 @@ std::size_t non_negative(long long v, const char* what) {
 taskmoe::translator_options make_translator_options(int threads, bool verify_checksums,
                                                     const std::string& expected_task, bool use_mmap,
                                                     bool fuse_qkv, bool int8_output_projection,
-                                                    const std::string& kv_cache, const std::string& vocabulary_map) {
+                                                    const std::string& kv_cache, const std::string& int8_weights,
+                                                    const std::string& vocabulary_map) {
   using precision = taskmoe::model::model_options::cache_precision;
   taskmoe::translator_options o;
   if (kv_cache == "auto")
@@ -123,6 +124,7 @@ taskmoe::translator_options make_translator_options(int threads, bool verify_che
   o.use_mmap = use_mmap;
   o.fuse_qkv = fuse_qkv;
   o.int8_output_projection = int8_output_projection;
+  o.int8_weights = taskmoe::kernels::int8_weights_from_string(int8_weights);
   o.vocabulary_map = vocabulary_map;
   return o;
 }
@@ -339,10 +341,10 @@ PYBIND11_MODULE(_taskmoe, m) {
                                   "Immutable; any number of threads may use it at once.")
       .def(py::init([](const py::object& path_in, int threads, bool verify_checksums,
                        std::optional<std::string> expected_task, bool use_mmap, bool fuse_qkv,
-                       bool int8_output_projection, const std::string& kv_cache,
+                       bool int8_output_projection, const std::string& kv_cache, const std::string& int8_weights,
                        const std::optional<py::object>& vocabulary_map) {
              const auto o = make_translator_options(threads, verify_checksums, expected_task.value_or(""),
-                                                    use_mmap, fuse_qkv, int8_output_projection, kv_cache,
+                                                    use_mmap, fuse_qkv, int8_output_projection, kv_cache, int8_weights,
                                                     vocabulary_map ? fspath(*vocabulary_map) : "");
              const std::string path = fspath(path_in);
              py::gil_scoped_release release;  // loading verifies checksums and packs weights
@@ -350,16 +352,17 @@ PYBIND11_MODULE(_taskmoe, m) {
            }),
            py::arg("path"), py::kw_only(), py::arg("threads") = 1, py::arg("verify_checksums") = true,
            py::arg("expected_task") = py::none(), py::arg("use_mmap") = true, py::arg("fuse_qkv") = true,
-           py::arg("int8_output_projection") = true, py::arg("kv_cache") = "auto",
+           py::arg("int8_output_projection") = true, py::arg("kv_cache") = "auto", py::arg("int8_weights") = "auto",
            py::arg("vocabulary_map") = py::none(),
            "Opens a .tmoe file (memory-mapped). vocabulary_map: a target shortlist (CTranslate2's "
            "vmap.txt format) that translate calls use with use_vocabulary_map=True.")
       .def_static(
           "from_checkpoint",
           [](const py::object& dir_in, const std::string& task, int threads, bool fuse_qkv,
-             bool int8_output_projection, const std::string& kv_cache,
+             bool int8_output_projection, const std::string& kv_cache, const std::string& int8_weights,
              const std::optional<py::object>& vocabulary_map) {
             const auto o = make_translator_options(threads, true, "", true, fuse_qkv, int8_output_projection, kv_cache,
+                                                   int8_weights,
                                                    vocabulary_map ? fspath(*vocabulary_map) : "");
             const std::string dir = fspath(dir_in);
             py::gil_scoped_release release;
@@ -367,7 +370,7 @@ PYBIND11_MODULE(_taskmoe, m) {
           },
           py::arg("checkpoint"), py::arg("task"), py::kw_only(), py::arg("threads") = 1,
           py::arg("fuse_qkv") = true, py::arg("int8_output_projection") = true, py::arg("kv_cache") = "auto",
-          py::arg("vocabulary_map") = py::none(),
+          py::arg("int8_weights") = "auto", py::arg("vocabulary_map") = py::none(),
           "One task of a full multi-task checkpoint directory (comparisons, debugging).")
       .def_property_readonly(
           "task", [](const taskmoe::translator& t) { return t.task(); }, "The task this model translates.")

@@ -64,15 +64,17 @@ class ScoringResult:
 
 BatchType = Literal["examples", "tokens"]
 KVCache = Literal["auto", "float32", "float16"]
+Int8Weights = Literal["auto", "full", "narrow"]
 
 class Translator:
     def __init__(self, path: Path, *, threads: int = 1, verify_checksums: bool = True,
                  expected_task: Optional[str] = None, use_mmap: bool = True, fuse_qkv: bool = True,
                  int8_output_projection: bool = True, kv_cache: KVCache = "auto",
-                 vocabulary_map: Optional[Path] = None) -> None: ...
+                 int8_weights: Int8Weights = "auto", vocabulary_map: Optional[Path] = None) -> None: ...
     @staticmethod
     def from_checkpoint(checkpoint: Path, task: str, *, threads: int = 1, fuse_qkv: bool = True,
                         int8_output_projection: bool = True, kv_cache: KVCache = "auto",
+                        int8_weights: Int8Weights = "auto",
                         vocabulary_map: Optional[Path] = None) -> "Translator": ...
     @property
     def task(self) -> Task: ...

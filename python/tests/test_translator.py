@@ -119,6 +119,19 @@ def test_kv_cache_precision(demo, demo_tmoe):
     assert str(e.value) == "kv_cache must be 'auto', 'float32' or 'float16', got 'bfloat16'"
 
 
+def test_int8_weights(demo, demo_tmoe):
+    # "full" keeps the file's int8 values, "narrow" requantizes rows to [-64, 64] (the faster AVX2
+    # kernel without VNNI); "auto" is one of the two, whichever this CPU's kernel calls for.
+    full = taskmoe.Translator(demo_tmoe, int8_weights="full")
+    narrow = taskmoe.Translator(demo_tmoe, int8_weights="narrow")
+    scores = [[r[0].score for r in t.translate_batch(SENTENCES, beam_size=1)] for t in (demo, full, narrow)]
+    assert scores[1] != scores[2]
+    assert scores[0] in (scores[1], scores[2])
+    with pytest.raises(taskmoe.InvalidArgumentError) as e:
+        taskmoe.Translator(demo_tmoe, int8_weights="int7")
+    assert str(e.value) == "int8 weights must be auto, full or narrow, got 'int7'"
+
+
 def test_bad_tokens_and_python_types(demo):
     with pytest.raises(ValueError, match="outside the vocabulary"):
         demo.translate_batch_tokens([[10**6]])

@@ -3470,9 +3470,10 @@ __attribute__((target("avx2,fma,f16c"), always_inline)) inline void group_pair_s
 }
 
 // A tile of MR rows x NP panels (2 * MR * NP accumulators of the 16 registers) over the k-groups
-// in order.
+// in order. col_sub: the epilogue's column corrections (comp, for activations shifted by +128).
 template <int MR, int NP, bool Nonnegative>
-TASKMOE_TARGET_AVX2 void packed_tile(const packed_call& g, int i0, int p0, next_block_prefetch next = {}) {
+TASKMOE_TARGET_AVX2 void packed_tile(const packed_call& g, int i0, int p0, next_block_prefetch next = {},
+                                     const std::int32_t* col_sub = nullptr) {
   __m256i acc[MR][NP][2];
   for (int i = 0; i < MR; ++i)
     for (int r = 0; r < NP; ++r) acc[i][r][0] = acc[i][r][1] = _mm256_setzero_si256();
@@ -3487,6 +3488,61 @@ TASKMOE_TARGET_AVX2 void packed_tile(const packed_call& g, int i0, int p0, next_
       for (int i = 0; i < MR; ++i)
         for (int r = 0; r < NP; ++r)
           for (int h = 0; h < 2; ++h) acc[i][r][h] = _mm256_add_epi32(acc[i][r][h], _mm256_madd_epi16(pairs[i][r][h], ones));
+    }
+    next.burst();
+  }
+  packed_epilogue<MR, NP>(g, i0, p0, acc, col_sub);
+}
+
+// Narrow weights (packed_int8 with int8_weights::narrow: |w| <= 64) and ReLU outputs (a in
+// [0, 127]): one k-group's pair sums are at most 2 * 127 * 64, two groups' 32512, so two groups
+// add in int16 (vpaddw, any port) before one vpmaddwd: 1.5 multiply-port operations per 32
+// products instead of 2. (Signed activations on narrow weights go shifted through packed_tile:
+// pair sums of a + 128 in [1, 255] are at most 2 * 255 * 64 = 32640, exact, but two groups'
+// would not be.) next's stride is two groups; an odd last group runs alone.
+template <int MR, int NP>
+TASKMOE_TARGET_AVX2 void packed_tile_narrow_pairs(const packed_call& g, int i0, int p0, next_block_prefetch next = {}) {
+  __m256i acc[MR][NP][2];
+  for (int i = 0; i < MR; ++i)
+    for (int r = 0; r < NP; ++r) acc[i][r][0] = acc[i][r][1] = _mm256_setzero_si256();
+  const __m256i ones = _mm256_set1_epi16(1);
+  constexpr int block = panel_width * k_group;  // bytes per k-group in a panel
+  const std::size_t pb = g.panel_bytes();
+  const std::size_t lda = static_cast<std::size_t>(g.lda);
+  const std::int8_t* b = g.data + static_cast<std::size_t>(p0) * pb;
+  const std::uint8_t* a = g.a + static_cast<std::size_t>(i0) * lda;
+  const int k4 = g.k4;
+  for (int kk = 0; kk < k4;) {
+    for (const int stop = next.until(kk, k4); kk < stop;) {
+      if (kk + 2 * k_group > stop) {  // the last group, alone
+        __m256i sums[MR][NP][2];
+        group_pair_sums<MR, NP, true>(b + static_cast<std::size_t>(kk) * panel_width, pb, a + kk, lda, sums);
+        for (int i = 0; i < MR; ++i)
+          for (int r = 0; r < NP; ++r)
+            for (int h = 0; h < 2; ++h) acc[i][r][h] = _mm256_add_epi32(acc[i][r][h], _mm256_madd_epi16(sums[i][r][h], ones));
+        kk += k_group;
+        continue;
+      }
+      const std::int8_t* w = b + static_cast<std::size_t>(kk) * panel_width;
+      for (int i = 0; i < MR; ++i) {
+        std::int32_t x0, x1;
+        std::memcpy(&x0, a + i * lda + kk, sizeof x0);
+        std::memcpy(&x1, a + i * lda + kk + k_group, sizeof x1);
+        const __m256i a0 = _mm256_set1_epi32(x0), a1 = _mm256_set1_epi32(x1);
+        // The weights as memory operands, read again for every row (as in packed_tile_paired:
+        // in registers they leave too few for the accumulators).
+        const std::int8_t* rw = w;
+        asm("" : "+r"(rw));
+        for (int r = 0; r < NP; ++r)
+          for (int h = 0; h < 2; ++h) {
+            const std::int8_t* v = rw + r * pb + 32 * h;
+            const __m256i sum =
+                _mm256_add_epi16(_mm256_maddubs_epi16(a0, _mm256_load_si256(reinterpret_cast<const __m256i*>(v))),
+                                 _mm256_maddubs_epi16(a1, _mm256_load_si256(reinterpret_cast<const __m256i*>(v + block))));
+            acc[i][r][h] = _mm256_add_epi32(acc[i][r][h], _mm256_madd_epi16(sum, ones));
+          }
+      }
+      kk += 2 * k_group;
     }
     next.burst();
   }
@@ -3557,50 +3613,70 @@ TASKMOE_TARGET_AVX2 void packed_tile_paired(const packed_call& g, int i0, int p0
   packed_epilogue<MR, 1>(g, i0, p0, acc);
 }
 
+// What the activations and weights of a call are, for the AVX2 tiles: signed activations by the
+// sign trick (any weights); ReLU outputs as unsigned bytes (any weights); narrow weights with
+// signed activations shifted by +128 (gemm_packed_int8 shifts them) or with ReLU outputs, two
+// k-groups per vpmaddwd.
+enum class int8_operands { sign_trick, nonnegative, shifted_narrow, nonnegative_narrow };
+
+// One tile of MR rows x NP panels of the given operands (the sign trick in the panel's group
+// schedule where paired).
+template <int MR, int NP, int8_operands Form>
+__attribute__((target("avx2,fma,f16c"), always_inline)) inline void int8_tile(const packed_call& g, int i0, int p0,
+                                                                             next_block_prefetch next, bool paired) {
+  if constexpr (Form == int8_operands::sign_trick && NP == 1) {
+    if (paired) return packed_tile_paired<MR>(g, i0, p0, next);
+  }
+  if constexpr (Form == int8_operands::nonnegative_narrow) {
+    packed_tile_narrow_pairs<MR, NP>(g, i0, p0, next);
+  } else if constexpr (Form == int8_operands::shifted_narrow) {
+    packed_tile<MR, NP, true>(g, i0, p0, next, g.comp + static_cast<std::size_t>(p0) * panel_width);
+  } else {
+    packed_tile<MR, NP, Form == int8_operands::nonnegative>(g, i0, p0, next);
+  }
+}
+
 // Panels [p0, p1): one panel (16 columns) at a time for every row in tiles of 4 that prefetch
 // the next panel (where there are two tiles or more, as in avx512::gemm_packed), in the panel's
 // group schedule (signed activations) where the weights have one; a single row takes 2 panels
 // per tile in plain order.
-template <bool Nonnegative>
+template <int8_operands Form>
 TASKMOE_TARGET_AVX2 void gemm_packed_as(const packed_call& g, int p0, int p1) {
   if (g.m == 1) {
     int p = p0;
-    for (; p + 2 <= p1; p += 2) packed_tile<1, 2, Nonnegative>(g, 0, p);
-    if (p < p1) packed_tile<1, 1, Nonnegative>(g, 0, p);
+    for (; p + 2 <= p1; p += 2) int8_tile<1, 2, Form>(g, 0, p, {}, false);
+    if (p < p1) int8_tile<1, 1, Form>(g, 0, p, {}, false);
     return;
   }
   const std::size_t pb = g.panel_bytes();
   const int tiles = (g.m + 3) / 4;
-  const bool paired = !Nonnegative && g.group_order != nullptr;
+  const bool paired = Form == int8_operands::sign_trick && g.group_order != nullptr;
+  const int stride = Form == int8_operands::nonnegative_narrow ? 2 * k_group : k_group;
   for (int p = p0; p < p1; ++p) {
     const block_prefetch_plan plan(g.data + static_cast<std::size_t>(p + 1) * pb, tiles > 1 && p + 1 < p1 ? pb : 0,
-                                   g.k4, k_group, tiles);
+                                   g.k4, stride, tiles);
     int i = 0, t = 0;
-    if (paired) {
-      for (; i + 4 <= g.m; i += 4, ++t) packed_tile_paired<4>(g, i, p, plan.share(t));
-      const next_block_prefetch last = plan.share(t);
-      switch (g.m - i) {
-        case 3: packed_tile_paired<3>(g, i, p, last); break;
-        case 2: packed_tile_paired<2>(g, i, p, last); break;
-        case 1: packed_tile_paired<1>(g, i, p, last); break;
-        default: break;
-      }
-      continue;
-    }
-    for (; i + 4 <= g.m; i += 4, ++t) packed_tile<4, 1, Nonnegative>(g, i, p, plan.share(t));
+    for (; i + 4 <= g.m; i += 4, ++t) int8_tile<4, 1, Form>(g, i, p, plan.share(t), paired);
     const next_block_prefetch last = plan.share(t);
     switch (g.m - i) {
-      case 3: packed_tile<3, 1, Nonnegative>(g, i, p, last); break;
-      case 2: packed_tile<2, 1, Nonnegative>(g, i, p, last); break;
-      case 1: packed_tile<1, 1, Nonnegative>(g, i, p, last); break;
+      case 3: int8_tile<3, 1, Form>(g, i, p, last, paired); break;
+      case 2: int8_tile<2, 1, Form>(g, i, p, last, paired); break;
+      case 1: int8_tile<1, 1, Form>(g, i, p, last, paired); break;
       default: break;
     }
   }
 }
 
+// The sign-trick kernel (any weights; g.a signed, or non-negative as flagged).
 TASKMOE_TARGET_AVX2 inline void gemm_packed(const packed_call& g, int p0, int p1) {
-  if (g.a_nonnegative) return gemm_packed_as<true>(g, p0, p1);
-  gemm_packed_as<false>(g, p0, p1);
+  if (g.a_nonnegative) return gemm_packed_as<int8_operands::nonnegative>(g, p0, p1);
+  gemm_packed_as<int8_operands::sign_trick>(g, p0, p1);
+}
+
+// The narrow-weights kernel: g.a shifted by +128, or non-negative (unshifted) as flagged.
+TASKMOE_TARGET_AVX2 inline void gemm_packed_narrow(const packed_call& g, int p0, int p1) {
+  if (g.a_nonnegative) return gemm_packed_as<int8_operands::nonnegative_narrow>(g, p0, p1);
+  gemm_packed_as<int8_operands::shifted_narrow>(g, p0, p1);
 }
 
 // Column sums of one packed panel (the VNNI compensation, at pack time), read back from the
@@ -6204,6 +6280,29 @@ class aligned_buffer {
 
 }  // namespace detail
 
+// How packed_int8::pack stores int8 weights. full: the file's values as they are; every kernel
+// and CPU gives bit-identical results. narrow: each row whose largest |w| exceeds 64 requantized
+// to [-64, 64] (w * 64 / max|w| rounded half away from zero, its scale times max|w| / 64). On
+// AVX2 without VNNI, activations shifted to unsigned bytes then multiply the weights straight
+// through vpmaddubsw without its int16 saturation (arch/avx2.hpp: gemm_packed_narrow), 2
+// multiply-port operations per 32 products against the sign trick's 2.75; every kernel is
+// still exact on the narrowed values, so results are bit-identical across kernels for one
+// setting, and differ from full by the requantization (BENCHMARKS.md section 4: its BLEU).
+// automatic: narrow where that kernel is the one that runs (AVX2, no VNNI of either kind, more
+// than one vector-multiply pipe), full elsewhere; resolved by resolve_int8_weights() when packing.
+enum class int8_weights { automatic, full, narrow };
+constexpr int narrow_weight_limit = 64;
+
+// "auto", "full", "narrow" (the command-line tools' and bindings' spelling).
+inline const char* to_string(int8_weights w) noexcept {
+  return w == int8_weights::full ? "full" : w == int8_weights::narrow ? "narrow" : "auto";
+}
+inline int8_weights int8_weights_from_string(const std::string& text) {
+  for (int8_weights w : {int8_weights::automatic, int8_weights::full, int8_weights::narrow})
+    if (text == to_string(w)) return w;
+  throw invalid_argument_error("int8 weights must be auto, full or narrow, got '" + text + "'");
+}
+
 // Packed int8 weights; immutable once built, shared by any number of threads.
 class packed_int8 {
  public:
@@ -6217,6 +6316,8 @@ class packed_int8 {
   }
   // Whether the panels carry the sign-trick kernel's group schedule (built where that kernel may run).
   bool has_group_schedule() const noexcept { return !group_order_.empty(); }
+  // full or narrow (never automatic): how pack() stored the weights.
+  int8_weights weights() const noexcept { return narrow_ ? int8_weights::narrow : int8_weights::full; }
 
   // One source matrix: rows [rows, k] (ldw) int8 with scales[rows]; bias[rows] or null. Its
   // scales and bias are multiplied by `multiplier` (exact for the integer part).
@@ -6229,12 +6330,14 @@ class packed_int8 {
     float multiplier = 1.0f;
   };
 
-  // Stacks `parts` by rows into one packed matrix of depth k. Either every part has a bias or none.
-  static packed_int8 pack(const std::vector<part>& parts, int k);
+  // Stacks `parts` by rows into one packed matrix of depth k, its weights stored as `weights`
+  // says. Either every part has a bias or none.
+  static packed_int8 pack(const std::vector<part>& parts, int k, int8_weights weights = int8_weights::full);
 
  private:
   friend struct packed_access;
   int n_ = 0, k_ = 0, k4_ = 0, panels_ = 0;
+  bool narrow_ = false;
   detail::aligned_buffer<std::int8_t> data_;
   std::vector<std::int32_t> comp_;
   std::vector<float> scales_, bias_;
@@ -6257,6 +6360,7 @@ struct packed_access {
     return g;
   }
   static int k4(const packed_int8& w) { return w.k4_; }
+  static bool narrow(const packed_int8& w) { return w.narrow_; }
 };
 
 // Packed f32 weights (detail/packed_args.hpp, f32 layout); immutable once built.
@@ -6320,12 +6424,42 @@ class packed_f32 {
 };
 
 namespace detail {
-// Whether choose_packed_kernel() may pick the AVX2 sign-trick kernel for weights of padded depth
-// k4, read at pack time: only then are the panels' group schedules worth building (defined below).
+// Whether choose_packed_kernel() may pick the AVX2 sign-trick kernel for full weights of padded
+// depth k4, read at pack time: only then are the panels' group schedules worth building (defined
+// below).
 inline bool sign_trick_may_run(int k4);
+
+// int8_weights::narrow on one row of k weights: returns max|w|; over narrow_weight_limit, dst gets
+// the requantized row (else src is used as it is). One table per max|w| (65..128), built once:
+// integer rounding, so every CPU narrows alike.
+inline int narrow_row(const std::int8_t* src, int k, std::int8_t* dst) {
+  static const auto tables = [] {
+    constexpr int lim = narrow_weight_limit;
+    std::vector<std::int8_t> t(static_cast<std::size_t>(128 - lim) * 256);
+    for (int m = lim + 1; m <= 128; ++m)
+      for (int w = -128; w <= 127; ++w) {
+        const int mag = (std::abs(w) * 2 * lim + m) / (2 * m);  // |w| * lim / m, half away from zero
+        t[static_cast<std::size_t>(m - lim - 1) * 256 + static_cast<std::uint8_t>(w)] =
+            static_cast<std::int8_t>(w < 0 ? -mag : mag);
+      }
+    return t;
+  }();
+  int m = 0;
+  for (int kk = 0; kk < k; ++kk) {
+    const int v = src[kk];
+    m = std::max(m, v < 0 ? -v : v);
+  }
+  if (m <= narrow_weight_limit) return m;
+  const std::int8_t* t = tables.data() + static_cast<std::size_t>(m - narrow_weight_limit - 1) * 256;
+  for (int kk = 0; kk < k; ++kk) dst[kk] = t[static_cast<std::uint8_t>(src[kk])];
+  return m;
+}
 }  // namespace detail
 
-inline packed_int8 packed_int8::pack(const std::vector<part>& parts, int k) {
+// automatic as the active instruction set and CPU decide (int8_weights); full and narrow as they are.
+inline int8_weights resolve_int8_weights(int8_weights w);
+
+inline packed_int8 packed_int8::pack(const std::vector<part>& parts, int k, int8_weights weights) {
   const char* kernel = "packed_int8::pack";
   detail::check_size(kernel, "k", k);
   // |sum| <= k * 255 * 128 on the VNNI path must fit int32.
@@ -6343,6 +6477,7 @@ inline packed_int8 packed_int8::pack(const std::vector<part>& parts, int k) {
     all_bias = all_bias && p.bias != nullptr;
   }
   if (any_bias && !all_bias) detail::fail(kernel, "either every part has a bias or none");
+  out.narrow_ = resolve_int8_weights(weights) == int8_weights::narrow;
   out.panels_ = (out.n_ + detail::panel_width - 1) / detail::panel_width;
   const std::size_t padded = static_cast<std::size_t>(out.panels_) * detail::panel_width;
   out.data_ = detail::aligned_buffer<std::int8_t>(padded * static_cast<std::size_t>(out.k4_));
@@ -6354,7 +6489,7 @@ inline packed_int8 packed_int8::pack(const std::vector<part>& parts, int k) {
   // take 4-byte copies (packing is a large part of a file's load time).
 #if TASKMOE_KERNELS_X86
   const bool avx2 = active_isa() >= isa::avx2;
-  const bool schedule = detail::sign_trick_may_run(out.k4_);
+  const bool schedule = !out.narrow_ && detail::sign_trick_may_run(out.k4_);
   const int groups = out.k4_ / detail::k_group;
   std::vector<std::uint16_t> scratch;
   if (schedule) {
@@ -6374,10 +6509,24 @@ inline packed_int8 packed_int8::pack(const std::vector<part>& parts, int k) {
   constexpr int width = detail::panel_width, group = detail::k_group;
   const std::size_t pb = static_cast<std::size_t>(out.k4_) * width;
   const int whole = k / group;
+  std::vector<std::int8_t> narrowed(out.narrow_ ? static_cast<std::size_t>(width) * k : 0);
+  const std::int8_t* narrow_rows[width] = {};
   for (int panel = 0; panel < out.panels_; ++panel) {
     std::int8_t* dst = out.data_.data() + static_cast<std::size_t>(panel) * pb;
     const std::int8_t* const* src = rows.data() + static_cast<std::size_t>(panel) * width;
     const int cols = std::min(width, out.n_ - panel * width);  // padding columns stay zero
+    if (out.narrow_) {
+      for (int c = 0; c < width; ++c) {
+        narrow_rows[c] = src[c];
+        if (c >= cols) continue;
+        std::int8_t* row = narrowed.data() + static_cast<std::size_t>(c) * k;
+        const int m = detail::narrow_row(src[c], k, row);
+        if (m <= narrow_weight_limit) continue;
+        narrow_rows[c] = row;
+        out.scales_[static_cast<std::size_t>(panel) * width + c] *= static_cast<float>(m) / narrow_weight_limit;
+      }
+      src = narrow_rows;
+    }
     int done = 0;  // whole groups packed
 #if TASKMOE_KERNELS_X86
     if (avx2 && cols == width) {
@@ -6409,12 +6558,13 @@ inline packed_int8 packed_int8::pack(const std::vector<part>& parts, int k) {
 }
 
 // f32 weights [n, k] (ldw): quantized per row exactly as the converter does, then packed.
-inline packed_int8 quantize_pack(const float* w, int n, int k, int ldw, const float* bias = nullptr) {
+inline packed_int8 quantize_pack(const float* w, int n, int k, int ldw, const float* bias = nullptr,
+                                 int8_weights weights = int8_weights::full) {
   const int ldq = k > 0 ? k : 1;
   std::vector<std::int8_t> q(static_cast<std::size_t>(n) * ldq);
   std::vector<float> scales(static_cast<std::size_t>(n));
   quantize_rows_int8(w, n, k, ldw, q.data(), ldq, scales.data());
-  return packed_int8::pack({{q.data(), n, ldq, scales.data(), bias, 1.0f}}, k);
+  return packed_int8::pack({{q.data(), n, ldq, scales.data(), bias, 1.0f}}, k, weights);
 }
 
 struct packed_gemm_options {
@@ -6426,9 +6576,10 @@ struct packed_gemm_options {
 namespace detail {
 
 // vnni: AVX-512 VNNI; amx: AMX tiles; avx_vnni: AVX-VNNI at AVX2 width; all three take
-// activations shifted by +128. avx2_pairs: Winograd's pair products (arch/avx2_pairs.hpp),
-// activations as int16 pairs.
-enum class packed_kernel { generic, avx2, avx2_pairs, avx_vnni, vnni, amx };
+// activations shifted by +128, as avx2_narrow does (narrow weights) unless they are
+// non-negative. avx2: the sign trick. avx2_pairs: Winograd's pair products
+// (arch/avx2_pairs.hpp), activations as int16 pairs.
+enum class packed_kernel { generic, avx2, avx2_narrow, avx2_pairs, avx_vnni, vnni, amx };
 
 // Calls with fewer rows keep the sign-trick kernel: each panel's conversion to pairs is shared by
 // the call's row tiles only. Zen 1, N = 2048, K = 512, one core, pairs against sign trick:
@@ -6469,8 +6620,9 @@ inline bool int8_option_enabled(int8_kernel_option option, bool cpu_default) {
   return value >= 0 ? value == 1 : cpu_default;
 }
 
-// The kernel for a call of m rows and padded depth k4 at the active instruction set.
-inline packed_kernel choose_packed_kernel(int m, int k4) {
+// The kernel for a call of m rows and padded depth k4 at the active instruction set, on weights
+// packed full or narrow.
+inline packed_kernel choose_packed_kernel(int m, int k4, bool narrow = false) {
 #if TASKMOE_KERNELS_X86
   const isa active = active_isa();
   const cpu_features& f = detect_cpu_features();
@@ -6489,10 +6641,12 @@ inline packed_kernel choose_packed_kernel(int m, int k4) {
   // benchmarks reach it on such a CPU).
   if (active >= isa::avx2)
     return int8_option_enabled(int8_kernel_option::avx_vnni, true) && f.avxvnni ? packed_kernel::avx_vnni
-                                                                              : packed_kernel::avx2;
+           : narrow                                                             ? packed_kernel::avx2_narrow
+                                                                                : packed_kernel::avx2;
 #else
   static_cast<void>(m);
   static_cast<void>(k4);
+  static_cast<void>(narrow);
 #endif
   return packed_kernel::generic;
 }
@@ -6500,6 +6654,22 @@ inline packed_kernel choose_packed_kernel(int m, int k4) {
 // Calls of 2 rows, the fewest the paired kernel takes, are also too few for AMX and the pair
 // products: if the sign trick runs at all, it runs for them.
 inline bool sign_trick_may_run(int k4) { return choose_packed_kernel(2, k4) == packed_kernel::avx2; }
+}  // namespace detail
+
+// Narrow by default where the narrow-weights kernel would run for calls of a few rows (the
+// decoder's), on a CPU with more than one vector-multiply pipe: Zen 1's single pipe runs the
+// sign trick's extra operation elsewhere, and it keeps full weights.
+inline int8_weights resolve_int8_weights(int8_weights w) {
+  if (w != int8_weights::automatic) return w;
+#if TASKMOE_KERNELS_X86
+  if (detail::choose_packed_kernel(2, detail::k_group, true) == detail::packed_kernel::avx2_narrow &&
+      !detect_cpu_features().one_multiply_pipe)
+    return int8_weights::narrow;
+#endif
+  return int8_weights::full;
+}
+
+namespace detail {
 
 inline void run_packed(packed_kernel kind, const packed_call& g, int p0, int p1) {
   switch (kind) {
@@ -6508,6 +6678,7 @@ inline void run_packed(packed_kernel kind, const packed_call& g, int p0, int p1)
     case packed_kernel::amx: amx::gemm_packed(g, p0, p1); return;
     case packed_kernel::avx_vnni: avxvnni::gemm_packed(g, p0, p1); return;
     case packed_kernel::avx2: avx2::gemm_packed(g, p0, p1); return;
+    case packed_kernel::avx2_narrow: avx2::gemm_packed_narrow(g, p0, p1); return;
     case packed_kernel::avx2_pairs: avx2_pairs::gemm_packed(g, p0, p1); return;
 #endif
     default: generic::gemm_packed(g, p0, p1); return;
@@ -6601,15 +6772,20 @@ inline void gemm_packed_int8(int m, const float* a, int lda, const packed_int8& 
   ws.scales.resize(static_cast<std::size_t>(m));
   auto* q = reinterpret_cast<std::int8_t*>(ws.q.data());
   quantize_rows_int8(a, m, k, lda, q, k4, ws.scales.data());
-  const detail::packed_kernel kind = detail::choose_packed_kernel(m, k4);
+  const detail::packed_kernel kind = detail::choose_packed_kernel(m, k4, packed_access::narrow(w));
   for (int i = 0; i < m; ++i) {
     std::uint8_t* row = ws.q.data() + static_cast<std::size_t>(i) * k4;
     if (k4 > k) std::memset(row + k, 0, static_cast<std::size_t>(k4 - k));
-#if TASKMOE_KERNELS_X86
-    if (kind == detail::packed_kernel::vnni || kind == detail::packed_kernel::amx || kind == detail::packed_kernel::avx_vnni)
-      detail::avx2::flip_sign_bits(row, k4);
-#endif
   }
+  // The AVX2 kernels take ReLU outputs as unsigned bytes as they are; the narrow one shifts the
+  // others as the VNNI kernels do.
+  const bool avx2 = kind == detail::packed_kernel::avx2 || kind == detail::packed_kernel::avx2_narrow;
+  const bool nonnegative = avx2 && detail::all_nonnegative(q, static_cast<std::size_t>(m) * k4);
+#if TASKMOE_KERNELS_X86
+  if (kind == detail::packed_kernel::vnni || kind == detail::packed_kernel::amx || kind == detail::packed_kernel::avx_vnni ||
+      (kind == detail::packed_kernel::avx2_narrow && !nonnegative))
+    for (int i = 0; i < m; ++i) detail::avx2::flip_sign_bits(ws.q.data() + static_cast<std::size_t>(i) * k4, k4);
+#endif
   detail::packed_call g = packed_access::call(w);
   g.a = ws.q.data();
   g.lda = k4;
@@ -6618,7 +6794,7 @@ inline void gemm_packed_int8(int m, const float* a, int lda, const packed_int8& 
   g.ldc = ldc;
   g.relu = options.relu;
   g.accumulate = options.accumulate;
-  g.a_nonnegative = kind == detail::packed_kernel::avx2 && detail::all_nonnegative(q, static_cast<std::size_t>(m) * k4);
+  g.a_nonnegative = nonnegative;
   std::size_t row_bytes = static_cast<std::size_t>(k4);
   int row_tile = detail::vector_row_tile;
 #if TASKMOE_KERNELS_X86
@@ -7357,19 +7533,20 @@ struct linear {
   // This layer's f32 weight and bias as one part of a packed f32 matrix.
   kernels::packed_f32::part packed_f32_part() const noexcept { return {weight.f32, weight.rows, weight.cols, bias}; }
 
-  // Packs the weights once (int8 must be packed; f32 may run unpacked). No-op when done.
-  void pack() {
+  // Packs the weights once (int8 must be packed, stored as `int8` says; f32 may run unpacked).
+  // No-op when done.
+  void pack(kernels::int8_weights int8 = kernels::int8_weights::full) {
     if (packed || packed_f32 || weight.empty()) return;
     if (weight.is_int8())
-      packed = std::make_shared<const kernels::packed_int8>(kernels::packed_int8::pack({packed_part()}, weight.cols));
+      packed = std::make_shared<const kernels::packed_int8>(kernels::packed_int8::pack({packed_part()}, weight.cols, int8));
     else
       packed_f32 = std::make_shared<const kernels::packed_f32>(kernels::packed_f32::pack({packed_f32_part()}, weight.cols));
   }
 
   // A packed layer computing only output features `rows` (in that order; each in [0, out)), each
   // with the same result as this layer's: the same weights (int8 rows, or f32 rows quantized per
-  // row as quantize_pack does when this layer runs an int8 copy of f32 weights), the same kernel
-  // per column. The target-vocabulary shortlist (decoding/vocabulary_map.hpp). Needs `weight`.
+  // row as quantize_pack does when this layer runs an int8 copy of f32 weights; full or narrow as
+  // this layer's), the same kernel per column. The target-vocabulary shortlist (decoding/vocabulary_map.hpp). Needs `weight`.
   linear select_rows(const std::vector<int>& rows) const {
     if (weight.empty()) throw invalid_argument_error("linear::select_rows: no source weights");
     const int n = static_cast<int>(rows.size()), k = weight.cols;
@@ -7383,6 +7560,7 @@ struct linear {
       for (int r : rows) b.push_back(bias[r]);
     const float* bp = bias != nullptr ? b.data() : nullptr;
     linear out;
+    const kernels::int8_weights int8 = packed ? packed->weights() : kernels::int8_weights::full;
     if (weight.is_int8()) {
       std::vector<std::int8_t> w(static_cast<std::size_t>(n) * ldk);
       std::vector<float> s(static_cast<std::size_t>(n));
@@ -7391,14 +7569,14 @@ struct linear {
         s[static_cast<std::size_t>(i)] = weight.scales[rows[i]];
       }
       out.packed = std::make_shared<const kernels::packed_int8>(
-          kernels::packed_int8::pack({{w.data(), n, k, s.data(), bp, 1.0f}}, k));
+          kernels::packed_int8::pack({{w.data(), n, k, s.data(), bp, 1.0f}}, k, int8));
       return out;
     }
     std::vector<float> w(static_cast<std::size_t>(n) * ldk);
     for (int i = 0; i < n; ++i)
       std::memcpy(w.data() + i * ldk, weight.f32 + static_cast<std::size_t>(rows[i]) * ldk, ldk * sizeof(float));
     if (packed)  // int8 copy of f32 weights
-      out.packed = std::make_shared<const kernels::packed_int8>(kernels::quantize_pack(w.data(), n, k, k, bp));
+      out.packed = std::make_shared<const kernels::packed_int8>(kernels::quantize_pack(w.data(), n, k, k, bp, int8));
     else
       out.packed_f32 = std::make_shared<const kernels::packed_f32>(kernels::packed_f32::pack({{w.data(), n, k, bp}}, k));
     return out;
@@ -7516,9 +7694,9 @@ struct feed_forward {
   linear fc2;  // [d, d_ff]
   activation act = activation::relu;
 
-  void pack() {
-    fc1.pack();
-    fc2.pack();
+  void pack(kernels::int8_weights int8 = kernels::int8_weights::full) {
+    fc1.pack(int8);
+    fc2.pack(int8);
   }
   std::size_t packed_bytes() const noexcept { return fc1.packed_bytes() + fc2.packed_bytes(); }
 
@@ -7592,8 +7770,9 @@ class moe_layer {
 
   bool task_routed() const noexcept { return is_task_routed(route); }
 
-  // Packs int8 experts (f32 ones stay as they are); task-routed int8 layers are fused.
-  void pack() {
+  // Packs int8 experts (f32 ones stay as they are; int8 stored as `weights` says); task-routed
+  // int8 layers are fused.
+  void pack(kernels::int8_weights weights = kernels::int8_weights::full) {
     bool int8 = !experts.empty();
     for (const auto& e : experts) int8 = int8 && e.fc1.weight.is_int8() && e.fc2.weight.is_int8();
     if (!task_routed() && num_experts > 0 && !router.empty()) {
@@ -7602,7 +7781,7 @@ class moe_layer {
           kernels::packed_f32::pack({{router.data(), num_experts, d, nullptr}}, d));
     }
     if (!int8 || !task_routed()) {  // f32, mixed dtypes or token routing: each matrix on its own
-      for (auto& e : experts) e.pack();
+      for (auto& e : experts) e.pack(weights);
       return;
     }
     std::vector<kernels::packed_int8::part> fc1_parts;
@@ -7611,11 +7790,11 @@ class moe_layer {
       fc1_parts.push_back(e.fc1.packed_part());
       layers::linear fc2 = e.fc2;
       fc2.packed = std::make_shared<const kernels::packed_int8>(kernels::packed_int8::pack(
-          {e.fc2.packed_part(gates[static_cast<std::size_t>(slot)])}, e.fc2.in_features()));
+          {e.fc2.packed_part(gates[static_cast<std::size_t>(slot)])}, e.fc2.in_features(), weights));
       gated_fc2.push_back(std::move(fc2));
     }
     fused_fc1.packed = std::make_shared<const kernels::packed_int8>(
-        kernels::packed_int8::pack(fc1_parts, experts.front().fc1.weight.cols));
+        kernels::packed_int8::pack(fc1_parts, experts.front().fc1.weight.cols, weights));
   }
 
   std::size_t packed_bytes() const noexcept {
@@ -7792,6 +7971,11 @@ struct model_options {
   // routers and small tensors stay float), so a checkpoint runs like its converted int8 file.
   // Weights already int8 are used as they are.
   bool quantize_int8 = false;
+  // How the int8 weights are packed (kernels::int8_weights): full keeps the file's values (every
+  // CPU bit-identical); narrow requantizes rows to [-64, 64] for the faster AVX2 kernel of CPUs
+  // without VNNI; automatic picks narrow where that kernel runs. BENCHMARKS.md section 4 has its
+  // BLEU cost on the demo model.
+  kernels::int8_weights int8_weights = kernels::int8_weights::automatic;
 };
 
 // Encoder output for a batch of sentences, packed without padding.
@@ -7885,6 +8069,7 @@ class transformer {
     pre_ = base_->pre_;
     embed_scale_ = base_->embed_scale_;
     half_cache_ = base_->half_cache_;
+    int8_ = base_->int8_;  // the shared layers' packing, whatever the instruction set is now
     encoder_ = base_->encoder_;
     decoder_ = base_->decoder_;
     output_ = base_->output_;
@@ -8241,9 +8426,9 @@ class transformer {
                   (opts_.kv_cache == model_options::cache_precision::automatic && has_int8_layers());
     if (!output_.weight.is_int8() && opts_.int8_output_projection && has_int8_layers()) {
       output_.packed = std::make_shared<const kernels::packed_int8>(
-          kernels::quantize_pack(output_.weight.f32, v, d, d));
+          kernels::quantize_pack(output_.weight.f32, v, d, d, nullptr, int8_));
     } else {
-      output_.pack();
+      output_.pack(int8_);
     }
   }
 
@@ -8300,16 +8485,16 @@ class transformer {
       if (int8) {
         std::vector<kernels::packed_int8::part> p;
         for (const layers::linear* l : parts) p.push_back(l->packed_part());
-        fused.packed = std::make_shared<const kernels::packed_int8>(kernels::packed_int8::pack(p, d));
+        fused.packed = std::make_shared<const kernels::packed_int8>(kernels::packed_int8::pack(p, d, int8_));
       } else {
         std::vector<kernels::packed_f32::part> p;
         for (const layers::linear* l : parts) p.push_back(l->packed_f32_part());
         fused.packed_f32 = std::make_shared<const kernels::packed_f32>(kernels::packed_f32::pack(p, d));
       }
-      if (!self) a.q.pack();
-      a.out.pack();
+      if (!self) a.q.pack(int8_);
+      a.out.pack(int8_);
     } else {
-      for (layers::linear* l : {&a.q, &a.k, &a.v, &a.out}) l->pack();
+      for (layers::linear* l : {&a.q, &a.k, &a.v, &a.out}) l->pack(int8_);
     }
     return a;
   }
@@ -8329,7 +8514,7 @@ class transformer {
       l.ffn.fc1 = lin(w, spec::ffn(s, i) + ".fc1", cfg_.d_ff, d);
       l.ffn.fc2 = lin(w, spec::ffn(s, i) + ".fc2", d, cfg_.d_ff);
       l.ffn.act = cfg_.act;
-      l.ffn.pack();
+      l.ffn.pack(int8_);
       return l;
     }
     l.moe = load_moe(w, s, i);
@@ -8364,13 +8549,15 @@ class transformer {
     } else if (m.gates.size() != m.experts.size()) {
       throw format_error(src_.name(), p + "moe: needs one gate per kept expert");
     }
-    m.pack();
+    m.pack(int8_);
     return m;
   }
 
   weight_source src_;
   model_config cfg_;
   model_options opts_;
+  // opts_.int8_weights resolved once, so that every matrix of the model is packed alike.
+  kernels::int8_weights int8_ = kernels::resolve_int8_weights(opts_.int8_weights);
   std::shared_ptr<const transformer> base_;  // shared layers point into its store and mapping
   weight_store store_;
   bool pre_ = true;
@@ -9253,6 +9440,10 @@ struct translator_options {
   // The decoder's K/V caches: automatic = float16 for int8 models, float32 otherwise
   // (model::model_options::kv_cache).
   model::model_options::cache_precision kv_cache = model::model_options::cache_precision::automatic;
+  // int8 weights as the file has them (full: the same results on every CPU) or narrowed to
+  // [-64, 64] for the faster kernel of AVX2 CPUs without VNNI; automatic: narrow on those CPUs
+  // only (model::model_options::int8_weights).
+  kernels::int8_weights int8_weights = kernels::int8_weights::automatic;
   // Map the .tmoe file (default; shared pages, instant start) or read it into memory (immune to
   // the file being rewritten in place or truncated while in use). A mapped file modified after
   // opening makes every later call throw io_error instead of translating with changed weights.
@@ -9502,6 +9693,7 @@ class translator {
     mo.fuse_qkv = o.fuse_qkv;
     mo.int8_output_projection = o.int8_output_projection;
     mo.kv_cache = o.kv_cache;
+    mo.int8_weights = o.int8_weights;
     return mo;
   }
 

@@ -46,6 +46,7 @@ expect 2 "--checkpoint needs --task NAME" -- --checkpoint "$FIX/task_target"
 expect 2 "--vocabulary-map and --no-vocabulary-map are mutually exclusive" -- --model "$M" --vocabulary-map "$T/m.txt" --no-vocabulary-map
 expect 2 "needs a value" -- --model
 expect 2 "sampling (--sampling-topk) needs --beam 1" -- --model "$M" --beam 4 --sampling-topk 5
+expect 2 "--int8-weights needs auto, full or narrow, got '7'" -- --model "$M" --int8-weights 7
 
 # Bad model files: exit 1, one line naming the file.
 expect 1 "$T/missing.tmoe: cannot open" -- --model "$T/missing.tmoe"
@@ -76,6 +77,11 @@ for n in 7 14 70; do [ -z "$(sed -n "${n}p" "$T/out.txt")" ] || fail "line $n is
 # stdin and -i agree; batch size and threads do not change the result (deterministic greedy/beam).
 "$BIN" --model "$M" --beam 2 --batch-size 5 --threads 2 <"$T/in.txt" >"$T/out2.txt" 2>/dev/null || fail "stdin"
 cmp -s "$T/out.txt" "$T/out2.txt" || fail "--batch-size 5 --threads 2 on stdin differs from a file with --batch-size 16"
+# --int8-weights: auto translates as full or as narrow (whichever this CPU's kernel calls for).
+"$BIN" --model "$M" --beam 2 --int8-weights full <"$T/in.txt" >"$T/full.txt" 2>/dev/null || fail "--int8-weights full"
+"$BIN" --model "$M" --beam 2 --int8-weights narrow <"$T/in.txt" >"$T/narrow.txt" 2>/dev/null || fail "--int8-weights narrow"
+[ "$(wc -l <"$T/narrow.txt")" = 71 ] || fail "--int8-weights narrow: 71 lines in, $(wc -l <"$T/narrow.txt") out"
+cmp -s "$T/out.txt" "$T/full.txt" || cmp -s "$T/out.txt" "$T/narrow.txt" || fail "--int8-weights auto matches neither full nor narrow"
 # The full checkpoint and the float32 extraction translate alike.
 "$BIN" --checkpoint "$FIX/task_target" --task en-de --beam 2 <"$T/in.txt" >"$T/ck.txt" 2>/dev/null || fail "--checkpoint"
 "$BIN" --model "$T/en-de.f32.tmoe" --beam 2 <"$T/in.txt" >"$T/f32.txt" 2>/dev/null || fail "float32 model"
