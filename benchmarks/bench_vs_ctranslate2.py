@@ -232,7 +232,8 @@ def measure_memory(args, ct2, np, ckpt, out_dir, cfg, ours_int8, task_routed, co
     for threads in [int(t) for t in args.threads.split(",")]:  # ours --threads T, CTranslate2 intra_threads=T
         for run in range(3):
             r = subprocess.run(["/usr/bin/time", "-f", "%M", translate, "--model", ours_int8, "--verbose",
-                                "--threads", str(threads)], input="", capture_output=True, text=True, check=True)
+                                "--threads", str(threads), "--int8-weights", INT8_WEIGHTS],
+                               input="", capture_output=True, text=True, check=True)
             load = float(re.search(r"loaded in ([0-9.]+) s", r.stderr).group(1))
             peak = int(r.stderr.strip().splitlines()[-1]) / 1024
             c = subprocess.run([sys.executable, "-c", CT2_LOAD, args.ct2_python, ct2_int8, str(threads)],

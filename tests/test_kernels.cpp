@@ -472,6 +472,33 @@ static float narrow_reference(std::int8_t* w, int k) {
   return static_cast<float>(m) / 64.0f;
 }
 
+TEST_CASE("narrowing int8 rows: the AVX2 form equals the definition for every max|w| and value") {
+  // Rows of 300 (vector blocks and a tail) holding every value in [-m, m] for each max|w| = m,
+  // -128 included: the scalar definition (detail::narrow_row) against the plain reference, and
+  // the AVX2 form (its reciprocal trick) against both.
+  const bool avx2 = tk::cpu_supports(tk::isa::avx2);
+  if (!avx2) MESSAGE("no AVX2 on this CPU: only the scalar definition runs");
+  for (int m = 0; m <= 128; ++m) {
+    CAPTURE(m);
+    const int k = 300;
+    std::vector<std::int8_t> row(k);
+    for (int p = 0; p < k; ++p) row[p] = static_cast<std::int8_t>(std::min(127, -m + p % (2 * m + 1)));
+    row[k - 1] = static_cast<std::int8_t>(m == 128 ? -128 : m);  // the max in the tail too
+    std::vector<std::int8_t> want = row, scalar(k, 99), vec(k, 99);
+    const float by = narrow_reference(want.data(), k);
+    const int got_m = tk::detail::narrow_row(row.data(), k, scalar.data());
+    REQUIRE(got_m == m);
+    CHECK(by == (m > 64 ? static_cast<float>(m) / 64.0f : 1.0f));
+    if (m > 64) CHECK(scalar == want);
+#if TASKMOE_KERNELS_X86
+    if (avx2) {
+      REQUIRE(tk::detail::avx2::narrow_row(row.data(), k, vec.data(), tk::narrow_weight_limit) == m);
+      if (m > 64) CHECK(vec == want);
+    }
+#endif
+  }
+}
+
 TEST_CASE("gemm_packed_int8 equals the plain integer reference bit for bit on every ISA") {
   // Awkward sizes around the 4-row / 16-column / 4-deep tiles, and the decoder's shapes.
   // Each with the weights full and narrow (int8_weights): narrow ones take the AVX2 kernel for

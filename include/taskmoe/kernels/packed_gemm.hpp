@@ -251,29 +251,17 @@ namespace detail {
 // below).
 inline bool sign_trick_may_run(int k4);
 
-// int8_weights::narrow on one row of k weights: returns max|w|; over narrow_weight_limit, dst gets
-// the requantized row (else src is used as it is). One table per max|w| (65..128), built once:
-// integer rounding, so every CPU narrows alike.
+// int8_weights::narrow on one row of k weights, the definition (arch/avx2.hpp has the vector
+// form): returns max|w|; over narrow_weight_limit, dst gets each w * limit / max|w| rounded half
+// away from zero, in integers (else src is used as it is).
 inline int narrow_row(const std::int8_t* src, int k, std::int8_t* dst) {
-  static const auto tables = [] {
-    constexpr int lim = narrow_weight_limit;
-    std::vector<std::int8_t> t(static_cast<std::size_t>(128 - lim) * 256);
-    for (int m = lim + 1; m <= 128; ++m)
-      for (int w = -128; w <= 127; ++w) {
-        const int mag = (std::abs(w) * 2 * lim + m) / (2 * m);  // |w| * lim / m, half away from zero
-        t[static_cast<std::size_t>(m - lim - 1) * 256 + static_cast<std::uint8_t>(w)] =
-            static_cast<std::int8_t>(w < 0 ? -mag : mag);
-      }
-    return t;
-  }();
   int m = 0;
-  for (int kk = 0; kk < k; ++kk) {
-    const int v = src[kk];
-    m = std::max(m, v < 0 ? -v : v);
-  }
+  for (int kk = 0; kk < k; ++kk) m = std::max(m, std::abs(static_cast<int>(src[kk])));
   if (m <= narrow_weight_limit) return m;
-  const std::int8_t* t = tables.data() + static_cast<std::size_t>(m - narrow_weight_limit - 1) * 256;
-  for (int kk = 0; kk < k; ++kk) dst[kk] = t[static_cast<std::uint8_t>(src[kk])];
+  for (int kk = 0; kk < k; ++kk) {
+    const int w = src[kk], mag = (std::abs(w) * 2 * narrow_weight_limit + m) / (2 * m);
+    dst[kk] = static_cast<std::int8_t>(w < 0 ? -mag : mag);
+  }
   return m;
 }
 }  // namespace detail
@@ -342,7 +330,11 @@ inline packed_int8 packed_int8::pack(const std::vector<part>& parts, int k, int8
         narrow_rows[c] = src[c];
         if (c >= cols) continue;
         std::int8_t* row = narrowed.data() + static_cast<std::size_t>(c) * k;
+#if TASKMOE_KERNELS_X86
+        const int m = avx2 ? detail::avx2::narrow_row(src[c], k, row, narrow_weight_limit) : detail::narrow_row(src[c], k, row);
+#else
         const int m = detail::narrow_row(src[c], k, row);
+#endif
         if (m <= narrow_weight_limit) continue;
         narrow_rows[c] = row;
         out.scales_[static_cast<std::size_t>(panel) * width + c] *= static_cast<float>(m) / narrow_weight_limit;

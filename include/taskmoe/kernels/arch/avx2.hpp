@@ -559,6 +559,44 @@ TASKMOE_TARGET_AVX2 inline void pack_panel_int8(const std::int8_t* const* rows, 
       std::memcpy(dst + static_cast<std::size_t>(g) * block + c * k_group, rows[c] + k_group * g, k_group);
 }
 
+// int8_weights::narrow on one row (packed_int8::pack; detail::narrow_row is the scalar form and
+// the definition): returns max|w|; where it exceeds limit, dst = round-half-away(w * limit / max|w|).
+// In int16 lanes: N = |w| * 2 limit + m over d = 2m is that rounding, and floor(N / d) is
+// mulhi(N, ceil(2^23 / d)) >> 7 exactly (N * the reciprocal's excess < N <= 2 * 128 * 64 + 128
+// < 2^23 / d: the floor never crosses an integer).
+__attribute__((target("avx2,fma,f16c"), always_inline)) inline __m256i narrow_lanes(__m256i w, __m256i twice_limit,
+                                                                                   __m256i half, __m256i reciprocal) {
+  const __m256i n = _mm256_add_epi16(_mm256_mullo_epi16(_mm256_abs_epi16(w), twice_limit), half);
+  return _mm256_sign_epi16(_mm256_srli_epi16(_mm256_mulhi_epu16(n, reciprocal), 7), w);
+}
+TASKMOE_TARGET_AVX2 inline int narrow_row(const std::int8_t* src, int k, std::int8_t* dst, int limit) {
+  __m256i top = _mm256_setzero_si256();
+  int kk = 0;
+  for (; kk + 32 <= k; kk += 32)
+    top = _mm256_max_epu8(top, _mm256_abs_epi8(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(src + kk))));
+  alignas(32) std::uint8_t lanes[32];
+  _mm256_store_si256(reinterpret_cast<__m256i*>(lanes), top);
+  int m = 0;
+  for (int l = 0; l < 32; ++l) m = std::max(m, static_cast<int>(lanes[l]));
+  for (int t = kk; t < k; ++t) m = std::max(m, src[t] < 0 ? -src[t] : static_cast<int>(src[t]));
+  if (m <= limit) return m;
+  const int d = 2 * m;
+  const __m256i twice_limit = _mm256_set1_epi16(static_cast<short>(2 * limit)), half = _mm256_set1_epi16(static_cast<short>(m));
+  const __m256i reciprocal = _mm256_set1_epi16(static_cast<short>(((1 << 23) + d - 1) / d));
+  for (kk = 0; kk + 32 <= k; kk += 32) {
+    const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(src + kk));
+    const __m256i lo = narrow_lanes(_mm256_cvtepi8_epi16(_mm256_castsi256_si128(v)), twice_limit, half, reciprocal);
+    const __m256i hi = narrow_lanes(_mm256_cvtepi8_epi16(_mm256_extracti128_si256(v, 1)), twice_limit, half, reciprocal);
+    // packs works per 128-bit lane: lo's and hi's halves interleave, the permute restores order.
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + kk), _mm256_permute4x64_epi64(_mm256_packs_epi16(lo, hi), 0xD8));
+  }
+  for (; kk < k; ++kk) {
+    const int w = src[kk], mag = ((w < 0 ? -w : w) * 2 * limit + m) / d;
+    dst[kk] = static_cast<std::int8_t>(w < 0 ? -mag : mag);
+  }
+  return m;
+}
+
 // ---- packed f32 GEMM (detail/packed_args.hpp) -------------------------------------------------
 // Two ymm per panel and k; a tile of MR rows x NP panels keeps 2 * MR * NP accumulators (at most
 // 12 of the 16 registers). Same operations per lane as generic::gemm_packed_f32.
