@@ -3056,6 +3056,8 @@ class scoped_isa_override {
 // so that u * s == a * w exactly, and each int16 pair sum is at most 2 * 128 * 127 = 32512 <
 // 32767: it never saturates. vpmaddwd with ones then widens pairs to int32 and vpaddd accumulates.
 // (The other way round, u = |a| and s = sign(w, a), wraps -w for w = -128.)
+// Weights packed narrow (|w| <= 64, packed_int8's int8_weights::narrow) need no sign trick: a + 128
+// is the unsigned operand as for VNNI, pair sums at most 2 * 255 * 64 (gemm_packed_narrow).
 
 #include <algorithm>  // std::max, std::min, std::fill
 #include <cmath>      // std::exp, std::log
@@ -7576,7 +7578,8 @@ struct linear {
   // A packed layer computing only output features `rows` (in that order; each in [0, out)), each
   // with the same result as this layer's: the same weights (int8 rows, or f32 rows quantized per
   // row as quantize_pack does when this layer runs an int8 copy of f32 weights; full or narrow as
-  // this layer's), the same kernel per column. The target-vocabulary shortlist (decoding/vocabulary_map.hpp). Needs `weight`.
+  // this layer's), the same kernel per column. The target-vocabulary shortlist
+  // (decoding/vocabulary_map.hpp). Needs `weight`.
   linear select_rows(const std::vector<int>& rows) const {
     if (weight.empty()) throw invalid_argument_error("linear::select_rows: no source weights");
     const int n = static_cast<int>(rows.size()), k = weight.cols;

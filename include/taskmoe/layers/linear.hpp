@@ -51,7 +51,8 @@ struct linear {
   // A packed layer computing only output features `rows` (in that order; each in [0, out)), each
   // with the same result as this layer's: the same weights (int8 rows, or f32 rows quantized per
   // row as quantize_pack does when this layer runs an int8 copy of f32 weights; full or narrow as
-  // this layer's), the same kernel per column. The target-vocabulary shortlist (decoding/vocabulary_map.hpp). Needs `weight`.
+  // this layer's), the same kernel per column. The target-vocabulary shortlist
+  // (decoding/vocabulary_map.hpp). Needs `weight`.
   linear select_rows(const std::vector<int>& rows) const {
     if (weight.empty()) throw invalid_argument_error("linear::select_rows: no source weights");
     const int n = static_cast<int>(rows.size()), k = weight.cols;

@@ -12,6 +12,8 @@
 // so that u * s == a * w exactly, and each int16 pair sum is at most 2 * 128 * 127 = 32512 <
 // 32767: it never saturates. vpmaddwd with ones then widens pairs to int32 and vpaddd accumulates.
 // (The other way round, u = |a| and s = sign(w, a), wraps -w for w = -128.)
+// Weights packed narrow (|w| <= 64, packed_int8's int8_weights::narrow) need no sign trick: a + 128
+// is the unsigned operand as for VNNI, pair sums at most 2 * 255 * 64 (gemm_packed_narrow).
 
 #include <algorithm>  // std::max, std::min, std::fill
 #include <cmath>      // std::exp, std::log
