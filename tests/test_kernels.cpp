@@ -8,6 +8,7 @@
 #include <cmath>      // std::fabs, std::exp, std::erf, std::sqrt
 #include <cstdint>    // int8_t, int32_t
 #include <cstdlib>    // std::abs
+#include <cstring>    // std::memcmp
 #include <limits>     // std::numeric_limits
 #include <random>     // std::mt19937
 #include <stdexcept>  // std::runtime_error
@@ -886,6 +887,31 @@ TEST_CASE("to_float16 rounds like the scalar converter on every ISA, tails and e
     const float nan = std::numeric_limits<float>::quiet_NaN();
     tk::to_float16(&nan, 1, &nan_out);
     REQUIRE(std::isnan(taskmoe::detail::f16_to_f32(nan_out)));
+  }
+}
+
+TEST_CASE("from_float16 widens every float16 value like the scalar converter on every ISA, tails included") {
+  std::vector<std::uint16_t> x(65536);
+  for (std::size_t i = 0; i < x.size(); ++i) x[i] = static_cast<std::uint16_t>(i);
+  const auto same = [](float got, float want) {  // NaNs: any NaN (the hardware quietens signalling ones)
+    return std::isnan(want) ? std::isnan(got) : std::memcmp(&got, &want, sizeof(float)) == 0;
+  };
+  for (tk::isa isa : runnable_isas()) {
+    tk::scoped_isa_override force(isa);
+    CAPTURE(std::string(tk::to_string(isa)));
+    std::vector<float> y(x.size() + 1, -7.0f);
+    tk::from_float16(x.data(), static_cast<int>(x.size()), y.data());
+    std::size_t wrong = 0;
+    for (std::size_t i = 0; i < x.size(); ++i) wrong += !same(y[i], taskmoe::detail::f16_to_f32(x[i]));
+    REQUIRE(wrong == 0);
+    REQUIRE(y.back() == -7.0f);
+    for (int n : {0, 1, 7, 8, 9, 15, 16, 17, 33}) {  // tails, from an odd offset
+      CAPTURE(n);
+      std::vector<float> t(static_cast<std::size_t>(n) + 1, -7.0f);
+      tk::from_float16(x.data() + 15361, n, t.data());
+      for (int i = 0; i < n; ++i) REQUIRE(same(t[static_cast<std::size_t>(i)], taskmoe::detail::f16_to_f32(x[static_cast<std::size_t>(15361 + i)])));
+      REQUIRE(t.back() == -7.0f);  // nothing written past n
+    }
   }
 }
 

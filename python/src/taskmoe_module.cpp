@@ -481,10 +481,16 @@ PYBIND11_MODULE(_taskmoe, m) {
   m.def(
       "convert",
       [](const py::object& checkpoint_in, const std::string& task, const py::object& output_in,
-         const std::string& quantization, bool overwrite, const std::optional<py::object>& vocabulary_map) {
+         const std::string& quantization, const std::optional<std::string>& embeddings, bool overwrite,
+         const std::optional<py::object>& vocabulary_map) {
         const std::string checkpoint = fspath(checkpoint_in), output = fspath(output_in);
         taskmoe::convert_options co;
         co.quantization = taskmoe::parse_quantization(quantization);
+        if (embeddings) {
+          if (co.quantization != taskmoe::quantization_scheme::int8)
+            throw taskmoe::invalid_argument_error("embeddings applies to quantization='int8' only");
+          co.embeddings = taskmoe::parse_embedding_precision(*embeddings);
+        }
         co.overwrite = overwrite;
         if (vocabulary_map) co.vocabulary_map = fspath(*vocabulary_map);
         // Ctrl-C abandons the conversion between tensors (nothing is left behind): the progress
@@ -514,8 +520,9 @@ PYBIND11_MODULE(_taskmoe, m) {
         return info;
       },
       py::arg("checkpoint"), py::arg("task"), py::arg("output"), py::kw_only(), py::arg("quantization") = "int8",
-      py::arg("overwrite") = false, py::arg("vocabulary_map") = py::none(),
+      py::arg("embeddings") = py::none(), py::arg("overwrite") = false, py::arg("vocabulary_map") = py::none(),
       "Extracts one task of a checkpoint into a .tmoe file (as taskmoe-convert --task). "
+      "embeddings (int8 only): 'float16' (default), 'int8' or 'float32' token embeddings. "
       "vocabulary_map: a target shortlist (vmap.txt) to embed in the file. Returns "
       "{'path', 'file_size', 'tensor_count', 'seconds'}.");
 

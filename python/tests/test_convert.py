@@ -39,6 +39,20 @@ def test_convert_then_translate(demo_dir, tmp_path, quantization):
     assert by_text["probes"] == 2
 
 
+def test_convert_embeddings(demo_dir, tmp_path):
+    sizes = {}
+    for e in ("int8", "float16", "float32"):
+        out = str(tmp_path / ("en-de.%s.tmoe" % e))
+        sizes[e] = taskmoe.convert(demo_dir, "en-de", out, embeddings=e)["file_size"]
+        assert taskmoe.Translator(out).translate_batch(["Open file"])[0].hypotheses[0]
+    default = taskmoe.convert(demo_dir, "en-de", str(tmp_path / "default.tmoe"))["file_size"]
+    assert default == sizes["float16"] and sizes["int8"] < sizes["float16"] < sizes["float32"]
+    with pytest.raises(taskmoe.InvalidArgumentError, match="expected float16, int8 or float32"):
+        taskmoe.convert(demo_dir, "en-de", str(tmp_path / "x.tmoe"), embeddings="int4")
+    with pytest.raises(taskmoe.InvalidArgumentError, match="int8 only"):
+        taskmoe.convert(demo_dir, "en-de", str(tmp_path / "y.tmoe"), quantization="float32", embeddings="int8")
+
+
 def test_convert_errors(demo_dir, tmp_path):
     out = str(tmp_path / "x.tmoe")
     with pytest.raises(taskmoe.Error, match="xx-yy"):

@@ -867,7 +867,8 @@ namespace taskmoe {
 
 // What a tensor is, which decides its dtype under each quantization scheme (convert/).
 enum class tensor_role {
-  embedding,       // embed_tokens / output_projection [vocab, d]
+  embedding,       // embed_tokens [vocab, d]: row lookups (also the output projection when shared)
+  output_projection,  // a separate output_projection [vocab, d]: a GEMM's weights only
   positions,       // learned embed_positions
   task_embedding,  // a task-routed stack's task table (task data: replaced by gates in a .tmoe)
   attention,       // {self,encoder}_attn.{q,k,v,out}_proj.weight
@@ -936,7 +937,7 @@ inline void for_each_required_checkpoint_tensor(const model_config& c, Visit&& v
   if (!c.shared_embeddings) {
     cur = stack::decoder;
     add(spec::embed_tokens(c, stack::decoder), {v, d}, tensor_role::embedding);
-    add(std::string(spec::output_projection), {v, d}, tensor_role::embedding);
+    add(std::string(spec::output_projection), {v, d}, tensor_role::output_projection);
   }
   for (stack s : {stack::encoder, stack::decoder}) {
     cur = s;
@@ -4132,6 +4133,20 @@ TASKMOE_TARGET_AVX2 inline void to_float16(const float* x, int n, std::uint16_t*
   }
 }
 
+// y = x widened from float16 (exact), 8 at a time.
+TASKMOE_TARGET_AVX2 inline void from_float16(const std::uint16_t* x, int n, float* y) {
+  int i = 0;
+  for (; i + 8 <= n; i += 8)
+    _mm256_storeu_ps(y + i, _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(x + i))));
+  if (i < n) {
+    alignas(16) std::uint16_t in[8] = {};
+    alignas(32) float out[8];
+    for (int t = i; t < n; ++t) in[t - i] = x[t];
+    _mm256_store_ps(out, _mm256_cvtph_ps(_mm_load_si128(reinterpret_cast<const __m128i*>(in))));
+    for (int t = i; t < n; ++t) y[t] = out[t - i];
+  }
+}
+
 TASKMOE_TARGET_AVX2 inline void add_inplace(float* y, const float* b, int n) {
   int i = 0;
   for (; i + 8 <= n; i += 8) {
@@ -4690,6 +4705,14 @@ TASKMOE_TARGET_AVX512 inline void to_float16(const float* x, int n, std::uint16_
   }
 }
 
+// y = x widened from float16 (exact), 16 at a time, the tail masked.
+TASKMOE_TARGET_AVX512 inline void from_float16(const std::uint16_t* x, int n, float* y) {
+  for (int i = 0; i < n; i += 16) {
+    const __mmask16 m = tail_mask(n - i);
+    _mm512_mask_storeu_ps(y + i, m, _mm512_maskz_cvtph_ps(0xffff, _mm256_maskz_loadu_epi16(m, x + i)));
+  }
+}
+
 // y[i] += b[i]; 16 floats per step, masked tail.
 TASKMOE_TARGET_AVX512 inline void add_inplace(float* y, const float* b, int n) {
   int i = 0;
@@ -4848,6 +4871,10 @@ inline void attention_combine(const float* p, int lds, const T* v, int ldv, cons
 
 inline void to_float16(const float* x, int n, std::uint16_t* y) {
   for (int i = 0; i < n; ++i) y[i] = taskmoe::detail::f32_to_f16(x[i]);
+}
+
+inline void from_float16(const std::uint16_t* x, int n, float* y) {
+  for (int i = 0; i < n; ++i) y[i] = taskmoe::detail::f16_to_f32(x[i]);
 }
 
 // C_int[i, j] = sum_k a[i, k] * w[j, k] for i < m, j < n, handed to ep(i, j, value) exactly once
@@ -5586,7 +5613,8 @@ inline void gemm_int8(int m, int n, int k, const float* a, int lda, const std::i
 //   pack_int8        int8 weights [n, k] with per-row scales (as in .tmoe files), optionally
 //                    several matrices stacked by rows (fused QKV, the kept experts' fc1), with a
 //                    per-part multiplier folded into scales and bias (a task gate).
-//   quantize_pack    f32 weights: quantize_rows_int8 per row, then pack (f32 output projection).
+//   quantize_pack    f32 or f16 weights: quantize_rows_int8 per row, then pack (the output
+//                    projection of an int8 model whose embeddings are float).
 //   gemm_packed_int8 quantizes A per row (the same quantizer as gemm_int8), runs the ISA's
 //                    kernel: AVX-512 VNNI (u8 x s8 with the +128 shift compensated per column),
 //                    AVX-VNNI, AVX2 (sign trick; Winograd's pair products for calls with many
@@ -6030,6 +6058,246 @@ TASKMOE_TARGET_AVXVNNI inline void gemm_packed(const packed_call& g, int p0, int
 
 #endif  // TASKMOE_KERNELS_X86
 // ---- end taskmoe/kernels/arch/avxvnni.hpp ----
+// ---- begin taskmoe/kernels/elementwise.hpp ----
+// Row-wise and elementwise kernels for the Transformer: layer_norm, softmax, log_softmax, relu,
+// gelu, bias and residual adds, top-k and argmax. Row-major matrices with leading dimensions;
+// output may alias input (in-place) wherever the signature takes both.
+//
+// Defined behaviour at the edges (the decoder relies on it):
+//   softmax     a fully masked row (all -inf) -> all zeros, never NaN
+//   log_softmax a fully masked row -> all -inf
+//   layer_norm  a constant row -> beta (the centered values are exactly 0)
+//   top_k       sorted by value descending; ties -> lower index first; NaN never beats a number
+//   argmax      ties -> lowest index; NaN never beats a number (all-NaN row -> 0)
+// Vectorised with xsimd at the baseline ISA (arch/generic.hpp); adds use AVX2 / AVX-512 via
+// runtime dispatch (arch/avx2.hpp, arch/avx512.hpp).
+
+#include <cstddef>  // std::size_t
+#include <cstdint>  // std::uint16_t
+#include <type_traits>  // std::is_same
+#include <string>   // std::to_string
+
+
+namespace taskmoe {
+namespace kernels {
+
+namespace detail {
+
+inline void add_row(float* y, const float* b, int n) {
+  switch (active_isa()) {
+#if TASKMOE_KERNELS_X86
+    case isa::avx512: avx512::add_inplace(y, b, n); return;
+    case isa::avx2: avx2::add_inplace(y, b, n); return;
+#endif
+    default: generic::add_inplace(y, b, n); return;
+  }
+}
+
+inline void check_rows(const char* kernel, const float* x, int rows, int cols, int ldx, const float* y,
+                       int ldy) {
+  check_matrix(kernel, "x", x, rows, cols, ldx);
+  check_matrix(kernel, "y", y, rows, cols, ldy);
+}
+
+// True when a ranks before b (value descending, then index ascending); NaN ranks last.
+inline bool ranks_before(float va, int ia, float vb, int ib) {
+  if (va != va) return false;
+  if (vb != vb) return true;
+  return va > vb || (va == vb && ia < ib);
+}
+
+}  // namespace detail
+
+// y[r] = (x[r] - mean) / sqrt(var + eps) * gamma + beta for each of `rows` rows of length d.
+// gamma / beta may be null (1 / 0). eps must be >= 0.
+inline void layer_norm(const float* x, int rows, int d, int ldx, const float* gamma,
+                       const float* beta, float eps, float* y, int ldy) {
+  detail::check_rows("layer_norm", x, rows, d, ldx, y, ldy);
+  if (!(eps >= 0.0f)) detail::fail("layer_norm", "eps must be >= 0");
+  if (rows > 0 && d == 0) detail::fail("layer_norm", "d must be > 0");
+  for (int r = 0; r < rows; ++r) {
+    detail::generic::layer_norm_row(x + static_cast<std::size_t>(r) * ldx, d, gamma, beta, eps,
+                                    y + static_cast<std::size_t>(r) * ldy);
+  }
+}
+
+namespace detail {
+// The wide attention kernels take float keys of any head width, float16 ones in whole registers.
+template <class T>
+inline bool wide_attention(int dh, int lanes) noexcept {
+  return std::is_same<T, float>::value || dh % lanes == 0;
+}
+}  // namespace detail
+
+// Attention scores of one query over n keys, all heads at once (heads are contiguous column
+// blocks of width dh): s[h * lds + j] = (q[h*dh ..] . k[r_j * ldk + h*dh ..]) / scale, where key
+// j is row r_j = key_rows[j] of k, or row j when key_rows is null. Keys are float, or float16 bits
+// (std::uint16_t: the decoder's half-precision K/V cache), converted exactly.
+template <class T>
+inline void attention_scores(const float* q, const T* k, int ldk, int n, int heads, int dh, float scale,
+                             float* s, int lds, const int* key_rows = nullptr) {
+  static_assert(std::is_same<T, float>::value || std::is_same<T, std::uint16_t>::value, "float or float16 keys");
+  if (n <= 0 || heads <= 0) return;
+  if (dh < 0 || ldk < heads * dh || lds < n) detail::fail("attention_scores", "bad sizes");
+  switch (active_isa()) {
+#if TASKMOE_KERNELS_X86
+    case isa::avx512:
+      if (detail::wide_attention<T>(dh, 16)) return detail::avx512::attention_scores(q, k, ldk, key_rows, n, heads, dh, scale, s, lds);
+      break;
+    case isa::avx2:
+      if (detail::wide_attention<T>(dh, 8)) return detail::avx2::attention_scores(q, k, ldk, key_rows, n, heads, dh, scale, s, lds);
+      break;
+#endif
+    default: break;
+  }
+  detail::generic::attention_scores(q, k, ldk, key_rows, n, heads, dh, scale, s, lds);
+}
+
+// Weighted sum of n value rows per head: out[h * dh + c] = sum_j p[h * lds + j] v[r_j * ldv + h*dh + c]
+// (r_j as in attention_scores; values float or float16 bits like the keys there).
+template <class T>
+inline void attention_combine(const float* p, int lds, const T* v, int ldv, int n, int heads, int dh,
+                              float* out, const int* key_rows = nullptr) {
+  static_assert(std::is_same<T, float>::value || std::is_same<T, std::uint16_t>::value, "float or float16 values");
+  if (heads <= 0) return;
+  if (n < 0 || dh < 0 || ldv < heads * dh || lds < n) detail::fail("attention_combine", "bad sizes");
+  switch (active_isa()) {
+#if TASKMOE_KERNELS_X86
+    case isa::avx512:
+      if (detail::wide_attention<T>(dh, 16)) return detail::avx512::attention_combine(p, lds, v, ldv, key_rows, n, heads, dh, out);
+      break;
+    case isa::avx2:
+      if (detail::wide_attention<T>(dh, 8)) return detail::avx2::attention_combine(p, lds, v, ldv, key_rows, n, heads, dh, out);
+      break;
+#endif
+    default: break;
+  }
+  detail::generic::attention_combine(p, lds, v, ldv, key_rows, n, heads, dh, out);
+}
+
+// y[i] = x[i] rounded to float16 bits, to nearest even (the same on every ISA); beyond 65504 in
+// magnitude it is infinity.
+inline void to_float16(const float* x, int n, std::uint16_t* y) {
+  if (n < 0) detail::fail("to_float16", "n must be >= 0");
+  switch (active_isa()) {
+#if TASKMOE_KERNELS_X86
+    case isa::avx512: detail::avx512::to_float16(x, n, y); return;
+    case isa::avx2: detail::avx2::to_float16(x, n, y); return;
+#endif
+    default: detail::generic::to_float16(x, n, y); return;
+  }
+}
+
+// y[i] = x[i] (float16 bits) as float, exactly (the same on every ISA; a NaN stays a NaN).
+inline void from_float16(const std::uint16_t* x, int n, float* y) {
+  if (n < 0) detail::fail("from_float16", "n must be >= 0");
+  switch (active_isa()) {
+#if TASKMOE_KERNELS_X86
+    case isa::avx512: detail::avx512::from_float16(x, n, y); return;
+    case isa::avx2: detail::avx2::from_float16(x, n, y); return;
+#endif
+    default: detail::generic::from_float16(x, n, y); return;
+  }
+}
+
+// Softmax over each row of x [rows, cols] into y (may be x).
+inline void softmax(const float* x, int rows, int cols, int ldx, float* y, int ldy) {
+  detail::check_rows("softmax", x, rows, cols, ldx, y, ldy);
+  for (int r = 0; r < rows; ++r) {
+    detail::generic::softmax_row(x + static_cast<std::size_t>(r) * ldx, cols,
+                                 y + static_cast<std::size_t>(r) * ldy);
+  }
+}
+
+// log_softmax over each row of x [rows, cols] into y (may be x).
+inline void log_softmax(const float* x, int rows, int cols, int ldx, float* y, int ldy) {
+  detail::check_rows("log_softmax", x, rows, cols, ldx, y, ldy);
+  void (*row)(const float*, int, float*) = detail::generic::log_softmax_row;
+  switch (active_isa()) {
+#if TASKMOE_KERNELS_X86
+    case isa::avx512: row = detail::avx512::log_softmax_row; break;
+    case isa::avx2: row = detail::avx2::log_softmax_row; break;
+#endif
+    default: break;
+  }
+  for (int r = 0; r < rows; ++r) row(x + static_cast<std::size_t>(r) * ldx, cols, y + static_cast<std::size_t>(r) * ldy);
+}
+
+// In place over n contiguous values.
+inline void relu(float* x, std::size_t n) {
+  detail::check_vector("relu", "x", x, static_cast<long long>(n));
+  detail::generic::relu(x, n);
+}
+
+// Exact (erf) GELU in place over n contiguous values.
+inline void gelu(float* x, std::size_t n) {
+  detail::check_vector("gelu", "x", x, static_cast<long long>(n));
+  detail::generic::gelu(x, n);
+}
+
+// y[r, :] += bias for each of `rows` rows of y [rows, cols] (ldy).
+inline void add_bias(float* y, int rows, int cols, int ldy, const float* bias) {
+  detail::check_matrix("add_bias", "y", y, rows, cols, ldy);
+  detail::check_vector("add_bias", "bias", bias, rows > 0 ? cols : 0);
+  for (int r = 0; r < rows; ++r) detail::add_row(y + static_cast<std::size_t>(r) * ldy, bias, cols);
+}
+
+// Residual connection: y[r, :] += x[r, :] for y [rows, cols] (ldy), x [rows, cols] (ldx).
+inline void residual_add(float* y, int rows, int cols, int ldy, const float* x, int ldx) {
+  detail::check_matrix("residual_add", "y", y, rows, cols, ldy);
+  detail::check_matrix("residual_add", "x", x, rows, cols, ldx);
+  for (int r = 0; r < rows; ++r) {
+    detail::add_row(y + static_cast<std::size_t>(r) * ldy, x + static_cast<std::size_t>(r) * ldx, cols);
+  }
+}
+
+// The k largest of x[0, n): indices[0..k) and values[0..k) (values may be null), best first,
+// ties to the lower index. 0 <= k <= n. O(n k) worst case but O(n) in practice: once the list is
+// full, only a value above its k-th (a number) can enter, since every later index loses ties, so
+// whole vectors below it are skipped (beam search scans beam x vocab candidates per step).
+inline void top_k(const float* x, int n, int k, int* indices, float* values) {
+  detail::check_vector("top_k", "x", x, n);
+  detail::check_size("top_k", "k", k);
+  if (k > n) detail::fail("top_k", "k = " + std::to_string(k) + " > n = " + std::to_string(n));
+  detail::check_vector("top_k", "indices", indices, k);
+  if (k == 0) return;
+  int filled = 0;
+  for (int i = 0; i < n; ++i) {
+    if (filled == k) {
+      const float kth = x[indices[k - 1]];
+      if (kth == kth) {  // a NaN k-th is beaten by any number: no skipping then
+        i = detail::generic::skip_not_above(x, i, n, kth);
+        if (i == n) break;
+      }
+    }
+    const float v = x[i];
+    if (filled == k && !detail::ranks_before(v, i, x[indices[k - 1]], indices[k - 1])) continue;
+    int pos = filled < k ? filled++ : k - 1;
+    while (pos > 0 && detail::ranks_before(v, i, x[indices[pos - 1]], indices[pos - 1])) {
+      indices[pos] = indices[pos - 1];
+      --pos;
+    }
+    indices[pos] = i;
+  }
+  if (values != nullptr) {
+    for (int j = 0; j < k; ++j) values[j] = x[indices[j]];
+  }
+}
+
+// Index of the largest of x[0, n), n >= 1; ties -> lowest index.
+inline int argmax(const float* x, int n) {
+  detail::check_vector("argmax", "x", x, n);
+  if (n == 0) detail::fail("argmax", "n must be >= 1");
+  int best = 0;
+  for (int i = 1; i < n; ++i) {
+    if (detail::ranks_before(x[i], i, x[best], best)) best = i;
+  }
+  return best;
+}
+
+}  // namespace kernels
+}  // namespace taskmoe
+// ---- end taskmoe/kernels/elementwise.hpp ----
 // ---- begin taskmoe/kernels/parallel.hpp ----
 // Intra-op parallelism: parallel_for(threads, n, f) runs f(begin, end) over `threads` contiguous
 // chunks of [0, n), the calling thread taking the first, on one process-wide pool of persistent
@@ -6599,6 +6867,24 @@ inline packed_int8 quantize_pack(const float* w, int n, int k, int ldw, const fl
   return packed_int8::pack({{q.data(), n, ldq, scales.data(), bias, 1.0f}}, k, weights);
 }
 
+// float16 weights [n, k] (ldw; a float16 embedding table): widened exactly a block of rows at a
+// time (no float copy of the whole matrix), then as above.
+inline packed_int8 quantize_pack(const std::uint16_t* w, int n, int k, int ldw, const float* bias = nullptr,
+                                 int8_weights weights = int8_weights::full) {
+  if (n < 0 || k < 0 || (n > 0 && (w == nullptr || ldw < k)))
+    throw invalid_argument_error("taskmoe::kernels::quantize_pack: bad float16 matrix");
+  const int ldq = k > 0 ? k : 1, block = 64;
+  std::vector<std::int8_t> q(static_cast<std::size_t>(n) * ldq);
+  std::vector<float> scales(static_cast<std::size_t>(n)), f(static_cast<std::size_t>(block) * ldq);
+  for (int r0 = 0; r0 < n; r0 += block) {
+    const int rows = std::min(block, n - r0);
+    for (int r = 0; r < rows; ++r)
+      from_float16(w + static_cast<std::size_t>(r0 + r) * ldw, k, f.data() + static_cast<std::size_t>(r) * ldq);
+    quantize_rows_int8(f.data(), rows, k, ldq, q.data() + static_cast<std::size_t>(r0) * ldq, ldq, scales.data() + r0);
+  }
+  return packed_int8::pack({{q.data(), n, ldq, scales.data(), bias, 1.0f}}, k, weights);
+}
+
 struct packed_gemm_options {
   bool relu = false;        // fused max(0, .) after the bias
   bool accumulate = false;  // C += result (C is read) instead of C = result
@@ -6887,234 +7173,6 @@ inline void gemm_packed_f32(int m, const float* a, int lda, const packed_f32& w,
 }  // namespace kernels
 }  // namespace taskmoe
 // ---- end taskmoe/kernels/packed_gemm.hpp ----
-// ---- begin taskmoe/kernels/elementwise.hpp ----
-// Row-wise and elementwise kernels for the Transformer: layer_norm, softmax, log_softmax, relu,
-// gelu, bias and residual adds, top-k and argmax. Row-major matrices with leading dimensions;
-// output may alias input (in-place) wherever the signature takes both.
-//
-// Defined behaviour at the edges (the decoder relies on it):
-//   softmax     a fully masked row (all -inf) -> all zeros, never NaN
-//   log_softmax a fully masked row -> all -inf
-//   layer_norm  a constant row -> beta (the centered values are exactly 0)
-//   top_k       sorted by value descending; ties -> lower index first; NaN never beats a number
-//   argmax      ties -> lowest index; NaN never beats a number (all-NaN row -> 0)
-// Vectorised with xsimd at the baseline ISA (arch/generic.hpp); adds use AVX2 / AVX-512 via
-// runtime dispatch (arch/avx2.hpp, arch/avx512.hpp).
-
-#include <cstddef>  // std::size_t
-#include <cstdint>  // std::uint16_t
-#include <type_traits>  // std::is_same
-#include <string>   // std::to_string
-
-
-namespace taskmoe {
-namespace kernels {
-
-namespace detail {
-
-inline void add_row(float* y, const float* b, int n) {
-  switch (active_isa()) {
-#if TASKMOE_KERNELS_X86
-    case isa::avx512: avx512::add_inplace(y, b, n); return;
-    case isa::avx2: avx2::add_inplace(y, b, n); return;
-#endif
-    default: generic::add_inplace(y, b, n); return;
-  }
-}
-
-inline void check_rows(const char* kernel, const float* x, int rows, int cols, int ldx, const float* y,
-                       int ldy) {
-  check_matrix(kernel, "x", x, rows, cols, ldx);
-  check_matrix(kernel, "y", y, rows, cols, ldy);
-}
-
-// True when a ranks before b (value descending, then index ascending); NaN ranks last.
-inline bool ranks_before(float va, int ia, float vb, int ib) {
-  if (va != va) return false;
-  if (vb != vb) return true;
-  return va > vb || (va == vb && ia < ib);
-}
-
-}  // namespace detail
-
-// y[r] = (x[r] - mean) / sqrt(var + eps) * gamma + beta for each of `rows` rows of length d.
-// gamma / beta may be null (1 / 0). eps must be >= 0.
-inline void layer_norm(const float* x, int rows, int d, int ldx, const float* gamma,
-                       const float* beta, float eps, float* y, int ldy) {
-  detail::check_rows("layer_norm", x, rows, d, ldx, y, ldy);
-  if (!(eps >= 0.0f)) detail::fail("layer_norm", "eps must be >= 0");
-  if (rows > 0 && d == 0) detail::fail("layer_norm", "d must be > 0");
-  for (int r = 0; r < rows; ++r) {
-    detail::generic::layer_norm_row(x + static_cast<std::size_t>(r) * ldx, d, gamma, beta, eps,
-                                    y + static_cast<std::size_t>(r) * ldy);
-  }
-}
-
-namespace detail {
-// The wide attention kernels take float keys of any head width, float16 ones in whole registers.
-template <class T>
-inline bool wide_attention(int dh, int lanes) noexcept {
-  return std::is_same<T, float>::value || dh % lanes == 0;
-}
-}  // namespace detail
-
-// Attention scores of one query over n keys, all heads at once (heads are contiguous column
-// blocks of width dh): s[h * lds + j] = (q[h*dh ..] . k[r_j * ldk + h*dh ..]) / scale, where key
-// j is row r_j = key_rows[j] of k, or row j when key_rows is null. Keys are float, or float16 bits
-// (std::uint16_t: the decoder's half-precision K/V cache), converted exactly.
-template <class T>
-inline void attention_scores(const float* q, const T* k, int ldk, int n, int heads, int dh, float scale,
-                             float* s, int lds, const int* key_rows = nullptr) {
-  static_assert(std::is_same<T, float>::value || std::is_same<T, std::uint16_t>::value, "float or float16 keys");
-  if (n <= 0 || heads <= 0) return;
-  if (dh < 0 || ldk < heads * dh || lds < n) detail::fail("attention_scores", "bad sizes");
-  switch (active_isa()) {
-#if TASKMOE_KERNELS_X86
-    case isa::avx512:
-      if (detail::wide_attention<T>(dh, 16)) return detail::avx512::attention_scores(q, k, ldk, key_rows, n, heads, dh, scale, s, lds);
-      break;
-    case isa::avx2:
-      if (detail::wide_attention<T>(dh, 8)) return detail::avx2::attention_scores(q, k, ldk, key_rows, n, heads, dh, scale, s, lds);
-      break;
-#endif
-    default: break;
-  }
-  detail::generic::attention_scores(q, k, ldk, key_rows, n, heads, dh, scale, s, lds);
-}
-
-// Weighted sum of n value rows per head: out[h * dh + c] = sum_j p[h * lds + j] v[r_j * ldv + h*dh + c]
-// (r_j as in attention_scores; values float or float16 bits like the keys there).
-template <class T>
-inline void attention_combine(const float* p, int lds, const T* v, int ldv, int n, int heads, int dh,
-                              float* out, const int* key_rows = nullptr) {
-  static_assert(std::is_same<T, float>::value || std::is_same<T, std::uint16_t>::value, "float or float16 values");
-  if (heads <= 0) return;
-  if (n < 0 || dh < 0 || ldv < heads * dh || lds < n) detail::fail("attention_combine", "bad sizes");
-  switch (active_isa()) {
-#if TASKMOE_KERNELS_X86
-    case isa::avx512:
-      if (detail::wide_attention<T>(dh, 16)) return detail::avx512::attention_combine(p, lds, v, ldv, key_rows, n, heads, dh, out);
-      break;
-    case isa::avx2:
-      if (detail::wide_attention<T>(dh, 8)) return detail::avx2::attention_combine(p, lds, v, ldv, key_rows, n, heads, dh, out);
-      break;
-#endif
-    default: break;
-  }
-  detail::generic::attention_combine(p, lds, v, ldv, key_rows, n, heads, dh, out);
-}
-
-// y[i] = x[i] rounded to float16 bits, to nearest even (the same on every ISA); beyond 65504 in
-// magnitude it is infinity.
-inline void to_float16(const float* x, int n, std::uint16_t* y) {
-  if (n < 0) detail::fail("to_float16", "n must be >= 0");
-  switch (active_isa()) {
-#if TASKMOE_KERNELS_X86
-    case isa::avx512: detail::avx512::to_float16(x, n, y); return;
-    case isa::avx2: detail::avx2::to_float16(x, n, y); return;
-#endif
-    default: detail::generic::to_float16(x, n, y); return;
-  }
-}
-
-// Softmax over each row of x [rows, cols] into y (may be x).
-inline void softmax(const float* x, int rows, int cols, int ldx, float* y, int ldy) {
-  detail::check_rows("softmax", x, rows, cols, ldx, y, ldy);
-  for (int r = 0; r < rows; ++r) {
-    detail::generic::softmax_row(x + static_cast<std::size_t>(r) * ldx, cols,
-                                 y + static_cast<std::size_t>(r) * ldy);
-  }
-}
-
-// log_softmax over each row of x [rows, cols] into y (may be x).
-inline void log_softmax(const float* x, int rows, int cols, int ldx, float* y, int ldy) {
-  detail::check_rows("log_softmax", x, rows, cols, ldx, y, ldy);
-  void (*row)(const float*, int, float*) = detail::generic::log_softmax_row;
-  switch (active_isa()) {
-#if TASKMOE_KERNELS_X86
-    case isa::avx512: row = detail::avx512::log_softmax_row; break;
-    case isa::avx2: row = detail::avx2::log_softmax_row; break;
-#endif
-    default: break;
-  }
-  for (int r = 0; r < rows; ++r) row(x + static_cast<std::size_t>(r) * ldx, cols, y + static_cast<std::size_t>(r) * ldy);
-}
-
-// In place over n contiguous values.
-inline void relu(float* x, std::size_t n) {
-  detail::check_vector("relu", "x", x, static_cast<long long>(n));
-  detail::generic::relu(x, n);
-}
-
-// Exact (erf) GELU in place over n contiguous values.
-inline void gelu(float* x, std::size_t n) {
-  detail::check_vector("gelu", "x", x, static_cast<long long>(n));
-  detail::generic::gelu(x, n);
-}
-
-// y[r, :] += bias for each of `rows` rows of y [rows, cols] (ldy).
-inline void add_bias(float* y, int rows, int cols, int ldy, const float* bias) {
-  detail::check_matrix("add_bias", "y", y, rows, cols, ldy);
-  detail::check_vector("add_bias", "bias", bias, rows > 0 ? cols : 0);
-  for (int r = 0; r < rows; ++r) detail::add_row(y + static_cast<std::size_t>(r) * ldy, bias, cols);
-}
-
-// Residual connection: y[r, :] += x[r, :] for y [rows, cols] (ldy), x [rows, cols] (ldx).
-inline void residual_add(float* y, int rows, int cols, int ldy, const float* x, int ldx) {
-  detail::check_matrix("residual_add", "y", y, rows, cols, ldy);
-  detail::check_matrix("residual_add", "x", x, rows, cols, ldx);
-  for (int r = 0; r < rows; ++r) {
-    detail::add_row(y + static_cast<std::size_t>(r) * ldy, x + static_cast<std::size_t>(r) * ldx, cols);
-  }
-}
-
-// The k largest of x[0, n): indices[0..k) and values[0..k) (values may be null), best first,
-// ties to the lower index. 0 <= k <= n. O(n k) worst case but O(n) in practice: once the list is
-// full, only a value above its k-th (a number) can enter, since every later index loses ties, so
-// whole vectors below it are skipped (beam search scans beam x vocab candidates per step).
-inline void top_k(const float* x, int n, int k, int* indices, float* values) {
-  detail::check_vector("top_k", "x", x, n);
-  detail::check_size("top_k", "k", k);
-  if (k > n) detail::fail("top_k", "k = " + std::to_string(k) + " > n = " + std::to_string(n));
-  detail::check_vector("top_k", "indices", indices, k);
-  if (k == 0) return;
-  int filled = 0;
-  for (int i = 0; i < n; ++i) {
-    if (filled == k) {
-      const float kth = x[indices[k - 1]];
-      if (kth == kth) {  // a NaN k-th is beaten by any number: no skipping then
-        i = detail::generic::skip_not_above(x, i, n, kth);
-        if (i == n) break;
-      }
-    }
-    const float v = x[i];
-    if (filled == k && !detail::ranks_before(v, i, x[indices[k - 1]], indices[k - 1])) continue;
-    int pos = filled < k ? filled++ : k - 1;
-    while (pos > 0 && detail::ranks_before(v, i, x[indices[pos - 1]], indices[pos - 1])) {
-      indices[pos] = indices[pos - 1];
-      --pos;
-    }
-    indices[pos] = i;
-  }
-  if (values != nullptr) {
-    for (int j = 0; j < k; ++j) values[j] = x[indices[j]];
-  }
-}
-
-// Index of the largest of x[0, n), n >= 1; ties -> lowest index.
-inline int argmax(const float* x, int n) {
-  detail::check_vector("argmax", "x", x, n);
-  if (n == 0) detail::fail("argmax", "n must be >= 1");
-  int best = 0;
-  for (int i = 1; i < n; ++i) {
-    if (detail::ranks_before(x[i], i, x[best], best)) best = i;
-  }
-  return best;
-}
-
-}  // namespace kernels
-}  // namespace taskmoe
-// ---- end taskmoe/kernels/elementwise.hpp ----
 // ---- end taskmoe/kernels/kernels.hpp ----
 
 // Runtime: weights, layers, MoE, the model with incremental decoding, search, tokenizer, facade.
@@ -7127,11 +7185,13 @@ inline int argmax(const float* x, int n) {
 // does). The loaders turn a tensor_view into a `weight_matrix`:
 //   f32 (4-byte aligned)  used in place, no copy;
 //   i8 + per-row scales   used in place (int8 GEMM);
+//   f16 embedding tables  used in place (rows widened per lookup; packed for the output projection);
 //   f16 / bf16 / unaligned f32  widened to f32 once at load into buffers the model owns.
 // Everything the model points at lives either in the source (kept alive by the model) or in its
 // `weight_store`, so a loaded model is immutable and can be shared by any number of threads.
 
-#include <cstdint>     // std::int8_t, std::uintptr_t
+#include <cstdint>     // std::int8_t, std::uint16_t, std::uintptr_t
+#include <cstring>     // std::memcpy
 #include <deque>       // std::deque (stable addresses)
 #include <memory>      // std::shared_ptr
 #include <mutex>       // std::mutex (verify_on_read)
@@ -7209,29 +7269,35 @@ task_gate compute_task_gate(const Router& r) {
 }  // namespace taskmoe
 // ---- end taskmoe/moe/gating.hpp ----
 // ---- begin taskmoe/tensor/weight_matrix.hpp ----
-// A weight matrix as the layers see it: a view of row-major [rows, cols] f32, or i8 with one f32
-// scale per row. Views only: the memory belongs to a mapped file or to the model's weight store.
+// A weight matrix as the layers see it: a view of row-major [rows, cols] f32, i8 with one f32
+// scale per row, or f16 (embedding tables: widened per looked-up row, packed before any GEMM).
+// Views only: the memory belongs to a mapped file or to the model's weight store.
 
 #include <cstddef>  // std::size_t
-#include <cstdint>  // std::int8_t
+#include <cstdint>  // std::int8_t, std::uint16_t
 #include <cstring>  // std::memcpy
+
 
 namespace taskmoe {
 
-// A row-major [rows, cols] matrix of f32, or of i8 with one f32 scale per row.
+// A row-major [rows, cols] matrix of f32, of i8 with one f32 scale per row, or of f16.
 struct weight_matrix {
   int rows = 0;
   int cols = 0;
   const float* f32 = nullptr;         // set for float weights
   const std::int8_t* i8 = nullptr;    // set for int8 weights
   const float* scales = nullptr;      // int8: [rows]
+  const std::uint16_t* f16 = nullptr; // set for float16 weights (bits)
   bool is_int8() const noexcept { return i8 != nullptr; }
-  bool empty() const noexcept { return f32 == nullptr && i8 == nullptr; }
+  bool is_f16() const noexcept { return f16 != nullptr; }
+  bool empty() const noexcept { return f32 == nullptr && i8 == nullptr && f16 == nullptr; }
   // Row r widened to f32 (embedding lookups).
   void row_to_f32(int r, float* out) const {
     const std::size_t off = static_cast<std::size_t>(r) * static_cast<std::size_t>(cols);
     if (f32 != nullptr) {
       std::memcpy(out, f32 + off, sizeof(float) * static_cast<std::size_t>(cols));
+    } else if (f16 != nullptr) {
+      for (int c = 0; c < cols; ++c) out[c] = taskmoe::detail::f16_to_f32(f16[off + c]);
     } else {
       const float s = scales[r];
       for (int c = 0; c < cols; ++c) out[c] = static_cast<float>(i8[off + c]) * s;
@@ -7259,16 +7325,22 @@ class weight_store {
     i8_.emplace_back(n);
     return i8_.back();
   }
+  std::vector<std::uint16_t>& new_f16(std::size_t n) {
+    f16_.emplace_back(n);
+    return f16_.back();
+  }
   std::size_t bytes() const noexcept {
     std::size_t b = 0;
     for (const auto& v : f32_) b += v.size() * sizeof(float);
     for (const auto& v : i8_) b += v.size();
+    for (const auto& v : f16_) b += v.size() * sizeof(std::uint16_t);
     return b;
   }
 
  private:
   std::deque<std::vector<float>> f32_;
   std::deque<std::vector<std::int8_t>> i8_;
+  std::deque<std::vector<std::uint16_t>> f16_;
 };
 
 // The routing of one MoE layer once the weight source has been resolved.
@@ -7474,6 +7546,35 @@ class weight_loader {
     return q;
   }
 
+  // An embedding table [rows, cols]: row lookups, and the output projection's weights once packed.
+  // float16 stays float16 (in place when aligned; no widened copy of the table); with
+  // `round_f16` a float table is rounded to float16 into the store, as the converter writes it
+  // (quantize at load). Anything else as matrix().
+  weight_matrix table(const std::string& name, int rows, int cols, bool round_f16 = false) const {
+    const tensor_view& v = src_.tensor(name);
+    if (v.type != dtype::f16 && (!round_f16 || v.type == dtype::i8)) return matrix(name, rows, cols);
+    check_shape(name, v, rows, cols, -1);
+    weight_matrix w;
+    w.rows = rows;
+    w.cols = cols;
+    if (v.type == dtype::f16 && reinterpret_cast<std::uintptr_t>(v.data) % alignof(std::uint16_t) == 0) {
+      w.f16 = v.data_as<std::uint16_t>();
+      return w;
+    }
+    const std::size_t n = static_cast<std::size_t>(rows) * static_cast<std::size_t>(cols);
+    auto& h = store_.new_f16(n);
+    if (v.type == dtype::f16) {
+      std::memcpy(h.data(), v.data, n * sizeof(std::uint16_t));
+    } else {
+      std::vector<float> scratch;
+      const float* f = floats(name, v, 0, n, &scratch);
+      for (int r = 0; r < rows; ++r)
+        kernels::to_float16(f + static_cast<std::size_t>(r) * cols, cols, h.data() + static_cast<std::size_t>(r) * cols);
+    }
+    w.f16 = h.data();
+    return w;
+  }
+
   std::vector<float>& owned(std::size_t n) const { return store_.new_f32(n); }
 
  private:
@@ -7532,9 +7633,10 @@ class weight_loader {
 }  // namespace taskmoe
 // ---- end taskmoe/model/weights.hpp ----
 // ---- begin taskmoe/layers/linear.hpp ----
-// A Linear layer y = x Wᵀ + b over row-major activations, on f32 or int8 (per-row scaled) weights.
-// Both run packed (kernels/packed_gemm.hpp): the model packs them once at load. An f32 layer that
-// was not packed runs kernels::gemm_f32 on the weights in place.
+// A Linear layer y = x Wᵀ + b over row-major activations, on f32, f16 or int8 (per-row scaled)
+// weights. All run packed (kernels/packed_gemm.hpp): the model packs them once at load (f16 as
+// f32, or quantized to int8). An f32 layer that was not packed runs kernels::gemm_f32 on the
+// weights in place.
 
 #include <cstddef>  // std::size_t
 #include <cstdint>  // std::int8_t
@@ -7548,7 +7650,7 @@ namespace taskmoe {
 namespace layers {
 
 struct linear {
-  weight_matrix weight;          // [out, in] as stored (f32 used in place; int8 kept for lookups)
+  weight_matrix weight;          // [out, in] as stored (f32 used in place; others kept for lookups)
   const float* bias = nullptr;   // [out] or null
   std::shared_ptr<const kernels::packed_int8> packed;  // int8: the packed weights, bias included
   std::shared_ptr<const kernels::packed_f32> packed_f32;  // f32: the packed weights, bias included
@@ -7565,19 +7667,35 @@ struct linear {
   // This layer's f32 weight and bias as one part of a packed f32 matrix.
   kernels::packed_f32::part packed_f32_part() const noexcept { return {weight.f32, weight.rows, weight.cols, bias}; }
 
-  // Packs the weights once (int8 must be packed, stored as `int8` says; f32 may run unpacked).
-  // No-op when done.
+  // Packs the weights once (int8 must be packed, stored as `int8` says; f16 packed as f32; f32
+  // may run unpacked). No-op when done.
   void pack(kernels::int8_weights int8 = kernels::int8_weights::full) {
     if (packed || packed_f32 || weight.empty()) return;
-    if (weight.is_int8())
+    if (weight.is_int8()) {
       packed = std::make_shared<const kernels::packed_int8>(kernels::packed_int8::pack({packed_part()}, weight.cols, int8));
-    else
+    } else if (weight.is_f16()) {
+      const std::vector<float> w = float_rows(nullptr, weight.rows);
+      packed_f32 = std::make_shared<const kernels::packed_f32>(
+          kernels::packed_f32::pack({{w.data(), weight.rows, weight.cols, bias}}, weight.cols));
+    } else {
       packed_f32 = std::make_shared<const kernels::packed_f32>(kernels::packed_f32::pack({packed_f32_part()}, weight.cols));
+    }
+  }
+
+  // Packs an int8 copy of float (f32 or f16) weights, quantized per row as the converter does
+  // (the output projection of an int8 model). No-op when packed; int8 weights pack as they are.
+  void pack_quantized(kernels::int8_weights int8 = kernels::int8_weights::full) {
+    if (packed || packed_f32 || weight.empty()) return;
+    if (weight.is_int8()) return pack(int8);
+    const int n = weight.rows, k = weight.cols;
+    packed = std::make_shared<const kernels::packed_int8>(
+        weight.is_f16() ? kernels::quantize_pack(weight.f16, n, k, k, bias, int8)
+                        : kernels::quantize_pack(weight.f32, n, k, k, bias, int8));
   }
 
   // A packed layer computing only output features `rows` (in that order; each in [0, out)), each
-  // with the same result as this layer's: the same weights (int8 rows, or f32 rows quantized per
-  // row as quantize_pack does when this layer runs an int8 copy of f32 weights; full or narrow as
+  // with the same result as this layer's: the same weights (int8 rows, or float rows quantized per
+  // row as quantize_pack does when this layer runs an int8 copy of float weights; full or narrow as
   // this layer's), the same kernel per column. The target-vocabulary shortlist
   // (decoding/vocabulary_map.hpp). Needs `weight`.
   linear select_rows(const std::vector<int>& rows) const {
@@ -7605,14 +7723,27 @@ struct linear {
           kernels::packed_int8::pack({{w.data(), n, k, s.data(), bp, 1.0f}}, k, int8));
       return out;
     }
-    std::vector<float> w(static_cast<std::size_t>(n) * ldk);
-    for (int i = 0; i < n; ++i)
-      std::memcpy(w.data() + i * ldk, weight.f32 + static_cast<std::size_t>(rows[i]) * ldk, ldk * sizeof(float));
-    if (packed)  // int8 copy of f32 weights
+    const std::vector<float> w = float_rows(rows.data(), n);
+    if (packed)  // int8 copy of float weights
       out.packed = std::make_shared<const kernels::packed_int8>(kernels::quantize_pack(w.data(), n, k, k, bp, int8));
     else
       out.packed_f32 = std::make_shared<const kernels::packed_f32>(kernels::packed_f32::pack({{w.data(), n, k, bp}}, k));
     return out;
+  }
+
+  // Rows rows[0..n) of float weights (rows 0..n when null) as f32: copied, or widened exactly
+  // from f16.
+  std::vector<float> float_rows(const int* rows, int n) const {
+    const std::size_t k = static_cast<std::size_t>(weight.cols);
+    std::vector<float> w(static_cast<std::size_t>(n) * k);
+    for (int i = 0; i < n; ++i) {
+      const std::size_t from = static_cast<std::size_t>(rows ? rows[i] : i) * k;
+      if (weight.is_f16())
+        kernels::from_float16(weight.f16 + from, weight.cols, w.data() + i * k);
+      else
+        std::memcpy(w.data() + i * k, weight.f32 + from, k * sizeof(float));
+    }
+    return w;
   }
 
   // Bytes of this layer's packed copy of its weights (0 before pack()).
@@ -7633,7 +7764,7 @@ struct linear {
       kernels::gemm_packed_f32(m, x, ldx, *packed_f32, y, ldy, {relu, accumulate, 0});
       return;
     }
-    if (weight.is_int8()) throw invalid_argument_error("linear: int8 weights were not packed");
+    if (weight.f32 == nullptr) throw invalid_argument_error("linear: int8 or float16 weights were not packed");
     kernels::gemm_options go;
     go.threads = kernels::intra_op_threads();
     kernels::gemm_f32(m, weight.rows, weight.cols, 1.0f, x, ldx, weight.f32, weight.cols,
@@ -8000,8 +8131,9 @@ struct model_options {
   enum class cache_precision { automatic, float32, float16 };
   cache_precision kv_cache = cache_precision::automatic;
   // Quantize float weights per row at load exactly as `taskmoe-convert --quantization int8`
-  // (its defaults: attention projections, dense FFNs, experts, embeddings and output projection;
-  // routers and small tensors stay float), so a checkpoint runs like its converted int8 file.
+  // (its defaults: attention projections, dense FFNs, experts and a separate output projection
+  // int8, embedding tables float16; routers and small tensors stay float), so a checkpoint runs
+  // like its converted int8 file.
   // Weights already int8 are used as they are.
   bool quantize_int8 = false;
   // How the int8 weights are packed (kernels::int8_weights): full keeps the file's values (every
@@ -8434,7 +8566,7 @@ class transformer {
     pre_ = cfg_.norm == norm_placement::pre;
     embed_scale_ = cfg_.scale_embeddings ? static_cast<float>(std::sqrt(static_cast<double>(cfg_.d_model))) : 1.0f;
     const weight_loader w(src_, store_);
-    const int d = cfg_.d_model, v = cfg_.vocab_size;
+    const int d = cfg_.d_model;
     for (stack s : {stack::encoder, stack::decoder}) {
       stack_weights& sw = s == stack::encoder ? encoder_ : decoder_;
       sw.embed = s == stack::decoder && cfg_.shared_embeddings ? encoder_.embed : embedding(w, spec::embed_tokens(cfg_, s));
@@ -8454,15 +8586,13 @@ class transformer {
       for (int i = 0; i < cfg_.num_layers(s); ++i)
         sw.layers.push_back(load_layer(w, s, i));
     }
-    output_.weight = cfg_.shared_embeddings ? encoder_.embed : embedding(w, std::string(spec::output_projection));
+    output_.weight = cfg_.shared_embeddings ? encoder_.embed : embedding(w, std::string(spec::output_projection), false);
     half_cache_ = opts_.kv_cache == model_options::cache_precision::float16 ||
                   (opts_.kv_cache == model_options::cache_precision::automatic && has_int8_layers());
-    if (!output_.weight.is_int8() && opts_.int8_output_projection && has_int8_layers()) {
-      output_.packed = std::make_shared<const kernels::packed_int8>(
-          kernels::quantize_pack(output_.weight.f32, v, d, d, nullptr, int8_));
-    } else {
+    if (opts_.int8_output_projection && has_int8_layers())
+      output_.pack_quantized(int8_);  // int8 as it is, float quantized per row
+    else
       output_.pack(int8_);
-    }
   }
 
   // Some attention projection, FFN or expert holds int8 weights (an int8 file).
@@ -8476,11 +8606,11 @@ class transformer {
     return false;
   }
 
-  // A [vocab, d] embedding or output projection: int8 when quantizing at load, as the converter
-  // writes it into int8 files.
-  weight_matrix embedding(const weight_loader& w, const std::string& name) const {
-    return opts_.quantize_int8 ? w.matrix_int8(name, cfg_.vocab_size, cfg_.d_model)
-                               : w.matrix(name, cfg_.vocab_size, cfg_.d_model);
+  // A [vocab, d] embedding table, or a separate output projection (`lookups` false). Quantizing
+  // at load does what the converter's int8 default writes: tables float16, the projection int8.
+  weight_matrix embedding(const weight_loader& w, const std::string& name, bool lookups = true) const {
+    if (opts_.quantize_int8 && !lookups) return w.matrix_int8(name, cfg_.vocab_size, cfg_.d_model);
+    return w.table(name, cfg_.vocab_size, cfg_.d_model, opts_.quantize_int8);
   }
 
   layers::layer_norm norm(const weight_loader& w, const std::string& prefix) const {
@@ -10279,14 +10409,23 @@ struct convert_progress {
   std::string_view tensor;       // name of the tensor just written
 };
 
+// int8 files: the type of the token embedding tables (docs/converter.md, "What int8 quantizes").
+//   float16  lookups within 2^-11 of float32 at half its bytes; a separate output projection is
+//            written int8, a shared table is quantized for it at load (the default: int8 lookups
+//            cost up to 0.49 BLEU on a demo task, float16 ones none measurable; BENCHMARKS.md 4)
+//   int8     the smallest file; the table is the output projection's int8 weights as well
+//   float32  embeddings and a separate output projection float32 (the runtime quantizes the
+//            projection at load)
+enum class embedding_precision { float16, int8, float32 };
+
+inline constexpr const char* embedding_precision_names[] = {"float16", "int8", "float32"};
+
 struct convert_options {
   quantization_scheme quantization = quantization_scheme::int8;
-  // int8 only: also quantize the attention projections / the embeddings and output projection
-  // (both default on; docs/converter.md, "What int8 quantizes"). Float32 embeddings make the file
-  // a quarter larger and its load slower for no measured quality (the runtime quantizes the
-  // output projection of an int8 model at load anyway).
+  // int8 only: also quantize the attention projections (default on; docs/converter.md).
   bool int8_attention = true;
-  bool int8_embeddings = true;
+  // int8 only: the embeddings' type (above).
+  embedding_precision embeddings = embedding_precision::float16;
   bool overwrite = false;  // replace an existing output file (atomically)
   // ISO 8601 UTC time stored as "created"; empty = the current time. Set it for reproducible files.
   std::string created;
@@ -10339,6 +10478,14 @@ inline quantization_scheme parse_quantization(std::string_view s) {
                                "' (expected float32, float16, bfloat16 or int8)");
 }
 
+// "float16" | "int8" | "float32" (also "f16", "fp16", "i8", "f32", "fp32").
+inline embedding_precision parse_embedding_precision(std::string_view s) {
+  if (s == "float16" || s == "f16" || s == "fp16") return embedding_precision::float16;
+  if (s == "int8" || s == "i8") return embedding_precision::int8;
+  if (s == "float32" || s == "f32" || s == "fp32") return embedding_precision::float32;
+  throw invalid_argument_error("unknown embedding type '" + std::string(s) + "' (expected float16, int8 or float32)");
+}
+
 namespace detail {
 
 inline dtype output_dtype(tensor_role role, const convert_options& o) noexcept {
@@ -10347,15 +10494,19 @@ inline dtype output_dtype(tensor_role role, const convert_options& o) noexcept {
       return dtype::f32;
     case quantization_scheme::float16:
     case quantization_scheme::bfloat16: {
-      const bool big = role == tensor_role::embedding || role == tensor_role::attention ||
-                       role == tensor_role::ffn || role == tensor_role::expert;
+      const bool big = role == tensor_role::embedding || role == tensor_role::output_projection ||
+                       role == tensor_role::attention || role == tensor_role::ffn || role == tensor_role::expert;
       if (!big) return dtype::f32;
       return o.quantization == quantization_scheme::float16 ? dtype::f16 : dtype::bf16;
     }
     case quantization_scheme::int8:
       if (role == tensor_role::ffn || role == tensor_role::expert) return dtype::i8;
       if (role == tensor_role::attention && o.int8_attention) return dtype::i8;
-      if (role == tensor_role::embedding && o.int8_embeddings) return dtype::i8;
+      if (role == tensor_role::embedding || role == tensor_role::output_projection) {
+        if (o.embeddings == embedding_precision::float32) return dtype::f32;
+        if (o.embeddings == embedding_precision::int8 || role == tensor_role::output_projection) return dtype::i8;
+        return dtype::f16;
+      }
       return dtype::f32;
   }
   return dtype::f32;

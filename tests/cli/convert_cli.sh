@@ -33,7 +33,10 @@ expect 2 "--all-tasks needs --output-dir" -- --checkpoint "$FIX/task_target" --a
 expect 2 "give --output FILE or --output-dir DIR" -- --checkpoint "$FIX/task_target" --task de-en
 expect 2 "mutually exclusive" -- --checkpoint "$FIX/task_target" --task de-en --all-tasks --output-dir "$T"
 expect 2 "needs a value" -- --checkpoint
-expect 2 "--float32-embeddings applies to --quantization int8 only" -- --checkpoint "$FIX/task_target" --task de-en --output "$T/x.tmoe" --quantization float32 --float32-embeddings
+expect 2 "--embeddings applies to --quantization int8 only" -- --checkpoint "$FIX/task_target" --task de-en --output "$T/x.tmoe" --quantization float32 --float32-embeddings
+expect 2 "--embeddings applies to --quantization int8 only" -- --checkpoint "$FIX/task_target" --task de-en --output "$T/x.tmoe" --quantization float16 --embeddings int8
+expect 2 "unknown embedding type 'int4' (expected float16, int8 or float32)" -- --checkpoint "$FIX/task_target" --task de-en --output "$T/x.tmoe" --embeddings int4
+expect 2 "--embeddings given twice" -- --checkpoint "$FIX/task_target" --task de-en --output "$T/x.tmoe" --embeddings int8 --float32-embeddings
 expect 2 "--vocabulary-map needs exactly one --task" -- --checkpoint "$FIX/task_target" --all-tasks --output-dir "$T" --vocabulary-map "$T/m.txt"
 expect 2 "--vocabulary-map and --vocabulary-maps are mutually exclusive" -- --checkpoint "$FIX/task_target" --task de-en --output "$T/x.tmoe" --vocabulary-map "$T/m.txt" --vocabulary-maps "$T"
 expect 2 "--list-tasks writes no files" -- --checkpoint "$FIX/task_target" --list-tasks --vocabulary-maps "$T"
@@ -64,10 +67,12 @@ expect 1 "file exists (use --force to replace it)" -- --checkpoint "$FIX/task_ta
 [ "$(md5sum <"$T/out/de-en.tmoe")" == "$before" ] || { echo "FAIL: file changed without --force"; fails=$((fails + 1)); }
 "$BIN" --checkpoint "$FIX/task_target" --task de-en --output "$T/out/de-en.tmoe" --quantization float32 --force 2>/dev/null || { echo "FAIL: --force"; fails=$((fails + 1)); }
 [ "$(md5sum <"$T/out/de-en.tmoe")" != "$before" ] || { echo "FAIL: --force did not replace"; fails=$((fails + 1)); }
-# int8 embeddings by default; --float32-embeddings keeps them (and the file is larger).
+# float16 embeddings by default: the file sits between --embeddings int8 and --float32-embeddings.
 "$BIN" --checkpoint "$FIX/task_target" --task de-en --output "$T/out/emb32.tmoe" --float32-embeddings --quiet 2>/dev/null || { echo "FAIL: --float32-embeddings"; fails=$((fails + 1)); }
-"$BIN" --checkpoint "$FIX/task_target" --task de-en --output "$T/out/emb8.tmoe" --quiet 2>/dev/null || { echo "FAIL: int8 convert"; fails=$((fails + 1)); }
-[ "$(stat -c %s "$T/out/emb32.tmoe")" -gt "$(stat -c %s "$T/out/emb8.tmoe")" ] || { echo "FAIL: --float32-embeddings file not larger"; fails=$((fails + 1)); }
+"$BIN" --checkpoint "$FIX/task_target" --task de-en --output "$T/out/emb16.tmoe" --quiet 2>/dev/null || { echo "FAIL: int8 convert"; fails=$((fails + 1)); }
+"$BIN" --checkpoint "$FIX/task_target" --task de-en --output "$T/out/emb8.tmoe" --embeddings i8 --quiet 2>/dev/null || { echo "FAIL: --embeddings i8"; fails=$((fails + 1)); }
+[ "$(stat -c %s "$T/out/emb32.tmoe")" -gt "$(stat -c %s "$T/out/emb16.tmoe")" ] || { echo "FAIL: --float32-embeddings file not larger"; fails=$((fails + 1)); }
+[ "$(stat -c %s "$T/out/emb16.tmoe")" -gt "$(stat -c %s "$T/out/emb8.tmoe")" ] || { echo "FAIL: --embeddings int8 file not smaller"; fails=$((fails + 1)); }
 mkdir "$T/all"
 "$BIN" --checkpoint "$FIX/token_task" --all-tasks --output-dir "$T/all" 2>"$T/err" || { echo "FAIL: --all-tasks"; cat "$T/err"; fails=$((fails + 1)); }
 [ "$(ls "$T/all" | wc -l)" == 4 ] || { echo "FAIL: --all-tasks wrote: $(ls "$T/all")"; fails=$((fails + 1)); }

@@ -45,8 +45,10 @@ constexpr const char* usage_text =
     "                         float32 is bit-exact; int8 stores FFN, expert, attention and\n"
     "                         embedding weights as symmetric per-row int8 with f32 scales\n"
     "                         (see docs/converter.md)\n"
-    "  --float32-embeddings   int8 only: keep the embeddings and output projection float32\n"
-    "                         (a larger file and a slower load; default: int8 like the rest)\n"
+    "  --embeddings T         int8 only: float16 | int8 | float32 token embeddings (default:\n"
+    "                         float16, a separate output projection int8; int8: the smallest\n"
+    "                         file, up to 0.5 BLEU lower; float32: the output projection too)\n"
+    "  --float32-embeddings   the same as --embeddings float32\n"
     "  --vocabulary-map FILE  embed a target-vocabulary shortlist (CTranslate2's vmap.txt format;\n"
     "                         tools/make_vocabulary_map.py) in the file (exactly one --task)\n"
     "  --vocabulary-maps DIR  embed DIR/<task>.vmap.txt in each task's file, where it exists\n"
@@ -80,7 +82,7 @@ struct cli_options {
   std::string output;
   std::string output_dir;
   taskmoe::quantization_scheme quantization = taskmoe::quantization_scheme::int8;
-  bool float32_embeddings = false;
+  taskmoe::embedding_precision embeddings = taskmoe::embedding_precision::float16;
   int verify = 0;
   std::string probe_file;
   std::string vocabulary_map;
@@ -93,7 +95,8 @@ struct cli_options {
 
 cli_options parse(int argc, char** argv) {
   cli_options o;
-  bool have_checkpoint = false, have_output = false, have_output_dir = false, have_q = false;
+  bool have_checkpoint = false, have_output = false, have_output_dir = false, have_q = false,
+       have_embeddings = false;
   for (taskmoe_cli::arg_cursor args(argc, argv); args.next();) {
     const std::string& a = args.name();
     const auto take = [&args] { return args.take(); };
@@ -126,9 +129,19 @@ cli_options parse(int argc, char** argv) {
         throw usage_error{e.what()};
       }
       have_q = true;
-    } else if (a == "--float32-embeddings") {
-      flag();
-      o.float32_embeddings = true;
+    } else if (a == "--embeddings" || a == "--float32-embeddings") {
+      if (have_embeddings) throw usage_error{"--embeddings given twice"};
+      if (a == "--float32-embeddings") {
+        flag();
+        o.embeddings = taskmoe::embedding_precision::float32;
+      } else {
+        try {
+          o.embeddings = taskmoe::parse_embedding_precision(take());
+        } catch (const taskmoe::invalid_argument_error& e) {
+          throw usage_error{e.what()};
+        }
+      }
+      have_embeddings = true;
     } else if (a == "--verify") {
       const std::string v = take();
       char* end = nullptr;
@@ -178,8 +191,8 @@ cli_options parse(int argc, char** argv) {
   if ((have_output && o.output.empty()) || (have_output_dir && o.output_dir.empty()))
     throw usage_error{"empty output path"};
   if (!o.probe_file.empty() && o.verify == 0) throw usage_error{"--probe-file needs --verify N"};
-  if (o.float32_embeddings && o.quantization != taskmoe::quantization_scheme::int8)
-    throw usage_error{"--float32-embeddings applies to --quantization int8 only"};
+  if (have_embeddings && o.quantization != taskmoe::quantization_scheme::int8)
+    throw usage_error{"--embeddings applies to --quantization int8 only"};
   if (!o.vocabulary_map.empty() && !o.vocabulary_maps.empty())
     throw usage_error{"--vocabulary-map and --vocabulary-maps are mutually exclusive"};
   if (!o.vocabulary_map.empty() && (o.all_tasks || o.tasks.size() != 1))
@@ -337,7 +350,7 @@ int run(const cli_options& o) {
   for (std::size_t i = 0; i < tasks.size(); ++i) {
     convert_options& co = options[i];
     co.quantization = o.quantization;
-    co.int8_embeddings = !o.float32_embeddings;
+    co.embeddings = o.embeddings;
     co.overwrite = o.force;
     co.vocabulary_map = o.vocabulary_map;
     if (!o.vocabulary_maps.empty()) {

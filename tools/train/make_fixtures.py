@@ -172,17 +172,16 @@ def _int8_linear(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor = None) -> to
 
 def int8_reference(model: TaskMoEModel, ref: dict) -> dict:
     """Golden outputs of the int8 file the converter makes by default (attention projections, FFNs,
-    experts, embeddings and output projection int8) run with the runtime's defaults: the token
-    embeddings replaced in place by their per-row int8 values (what a lookup reads), and every
-    F.linear of the reference model by _int8_linear (routers use matmul and stay float32, as in
-    the runtime). Modifies `model`."""
+    experts and a separate output projection int8, token embeddings float16) run with the
+    runtime's defaults: the token embeddings replaced in place by their float16 values (what a
+    lookup reads; a shared table's output projection is quantized from them, as the runtime does
+    at load), and every F.linear of the reference model by _int8_linear (routers use matmul and
+    stay float32, as in the runtime). Modifies `model`."""
     import torch.nn.functional as F
     with torch.no_grad():
         for name, module in model.named_modules():
             if name.endswith("embed_tokens"):
-                q, scale = _quantize_rows(module.weight)
-                # float32 q * scale, as weight_matrix::row_to_f32 computes it
-                module.weight.copy_(q.float() * scale.float()[:, None])
+                module.weight.copy_(module.weight.half().float())  # round to nearest even, as the converter
     original = F.linear
     ties = []
 

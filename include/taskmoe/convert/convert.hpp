@@ -52,14 +52,23 @@ struct convert_progress {
   std::string_view tensor;       // name of the tensor just written
 };
 
+// int8 files: the type of the token embedding tables (docs/converter.md, "What int8 quantizes").
+//   float16  lookups within 2^-11 of float32 at half its bytes; a separate output projection is
+//            written int8, a shared table is quantized for it at load (the default: int8 lookups
+//            cost up to 0.49 BLEU on a demo task, float16 ones none measurable; BENCHMARKS.md 4)
+//   int8     the smallest file; the table is the output projection's int8 weights as well
+//   float32  embeddings and a separate output projection float32 (the runtime quantizes the
+//            projection at load)
+enum class embedding_precision { float16, int8, float32 };
+
+inline constexpr const char* embedding_precision_names[] = {"float16", "int8", "float32"};
+
 struct convert_options {
   quantization_scheme quantization = quantization_scheme::int8;
-  // int8 only: also quantize the attention projections / the embeddings and output projection
-  // (both default on; docs/converter.md, "What int8 quantizes"). Float32 embeddings make the file
-  // a quarter larger and its load slower for no measured quality (the runtime quantizes the
-  // output projection of an int8 model at load anyway).
+  // int8 only: also quantize the attention projections (default on; docs/converter.md).
   bool int8_attention = true;
-  bool int8_embeddings = true;
+  // int8 only: the embeddings' type (above).
+  embedding_precision embeddings = embedding_precision::float16;
   bool overwrite = false;  // replace an existing output file (atomically)
   // ISO 8601 UTC time stored as "created"; empty = the current time. Set it for reproducible files.
   std::string created;
@@ -112,6 +121,14 @@ inline quantization_scheme parse_quantization(std::string_view s) {
                                "' (expected float32, float16, bfloat16 or int8)");
 }
 
+// "float16" | "int8" | "float32" (also "f16", "fp16", "i8", "f32", "fp32").
+inline embedding_precision parse_embedding_precision(std::string_view s) {
+  if (s == "float16" || s == "f16" || s == "fp16") return embedding_precision::float16;
+  if (s == "int8" || s == "i8") return embedding_precision::int8;
+  if (s == "float32" || s == "f32" || s == "fp32") return embedding_precision::float32;
+  throw invalid_argument_error("unknown embedding type '" + std::string(s) + "' (expected float16, int8 or float32)");
+}
+
 namespace detail {
 
 inline dtype output_dtype(tensor_role role, const convert_options& o) noexcept {
@@ -120,15 +137,19 @@ inline dtype output_dtype(tensor_role role, const convert_options& o) noexcept {
       return dtype::f32;
     case quantization_scheme::float16:
     case quantization_scheme::bfloat16: {
-      const bool big = role == tensor_role::embedding || role == tensor_role::attention ||
-                       role == tensor_role::ffn || role == tensor_role::expert;
+      const bool big = role == tensor_role::embedding || role == tensor_role::output_projection ||
+                       role == tensor_role::attention || role == tensor_role::ffn || role == tensor_role::expert;
       if (!big) return dtype::f32;
       return o.quantization == quantization_scheme::float16 ? dtype::f16 : dtype::bf16;
     }
     case quantization_scheme::int8:
       if (role == tensor_role::ffn || role == tensor_role::expert) return dtype::i8;
       if (role == tensor_role::attention && o.int8_attention) return dtype::i8;
-      if (role == tensor_role::embedding && o.int8_embeddings) return dtype::i8;
+      if (role == tensor_role::embedding || role == tensor_role::output_projection) {
+        if (o.embeddings == embedding_precision::float32) return dtype::f32;
+        if (o.embeddings == embedding_precision::int8 || role == tensor_role::output_projection) return dtype::i8;
+        return dtype::f16;
+      }
       return dtype::f32;
   }
   return dtype::f32;

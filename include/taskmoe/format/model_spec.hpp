@@ -16,7 +16,8 @@ namespace taskmoe {
 
 // What a tensor is, which decides its dtype under each quantization scheme (convert/).
 enum class tensor_role {
-  embedding,       // embed_tokens / output_projection [vocab, d]
+  embedding,       // embed_tokens [vocab, d]: row lookups (also the output projection when shared)
+  output_projection,  // a separate output_projection [vocab, d]: a GEMM's weights only
   positions,       // learned embed_positions
   task_embedding,  // a task-routed stack's task table (task data: replaced by gates in a .tmoe)
   attention,       // {self,encoder}_attn.{q,k,v,out}_proj.weight
@@ -85,7 +86,7 @@ inline void for_each_required_checkpoint_tensor(const model_config& c, Visit&& v
   if (!c.shared_embeddings) {
     cur = stack::decoder;
     add(spec::embed_tokens(c, stack::decoder), {v, d}, tensor_role::embedding);
-    add(std::string(spec::output_projection), {v, d}, tensor_role::embedding);
+    add(std::string(spec::output_projection), {v, d}, tensor_role::output_projection);
   }
   for (stack s : {stack::encoder, stack::decoder}) {
     cur = s;

@@ -133,6 +133,18 @@ inline void to_float16(const float* x, int n, std::uint16_t* y) {
   }
 }
 
+// y[i] = x[i] (float16 bits) as float, exactly (the same on every ISA; a NaN stays a NaN).
+inline void from_float16(const std::uint16_t* x, int n, float* y) {
+  if (n < 0) detail::fail("from_float16", "n must be >= 0");
+  switch (active_isa()) {
+#if TASKMOE_KERNELS_X86
+    case isa::avx512: detail::avx512::from_float16(x, n, y); return;
+    case isa::avx2: detail::avx2::from_float16(x, n, y); return;
+#endif
+    default: detail::generic::from_float16(x, n, y); return;
+  }
+}
+
 // Softmax over each row of x [rows, cols] into y (may be x).
 inline void softmax(const float* x, int rows, int cols, int ldx, float* y, int ldy) {
   detail::check_rows("softmax", x, rows, cols, ldx, y, ldy);

@@ -10,7 +10,8 @@
 //   pack_int8        int8 weights [n, k] with per-row scales (as in .tmoe files), optionally
 //                    several matrices stacked by rows (fused QKV, the kept experts' fc1), with a
 //                    per-part multiplier folded into scales and bias (a task gate).
-//   quantize_pack    f32 weights: quantize_rows_int8 per row, then pack (f32 output projection).
+//   quantize_pack    f32 or f16 weights: quantize_rows_int8 per row, then pack (the output
+//                    projection of an int8 model whose embeddings are float).
 //   gemm_packed_int8 quantizes A per row (the same quantizer as gemm_int8), runs the ISA's
 //                    kernel: AVX-512 VNNI (u8 x s8 with the +128 shift compensated per column),
 //                    AVX-VNNI, AVX2 (sign trick; Winograd's pair products for calls with many
@@ -45,6 +46,7 @@
 #include <taskmoe/kernels/arch/generic.hpp>         // generic::gemm_packed
 #include <taskmoe/kernels/detail/args.hpp>          // argument checks
 #include <taskmoe/kernels/detail/packed_args.hpp>   // packed_call
+#include <taskmoe/kernels/elementwise.hpp>          // from_float16
 #include <taskmoe/kernels/gemm.hpp>                 // quantize_rows_int8
 #include <taskmoe/kernels/isa.hpp>                  // active_isa
 #include <taskmoe/kernels/parallel.hpp>             // parallel_for
@@ -378,6 +380,24 @@ inline packed_int8 quantize_pack(const float* w, int n, int k, int ldw, const fl
   std::vector<std::int8_t> q(static_cast<std::size_t>(n) * ldq);
   std::vector<float> scales(static_cast<std::size_t>(n));
   quantize_rows_int8(w, n, k, ldw, q.data(), ldq, scales.data());
+  return packed_int8::pack({{q.data(), n, ldq, scales.data(), bias, 1.0f}}, k, weights);
+}
+
+// float16 weights [n, k] (ldw; a float16 embedding table): widened exactly a block of rows at a
+// time (no float copy of the whole matrix), then as above.
+inline packed_int8 quantize_pack(const std::uint16_t* w, int n, int k, int ldw, const float* bias = nullptr,
+                                 int8_weights weights = int8_weights::full) {
+  if (n < 0 || k < 0 || (n > 0 && (w == nullptr || ldw < k)))
+    throw invalid_argument_error("taskmoe::kernels::quantize_pack: bad float16 matrix");
+  const int ldq = k > 0 ? k : 1, block = 64;
+  std::vector<std::int8_t> q(static_cast<std::size_t>(n) * ldq);
+  std::vector<float> scales(static_cast<std::size_t>(n)), f(static_cast<std::size_t>(block) * ldq);
+  for (int r0 = 0; r0 < n; r0 += block) {
+    const int rows = std::min(block, n - r0);
+    for (int r = 0; r < rows; ++r)
+      from_float16(w + static_cast<std::size_t>(r0 + r) * ldw, k, f.data() + static_cast<std::size_t>(r) * ldq);
+    quantize_rows_int8(f.data(), rows, k, ldq, q.data() + static_cast<std::size_t>(r0) * ldq, ldq, scales.data() + r0);
+  }
   return packed_int8::pack({{q.data(), n, ldq, scales.data(), bias, 1.0f}}, k, weights);
 }
 

@@ -85,8 +85,9 @@ struct model_options {
   enum class cache_precision { automatic, float32, float16 };
   cache_precision kv_cache = cache_precision::automatic;
   // Quantize float weights per row at load exactly as `taskmoe-convert --quantization int8`
-  // (its defaults: attention projections, dense FFNs, experts, embeddings and output projection;
-  // routers and small tensors stay float), so a checkpoint runs like its converted int8 file.
+  // (its defaults: attention projections, dense FFNs, experts and a separate output projection
+  // int8, embedding tables float16; routers and small tensors stay float), so a checkpoint runs
+  // like its converted int8 file.
   // Weights already int8 are used as they are.
   bool quantize_int8 = false;
   // How the int8 weights are packed (kernels::int8_weights): full keeps the file's values (every
@@ -519,7 +520,7 @@ class transformer {
     pre_ = cfg_.norm == norm_placement::pre;
     embed_scale_ = cfg_.scale_embeddings ? static_cast<float>(std::sqrt(static_cast<double>(cfg_.d_model))) : 1.0f;
     const weight_loader w(src_, store_);
-    const int d = cfg_.d_model, v = cfg_.vocab_size;
+    const int d = cfg_.d_model;
     for (stack s : {stack::encoder, stack::decoder}) {
       stack_weights& sw = s == stack::encoder ? encoder_ : decoder_;
       sw.embed = s == stack::decoder && cfg_.shared_embeddings ? encoder_.embed : embedding(w, spec::embed_tokens(cfg_, s));
@@ -539,15 +540,13 @@ class transformer {
       for (int i = 0; i < cfg_.num_layers(s); ++i)
         sw.layers.push_back(load_layer(w, s, i));
     }
-    output_.weight = cfg_.shared_embeddings ? encoder_.embed : embedding(w, std::string(spec::output_projection));
+    output_.weight = cfg_.shared_embeddings ? encoder_.embed : embedding(w, std::string(spec::output_projection), false);
     half_cache_ = opts_.kv_cache == model_options::cache_precision::float16 ||
                   (opts_.kv_cache == model_options::cache_precision::automatic && has_int8_layers());
-    if (!output_.weight.is_int8() && opts_.int8_output_projection && has_int8_layers()) {
-      output_.packed = std::make_shared<const kernels::packed_int8>(
-          kernels::quantize_pack(output_.weight.f32, v, d, d, nullptr, int8_));
-    } else {
+    if (opts_.int8_output_projection && has_int8_layers())
+      output_.pack_quantized(int8_);  // int8 as it is, float quantized per row
+    else
       output_.pack(int8_);
-    }
   }
 
   // Some attention projection, FFN or expert holds int8 weights (an int8 file).
@@ -561,11 +560,11 @@ class transformer {
     return false;
   }
 
-  // A [vocab, d] embedding or output projection: int8 when quantizing at load, as the converter
-  // writes it into int8 files.
-  weight_matrix embedding(const weight_loader& w, const std::string& name) const {
-    return opts_.quantize_int8 ? w.matrix_int8(name, cfg_.vocab_size, cfg_.d_model)
-                               : w.matrix(name, cfg_.vocab_size, cfg_.d_model);
+  // A [vocab, d] embedding table, or a separate output projection (`lookups` false). Quantizing
+  // at load does what the converter's int8 default writes: tables float16, the projection int8.
+  weight_matrix embedding(const weight_loader& w, const std::string& name, bool lookups = true) const {
+    if (opts_.quantize_int8 && !lookups) return w.matrix_int8(name, cfg_.vocab_size, cfg_.d_model);
+    return w.table(name, cfg_.vocab_size, cfg_.d_model, opts_.quantize_int8);
   }
 
   layers::layer_norm norm(const weight_loader& w, const std::string& prefix) const {

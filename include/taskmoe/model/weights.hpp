@@ -7,11 +7,13 @@
 // does). The loaders turn a tensor_view into a `weight_matrix`:
 //   f32 (4-byte aligned)  used in place, no copy;
 //   i8 + per-row scales   used in place (int8 GEMM);
+//   f16 embedding tables  used in place (rows widened per lookup; packed for the output projection);
 //   f16 / bf16 / unaligned f32  widened to f32 once at load into buffers the model owns.
 // Everything the model points at lives either in the source (kept alive by the model) or in its
 // `weight_store`, so a loaded model is immutable and can be shared by any number of threads.
 
-#include <cstdint>     // std::int8_t, std::uintptr_t
+#include <cstdint>     // std::int8_t, std::uint16_t, std::uintptr_t
+#include <cstring>     // std::memcpy
 #include <deque>       // std::deque (stable addresses)
 #include <memory>      // std::shared_ptr
 #include <mutex>       // std::mutex (verify_on_read)
@@ -24,7 +26,8 @@
 #include <taskmoe/format/checkpoint.hpp>
 #include <taskmoe/format/model_config.hpp>
 #include <taskmoe/format/tmoe.hpp>
-#include <taskmoe/kernels/gemm.hpp>  // quantize_rows_int8 (quantize at load)
+#include <taskmoe/kernels/elementwise.hpp>  // to_float16 (quantize at load)
+#include <taskmoe/kernels/gemm.hpp>         // quantize_rows_int8 (quantize at load)
 #include <taskmoe/moe/gating.hpp>     // compute_task_gate
 #include <taskmoe/tensor/tensor_view.hpp>
 #include <taskmoe/tensor/weight_matrix.hpp>
@@ -46,16 +49,22 @@ class weight_store {
     i8_.emplace_back(n);
     return i8_.back();
   }
+  std::vector<std::uint16_t>& new_f16(std::size_t n) {
+    f16_.emplace_back(n);
+    return f16_.back();
+  }
   std::size_t bytes() const noexcept {
     std::size_t b = 0;
     for (const auto& v : f32_) b += v.size() * sizeof(float);
     for (const auto& v : i8_) b += v.size();
+    for (const auto& v : f16_) b += v.size() * sizeof(std::uint16_t);
     return b;
   }
 
  private:
   std::deque<std::vector<float>> f32_;
   std::deque<std::vector<std::int8_t>> i8_;
+  std::deque<std::vector<std::uint16_t>> f16_;
 };
 
 // The routing of one MoE layer once the weight source has been resolved.
@@ -259,6 +268,35 @@ class weight_loader {
     q.i8 = data.data();
     q.scales = sc.data();
     return q;
+  }
+
+  // An embedding table [rows, cols]: row lookups, and the output projection's weights once packed.
+  // float16 stays float16 (in place when aligned; no widened copy of the table); with
+  // `round_f16` a float table is rounded to float16 into the store, as the converter writes it
+  // (quantize at load). Anything else as matrix().
+  weight_matrix table(const std::string& name, int rows, int cols, bool round_f16 = false) const {
+    const tensor_view& v = src_.tensor(name);
+    if (v.type != dtype::f16 && (!round_f16 || v.type == dtype::i8)) return matrix(name, rows, cols);
+    check_shape(name, v, rows, cols, -1);
+    weight_matrix w;
+    w.rows = rows;
+    w.cols = cols;
+    if (v.type == dtype::f16 && reinterpret_cast<std::uintptr_t>(v.data) % alignof(std::uint16_t) == 0) {
+      w.f16 = v.data_as<std::uint16_t>();
+      return w;
+    }
+    const std::size_t n = static_cast<std::size_t>(rows) * static_cast<std::size_t>(cols);
+    auto& h = store_.new_f16(n);
+    if (v.type == dtype::f16) {
+      std::memcpy(h.data(), v.data, n * sizeof(std::uint16_t));
+    } else {
+      std::vector<float> scratch;
+      const float* f = floats(name, v, 0, n, &scratch);
+      for (int r = 0; r < rows; ++r)
+        kernels::to_float16(f + static_cast<std::size_t>(r) * cols, cols, h.data() + static_cast<std::size_t>(r) * cols);
+    }
+    w.f16 = h.data();
+    return w;
   }
 
   std::vector<float>& owned(std::size_t n) const { return store_.new_f32(n); }

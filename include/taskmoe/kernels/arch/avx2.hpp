@@ -902,6 +902,20 @@ TASKMOE_TARGET_AVX2 inline void to_float16(const float* x, int n, std::uint16_t*
   }
 }
 
+// y = x widened from float16 (exact), 8 at a time.
+TASKMOE_TARGET_AVX2 inline void from_float16(const std::uint16_t* x, int n, float* y) {
+  int i = 0;
+  for (; i + 8 <= n; i += 8)
+    _mm256_storeu_ps(y + i, _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(x + i))));
+  if (i < n) {
+    alignas(16) std::uint16_t in[8] = {};
+    alignas(32) float out[8];
+    for (int t = i; t < n; ++t) in[t - i] = x[t];
+    _mm256_store_ps(out, _mm256_cvtph_ps(_mm_load_si128(reinterpret_cast<const __m128i*>(in))));
+    for (int t = i; t < n; ++t) y[t] = out[t - i];
+  }
+}
+
 TASKMOE_TARGET_AVX2 inline void add_inplace(float* y, const float* b, int n) {
   int i = 0;
   for (; i + 8 <= n; i += 8) {

@@ -494,6 +494,14 @@ TASKMOE_TARGET_AVX512 inline void to_float16(const float* x, int n, std::uint16_
   }
 }
 
+// y = x widened from float16 (exact), 16 at a time, the tail masked.
+TASKMOE_TARGET_AVX512 inline void from_float16(const std::uint16_t* x, int n, float* y) {
+  for (int i = 0; i < n; i += 16) {
+    const __mmask16 m = tail_mask(n - i);
+    _mm512_mask_storeu_ps(y + i, m, _mm512_maskz_cvtph_ps(0xffff, _mm256_maskz_loadu_epi16(m, x + i)));
+  }
+}
+
 // y[i] += b[i]; 16 floats per step, masked tail.
 TASKMOE_TARGET_AVX512 inline void add_inplace(float* y, const float* b, int n) {
   int i = 0;

@@ -92,6 +92,10 @@ inline void to_float16(const float* x, int n, std::uint16_t* y) {
   for (int i = 0; i < n; ++i) y[i] = taskmoe::detail::f32_to_f16(x[i]);
 }
 
+inline void from_float16(const std::uint16_t* x, int n, float* y) {
+  for (int i = 0; i < n; ++i) y[i] = taskmoe::detail::f16_to_f32(x[i]);
+}
+
 // C_int[i, j] = sum_k a[i, k] * w[j, k] for i < m, j < n, handed to ep(i, j, value) exactly once
 // each. The integer result is exact (|sum| <= K * 127 * 127 fits int32 for K < 133,000).
 template <class Epilogue>
