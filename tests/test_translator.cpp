@@ -107,6 +107,40 @@ TEST_CASE("batch results come back in caller order and equal one-by-one results"
   }
 }
 
+TEST_CASE("sub-batches: bounded runs of the length order, longest first, cut so every thread has one") {
+  using batches = std::vector<std::vector<std::size_t>>;
+  const auto split = [](std::size_t n, std::size_t max_cost, std::size_t threads, std::vector<std::size_t> cost = {}) {
+    std::vector<std::size_t> order(n);
+    for (std::size_t i = 0; i < n; ++i) order[i] = i;  // already sorted by length
+    if (cost.empty()) cost.assign(n, 1);
+    return taskmoe::detail::split_batches(order, cost, max_cost, threads);
+  };
+  CHECK(split(0, 0, 2).empty());
+  CHECK(split(5, 0, 1) == batches{{0, 1, 2, 3, 4}});
+  CHECK(split(5, 0, 2) == batches{{3, 4}, {0, 1, 2}});  // the longer sentences in the smaller part
+  CHECK(split(5, 2, 1) == batches{{4}, {2, 3}, {0, 1}});
+  // One bounded batch and two threads: two halves, not one batch whose GEMMs split columns.
+  CHECK(split(64, 64, 2).size() == 2);
+  CHECK(split(64, 64, 2)[0].size() == 32);
+  CHECK(split(6, 6, 3) == batches{{4, 5}, {2, 3}, {0, 1}});
+  CHECK(split(2, 8, 4) == batches{{1}, {0}});  // never an empty part
+  CHECK(split(1, 8, 4) == batches{{0}});
+  // Runs of 4 and 2 on four threads: the larger parts are cut first (2 + 2), then on a tie the
+  // longer sentences' run (1 + 1).
+  CHECK(split(6, 4, 4, {1, 1, 1, 1, 1, 1}) == batches{{5}, {4}, {2, 3}, {0, 1}});
+  // Token costs bound the runs; every index appears once, in length order.
+  const batches t = split(10, 6, 3, {1, 1, 2, 2, 2, 3, 3, 3, 4, 4});
+  std::vector<std::size_t> all;
+  for (auto it = t.rbegin(); it != t.rend(); ++it) all.insert(all.end(), it->begin(), it->end());
+  CHECK(all == std::vector<std::size_t>{0, 1, 2, 3, 4, 5, 6, 7, 8, 9});
+  for (const auto& b : t) {
+    std::size_t c = 0;
+    for (std::size_t i : b) c += std::vector<std::size_t>{1, 1, 2, 2, 2, 3, 3, 3, 4, 4}[i];
+    CHECK(c <= 6);
+    CHECK(!b.empty());
+  }
+}
+
 TEST_CASE("one translator serves several threads at once") {
   const translator& t = fixture_translator();
   const std::vector<std::vector<int>> srcs = {{7, 89, 19}, {40, 41, 42}, {19, 18, 178}};
