@@ -704,6 +704,9 @@ TEST_CASE("packed int8 weights: every ISA packs the same bytes and the VNNI comp
     for (tk::isa isa : runnable_isas()) {
       tk::scoped_isa_override force(isa);
       packs.push_back(tk::packed_int8::pack({{w.data(), n, k, sw.data(), nullptr, 1.0f}}, k));
+      // Panels split over intra-op threads (a model's load): the same bytes.
+      const tk::scoped_intra_op_threads threads(3);
+      packs.push_back(tk::packed_int8::pack({{w.data(), n, k, sw.data(), nullptr, 1.0f}}, k));
     }
     const int k4 = (k + 3) / 4 * 4;
     const std::size_t bytes = static_cast<std::size_t>(packs[0].panels()) * 16 * k4;
@@ -737,6 +740,36 @@ TEST_CASE("packed int8 weights: quantize_pack matches quantize + pack, bad argum
   tk::gemm_packed_int8(3, a.data(), k, direct, c1.data(), n);
   tk::gemm_packed_int8(3, a.data(), k, manual, c2.data(), n);
   CHECK(c1 == c2);
+  // float16 weights: the same as quantize_pack of their exact widening, with one thread or more
+  // (blocks of 64 rows: 150 rows end in a partial block), full and narrow.
+  {
+    const int n16 = 150;
+    const auto wf16 = random_floats(static_cast<std::size_t>(n16) * k, 34, -2.0f, 2.0f);
+    std::vector<std::uint16_t> h(wf16.size());
+    std::vector<float> widened(wf16.size());
+    tk::to_float16(wf16.data(), static_cast<int>(wf16.size()), h.data());
+    tk::from_float16(h.data(), static_cast<int>(h.size()), widened.data());
+    const auto b16 = random_floats(n16, 35);
+    const auto a16 = random_floats(5 * k, 36);
+    for (tk::int8_weights weights : {tk::int8_weights::full, tk::int8_weights::narrow}) {
+      std::vector<float> one_thread;
+      for (int threads : {1, 2}) {
+        CAPTURE(threads);
+        const tk::scoped_intra_op_threads scope(threads);
+        const auto from16 = tk::quantize_pack(h.data(), n16, k, k, b16.data(), weights);
+        const auto from32 = tk::quantize_pack(widened.data(), n16, k, k, b16.data(), weights);
+        std::vector<float> y16(5 * n16), y32(5 * n16);
+        tk::gemm_packed_int8(5, a16.data(), k, from16, y16.data(), n16);
+        tk::gemm_packed_int8(5, a16.data(), k, from32, y32.data(), n16);
+        CHECK(y16 == y32);
+        CHECK(from16.weights() == tk::resolve_int8_weights(weights));
+        if (one_thread.empty()) one_thread = y16;
+        CHECK(y16 == one_thread);  // panels packed (and narrowed) on two threads: the same
+      }
+    }
+    CHECK_THROWS_AS(tk::quantize_pack(h.data(), n16, k, k - 1), taskmoe::invalid_argument_error);
+    CHECK_THROWS_AS(tk::quantize_pack(static_cast<const std::uint16_t*>(nullptr), n16, k, k), taskmoe::invalid_argument_error);
+  }
   const auto err = [](auto f) { CHECK_THROWS_AS(f(), taskmoe::invalid_argument_error); };
   auto bias = random_floats(n, 33);
   err([&] { tk::packed_int8::pack({{q.data(), 10, k, s.data(), bias.data(), 1.0f}, {q.data(), 9, k, s.data(), nullptr, 1.0f}}, k); });

@@ -372,6 +372,7 @@ class translator {
     const std::string spm = src.sentencepiece_model();
     tag_id_ = target_tag_id(spm, task_, src);
     spm_ = std::make_shared<const tokenizer::sentencepiece>(spm);
+    const kernels::scoped_intra_op_threads load_threads(options_.threads);  // packing at load
     model_ = std::make_shared<const model::transformer>(std::move(src), model_options(options_));
     load_vocabulary_map(spm);
   }

@@ -144,6 +144,7 @@ inline translator_set translator_set::from_checkpoint(const std::string& dir, co
   // The first task's model owns every shared layer; the others load only their experts. Tasks
   // routed to the same experts with the same gates (one target language under task:target
   // routing; every task under token routing) share one model outright.
+  const kernels::scoped_intra_op_threads load_threads(o.translator.threads);  // packing at load
   auto first = model::weight_source::from_checkpoint(ck, tasks.front().name);
   auto first_routes = detail::routes(first);
   const auto base = std::make_shared<const model::transformer>(std::move(first), mo);

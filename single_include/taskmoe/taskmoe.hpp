@@ -6787,7 +6787,6 @@ inline packed_int8 packed_int8::pack(const std::vector<part>& parts, int k, int8
   const bool avx2 = active_isa() >= isa::avx2;
   const bool schedule = !out.narrow_ && detail::sign_trick_may_run(out.k4_);
   const int groups = out.k4_ / detail::k_group;
-  std::vector<std::uint16_t> scratch;
   if (schedule) {
     out.group_order_.resize(static_cast<std::size_t>(out.panels_) * groups);
     out.paired_groups_.resize(static_cast<std::size_t>(out.panels_));
@@ -6805,55 +6804,61 @@ inline packed_int8 packed_int8::pack(const std::vector<part>& parts, int k, int8
   constexpr int width = detail::panel_width, group = detail::k_group;
   const std::size_t pb = static_cast<std::size_t>(out.k4_) * width;
   const int whole = k / group;
-  std::vector<std::int8_t> narrowed(out.narrow_ ? static_cast<std::size_t>(width) * k : 0);
-  const std::int8_t* narrow_rows[width] = {};
-  for (int panel = 0; panel < out.panels_; ++panel) {
-    std::int8_t* dst = out.data_.data() + static_cast<std::size_t>(panel) * pb;
-    const std::int8_t* const* src = rows.data() + static_cast<std::size_t>(panel) * width;
-    const int cols = std::min(width, out.n_ - panel * width);  // padding columns stay zero
-    if (out.narrow_) {
-      for (int c = 0; c < width; ++c) {
-        narrow_rows[c] = src[c];
-        if (c >= cols) continue;
-        std::int8_t* row = narrowed.data() + static_cast<std::size_t>(c) * k;
+  // Panels are independent: split over the caller's intra-op threads (a model's load).
+  parallel_for(std::min(intra_op_threads(), out.panels_), out.panels_, [&](int first, int last) {
+    std::vector<std::int8_t> narrowed(out.narrow_ ? static_cast<std::size_t>(width) * k : 0);
+    const std::int8_t* narrow_rows[width] = {};
 #if TASKMOE_KERNELS_X86
-        const int m = avx2 ? detail::avx2::narrow_row(src[c], k, row, narrow_weight_limit) : detail::narrow_row(src[c], k, row);
+    std::vector<std::uint16_t> scratch;
+#endif
+    for (int panel = first; panel < last; ++panel) {
+      std::int8_t* dst = out.data_.data() + static_cast<std::size_t>(panel) * pb;
+      const std::int8_t* const* src = rows.data() + static_cast<std::size_t>(panel) * width;
+      const int cols = std::min(width, out.n_ - panel * width);  // padding columns stay zero
+      if (out.narrow_) {
+        for (int c = 0; c < width; ++c) {
+          narrow_rows[c] = src[c];
+          if (c >= cols) continue;
+          std::int8_t* row = narrowed.data() + static_cast<std::size_t>(c) * k;
+#if TASKMOE_KERNELS_X86
+          const int m = avx2 ? detail::avx2::narrow_row(src[c], k, row, narrow_weight_limit) : detail::narrow_row(src[c], k, row);
 #else
-        const int m = detail::narrow_row(src[c], k, row);
+          const int m = detail::narrow_row(src[c], k, row);
 #endif
-        if (m <= narrow_weight_limit) continue;
-        narrow_rows[c] = row;
-        out.scales_[static_cast<std::size_t>(panel) * width + c] *= static_cast<float>(m) / narrow_weight_limit;
+          if (m <= narrow_weight_limit) continue;
+          narrow_rows[c] = row;
+          out.scales_[static_cast<std::size_t>(panel) * width + c] *= static_cast<float>(m) / narrow_weight_limit;
+        }
+        src = narrow_rows;
       }
-      src = narrow_rows;
-    }
-    int done = 0;  // whole groups packed
+      int done = 0;  // whole groups packed
 #if TASKMOE_KERNELS_X86
-    if (avx2 && cols == width) {
-      detail::avx2::pack_panel_int8(src, whole, dst);
-      done = whole;
-    }
+      if (avx2 && cols == width) {
+        detail::avx2::pack_panel_int8(src, whole, dst);
+        done = whole;
+      }
 #endif
-    for (int g = done; g < whole; ++g)
+      for (int g = done; g < whole; ++g)
+        for (int c = 0; c < cols; ++c)
+          std::memcpy(dst + static_cast<std::size_t>(g) * width * group + c * group, src[c] + g * group, group);
       for (int c = 0; c < cols; ++c)
-        std::memcpy(dst + static_cast<std::size_t>(g) * width * group + c * group, src[c] + g * group, group);
-    for (int c = 0; c < cols; ++c)
-      for (int kk = whole * group; kk < k; ++kk)
-        dst[static_cast<std::size_t>(whole) * width * group + c * group + kk % group] = src[c][kk];
-    // comp = 128 * column sums, from the packed panel (in cache; padding adds zeros).
-    std::int32_t* comp = out.comp_.data() + static_cast<std::size_t>(panel) * width;
+        for (int kk = whole * group; kk < k; ++kk)
+          dst[static_cast<std::size_t>(whole) * width * group + c * group + kk % group] = src[c][kk];
+      // comp = 128 * column sums, from the packed panel (in cache; padding adds zeros).
+      std::int32_t* comp = out.comp_.data() + static_cast<std::size_t>(panel) * width;
 #if TASKMOE_KERNELS_X86
-    if (avx2) detail::avx2::panel_column_sums(dst, out.k4_, comp);
-    else
+      if (avx2) detail::avx2::panel_column_sums(dst, out.k4_, comp);
+      else
 #endif
-      for (std::size_t b = 0; b < pb; ++b) comp[b / group % width] += dst[b];
-    for (int c = 0; c < width; ++c) comp[c] *= 128;
+        for (std::size_t b = 0; b < pb; ++b) comp[b / group % width] += dst[b];
+      for (int c = 0; c < width; ++c) comp[c] *= 128;
 #if TASKMOE_KERNELS_X86
-    if (schedule)
-      out.paired_groups_[static_cast<std::size_t>(panel)] = static_cast<std::uint16_t>(detail::avx2::pair_groups(
-          dst, groups, out.group_order_.data() + static_cast<std::size_t>(panel) * groups, scratch));
+      if (schedule)
+        out.paired_groups_[static_cast<std::size_t>(panel)] = static_cast<std::uint16_t>(detail::avx2::pair_groups(
+            dst, groups, out.group_order_.data() + static_cast<std::size_t>(panel) * groups, scratch));
 #endif
-  }
+    }
+  });
   return out;
 }
 
@@ -6873,15 +6878,18 @@ inline packed_int8 quantize_pack(const std::uint16_t* w, int n, int k, int ldw, 
                                  int8_weights weights = int8_weights::full) {
   if (n < 0 || k < 0 || (n > 0 && (w == nullptr || ldw < k)))
     throw invalid_argument_error("taskmoe::kernels::quantize_pack: bad float16 matrix");
-  const int ldq = k > 0 ? k : 1, block = 64;
+  const int ldq = k > 0 ? k : 1, block = 64, blocks = (n + block - 1) / block;
   std::vector<std::int8_t> q(static_cast<std::size_t>(n) * ldq);
-  std::vector<float> scales(static_cast<std::size_t>(n)), f(static_cast<std::size_t>(block) * ldq);
-  for (int r0 = 0; r0 < n; r0 += block) {
-    const int rows = std::min(block, n - r0);
-    for (int r = 0; r < rows; ++r)
-      from_float16(w + static_cast<std::size_t>(r0 + r) * ldw, k, f.data() + static_cast<std::size_t>(r) * ldq);
-    quantize_rows_int8(f.data(), rows, k, ldq, q.data() + static_cast<std::size_t>(r0) * ldq, ldq, scales.data() + r0);
-  }
+  std::vector<float> scales(static_cast<std::size_t>(n));
+  parallel_for(std::min(intra_op_threads(), blocks), blocks, [&](int b0, int b1) {  // as pack's panels
+    std::vector<float> f(static_cast<std::size_t>(block) * ldq);
+    for (int r0 = b0 * block; r0 < std::min(n, b1 * block); r0 += block) {
+      const int rows = std::min(block, n - r0);
+      for (int r = 0; r < rows; ++r)
+        from_float16(w + static_cast<std::size_t>(r0 + r) * ldw, k, f.data() + static_cast<std::size_t>(r) * ldq);
+      quantize_rows_int8(f.data(), rows, k, ldq, q.data() + static_cast<std::size_t>(r0) * ldq, ldq, scales.data() + r0);
+    }
+  });
   return packed_int8::pack({{q.data(), n, ldq, scales.data(), bias, 1.0f}}, k, weights);
 }
 
@@ -9926,6 +9934,7 @@ class translator {
     const std::string spm = src.sentencepiece_model();
     tag_id_ = target_tag_id(spm, task_, src);
     spm_ = std::make_shared<const tokenizer::sentencepiece>(spm);
+    const kernels::scoped_intra_op_threads load_threads(options_.threads);  // packing at load
     model_ = std::make_shared<const model::transformer>(std::move(src), model_options(options_));
     load_vocabulary_map(spm);
   }
@@ -10328,6 +10337,7 @@ inline translator_set translator_set::from_checkpoint(const std::string& dir, co
   // The first task's model owns every shared layer; the others load only their experts. Tasks
   // routed to the same experts with the same gates (one target language under task:target
   // routing; every task under token routing) share one model outright.
+  const kernels::scoped_intra_op_threads load_threads(o.translator.threads);  // packing at load
   auto first = model::weight_source::from_checkpoint(ck, tasks.front().name);
   auto first_routes = detail::routes(first);
   const auto base = std::make_shared<const model::transformer>(std::move(first), mo);
