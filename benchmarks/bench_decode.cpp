@@ -54,7 +54,7 @@ int main(int argc, char** argv) {
     else if (a == "--reps") reps = std::max(1, std::atoi(v.c_str()));
     else if (a == "--kv-cache" && (v == "auto" || v == "float32" || v == "float16")) kv_cache = v;
     else if (a == "--vocabulary-map") vocabulary_map = v;
-    else if (a == "--int8-weights" && (v == "auto" || v == "full" || v == "narrow")) int8_weights = v;
+    else if (a == "--int8-weights") int8_weights = v;  // checked by int8_weights_from_string below
     else {
       std::fprintf(stderr, "bench_decode: unknown argument %s\n", a.c_str());
       return 2;

@@ -6,7 +6,9 @@
 #
 #   benchmarks/bleu_demo.sh [BUILD_DIR] [OUT_DIR]        (defaults: build/release, build/bleu)
 #   env: CHECKPOINT (default models/demo), LIMIT (first N test sentences per task; 0 = all),
-#        BEAM (default 4), CPU (core to pin; default 1)
+#        BEAM (default 4), CPU (core to pin; default 1), EMBEDDINGS (taskmoe-convert --embeddings
+#        for the int8 files; default: the converter's), INT8_WEIGHTS (taskmoe-translate
+#        --int8-weights for them: auto, full or narrow; default auto)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BUILD=${1:-build/release}
@@ -15,6 +17,7 @@ CK=${CHECKPOINT:-models/demo}
 LIMIT=${LIMIT:-0}
 BEAM=${BEAM:-4}
 CPU=${CPU:-1}
+INT8_WEIGHTS=${INT8_WEIGHTS:-auto}
 if [ ! -f "$CK/config.json" ]; then
   echo "bleu_demo.sh: $CK is missing (models/demo is the trained demo checkpoint; set CHECKPOINT=DIR for another)" >&2
   exit 1
@@ -45,10 +48,15 @@ PY
 tasks=$(cd "$OUT/src" && ls *.txt | sed 's/\.txt$//' | tr '\n' ',' | sed 's/,$//')
 for q in float32 int8; do
   mkdir -p "$OUT/$q" "$OUT/hyp-$q"
-  "$BUILD/tools/taskmoe-convert" --checkpoint "$CK" --all-tasks --quantization "$q" --output-dir "$OUT/$q" --force --quiet
+  convert=() translate=()
+  if [ "$q" = int8 ]; then
+    [ -n "${EMBEDDINGS:-}" ] && convert=(--embeddings "$EMBEDDINGS")
+    translate=(--int8-weights "$INT8_WEIGHTS")
+  fi
+  "$BUILD/tools/taskmoe-convert" --checkpoint "$CK" --all-tasks --quantization "$q" --output-dir "$OUT/$q" --force --quiet "${convert[@]}"
   for t in ${tasks//,/ }; do
     taskset -c "$CPU" "$BUILD/examples/taskmoe-translate" --model "$OUT/$q/$t.tmoe" --beam "$BEAM" --max-length 128 \
-      --batch-size 32 --quiet --verbose -i "$OUT/src/$t.txt" -o "$OUT/hyp-$q/$t.txt" 2>"$OUT/hyp-$q/$t.log"
+      --batch-size 32 --quiet --verbose "${translate[@]}" -i "$OUT/src/$t.txt" -o "$OUT/hyp-$q/$t.txt" 2>"$OUT/hyp-$q/$t.log"
   done
   /usr/bin/python3 tools/train/evaluate.py --checkpoint "$CK" --tasks "$tasks" --limit "$LIMIT" \
     --hyp-dir "$OUT/hyp-$q" --json "$OUT/scores-$q.json" >/dev/null

@@ -95,7 +95,7 @@ struct cli_options {
   std::size_t max_line_bytes = std::size_t{16} << 20;
   int threads = 1;
   std::string kv_cache = "auto";
-  std::string int8_weights = "auto";
+  taskmoe::kernels::int8_weights int8_weights = taskmoe::kernels::int8_weights::automatic;
   std::string vocabulary_map;
   bool no_vocabulary_map = false;
   bool verify = true;
@@ -153,9 +153,11 @@ cli_options parse(int argc, char** argv) {
         throw usage_error{"--kv-cache needs auto, float32 or float16, got '" + o.kv_cache + "'"};
     }
     else if (a == "--int8-weights") {
-      o.int8_weights = take();
-      if (o.int8_weights != "auto" && o.int8_weights != "full" && o.int8_weights != "narrow")
-        throw usage_error{"--int8-weights needs auto, full or narrow, got '" + o.int8_weights + "'"};
+      try {
+        o.int8_weights = taskmoe::kernels::int8_weights_from_string(take());
+      } catch (const taskmoe::invalid_argument_error& e) {
+        throw usage_error{std::string("--int8-weights: ") + e.what()};
+      }
     }
     else if (a == "--vocabulary-map") o.vocabulary_map = take();
     else if (a == "--no-vocabulary-map") { flag(); o.no_vocabulary_map = true; }
@@ -300,7 +302,7 @@ int run(const cli_options& o) {
   to.verify_checksums = o.verify;
   using precision = taskmoe::model::model_options::cache_precision;
   to.kv_cache = o.kv_cache == "float32" ? precision::float32 : o.kv_cache == "float16" ? precision::float16 : precision::automatic;
-  to.int8_weights = taskmoe::kernels::int8_weights_from_string(o.int8_weights);
+  to.int8_weights = o.int8_weights;
   to.vocabulary_map = o.vocabulary_map;
   const auto t_load = clock::now();
   const taskmoe::translator tr = o.checkpoint.empty()

@@ -46,7 +46,7 @@ expect 2 "--checkpoint needs --task NAME" -- --checkpoint "$FIX/task_target"
 expect 2 "--vocabulary-map and --no-vocabulary-map are mutually exclusive" -- --model "$M" --vocabulary-map "$T/m.txt" --no-vocabulary-map
 expect 2 "needs a value" -- --model
 expect 2 "sampling (--sampling-topk) needs --beam 1" -- --model "$M" --beam 4 --sampling-topk 5
-expect 2 "--int8-weights needs auto, full or narrow, got '7'" -- --model "$M" --int8-weights 7
+expect 2 "--int8-weights: int8 weights must be auto, full or narrow, got '7'" -- --model "$M" --int8-weights 7
 
 # Bad model files: exit 1, one line naming the file.
 expect 1 "$T/missing.tmoe: cannot open" -- --model "$T/missing.tmoe"
