@@ -139,7 +139,8 @@ namespace detail {
 // Fewer runs than threads are cut into equal parts (the largest parts first) until every thread
 // has one or every part is one sentence: sub-batches on their own threads beat splitting each
 // GEMM's columns, which synchronizes every layer and leaves attention and search on one thread
-// (two threads, batch 64: 1.4x-1.7x greedy, 1.3x beam 4; batch 4: 1.0x-1.2x; BENCHMARKS.md).
+// (two threads, batch 64: 1.4x-1.7x greedy, 1.2x-1.3x beam 4; batch 4: 1.0x-1.2x; stop 36 in
+// docs/performance.md).
 inline std::vector<std::vector<std::size_t>> split_batches(const std::vector<std::size_t>& order,
                                                            const std::vector<std::size_t>& cost,
                                                            std::size_t max_cost, std::size_t threads) {
