@@ -49,7 +49,7 @@ def test_convert_embeddings(demo_dir, tmp_path):
     assert default == sizes["float16"] and sizes["int8"] < sizes["float16"] < sizes["float32"]
     with pytest.raises(taskmoe.InvalidArgumentError, match="expected float16, int8 or float32"):
         taskmoe.convert(demo_dir, "en-de", str(tmp_path / "x.tmoe"), embeddings="int4")
-    with pytest.raises(taskmoe.InvalidArgumentError, match="int8 only"):
+    with pytest.raises(taskmoe.InvalidArgumentError, match="applies to quantization='int8' only"):
         taskmoe.convert(demo_dir, "en-de", str(tmp_path / "y.tmoe"), quantization="float32", embeddings="int8")
 
 
